@@ -1,0 +1,222 @@
+"""Answer scoring: tokenized proxies (queries), option scores, the target F and batched predictions.
+
+Two answer modes:
+
+* **letter** (the paper's): the score of option ``o`` is the logit of its letter token at the
+  site, ``logsumexp`` over the letter's single-token forms ("A", " A").
+* **cloze**: the score of option ``o`` is the mean log-probability of its text continuing the
+  prompt (length-normalised), for models that cannot bind letters.
+
+Target, per proxy: ``F = log softmax_o(z)[gold]`` (``target="ce"``, the default: minus the
+cross-entropy over the options) or ``softmax_o(z)[gold]`` (``target="prob"``). A positive
+attribution to F means the neuron raises the gold option against the distractors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from .adapter import HookFn, ModelAdapter, ModelError
+from .proxies import Proxy
+
+Mode = Literal["letter", "cloze"]
+Target = Literal["ce", "prob"]
+TARGETS = ("ce", "prob")
+
+
+@dataclass(frozen=True)
+class Query:
+    """A tokenized proxy.
+
+    Attributes:
+        prompt: Prompt token ids; the last one is the site.
+        gold: Gold letter position.
+        n_options: Number of options.
+        item_index / proxy_index: Where the proxy came from.
+        letter_ids: Per letter, its single-token ids (letter mode).
+        continuations: Per letter, the option text's token ids (cloze mode).
+    """
+
+    prompt: tuple[int, ...]
+    gold: int
+    n_options: int
+    item_index: int = 0
+    proxy_index: int = 0
+    letter_ids: tuple[tuple[int, ...], ...] | None = None
+    continuations: tuple[tuple[int, ...], ...] | None = None
+
+    @property
+    def mode(self) -> Mode:
+        return "letter" if self.continuations is None else "cloze"
+
+    @property
+    def site(self) -> int:
+        return len(self.prompt) - 1
+
+    def suffixes(self) -> list[list[int]]:
+        """Token rows that follow the prompt prefix: ``[site]`` (letter) or ``[site] + option`` (cloze)."""
+        s = self.prompt[-1]
+        if self.continuations is None:
+            return [[s]]
+        return [[s, *c] for c in self.continuations]
+
+
+def make_queries(
+    adapter: ModelAdapter,
+    proxies: Sequence[Proxy],
+    mode: Mode,
+    *,
+    letters: Sequence[int] | None = None,
+) -> list[Query]:
+    """Tokenize proxies into queries.
+
+    Args:
+        adapter: The model adapter (tokenizer, letter ids).
+        proxies: Rendered proxies.
+        mode: ``"letter"`` or ``"cloze"``.
+        letters: Token ids of the letters for token-level tasks (``TokenFormat.letters``).
+    """
+    if not proxies:
+        return []
+    n_max = max(p.n_options for p in proxies)
+    letter_ids: list[tuple[int, ...]] | None = None
+    if mode == "letter":
+        if letters is not None:
+            letter_ids = [(int(t),) for t in letters]
+        else:
+            letter_ids = [tuple(f) for f in adapter.letter_token_ids(n_max)]
+        if len(letter_ids) < n_max:
+            raise ModelError(f"{n_max} options but only {len(letter_ids)} letter tokens")
+    out = []
+    for p in proxies:
+        prompt = adapter.tokenize(p.prompt)
+        if len(prompt) < 1:
+            raise ModelError(f"item {p.item_index}: the prompt is empty after tokenization")
+        conts = None
+        if mode == "cloze":
+            conts = []
+            for j, o in enumerate(p.options):
+                c = adapter.tokenize(o, bos=False) if isinstance(o, str) else [int(t) for t in o]
+                if not c:
+                    raise ModelError(f"item {p.item_index}: option {j} is empty after tokenization")
+                conts.append(tuple(c))
+            conts = tuple(conts)
+        out.append(
+            Query(
+                prompt=tuple(prompt),
+                gold=p.gold,
+                n_options=p.n_options,
+                item_index=p.item_index,
+                proxy_index=p.proxy_index,
+                letter_ids=tuple(letter_ids[: p.n_options]) if letter_ids is not None else None,
+                continuations=conts,
+            )
+        )
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# option scores and target
+# ------------------------------------------------------------------------------------------------
+def letter_scores(site_logits: Float[Tensor, "rows d_vocab"], letter_ids: Sequence[Sequence[int]]) -> Float[Tensor, "rows n_options"]:
+    """Option scores in letter mode: logsumexp of each letter's token forms."""
+    cols = [torch.logsumexp(site_logits[:, list(ids)].float(), dim=-1) for ids in letter_ids]
+    return torch.stack(cols, dim=-1)
+
+
+def cloze_scores(
+    logits: Float[Tensor, "n_options pos d_vocab"], conts: Sequence[Sequence[int]], start: int = 0
+) -> Float[Tensor, " n_options"]:
+    """Option scores in cloze mode: mean log-prob of each continuation.
+
+    ``logits[o, start + j]`` predicts ``conts[o][j]`` (``start`` is the site's position in ``logits``).
+    """
+    out = []
+    for o, c in enumerate(conts):
+        lp = torch.log_softmax(logits[o, start : start + len(c)].float(), dim=-1)
+        idx = torch.as_tensor(list(c), device=lp.device)
+        out.append(lp.gather(-1, idx[:, None]).squeeze(-1).mean())
+    return torch.stack(out)
+
+
+def target_fn(z: Float[Tensor, "... n_options"], gold: int, target: Target = "ce") -> Float[Tensor, "..."]:
+    """F: log-softmax (``"ce"``) or softmax (``"prob"``) over the options, at the gold option."""
+    if target == "ce":
+        return torch.log_softmax(z, dim=-1)[..., gold]
+    if target == "prob":
+        return torch.softmax(z, dim=-1)[..., gold]
+    raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
+
+
+def suffix_scores(logits: Float[Tensor, "rows pos d_vocab"], q: Query, n_groups: int) -> Float[Tensor, "n_groups n_options"]:
+    """Option scores of ``n_groups`` repetitions of a query's suffix rows (``V`` rows each)."""
+    if q.continuations is None:
+        assert q.letter_ids is not None
+        return letter_scores(logits[:, 0], q.letter_ids).reshape(n_groups, q.n_options)
+    V = len(q.continuations)
+    lg = logits.reshape(n_groups, V, logits.shape[1], logits.shape[2])
+    return torch.stack([cloze_scores(lg[g], q.continuations, 0) for g in range(n_groups)])
+
+
+def full_rows(q: Query) -> tuple[list[list[int]], int]:
+    """Full-sequence rows of a query (prompt, or prompt + each option) and the site position."""
+    if q.continuations is None:
+        return [list(q.prompt)], q.site
+    return [list(q.prompt) + list(c) for c in q.continuations], q.site
+
+
+def full_scores(logits: Float[Tensor, "rows pos d_vocab"], q: Query, site: int | Sequence[int]) -> Float[Tensor, " n_options"]:
+    """Option scores of one query from the logits of its full rows (see :func:`full_rows`)."""
+    if q.continuations is None:
+        assert q.letter_ids is not None
+        s = site if isinstance(site, int) else site[0]
+        return letter_scores(logits[:, s], q.letter_ids)[0]
+    s = site if isinstance(site, int) else site[0]
+    return cloze_scores(logits, q.continuations, s)
+
+
+def batch_full_rows(queries: Sequence[Query]) -> tuple[list[list[int]], list[int], list[int]]:
+    """All full rows of several queries, with each row's site and each query's first row."""
+    rows: list[list[int]] = []
+    sites: list[int] = []
+    starts: list[int] = []
+    for q in queries:
+        starts.append(len(rows))
+        r, s = full_rows(q)
+        rows += r
+        sites += [s] * len(r)
+    return rows, sites, starts
+
+
+@torch.no_grad()
+def predict(
+    adapter: ModelAdapter,
+    queries: Sequence[Query],
+    *,
+    fwd_hooks: Sequence[tuple[str, HookFn]] | Callable[[Tensor], Sequence[tuple[str, HookFn]]] = (),
+    batch_size: int = 16,
+) -> list[Float[Tensor, " n_options"]]:
+    """Option probabilities (softmax over the options) of each query, in batches of full rows.
+
+    ``fwd_hooks`` may be a function of the per-row site positions (a ``[rows]`` tensor), for
+    interventions that act at the site.
+    """
+    out: list[Tensor] = []
+    for b in range(0, len(queries), batch_size):
+        qs = queries[b : b + batch_size]
+        rows, sites, starts = batch_full_rows(qs)
+        toks, _ = adapter.pad_batch(rows)
+        site_t = torch.tensor(sites, device=toks.device)
+        hooks = fwd_hooks(site_t) if callable(fwd_hooks) else fwd_hooks
+        logits = adapter.forward(toks, fwd_hooks=hooks)
+        for i, q in enumerate(qs):
+            n = 1 if q.continuations is None else len(q.continuations)
+            lg = logits[starts[i] : starts[i] + n]
+            out.append(torch.softmax(full_scores(lg, q, sites[starts[i]]), dim=-1).cpu())
+    return out

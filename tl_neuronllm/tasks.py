@@ -1,0 +1,306 @@
+"""Tasks: multiple-choice items, loaders (records, JSONL, CSV), validation and splits.
+
+An :class:`Item` is one multiple-choice question: a stem, 2 to 26 options, the index of the
+correct one and an optional context (passage). Items are either *text* items (strings, rendered
+with the model's tokenizer) or *token* items (lists of token ids, for models without a tokenizer
+such as ``TransformerBridge.boot_native`` models). A :class:`Task` is a named, validated list of
+items of one kind. Every validation error names the item and the field.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Union
+
+MAX_OPTIONS = 26
+LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+TokenSeq = tuple[int, ...]
+Text = Union[str, TokenSeq]
+
+
+class TaskError(ValueError):
+    """Raised for malformed items or tasks; the message names the item and the field."""
+
+
+def _as_text(value: Any, where: str, fld: str, *, allow_empty: bool = False) -> Text:
+    if isinstance(value, str):
+        if not allow_empty and not value.strip():
+            raise TaskError(f"{where}: field '{fld}' is empty")
+        return value
+    if isinstance(value, Sequence) and all(isinstance(t, int) and not isinstance(t, bool) for t in value):
+        if not allow_empty and len(value) == 0:
+            raise TaskError(f"{where}: field '{fld}' is an empty token list")
+        if any(t < 0 for t in value):
+            raise TaskError(f"{where}: field '{fld}' has a negative token id")
+        return tuple(int(t) for t in value)
+    if hasattr(value, "tolist"):  # tensors / arrays of token ids
+        return _as_text(value.tolist(), where, fld, allow_empty=allow_empty)
+    raise TaskError(
+        f"{where}: field '{fld}' must be a string or a list of token ids, got {type(value).__name__}"
+    )
+
+
+@dataclass(frozen=True)
+class Item:
+    """One multiple-choice question.
+
+    Attributes:
+        question: The stem (a string, or a tuple of token ids for token-level tasks).
+        options: The options, 2 to 26 of them, all distinct.
+        answer: Index of the correct option in ``options``.
+        context: Optional passage shown before the question.
+        id: A name for error messages and exports.
+    """
+
+    question: Text
+    options: tuple[Text, ...]
+    answer: int
+    context: Text | None = None
+    id: str = ""
+
+    def __post_init__(self) -> None:
+        where = f"item {self.id!r}" if self.id else "item"
+        object.__setattr__(self, "question", _as_text(self.question, where, "question"))
+        if self.options is None or isinstance(self.options, (str, bytes)):
+            raise TaskError(f"{where}: field 'options' must be a list of options, got {self.options!r}")
+        opts = tuple(_as_text(o, where, f"options[{i}]") for i, o in enumerate(self.options))
+        if len(opts) < 2:
+            raise TaskError(f"{where}: field 'options' has {len(opts)} option(s); at least 2 are needed")
+        if len(opts) > MAX_OPTIONS:
+            raise TaskError(
+                f"{where}: field 'options' has {len(opts)} options; at most {MAX_OPTIONS} (A-Z) are supported"
+            )
+        norm = [o.strip() if isinstance(o, str) else o for o in opts]
+        seen: dict[Any, int] = {}
+        for i, o in enumerate(norm):
+            if o in seen:
+                raise TaskError(f"{where}: field 'options' has duplicate options {seen[o]} and {i}: {opts[i]!r}")
+            seen[o] = i
+        object.__setattr__(self, "options", opts)
+        if isinstance(self.answer, bool) or not isinstance(self.answer, int):
+            raise TaskError(f"{where}: field 'answer' must be an option index (int), got {self.answer!r}")
+        if not 0 <= self.answer < len(opts):
+            raise TaskError(f"{where}: field 'answer' = {self.answer} is out of range for {len(opts)} options")
+        if self.context is not None:
+            object.__setattr__(self, "context", _as_text(self.context, where, "context", allow_empty=True))
+        kinds = {type(self.question)} | {type(o) for o in opts}
+        if self.context is not None:
+            kinds.add(type(self.context))
+        if len(kinds) > 1:
+            raise TaskError(f"{where}: mixes text and token-id fields; use one kind for all fields")
+
+    @property
+    def is_tokens(self) -> bool:
+        """True for token-level items (fields are token-id tuples)."""
+        return isinstance(self.question, tuple)
+
+    @property
+    def n_options(self) -> int:
+        return len(self.options)
+
+    def to_record(self) -> dict[str, Any]:
+        """A JSON-able dict that :meth:`Task.from_records` reads back."""
+        conv = (lambda v: list(v)) if self.is_tokens else (lambda v: v)
+        rec: dict[str, Any] = {
+            "id": self.id,
+            "question": conv(self.question),
+            "options": [conv(o) for o in self.options],
+            "answer": self.answer,
+        }
+        if self.context is not None:
+            rec["context"] = conv(self.context)
+        return rec
+
+
+_ANSWER_KEYS = ("answer", "label", "gold", "answerKey")
+
+
+def _answer_index(value: Any, options: Sequence[Any], where: str) -> int:
+    """Accept an int index, a letter ("B"), a letter-prefixed string ("B. text") or the option text."""
+    if isinstance(value, bool):
+        raise TaskError(f"{where}: field 'answer' must be an index, a letter or the option text, got {value!r}")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        s = value.strip()
+        if s.lstrip("-").isdigit():
+            return int(s)
+        if len(s) == 1 and s.upper() in LETTERS:
+            return LETTERS.index(s.upper())
+        for i, o in enumerate(options):
+            if isinstance(o, str) and o.strip() == s:
+                return i
+        if len(s) >= 2 and s[0].upper() in LETTERS and s[1] in ".):":
+            return LETTERS.index(s[0].upper())
+    raise TaskError(
+        f"{where}: field 'answer' = {value!r} is neither an index, a letter nor one of the options"
+    )
+
+
+def item_from_record(rec: Mapping[str, Any], *, index: int = 0) -> Item:
+    """Build an :class:`Item` from a dict with ``question``, ``options``, ``answer`` (and ``context``)."""
+    rid = str(rec.get("id", index))
+    where = f"item {rid!r} (record {index})"
+    if not isinstance(rec, Mapping):
+        raise TaskError(f"record {index}: expected a dict, got {type(rec).__name__}")
+    if "question" not in rec:
+        raise TaskError(f"{where}: missing field 'question'")
+    if "options" not in rec and "choices" not in rec:
+        raise TaskError(f"{where}: missing field 'options'")
+    options = rec.get("options", rec.get("choices"))
+    if isinstance(options, str):
+        raise TaskError(f"{where}: field 'options' is a single string; give a list of options")
+    if options is None or len(options) == 0:
+        raise TaskError(f"{where}: field 'options' is missing or empty")
+    key = next((k for k in _ANSWER_KEYS if k in rec and rec[k] is not None and rec[k] != ""), None)
+    if key is None:
+        raise TaskError(f"{where}: missing field 'answer' (the index of the correct option)")
+    answer = _answer_index(rec[key], list(options), where)
+    context = rec.get("context", rec.get("passage"))
+    try:
+        return Item(question=rec["question"], options=tuple(options), answer=answer, context=context, id=rid)
+    except TaskError as e:
+        raise TaskError(str(e).replace(f"item {rid!r}", where, 1)) from None
+
+
+@dataclass(frozen=True)
+class Task:
+    """A named, validated list of multiple-choice items of one kind (all text or all tokens)."""
+
+    items: tuple[Item, ...]
+    name: str = "task"
+    instruction: str | None = None
+
+    def __post_init__(self) -> None:
+        items = tuple(self.items)
+        if not items:
+            raise TaskError(f"task {self.name!r} is empty: it needs at least one item")
+        for i, it in enumerate(items):
+            if not isinstance(it, Item):
+                raise TaskError(f"task {self.name!r}: entry {i} is a {type(it).__name__}, not an Item")
+        kinds = {it.is_tokens for it in items}
+        if len(kinds) > 1:
+            raise TaskError(f"task {self.name!r} mixes text items and token-id items")
+        # give items stable ids when none were given
+        fixed = tuple(it if it.id else Item(it.question, it.options, it.answer, it.context, str(i)) for i, it in enumerate(items))
+        ids = [it.id for it in fixed]
+        if len(set(ids)) != len(ids):
+            dup = next(x for x in ids if ids.count(x) > 1)
+            raise TaskError(f"task {self.name!r}: duplicate item id {dup!r}")
+        object.__setattr__(self, "items", fixed)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> Item:
+        return self.items[i]
+
+    def __iter__(self):
+        return iter(self.items)
+
+    @property
+    def is_tokens(self) -> bool:
+        return self.items[0].is_tokens
+
+    @property
+    def max_options(self) -> int:
+        return max(it.n_options for it in self.items)
+
+    def subset(self, indices: Iterable[int], name: str | None = None) -> "Task":
+        """A task with the items at ``indices`` (ids kept)."""
+        return Task(tuple(self.items[i] for i in indices), name=name or self.name, instruction=self.instruction)
+
+    def split(
+        self, n_identify: int | float, n_heldout: int | float | None = None, *, n_demo: int = 5, seed: int = 0
+    ) -> tuple["Task", "Task", "Task"]:
+        """Deterministic disjoint (identify, heldout, demo) split after a seeded shuffle.
+
+        Counts may be ints or fractions of the task. ``n_heldout=None`` takes all remaining items.
+        """
+        n = len(self.items)
+        def count(x: int | float) -> int:
+            return int(round(x * n)) if isinstance(x, float) and x <= 1.0 else int(x)
+        nd = count(n_demo)
+        ni = count(n_identify)
+        rest = n - nd - ni
+        nh = rest if n_heldout is None else count(n_heldout)
+        if nd < 0 or ni < 1 or nh < 0 or nd + ni + nh > n:
+            raise TaskError(
+                f"task {self.name!r} has {n} items; cannot split into demo={nd}, identify={ni}, heldout={nh}"
+            )
+        order = list(range(n))
+        random.Random(seed).shuffle(order)
+        demo = order[:nd]
+        ident = order[nd : nd + ni]
+        held = order[nd + ni : nd + ni + nh]
+        mk = lambda idx, suffix: Task(tuple(self.items[i] for i in sorted(idx)), name=f"{self.name}:{suffix}", instruction=self.instruction) if idx else None
+        return mk(ident, "identify"), mk(held, "heldout"), mk(demo, "demo")
+
+    def to_records(self) -> list[dict[str, Any]]:
+        return [it.to_record() for it in self.items]
+
+    # ---- loaders -------------------------------------------------------------------------
+    @classmethod
+    def from_records(cls, records: Iterable[Mapping[str, Any]], *, name: str = "task", instruction: str | None = None) -> "Task":
+        """Build a task from dicts with ``question``, ``options`` (list), ``answer`` (index, letter or text).
+
+        Also reads ``choices`` for options, ``label``/``gold``/``answerKey`` for the answer and
+        ``passage`` for the context, so Hugging Face ``datasets`` rows usually load as they are.
+        """
+        if hasattr(records, "to_list"):  # a datasets.Dataset
+            records = records.to_list()
+        items = [item_from_record(r, index=i) for i, r in enumerate(records)]
+        return cls(tuple(items), name=name, instruction=instruction)
+
+    @classmethod
+    def from_jsonl(cls, path: str | Path, *, name: str | None = None, instruction: str | None = None) -> "Task":
+        """Read one JSON record per line (blank lines skipped); errors name the file and line."""
+        path = Path(path)
+        recs = []
+        with path.open(encoding="utf-8") as fh:
+            for ln, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise TaskError(f"{path}:{ln}: not valid JSON ({e.msg})") from None
+                rec.setdefault("id", f"{path.name}:{ln}")
+                recs.append(rec)
+        return cls.from_records(recs, name=name or path.stem, instruction=instruction)
+
+    @classmethod
+    def from_csv(cls, path: str | Path, *, name: str | None = None, instruction: str | None = None) -> "Task":
+        """Read a CSV with columns ``question``, ``answer``, option columns ``A``, ``B``, ... (or
+        ``option_0``, ``option_1``, ...) and optionally ``context`` and ``id``. Empty trailing option
+        cells are ignored, so rows may have different numbers of options."""
+        path = Path(path)
+        recs = []
+        with path.open(encoding="utf-8", newline="") as fh:
+            reader = csv.DictReader(fh)
+            cols = reader.fieldnames or []
+            letter_cols = [c for c in cols if len(c) == 1 and c.upper() in LETTERS]
+            num_cols = sorted((c for c in cols if c.startswith("option_")), key=lambda c: int(c.split("_")[1]))
+            opt_cols = letter_cols or num_cols
+            if not opt_cols:
+                raise TaskError(f"{path}: no option columns (expected A, B, ... or option_0, option_1, ...)")
+            for ln, row in enumerate(reader, 2):
+                opts = [row[c] for c in opt_cols]
+                while opts and (opts[-1] is None or opts[-1] == ""):
+                    opts.pop()
+                rec = {"id": row.get("id") or f"{path.name}:{ln}", "question": row.get("question"), "options": opts,
+                       "answer": row.get("answer")}
+                if row.get("question") is None:
+                    raise TaskError(f"{path}: missing column 'question'")
+                if row.get("context"):
+                    rec["context"] = row["context"]
+                recs.append(rec)
+        return cls.from_records(recs, name=name or path.stem, instruction=instruction)
