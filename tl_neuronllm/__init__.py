@@ -1,3 +1,39 @@
-"""tl_neuronllm: find the good and bad MLP neurons of a TransformerLens model for a task."""
+"""tl_neuronllm: find the good and bad MLP neurons of a TransformerLens model for a task.
+
+    from tl_neuronllm import identify, Task
+    result = identify(model, Task.from_records(records), k=100)
+    with result.suppress(model, "bad"):
+        logits = model(tokens)
+"""
 
 __version__ = "0.1.0"
+
+from .adapter import ModelAdapter, ModelError, preserved_model_state
+from .interventions import Intervention, intervene, make_hooks
+from .pipeline import IdentifyConfig, identify
+from .proxies import AugmentConfig, PromptConfig, TokenFormat
+from .result import Neuron, NeuronResult
+from .scoring import ACEState, ScoringConfig
+from .tasks import Item, Task, TaskError
+
+__all__ = [
+    "__version__",
+    "ACEState",
+    "AugmentConfig",
+    "IdentifyConfig",
+    "Intervention",
+    "Item",
+    "ModelAdapter",
+    "ModelError",
+    "Neuron",
+    "NeuronResult",
+    "PromptConfig",
+    "ScoringConfig",
+    "Task",
+    "TaskError",
+    "TokenFormat",
+    "identify",
+    "intervene",
+    "make_hooks",
+    "preserved_model_state",
+]

@@ -83,12 +83,22 @@ def _hook_restore(snap: list[tuple[torch.nn.Module, dict[str, Any]]]) -> None:
 
 
 @contextmanager
+def hooks_restored(model: Any) -> Iterator[None]:
+    """Remove, on exit, every hook added to ``model``'s modules inside the block (even on error)."""
+    snap = _hook_snapshot(model) if isinstance(model, torch.nn.Module) else []
+    try:
+        yield
+    finally:
+        _hook_restore(snap)
+
+
+@contextmanager
 def preserved_model_state(model: Any, *, eval_mode: bool = True) -> Iterator[None]:
     """Run a block against ``model`` and restore its hooks, ``requires_grad``, ``.grad`` and mode.
 
     Inside the block the model is in eval mode (dropout off) and autograd is enabled. On exit,
     normal or by exception, every hook added inside is removed, parameters get back their
-    ``requires_grad`` flags and ``.grad`` tensors (same objects, same values), and the model its
+    ``requires_grad`` flags and ``.grad`` tensors, and the model its
     train/eval mode.
     """
     if not isinstance(model, torch.nn.Module):
@@ -98,23 +108,19 @@ def preserved_model_state(model: Any, *, eval_mode: bool = True) -> Iterator[Non
     params = list(model.parameters())
     flags = [p.requires_grad for p in params]
     grads = [p.grad for p in params]
-    grad_values = [None if g is None else g.detach().clone() for g in grads]
-    hooks = _hook_snapshot(model)
     try:
         if eval_mode:
             model.eval()
-        with torch.enable_grad():
+        with torch.enable_grad(), hooks_restored(model):
             yield
     finally:
-        _hook_restore(hooks)
-        for p, f, g, gv in zip(params, flags, grads, grad_values):
+        # gradients are only ever taken with torch.autograd.grad w.r.t. activations, so .grad
+        # values are never written; identities and flags are restored in case a hook changed them
+        for p, f, g in zip(params, flags, grads):
             if p.requires_grad != f:
                 p.requires_grad_(f)
             if p.grad is not g:
                 p.grad = g
-            if g is not None and gv is not None and not torch.equal(g, gv):
-                with torch.no_grad():
-                    g.copy_(gv)
         model.train(was_training)
 
 

@@ -8,7 +8,10 @@ Two answer modes:
   prompt (length-normalised), for models that cannot bind letters.
 
 Target, per proxy: ``F = log softmax_o(z)[gold]`` (``target="ce"``, the default: minus the
-cross-entropy over the options) or ``softmax_o(z)[gold]`` (``target="prob"``). A positive
+cross-entropy over the options), ``softmax_o(z)[gold]`` (``target="prob"``) or the gold option's
+probability under the full vocabulary (``target="vocab_prob"``, what knowledge neurons and
+QR-Neuron attribute: the letter's softmax probability, or in cloze mode ``exp`` of the mean
+token log-probability of the gold text). A positive
 attribution to F means the neuron raises the gold option against the distractors.
 """
 
@@ -26,8 +29,8 @@ from .adapter import HookFn, ModelAdapter, ModelError
 from .proxies import Proxy
 
 Mode = Literal["letter", "cloze"]
-Target = Literal["ce", "prob"]
-TARGETS = ("ce", "prob")
+Target = Literal["ce", "prob", "vocab_prob"]
+TARGETS = ("ce", "prob", "vocab_prob")
 
 
 @dataclass(frozen=True)
@@ -124,9 +127,13 @@ def make_queries(
 # ------------------------------------------------------------------------------------------------
 # option scores and target
 # ------------------------------------------------------------------------------------------------
-def letter_scores(site_logits: Float[Tensor, "rows d_vocab"], letter_ids: Sequence[Sequence[int]]) -> Float[Tensor, "rows n_options"]:
-    """Option scores in letter mode: logsumexp of each letter's token forms."""
-    cols = [torch.logsumexp(site_logits[:, list(ids)].float(), dim=-1) for ids in letter_ids]
+def letter_scores(
+    site_logits: Float[Tensor, "rows d_vocab"], letter_ids: Sequence[Sequence[int]], vocab_norm: bool = False
+) -> Float[Tensor, "rows n_options"]:
+    """Option scores in letter mode: logsumexp of each letter's token forms (of the log-softmax
+    over the vocabulary with ``vocab_norm``)."""
+    lg = torch.log_softmax(site_logits.float(), dim=-1) if vocab_norm else site_logits.float()
+    cols = [torch.logsumexp(lg[:, list(ids)], dim=-1) for ids in letter_ids]
     return torch.stack(cols, dim=-1)
 
 
@@ -151,14 +158,18 @@ def target_fn(z: Float[Tensor, "... n_options"], gold: int, target: Target = "ce
         return torch.log_softmax(z, dim=-1)[..., gold]
     if target == "prob":
         return torch.softmax(z, dim=-1)[..., gold]
+    if target == "vocab_prob":  # z are vocabulary-normalised log-probabilities
+        return torch.exp(z[..., gold])
     raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
 
 
-def suffix_scores(logits: Float[Tensor, "rows pos d_vocab"], q: Query, n_groups: int) -> Float[Tensor, "n_groups n_options"]:
+def suffix_scores(
+    logits: Float[Tensor, "rows pos d_vocab"], q: Query, n_groups: int, vocab_norm: bool = False
+) -> Float[Tensor, "n_groups n_options"]:
     """Option scores of ``n_groups`` repetitions of a query's suffix rows (``V`` rows each)."""
     if q.continuations is None:
         assert q.letter_ids is not None
-        return letter_scores(logits[:, 0], q.letter_ids).reshape(n_groups, q.n_options)
+        return letter_scores(logits[:, 0], q.letter_ids, vocab_norm).reshape(n_groups, q.n_options)
     V = len(q.continuations)
     lg = logits.reshape(n_groups, V, logits.shape[1], logits.shape[2])
     return torch.stack([cloze_scores(lg[g], q.continuations, 0) for g in range(n_groups)])
@@ -171,12 +182,14 @@ def full_rows(q: Query) -> tuple[list[list[int]], int]:
     return [list(q.prompt) + list(c) for c in q.continuations], q.site
 
 
-def full_scores(logits: Float[Tensor, "rows pos d_vocab"], q: Query, site: int | Sequence[int]) -> Float[Tensor, " n_options"]:
+def full_scores(
+    logits: Float[Tensor, "rows pos d_vocab"], q: Query, site: int | Sequence[int], vocab_norm: bool = False
+) -> Float[Tensor, " n_options"]:
     """Option scores of one query from the logits of its full rows (see :func:`full_rows`)."""
     if q.continuations is None:
         assert q.letter_ids is not None
         s = site if isinstance(site, int) else site[0]
-        return letter_scores(logits[:, s], q.letter_ids)[0]
+        return letter_scores(logits[:, s], q.letter_ids, vocab_norm)[0]
     s = site if isinstance(site, int) else site[0]
     return cloze_scores(logits, q.continuations, s)
 

@@ -77,7 +77,7 @@ def ig_fast(
     layers: Sequence[int] | None = None,
     chunk_rows: int | None = None,
     memory_budget_mb: float = 1024.0,
-) -> tuple[Float[Tensor, "n_layers d_mlp"], Float[Tensor, " n_options"]]:
+) -> tuple[Float[Tensor, "n_layers d_mlp"], Float[Tensor, " n_options"], Float[Tensor, "n_layers d_mlp"]]:
     """Exact per-layer IG of one query through the prefix key/value cache.
 
     Args:
@@ -85,14 +85,14 @@ def ig_fast(
         q: The tokenized proxy.
         steps: Number of IG steps m.
         rule: ``"riemann"`` (alpha_k = k/m) or ``"gauss"`` (Gauss-Legendre).
-        target: ``"ce"`` or ``"prob"``.
+        target: ``"ce"``, ``"prob"`` or ``"vocab_prob"`` (see :mod:`tl_neuronllm.answers`).
         layers: Layers to attribute (default all); others get zeros.
         chunk_rows: Continuation rows per forward (default: from ``memory_budget_mb``).
         memory_budget_mb: Activation memory to aim for when sizing chunks.
 
     Returns:
-        ``(ig, probs)``: IG scores ``[n_layers, d_mlp]`` (float32, CPU) and the clean option
-        probabilities of the query.
+        ``(ig, probs, acts)``: IG scores ``[n_layers, d_mlp]`` (float32, CPU), the clean option
+        probabilities of the query and the clean site activations (zeros for skipped layers).
     """
     lays = _layers(adapter, layers)
     alphas, weights = ig_points(steps, rule)
@@ -134,10 +134,10 @@ def ig_fast(
             idx = (row_layer == layer).nonzero().squeeze(-1)
             hooks.append((adapter.hook_names[layer], make_hook(layer, idx)))
         logits = adapter.run_suffix(state, suffix_t.repeat(len(chunk), 1), fwd_hooks=hooks)
-        z = suffix_scores(logits, q, len(chunk))
+        z = suffix_scores(logits, q, len(chunk), target == "vocab_prob")
         F = target_fn(z, q.gold, target)
         if chunk[0][0] == -1:
-            probs = torch.softmax(z[0].detach().float(), -1).cpu()
+            probs = torch.softmax(z[0].detach().float(), -1).cpu()  # softmax is shift-invariant
         if not leaves:
             continue
         order = sorted(leaves)
@@ -149,7 +149,7 @@ def ig_fast(
             acts[layer] = a[0].float().cpu()
         del logits, leaves, grads, F, z
     assert probs is not None
-    return acts * gsum, probs
+    return acts * gsum, probs, acts
 
 
 def ig_naive(
@@ -182,7 +182,7 @@ def ig_naive(
                 return act
 
             logits = adapter.forward(toks, fwd_hooks=[(adapter.hook_names[layer], hook)])
-            F = target_fn(full_scores(logits, q, site), q.gold, target)
+            F = target_fn(full_scores(logits, q, site, target == "vocab_prob"), q.gold, target)
             (g,) = torch.autograd.grad(F, [box["x"]])
             total += w * g.float().sum(0).cpu()
             a_clean = box["a"][0].float().cpu()
@@ -199,16 +199,18 @@ def grad_x_act(
     layers: Sequence[int] | None = None,
     batch_size: int = 8,
     with_grad: bool = True,
-) -> tuple[Float[Tensor, "n_queries n_layers d_mlp"], list[Float[Tensor, " n_options"]]]:
+) -> tuple[Float[Tensor, "n_queries n_layers d_mlp"], list[Float[Tensor, " n_options"]], Float[Tensor, "n_queries n_layers d_mlp"]]:
     """``a * dF/da`` at the site for all layers, batched over queries (right-padded full rows).
 
     With ``with_grad=False`` returns the site activations themselves (method ``"activation"``).
 
     Returns:
-        ``(scores, probs)``: per-query scores ``[n_queries, n_layers, d_mlp]`` and clean option probs.
+        ``(scores, probs, acts)``: per-query scores ``[n_queries, n_layers, d_mlp]``, clean option
+        probs and site activations.
     """
     lays = _layers(adapter, layers)
     out = torch.zeros(len(queries), adapter.n_layers, adapter.d_mlp, dtype=torch.float32)
+    acts = torch.zeros_like(out)
     probs: list[Tensor] = []
     for b in range(0, len(queries), batch_size):
         qs = queries[b : b + batch_size]
@@ -233,7 +235,7 @@ def grad_x_act(
             Fs = []
             for i, q in enumerate(qs):
                 n = 1 if q.continuations is None else len(q.continuations)
-                z = full_scores(logits[starts[i] : starts[i] + n], q, sites[starts[i]])
+                z = full_scores(logits[starts[i] : starts[i] + n], q, sites[starts[i]], target == "vocab_prob")
                 probs.append(torch.softmax(z.detach().float(), -1).cpu())
                 Fs.append(target_fn(z, q.gold, target))
             if with_grad:
@@ -241,12 +243,11 @@ def grad_x_act(
             else:
                 grads = [None] * len(lays)
         for layer, g in zip(lays, grads):
-            x, a = leaves[layer]
-            val = (a.float() * g.float()) if g is not None else a.float()
-            val = val.cpu()
+            a = leaves[layer][1].float().cpu()
+            val = a * g.float().cpu() if g is not None else a
             for i, q in enumerate(qs):
                 n = 1 if q.continuations is None else len(q.continuations)
                 # the site activation is shared by a query's rows; its gradient sums over them
-                v = val[starts[i] : starts[i] + n]
-                out[b + i, layer] = v.sum(0) if g is not None else v[0]
-    return out, probs
+                out[b + i, layer] = val[starts[i] : starts[i] + n].sum(0) if g is not None else a[starts[i]]
+                acts[b + i, layer] = a[starts[i]]
+    return out, probs, acts

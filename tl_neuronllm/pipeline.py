@@ -1,0 +1,403 @@
+"""``identify``: the whole method in one call.
+
+task -> augmented proxies -> tokenized queries -> per-proxy attributions -> streaming ACE state ->
+ranked good/bad neurons. The user's model leaves the call exactly as it came in (hooks,
+``requires_grad``, ``.grad``, train/eval mode), also when the call raises or is interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import random
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from . import __version__
+from .adapter import ModelAdapter, preserved_model_state
+from .answers import TARGETS, Query, make_queries
+from .attribution import METHODS, Rule, grad_x_act, ig_fast
+from .proxies import AugmentConfig, PromptConfig, Renderer, TokenFormat
+from .result import NeuronResult, build_result
+from .scoring import ACEState, ScoringConfig
+from .tasks import Item, Task, TaskError
+
+
+@dataclass(frozen=True)
+class IdentifyConfig:
+    """Every option of :func:`identify` (defaults are the method's; see the README for the choices).
+
+    Attributes:
+        method: ``"ig"`` (exact integrated gradients, default), ``"grad_x_act"`` or ``"activation"``.
+        mode: ``"letter"`` (option-letter logits) or ``"cloze"`` (option-text log-likelihood).
+        target: ``"ce"`` (log-softmax over options at gold, default), ``"prob"`` (softmax over
+            options) or ``"vocab_prob"`` (full-vocabulary probability of the gold answer).
+        n_proxies: Proxies per item (P, default 3), pairwise-distinct gold letters.
+        permutation: ``"cyclic"`` or ``"random"``.
+        include_original: Whether the unpermuted item is one of the proxies.
+        n_shots: Solved demonstrations in each prompt (default 1), from items not scored.
+        instruction: Instruction line (default: the task's, else a standard one).
+        token_format: Prompt format for token-level tasks.
+        show_options: Cloze mode: list the lettered options in the prompt.
+        steps: IG steps m (default 16).
+        ig_rule: ``"riemann"`` (alpha_k = k/m) or ``"gauss"`` (Gauss-Legendre).
+        hook: Neuron hook: ``"hook_post"``, ``"hook_pre"`` or ``"hook_pre_linear"``.
+        layers: Layers to score (default all).
+        candidates, z, tau, ambiguity: Per-item candidate sets and ambiguity filter (:class:`ScoringConfig`).
+        seed: Seed for permutations and the demo choice.
+        batch_size: Items per scoring batch (and prompts per forward for grad_x_act / activation).
+        chunk_rows: IG continuation rows per forward (default: from ``memory_budget_mb``).
+        memory_budget_mb: Activation memory to aim for per IG chunk.
+        kv_cache: ``"auto"`` or ``"off"`` (re-run the prefix in every row; for testing).
+    """
+
+    method: str = "ig"
+    mode: Literal["letter", "cloze"] = "letter"
+    target: Literal["ce", "prob", "vocab_prob"] = "ce"
+    n_proxies: int = 3
+    permutation: Literal["cyclic", "random"] = "cyclic"
+    include_original: bool = True
+    n_shots: int = 1
+    instruction: str | None = None
+    token_format: TokenFormat | None = None
+    show_options: bool = True
+    steps: int = 16
+    ig_rule: Rule = "riemann"
+    hook: str = "hook_post"
+    layers: tuple[int, ...] | None = None
+    candidates: Literal["topk", "threshold"] = "topk"
+    z: float = 0.01
+    tau: float = 0.2
+    ambiguity: float | None = 0.0
+    seed: int = 0
+    batch_size: int = 8
+    chunk_rows: int | None = None
+    memory_budget_mb: float = 1024.0
+    kv_cache: Literal["auto", "off"] = "auto"
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        if self.target not in TARGETS:
+            raise ValueError(f"target must be one of {TARGETS}, got {self.target!r}")
+        if self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.layers is not None:
+            object.__setattr__(self, "layers", tuple(int(x) for x in self.layers))
+        # these validate themselves
+        self.scoring, self.prompt, self.augment  # noqa: B018
+
+    @property
+    def scoring(self) -> ScoringConfig:
+        return ScoringConfig(self.candidates, self.z, self.tau, self.ambiguity)
+
+    @property
+    def prompt(self) -> PromptConfig:
+        return PromptConfig(self.mode, self.instruction, self.n_shots, self.token_format, self.show_options)
+
+    @property
+    def augment(self) -> AugmentConfig:
+        return AugmentConfig(self.n_proxies, self.permutation, self.include_original, self.seed)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["token_format"] = None if self.token_format is None else asdict(self.token_format)
+        return d
+
+    @classmethod
+    def from_options(cls, config: "IdentifyConfig | None" = None, **options: Any) -> "IdentifyConfig":
+        """A config from keyword options (unknown names raise a ``TypeError`` listing the valid ones)."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(options) - names)
+        if unknown:
+            raise TypeError(f"unknown option(s) {unknown}; valid options: {sorted(names)}")
+        return replace(config or cls(), **options)
+
+
+def choose_demos(task: Task, n_shots: int, seed: int, demos: Task | Sequence[Item] | None) -> tuple[Task, list[Item]]:
+    """Split off the demonstration items: given ones must not be scored; otherwise draw
+    ``n_shots`` items (seeded) from the task and score the rest."""
+    if n_shots == 0:
+        return task, []
+    if demos is not None:
+        demo_items = list(demos)[:n_shots]
+        if len(demo_items) < n_shots:
+            raise TaskError(f"n_shots={n_shots} but only {len(demo_items)} demo item(s) were given")
+        keys = {(d.question, d.options) for d in demo_items}
+        clash = [it.id for it in task.items if (it.question, it.options) in keys]
+        if clash:
+            raise TaskError(f"item {clash[0]!r} is both a demo and a scored item; demos must come from other items")
+        return task, demo_items
+    if len(task) <= n_shots:
+        raise TaskError(f"task {task.name!r} has {len(task)} item(s): too few to take {n_shots} demo(s) and score the rest")
+    idx = random.Random(f"demos:{seed}").sample(range(len(task)), n_shots)
+    rest = [i for i in range(len(task)) if i not in idx]
+    return task.subset(rest), [task.items[i] for i in idx]
+
+
+def build_queries(adapter: ModelAdapter, task: Task, cfg: IdentifyConfig, demo_items: Sequence[Item]) -> list[list[Query]]:
+    """Render and tokenize every item's proxies: ``[item][proxy]``."""
+    renderer = Renderer(task, cfg.prompt, cfg.augment, demo_items)
+    letters = cfg.token_format.letters if cfg.token_format is not None else None
+    out = []
+    for i, item in enumerate(task.items):
+        try:
+            out.append(make_queries(adapter, renderer.render(i, item), cfg.mode, letters=letters))
+        except ValueError as e:
+            raise type(e)(f"item {item.id!r}: {e}") from None
+    return out
+
+
+def attribute_item_batch(
+    adapter: ModelAdapter, batch: Sequence[Sequence[Query]], cfg: IdentifyConfig
+) -> tuple[Tensor, Tensor, list[list[Tensor]], Tensor]:
+    """Attributions of a batch of items.
+
+    Returns:
+        ``(ig, mask, probs, act_sum)``: ``[items, P, n_layers, d_mlp]`` scores, the ``[items, P]``
+        proxy mask, per item the clean option probs of each proxy, and the sum of site activations.
+    """
+    P = max(len(qs) for qs in batch)
+    L, d = adapter.n_layers, adapter.d_mlp
+    ig = torch.zeros(len(batch), P, L, d, dtype=torch.float32)
+    mask = torch.zeros(len(batch), P, dtype=torch.float32)
+    probs: list[list[Tensor]] = [[] for _ in batch]
+    act_sum = torch.zeros(L, d, dtype=torch.float64)
+    if cfg.method == "ig":
+        for i, qs in enumerate(batch):
+            for p, q in enumerate(qs):
+                s, pr, a = ig_fast(adapter, q, steps=cfg.steps, rule=cfg.ig_rule, target=cfg.target, layers=cfg.layers,
+                                   chunk_rows=cfg.chunk_rows, memory_budget_mb=cfg.memory_budget_mb)
+                ig[i, p], mask[i, p] = s, 1.0
+                probs[i].append(pr)
+                act_sum += a.double()
+    else:
+        flat = [(i, p, q) for i, qs in enumerate(batch) for p, q in enumerate(qs)]
+        s, pr, a = grad_x_act(adapter, [q for _, _, q in flat], target=cfg.target, layers=cfg.layers,
+                              batch_size=cfg.batch_size, with_grad=cfg.method == "grad_x_act")
+        for j, (i, p, _) in enumerate(flat):
+            ig[i, p], mask[i, p] = s[j], 1.0
+            probs[i].append(pr[j])
+        act_sum += a.double().sum(0)
+    return ig, mask, probs, act_sum
+
+
+def _progress(it: Iterable[Any], total: int, enabled: bool, desc: str) -> Iterable[Any]:
+    if not enabled:
+        return it
+    from tqdm.auto import tqdm
+
+    return tqdm(it, total=total, desc=desc, unit="batch")
+
+
+def identification_stats(queries: Sequence[Sequence[Query]], probs: Sequence[Sequence[Tensor]]) -> dict[str, float]:
+    """Accuracy, consistent accuracy and mean gold probability of the model on the scored items."""
+    correct, gold_p, consistent = [], [], []
+    for qs, ps in zip(queries, probs):
+        ok = [int(p.argmax()) == q.gold for q, p in zip(qs, ps)]
+        correct += ok
+        gold_p += [float(p[q.gold]) for q, p in zip(qs, ps)]
+        consistent.append(all(ok))
+    n = max(len(correct), 1)
+    return {
+        "accuracy": sum(correct) / n,
+        "gold_prob": sum(gold_p) / n,
+        "consistent_accuracy": sum(consistent) / max(len(consistent), 1),
+    }
+
+
+def run_scoring(
+    adapter: ModelAdapter,
+    queries: Sequence[Sequence[Query]],
+    cfg: IdentifyConfig,
+    *,
+    state: ACEState | None = None,
+    act_sum: Tensor | None = None,
+    start: int = 0,
+    progress: bool = True,
+    on_batch: Callable[[int, ACEState, Tensor, list[list[Tensor]]], None] | None = None,
+) -> tuple[ACEState, Tensor, list[list[Tensor]]]:
+    """Stream items ``start..`` through attribution into the ACE state.
+
+    ``on_batch(next_item, state, act_sum, probs)`` is called after each batch (checkpointing).
+
+    Returns:
+        ``(state, act_sum, probs)``.
+    """
+    state = state or ACEState.zeros(adapter.n_layers, adapter.d_mlp)
+    act_sum = torch.zeros(adapter.n_layers, adapter.d_mlp, dtype=torch.float64) if act_sum is None else act_sum
+    all_probs: list[list[Tensor]] = []
+    scoring = cfg.scoring
+    starts = range(start, len(queries), cfg.batch_size)
+    for b in _progress(starts, len(starts), progress, f"identify ({cfg.method}, {len(queries)} items)"):
+        batch = queries[b : b + cfg.batch_size]
+        ig, mask, probs, a = attribute_item_batch(adapter, batch, cfg)
+        state.update(ig, scoring, mask)
+        act_sum += a
+        all_probs += probs
+        if on_batch is not None:
+            on_batch(b + len(batch), state, act_sum, all_probs)
+    return state, act_sum, all_probs
+
+
+class Checkpoint:
+    """Periodic snapshots of the streaming state so an interrupted run can resume.
+
+    The directory holds ``checkpoint.safetensors`` (state, activation sum, clean option probs of the
+    items done) and ``checkpoint.json`` (next item and a fingerprint of the run's arguments). A
+    rerun with the same arguments continues after the last snapshot; other arguments raise.
+    """
+
+    def __init__(self, path: str | Path, fingerprint: dict[str, Any], every: int = 1):
+        self.path = Path(path)
+        self.fingerprint = json.loads(json.dumps(fingerprint, default=str))
+        self.every = max(1, int(every))
+        self._n = 0
+
+    def load(self) -> tuple[int, ACEState, Tensor, list[list[Tensor]]] | None:
+        meta_f, ten_f = self.path / "checkpoint.json", self.path / "checkpoint.safetensors"
+        if not meta_f.exists() or not ten_f.exists():
+            return None
+        meta = json.loads(meta_f.read_text())
+        if meta.get("fingerprint") != self.fingerprint:
+            raise ValueError(
+                f"checkpoint {self.path} was written by a run with other arguments (model, task or options); "
+                "delete it or choose another checkpoint directory"
+            )
+        t = load_file(str(ten_f))
+        state = ACEState.from_tensors({k[6:]: v for k, v in t.items() if k.startswith("state.")})
+        probs = [[p[: int(n)] for p, n in zip(t["probs"][i], t["n_options"][i]) if n > 0] for i in range(t["probs"].shape[0])]
+        return int(meta["next_item"]), state, t["act_sum"], probs
+
+    def save(self, next_item: int, state: ACEState, act_sum: Tensor, probs: Sequence[Sequence[Tensor]], force: bool = False) -> None:
+        self._n += 1
+        if not force and self._n % self.every:
+            return
+        self.path.mkdir(parents=True, exist_ok=True)
+        P = max((len(ps) for ps in probs), default=1)
+        O = max((len(p) for ps in probs for p in ps), default=1)
+        pt = torch.zeros(len(probs), P, O)
+        nt = torch.zeros(len(probs), P, dtype=torch.int64)
+        for i, ps in enumerate(probs):
+            for j, p in enumerate(ps):
+                pt[i, j, : len(p)], nt[i, j] = p, len(p)
+        tensors = {f"state.{k}": v for k, v in state.tensors().items()}
+        tensors.update(act_sum=act_sum, probs=pt, n_options=nt)
+        tmp = self.path / "checkpoint.safetensors.tmp"
+        save_file(tensors, str(tmp))
+        os.replace(tmp, self.path / "checkpoint.safetensors")
+        meta_tmp = self.path / "checkpoint.json.tmp"
+        meta_tmp.write_text(json.dumps({"next_item": next_item, "fingerprint": self.fingerprint}))
+        os.replace(meta_tmp, self.path / "checkpoint.json")
+
+
+def identify(
+    model: Any,
+    task: Task,
+    *,
+    k: int | float = 100,
+    demos: Task | Sequence[Item] | None = None,
+    progress: bool = True,
+    checkpoint: str | Path | None = None,
+    checkpoint_every: int = 1,
+    config: IdentifyConfig | None = None,
+    **options: Any,
+) -> NeuronResult:
+    """Find the good and bad MLP neurons of ``model`` for a multiple-choice ``task``.
+
+    Args:
+        model: A TransformerLens ``TransformerBridge`` (TL 4.x) or ``HookedTransformer`` (TL 2.x/3.x).
+        task: The items to score (see :class:`Task`).
+        k: Size of the good and bad sets: a count, or a fraction (< 1) of all neurons.
+        demos: Demonstration items for the k-shot prompts; default: ``n_shots`` items drawn from
+            ``task`` (and then not scored).
+        progress: Show a progress bar.
+        checkpoint: A directory for periodic snapshots of the streaming state; rerunning with the
+            same arguments resumes after the last snapshot and ends with the same result.
+        checkpoint_every: Snapshot every this many item batches.
+        config: A base :class:`IdentifyConfig`; ``options`` override its fields.
+        **options: Any :class:`IdentifyConfig` field, e.g. ``method="grad_x_act"``, ``steps=8``,
+            ``mode="cloze"``, ``n_proxies=4``, ``z=0.005``.
+
+    Returns:
+        A :class:`NeuronResult` with signed ACE ``scores`` ``[n_layers, d_mlp]`` and ranked ``good``
+        and ``bad`` neurons.
+
+    Raises:
+        TaskError: for malformed tasks or demos.
+        ModelError: if the model lacks the neuron hooks or single-token letters.
+        TypeError: for unknown options.
+    """
+    cfg = IdentifyConfig.from_options(config, **options)
+    if not isinstance(task, Task):
+        raise TaskError(f"task must be a tl_neuronllm.Task, got {type(task).__name__}; use Task.from_records(...)")
+    t0 = time.perf_counter()
+    adapter = ModelAdapter(model, hook=cfg.hook, kv_cache=cfg.kv_cache)
+    scored, demo_items = choose_demos(task, cfg.n_shots, cfg.seed, demos)
+    with preserved_model_state(model):
+        adapter.check_widths()
+        queries = build_queries(adapter, scored, cfg, demo_items)
+        start, state, act_sum, done_probs = 0, None, None, []
+        on_batch = None
+        if checkpoint is not None:
+            ckpt = Checkpoint(checkpoint, {"config": cfg.to_dict(), "model": adapter.describe(),
+                                           "items": [it.to_record() for it in scored.items],
+                                           "demos": [d.to_record() for d in demo_items]}, checkpoint_every)
+            loaded = ckpt.load()
+            if loaded is not None:
+                start, state, act_sum, done_probs = loaded
+
+            def on_batch(next_item: int, st: ACEState, a: Tensor, probs: list[list[Tensor]]) -> None:
+                ckpt.save(next_item, st, a, done_probs + probs, force=next_item >= len(queries))
+
+        state, act_sum, probs = run_scoring(adapter, queries, cfg, state=state, act_sum=act_sum, start=start,
+                                            progress=progress, on_batch=on_batch)
+        probs = done_probs + probs
+    return finish_result(adapter, scored, demo_items, queries, cfg, k, state, act_sum, probs, time.perf_counter() - t0)
+
+
+def finish_result(
+    adapter: ModelAdapter, scored: Task, demo_items: Sequence[Item], queries: Sequence[Sequence[Query]],
+    cfg: IdentifyConfig, k: int | float, state: ACEState, act_sum: Tensor, probs: Sequence[Sequence[Tensor]] | None,
+    seconds: float,
+) -> NeuronResult:
+    """Turn the final streaming state into a :class:`NeuronResult` with provenance."""
+    n_queries = sum(len(qs) for qs in queries)
+    scores = state.ace(cfg.ambiguity)
+    stats: dict[str, Any] = {"seconds": seconds, "n_queries": n_queries, "kv_backend": adapter.kv_backend}
+    if probs:
+        stats.update(identification_stats(queries, probs))
+    config = {
+        **cfg.to_dict(),
+        "model": adapter.describe(),
+        "task": {
+            "name": scored.name,
+            "n_scored": len(scored),
+            "kind": "tokens" if scored.is_tokens else "text",
+            "demo_ids": [d.id for d in demo_items],
+            "item_ids": [it.id for it in scored.items],
+        },
+        "versions": _versions(),
+    }
+    return build_result(scores, state, k, act_mean=(act_sum / max(n_queries, 1)).float(), config=config, stats=stats)
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"tl_neuronllm": __version__, "torch": torch.__version__, "python": platform.python_version()}
+    try:
+        out["transformer_lens"] = md.version("transformer-lens")
+    except md.PackageNotFoundError:
+        pass
+    return out
