@@ -119,8 +119,8 @@ def _recover_leading_options(question: str, first: str) -> tuple[str, list[str]]
         return None
     tail = lines[len(lines) - len(need):]
     texts = []
-    for line, letter in zip(tail, need):
-        rest = _split_label(line, letter)
+    for i, letter in enumerate(need):
+        rest = _split_label(tail[i], letter)
         if rest is None or not rest.strip():
             return None
         texts.append(rest.strip())

@@ -27,9 +27,11 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Union
+from typing import TYPE_CHECKING, Any, Union
 
 import torch
 
@@ -227,7 +229,8 @@ def _build_dir_atomically(
     final.parent.mkdir(parents=True, exist_ok=True)
     prefix = f".{final.name}.tmp-"
     _remove_stale_tmp(final.parent, prefix)
-    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=final.parent))
+    tmp = final.parent / f"{prefix}{os.getpid()}-{uuid.uuid4().hex[:12]}"
+    tmp.mkdir()  # not mkdtemp: the final folder gets the usual umask-based mode, not 0700
     try:
         marker = build(tmp)
         (tmp / _MARKER).write_text(json.dumps(marker, indent=1, sort_keys=True))

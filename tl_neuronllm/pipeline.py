@@ -25,6 +25,7 @@ from . import __version__
 from .adapter import ModelAdapter, preserved_model_state
 from .answers import TARGETS, Query, make_queries
 from .attribution import METHODS, Rule, grad_x_act, ig_fast
+from .baselines import BASELINES, run_baseline
 from .proxies import AugmentConfig, PromptConfig, Renderer, TokenFormat
 from .result import NeuronResult, build_result
 from .scoring import ACEState, ScoringConfig
@@ -84,8 +85,8 @@ class IdentifyConfig:
     kv_cache: Literal["auto", "off"] = "auto"
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        if self.method not in METHODS and self.method not in BASELINES:
+            raise ValueError(f"method must be one of {METHODS + tuple(sorted(BASELINES))}, got {self.method!r}")
         if self.target not in TARGETS:
             raise ValueError(f"target must be one of {TARGETS}, got {self.target!r}")
         if self.steps < 1:
@@ -347,6 +348,13 @@ def identify(
     with preserved_model_state(model):
         adapter.check_widths()
         queries = build_queries(adapter, scored, cfg, demo_items)
+        if cfg.method in BASELINES:
+            out = run_baseline(cfg.method, adapter, queries, cfg, progress=progress)
+            state = ACEState.zeros(adapter.n_layers, adapter.d_mlp)
+            state.n_items += len(queries)
+            return finish_result(adapter, scored, demo_items, queries, cfg, k, state, out.act_sum, out.probs,
+                                 time.perf_counter() - t0, scores=out.scores,
+                                 extra={"positive_only": out.positive_only, **out.info})
         start, state, act_sum, done_probs = 0, None, None, []
         on_batch = None
         if checkpoint is not None:
@@ -369,12 +377,13 @@ def identify(
 def finish_result(
     adapter: ModelAdapter, scored: Task, demo_items: Sequence[Item], queries: Sequence[Sequence[Query]],
     cfg: IdentifyConfig, k: int | float, state: ACEState, act_sum: Tensor, probs: Sequence[Sequence[Tensor]] | None,
-    seconds: float,
+    seconds: float, *, scores: Tensor | None = None, extra: dict[str, Any] | None = None,
 ) -> NeuronResult:
-    """Turn the final streaming state into a :class:`NeuronResult` with provenance."""
+    """Turn the final streaming state (or a baseline's ``scores``) into a :class:`NeuronResult`."""
     n_queries = sum(len(qs) for qs in queries)
-    scores = state.ace(cfg.ambiguity)
-    stats: dict[str, Any] = {"seconds": seconds, "n_queries": n_queries, "kv_backend": adapter.kv_backend}
+    if scores is None:
+        scores = state.ace(cfg.ambiguity)
+    stats: dict[str, Any] = {"seconds": seconds, "n_queries": n_queries, "kv_backend": adapter.kv_backend, **(extra or {})}
     if probs:
         stats.update(identification_stats(queries, probs))
     config = {
