@@ -274,7 +274,8 @@ class ModelAdapter:
             forms: list[int] = []
             for form in (letter, " " + letter):
                 ids = tok.encode(form, add_special_tokens=False)
-                if len(ids) == 1 and ids[0] not in forms:
+                # a single token that decodes back to the letter (not e.g. an unknown-token id)
+                if len(ids) == 1 and ids[0] not in forms and tok.decode([ids[0]]).strip() == letter:
                     forms.append(int(ids[0]))
             if not forms:
                 raise ModelError(

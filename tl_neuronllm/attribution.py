@@ -222,11 +222,15 @@ def grad_x_act(
 
         def make_hook(layer: int) -> Any:
             def hook(act: Tensor, hook: Any) -> Tensor:
+                # an additive zero probe: its gradient is the total derivative dF/da, including
+                # the paths through later layers' neurons (a detached leaf would cut them)
                 a = act[ar, site_t].detach()
-                x = a.clone().requires_grad_(with_grad)
-                leaves[layer] = (x, a)
+                probe = torch.zeros_like(a).requires_grad_(with_grad)
+                leaves[layer] = (probe, a)
+                if not with_grad:
+                    return act
                 act = act.clone()
-                act[ar, site_t] = x
+                act[ar, site_t] = act[ar, site_t] + probe
                 return act
             return hook
 

@@ -1,0 +1,120 @@
+"""The fast prefix-cache IG equals the naive full-sequence reference, on every model class and
+MLP kind, in letter and cloze mode; grad x act equals one-step IG; no parameter gradient is written."""
+
+import pytest
+import torch
+from conftest import text_task, token_task
+
+from tl_neuronllm.adapter import ModelAdapter
+from tl_neuronllm.answers import Query, make_queries
+from tl_neuronllm.attribution import grad_x_act, ig_fast, ig_naive, ig_points
+from tl_neuronllm.proxies import AugmentConfig, PromptConfig, Renderer
+
+
+def queries_for(model, n_items=2):
+    ad = ModelAdapter(model)
+    if getattr(model, "tokenizer", None) is None:
+        task, fmt = token_task(n_items + 1)
+        prompt = PromptConfig(token_format=fmt)
+        letters = fmt.letters
+    else:
+        task, prompt, letters = text_task(n_items + 1), PromptConfig(), None
+    r = Renderer(task.subset(range(1, n_items + 1)), prompt, AugmentConfig(n_proxies=2), [task.items[0]])
+    proxies = [p for i, it in enumerate(r.task.items) for p in r.render(i, it)]
+    letter_q = make_queries(ad, proxies, "letter", letters=letters)
+    cloze_q = make_queries(ad, proxies, "cloze")
+    return ad, letter_q, cloze_q
+
+
+@pytest.mark.parametrize("target", ["ce", "prob", "vocab_prob"])
+def test_fast_ig_equals_naive(any_model, target):
+    kind, model = any_model
+    ad, letter_q, cloze_q = queries_for(model, 1)
+    for q in (letter_q[0], cloze_q[1]):
+        fast, probs, acts = ig_fast(ad, q, steps=5, target=target)
+        naive = ig_naive(ad, q, steps=5, target=target)
+        scale = naive.abs().max()
+        assert scale > 0
+        assert torch.allclose(fast, naive, rtol=1e-4, atol=1e-5 * float(scale)), (kind, q.mode, (fast - naive).abs().max())
+        assert torch.isclose(probs.sum(), torch.tensor(1.0), atol=1e-5)
+    expected = {"native": "rerun", "hf": "hf", "hooked": "tl", "hooked-text": "tl"}[kind]
+    assert ad.kv_backend == expected
+
+
+def test_fast_ig_chunking_and_layers_do_not_change_scores(token_model):
+    ad, letter_q, _ = queries_for(token_model, 1)
+    q = letter_q[0]
+    full, _, _ = ig_fast(ad, q, steps=4)
+    chunked, _, _ = ig_fast(ad, q, steps=4, chunk_rows=3)
+    assert torch.allclose(full, chunked, atol=1e-6)
+    sub, _, _ = ig_fast(ad, q, steps=4, layers=[1])
+    assert torch.allclose(sub[1], full[1], atol=1e-6)
+    assert sub[0].abs().sum() == 0 and sub[2].abs().sum() == 0
+
+
+def test_grad_x_act_is_one_step_ig_and_batching_is_exact(token_model):
+    ad, letter_q, cloze_q = queries_for(token_model, 2)
+    for qs in (letter_q, cloze_q):
+        gxa, probs, acts = grad_x_act(ad, qs, batch_size=3)  # mixed lengths in one padded batch
+        for i, q in enumerate(qs):
+            one_step = ig_naive(ad, q, steps=1)
+            assert torch.allclose(gxa[i], one_step, rtol=1e-4, atol=1e-6)
+            alone, p_alone, _ = grad_x_act(ad, [q])
+            assert torch.allclose(gxa[i], alone[0], rtol=1e-4, atol=1e-6)
+            assert torch.allclose(probs[i], p_alone[0], atol=1e-6)
+
+
+def test_gauss_legendre_converges_to_riemann_limit(token_model):
+    ad, letter_q, _ = queries_for(token_model, 1)
+    q = letter_q[0]
+    ref, _, _ = ig_fast(ad, q, steps=256)
+    gauss, _, _ = ig_fast(ad, q, steps=8, rule="gauss")
+    coarse, _, _ = ig_fast(ad, q, steps=8)
+    err_g = float((gauss - ref).abs().max())
+    err_r = float((coarse - ref).abs().max())
+    assert err_g < err_r, (err_g, err_r)
+
+
+def test_ig_points():
+    a, w = ig_points(4)
+    assert a == [0.25, 0.5, 0.75, 1.0] and sum(w) == pytest.approx(1.0)
+    a, w = ig_points(5, "gauss")
+    assert all(0 < x < 1 for x in a) and sum(w) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="steps"):
+        ig_points(0)
+    with pytest.raises(ValueError, match="rule"):
+        ig_points(3, "simpson")
+
+
+def test_no_parameter_grad_written(token_model):
+    ad, letter_q, _ = queries_for(token_model, 1)
+    ig_fast(ad, letter_q[0], steps=2)
+    grad_x_act(ad, letter_q)
+    assert all(p.grad is None for p in token_model.parameters())
+
+
+def test_completeness_on_linear_path(token_model):
+    """IG completeness holds per layer for the scaled path: sum_i IG_l(i) ~ F(a) - F(0) with many steps."""
+    ad, letter_q, _ = queries_for(token_model, 1)
+    q = letter_q[0]
+    ig, _, _ = ig_fast(ad, q, steps=200)
+    from tl_neuronllm.answers import full_rows, full_scores, target_fn
+
+    rows, site = full_rows(q)
+    toks, _ = ad.pad_batch(rows)
+    layer = 1
+
+    def zero(act, hook):
+        act = act.clone()
+        act[:, site] = 0
+        return act
+
+    with torch.no_grad():
+        f1 = target_fn(full_scores(ad.forward(toks), q, site), q.gold)
+        f0 = target_fn(full_scores(ad.forward(toks, fwd_hooks=[(ad.hook_names[layer], zero)]), q, site), q.gold)
+    assert float(ig[layer].sum()) == pytest.approx(float(f1 - f0), rel=2e-2, abs=1e-4)
+
+
+def test_query_suffixes():
+    q = Query(prompt=(1, 2, 3), gold=0, n_options=2, continuations=((5,), (6, 7)))
+    assert q.suffixes() == [[3, 5], [3, 6, 7]] and q.site == 2 and q.mode == "cloze"
