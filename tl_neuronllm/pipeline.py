@@ -398,6 +398,7 @@ def finish_result(
         },
         "versions": _versions(),
     }
+    config = json.loads(json.dumps(config, default=str))  # plain JSON values, as after save/load
     return build_result(scores, state, k, act_mean=(act_sum / max(n_queries, 1)).float(), config=config, stats=stats)
 
 
