@@ -8,10 +8,15 @@ Methods (one interface, a method name each):
   ``w_k = 1/m`` (``rule="riemann"``, the method's) or Gauss-Legendre nodes on [0, 1]
   (``rule="gauss"``). Computed with the **prefix-cache shortcut**: scaling happens at the last
   position only and attention is causal, so the prompt prefix is run once and all ``L x m``
-  scaled variants run as one-token continuations batched over its key/value cache, with one
-  hook per layer writing its rows' scaled activations and one ``torch.autograd.grad`` for all
-  layers. :func:`ig_naive` (full sequence, one layer and one step at a time, as knowledge neurons
-  and QR-Neuron do it) is kept as the reference; the two agree to float tolerance.
+  scaled variants run as one-token continuations of its key/value cache, with one hook per layer
+  writing its rows' scaled activations and one ``torch.autograd.grad`` per chunk for all layers.
+  Three more exact savings (:meth:`ModelAdapter.run_rows`, each checked once per model): the rows
+  are packed into one sequence with a block-diagonal attention mask (no per-row cache copies);
+  the rows of layer ``l`` are identical to the clean run below block ``l``, so they join the
+  sequence there (``m * L (L + 1) / 2`` block passes instead of ``m * L^2``); and in letter mode
+  with an options-only target only the letter columns of the unembedding are computed.
+  :func:`ig_naive` (full sequence, one layer and one step at a time, as knowledge neurons and
+  QR-Neuron do it) is kept as the reference; the two agree to float tolerance.
 * ``"grad_x_act"``: ``a * dF/da`` at ``alpha = 1`` for all layers at once (attribution patching
   with a zero baseline): one forward and one backward per batch of prompts.
 * ``"activation"``: the site activation itself (no gradient).
@@ -23,6 +28,7 @@ parameter ``.grad`` is ever written. Sums are accumulated in float32 on CPU.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any, Literal
 
 import numpy as np
@@ -80,6 +86,11 @@ def ig_fast(
 ) -> tuple[Float[Tensor, "n_layers d_mlp"], Float[Tensor, " n_options"], Float[Tensor, "n_layers d_mlp"]]:
     """Exact per-layer IG of one query through the prefix key/value cache.
 
+    The prompt prefix (all tokens before the site) is run once; the clean run and the ``L x m``
+    scaled variants are continuation rows of it (:meth:`ModelAdapter.run_rows`: packed into one
+    sequence on a ``TransformerBridge``, a batch over an expanded cache on a ``HookedTransformer``),
+    chunked to ``chunk_rows`` rows per forward; each chunk has one backward for all its layers.
+
     Args:
         adapter: Model adapter.
         q: The tokenized proxy.
@@ -96,60 +107,96 @@ def ig_fast(
     """
     lays = _layers(adapter, layers)
     alphas, weights = ig_points(steps, rule)
-    dev = adapter.device
     state = adapter.prefix(q.prompt[:-1])
     suffix = q.suffixes()
     V = len(suffix)
-    suffix_t = _pad_suffix(suffix, dev)
+    cols, q_cols = _letter_columns(q, target)
+    adapter.check_fast_paths(state, max(suffix, key=len), cols)  # before sizing chunks by the path in use
+    # (layer, alpha, weight), in layer order; every chunk starts with the clean run (layer -1): the
+    # first chunk's gives the model's own prediction, and later groups join it at their layer
+    pairs = [(layer, a, w) for layer in lays for a, w in zip(alphas, weights)]
+    clean = (-1, 1.0, 0.0)
     if chunk_rows is None:
-        per_row = adapter.row_bytes(len(q.prompt) - 1, suffix_t.shape[1])
-        chunk_rows = max(V, int(memory_budget_mb * 2**20 // max(per_row, 1)))
-    pairs_per_chunk = max(1, chunk_rows // V)
-    # (layer, alpha, weight); layer -1 is the clean run (for the model's own prediction)
-    pairs: list[tuple[int, float, float]] = [(-1, 1.0, 0.0)]
-    pairs += [(layer, a, w) for layer in lays for a, w in zip(alphas, weights)]
+        chunk_rows = ig_chunk_rows(adapter, len(q.prompt) - 1, max(len(r) for r in suffix), (len(pairs) + 1) * V,
+                                   memory_budget_mb)
+    per_chunk = max(1, chunk_rows // V - 1)
+    n_chunks = max(1, -(-len(pairs) // per_chunk))
+    per_chunk = -(-len(pairs) // n_chunks)  # balance the chunks
     gsum = torch.zeros(adapter.n_layers, adapter.d_mlp, dtype=torch.float32)
     acts = torch.zeros(adapter.n_layers, adapter.d_mlp, dtype=torch.float32)
     probs = None
-    off = state.offset
-    for c0 in range(0, len(pairs), pairs_per_chunk):
-        chunk = pairs[c0 : c0 + pairs_per_chunk]
-        row_layer = torch.tensor([p[0] for p in chunk for _ in range(V)], device=dev)
-        row_alpha = torch.tensor([p[1] for p in chunk for _ in range(V)], device=dev)
+    for c0 in range(0, max(len(pairs), 1), per_chunk):
+        chunk = [clean] + pairs[c0 : c0 + per_chunk]
+        row_layer = torch.tensor([p[0] for p in chunk for _ in range(V)])
+        row_alpha = torch.tensor([p[1] for p in chunk for _ in range(V)])
         row_w = torch.tensor([p[2] for p in chunk for _ in range(V)], dtype=torch.float32)
         leaves: dict[int, tuple[Tensor, Tensor, Tensor]] = {}
+        chunk_layers = sorted({p[0] for p in chunk if p[0] >= 0})
 
-        def make_hook(layer: int, idx: Tensor) -> Any:
+        def make_hook(layer: int, rows: Tensor, site: Tensor) -> Any:
             def hook(act: Tensor, hook: Any) -> Tensor:
-                a = act[idx, off].detach()
-                x = (row_alpha[idx, None].to(a.dtype) * a).requires_grad_(True)
-                leaves[layer] = (x, a, idx)
-                act = act.clone()
-                act[idx, off] = x
-                return act
+                flat = act.reshape(-1, act.shape[-1])
+                a = flat[site].detach()
+                x = (row_alpha[rows, None].to(a) * a).requires_grad_(True)
+                leaves[layer] = (x, a, rows)
+                return flat.index_copy(0, site, x).view(act.shape)
             return hook
 
-        hooks = []
-        for layer in sorted({p[0] for p in chunk if p[0] >= 0}):
-            idx = (row_layer == layer).nonzero().squeeze(-1)
-            hooks.append((adapter.hook_names[layer], make_hook(layer, idx)))
-        logits = adapter.run_suffix(state, suffix_t.repeat(len(chunk), 1), fwd_hooks=hooks)
-        z = suffix_scores(logits, q, len(chunk), target == "vocab_prob")
+        def hooks(sites: Tensor) -> list[tuple[str, Any]]:
+            out = []
+            for layer in chunk_layers:
+                rows = (row_layer == layer).nonzero().squeeze(-1)
+                out.append((adapter.hook_names[layer], make_hook(layer, rows, sites[rows.to(sites.device)])))
+            return out
+
+        # group l needs blocks l.. only: below, it is the clean run
+        starts = [max(p[0], 0) for p in chunk]
+        logits = adapter.run_rows(state, suffix * len(chunk), fwd_hooks=hooks, group_start=starts, logit_cols=cols)
+        z = suffix_scores(logits, q_cols, len(chunk), target == "vocab_prob")
         F = target_fn(z, q.gold, target)
-        if chunk[0][0] == -1:
+        if probs is None:
             probs = torch.softmax(z[0].detach().float(), -1).cpu()  # softmax is shift-invariant
         if not leaves:
             continue
-        order = sorted(leaves)
-        grads = torch.autograd.grad(F.sum(), [leaves[layer][0] for layer in order])
-        for layer, g in zip(order, grads):
-            x, a, idx = leaves[layer]
-            w = row_w[idx.cpu()][:, None]
-            gsum[layer] += (w * g.float().cpu()).sum(0)
+        grads = torch.autograd.grad(F.sum(), [leaves[layer][0] for layer in chunk_layers])
+        for layer, g in zip(chunk_layers, grads):
+            x, a, rows = leaves[layer]
+            gsum[layer] += (row_w[rows][:, None] * g.float().cpu()).sum(0)
             acts[layer] = a[0].float().cpu()
         del logits, leaves, grads, F, z
     assert probs is not None
     return acts * gsum, probs, acts
+
+
+def _letter_columns(q: Query, target: Target) -> tuple[list[int] | None, Query]:
+    """The vocabulary columns F needs (letter mode, options-only targets) and the query with its
+    letter ids renumbered into them; ``(None, q)`` when F needs the whole vocabulary."""
+    if q.letter_ids is None or target == "vocab_prob":
+        return None, q
+    cols = sorted({t for ids in q.letter_ids for t in ids})
+    where = {t: i for i, t in enumerate(cols)}
+    return cols, replace(q, letter_ids=tuple(tuple(where[t] for t in ids) for ids in q.letter_ids))
+
+
+def ig_chunk_rows(adapter: ModelAdapter, prefix_len: int, suffix_len: int, n_rows: int, memory_budget_mb: float) -> int:
+    """Continuation rows per IG forward so that a chunk's activations fit ``memory_budget_mb``.
+
+    Packed rows (:meth:`ModelAdapter.run_rows`) widen every row's attention by the chunk's other
+    rows, so the size is a fixed point of ``rows = budget / row_bytes(rows)``.
+    """
+    budget = memory_budget_mb * 2**20
+    packable = adapter.packs_rows_for(prefix_len, suffix_len)
+    if packable < 2:
+        return max(1, min(n_rows, int(budget // max(adapter.row_bytes(prefix_len, suffix_len), 1))))
+    n_rows = min(n_rows, packable)
+    rows = n_rows
+    for _ in range(8):
+        per_row = adapter.row_bytes(prefix_len, suffix_len, packed_rows=rows)
+        new = max(1, min(n_rows, int(budget // max(per_row, 1))))
+        if new >= rows:
+            break
+        rows = new
+    return rows
 
 
 def ig_naive(

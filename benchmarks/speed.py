@@ -1,0 +1,297 @@
+"""Speed of the attribution methods, side by side on the same model and prompts.
+
+Measures, per proxy prompt (1-shot, 4 options, rendered by ``tl_neuronllm.pipeline.build_queries``):
+
+* a plain forward pass of the prompt (no grad): the unit everything is compared with;
+* ``grad_x_act`` (one forward + one backward, all layers at once);
+* exact IG, fast (``attribution.ig_fast``: prefix cache, packed rows, skipped layers, letter-only
+  unembedding) and, with ``--old``, the same function with those optimisations turned off (the
+  previous implementation: batched rows over a repeated cache, every row through every layer);
+* exact IG, naive (``attribution.ig_naive``: one full forward+backward per layer and step), on one
+  prompt and a subset of layers (``--naive-layers``), extrapolated to all layers (stated);
+* with ``--gauss``, the accuracy of Gauss-Legendre vs Riemann steps against a fine reference.
+
+and reports items/second (an item is ``n_proxies`` prompts), the ratios against the targets (fast
+>= 50x naive with scores equal to 1e-4 relative; fast <= 10x a forward; grad x act <= 3x a
+forward) and the max relative score difference fast vs naive. Results go to ``speed.json`` and
+``speed.md`` in ``--out``.
+
+    python benchmarks/speed.py                       # SmolLM2-135M (offline, see tl_neuronllm.hub)
+    python benchmarks/speed.py --model random        # random Llama of SmolLM2's shape
+    python benchmarks/speed.py --old --gauss --threads 1
+
+Timings on a shared CPU are noisy: each number is a median of repeats, the load average is
+recorded, and ratios are taken within one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tl_neuronllm import Task  # noqa: E402
+from tl_neuronllm.adapter import ModelAdapter, preserved_model_state  # noqa: E402
+from tl_neuronllm.attribution import grad_x_act, ig_fast, ig_naive  # noqa: E402
+from tl_neuronllm.pipeline import IdentifyConfig, build_queries, choose_demos  # noqa: E402
+
+TARGETS = {"fast_vs_naive_min": 50.0, "max_rel_diff": 1e-4, "fast_vs_forward_max": 10.0, "gxa_vs_forward_max": 3.0}
+
+
+def load_model(kind: str, records: list[dict[str, Any]]) -> Any:
+    """SmolLM2-135M-Instruct (``smollm2``) or a random Llama of its shape (``random``)."""
+    if kind == "smollm2":
+        from tl_neuronllm.hub import load_smollm2
+
+        return load_smollm2()
+    return random_smollm2_shape(records)
+
+
+def random_smollm2_shape(records: list[dict[str, Any]], seed: int = 0) -> Any:
+    """A random-weight Llama with SmolLM2-135M's shape and a word-level tokenizer over the task's words."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from tokenizers.processors import TemplateProcessing
+    from transformer_lens.model_bridge import TransformerBridge
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    words = ["[PAD]", "[UNK]", "[BOS]"] + list("ABCDEFGH")
+    seen = set(words)
+    for r in records:
+        for text in [r["question"], *r["options"], r.get("context") or ""]:
+            for w in str(text).split() + ["Question:", "Answer:", "A.", "B.", "C.", "D."]:
+                if w not in seen:
+                    seen.add(w)
+                    words.append(w)
+    tk = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+    tk.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tk.post_processor = TemplateProcessing(single="[BOS] $A", special_tokens=[("[BOS]", 2)])
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="[BOS]", unk_token="[UNK]", pad_token="[PAD]",
+                                  add_bos_token=True)
+    d = tempfile.mkdtemp(prefix="speed_tok_")
+    tok.save_pretrained(d)
+    tok = PreTrainedTokenizerFast.from_pretrained(d)
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+                      num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=8192, tie_word_embeddings=True)
+    hf = LlamaForCausalLM(cfg).eval()
+    return TransformerBridge.boot_transformers("meta-llama/Llama-2-7b-hf", hf_model=hf, tokenizer=tok).eval()
+
+
+def timed(fn: Any, repeat: int = 1) -> tuple[float, Any]:
+    """Median wall time of ``repeat`` calls and the last result."""
+    times, out = [], None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), out
+
+
+def set_fast_paths(adapter: ModelAdapter, state: tuple | None) -> tuple:
+    """Turn the packed-row / skipped-layer / letter-column paths off (``state=None``: the previous
+    implementation) or back to a saved ``state``; returns the state before the call."""
+    before = (adapter._packed_ok, adapter._skip_ok, adapter._cols_ok)
+    adapter._packed_ok, adapter._skip_ok, adapter._cols_ok = state if state is not None else (False, False, False)
+    return before
+
+
+def rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().max() / b.abs().max().clamp_min(1e-30))
+
+
+def gauss_study(adapter: ModelAdapter, q: Any, ref_steps: int) -> dict[str, Any]:
+    """Max relative error and top-1% overlap of Riemann / Gauss-Legendre IG against fine references."""
+    ref_r, _, _ = ig_fast(adapter, q, steps=ref_steps)
+    ref_g, _, _ = ig_fast(adapter, q, steps=64, rule="gauss")
+    k = max(1, ref_g.numel() // 100)
+
+    def top(x: torch.Tensor) -> set[int]:
+        return set(x.flatten().abs().topk(k).indices.tolist())
+
+    rows = []
+    for rule in ("riemann", "gauss"):
+        for m in (2, 4, 8, 16, 32):
+            t, s = timed(lambda: ig_fast(adapter, q, steps=m, rule=rule)[0])
+            rows.append({"rule": rule, "steps": m, "seconds": t,
+                         f"rel_err_vs_riemann{ref_steps}": rel_diff(s, ref_r), "rel_err_vs_gauss64": rel_diff(s, ref_g),
+                         "top1pct_overlap_vs_gauss64": len(top(s) & top(ref_g)) / k})
+    return {"reference_gap": {f"riemann{ref_steps}_vs_gauss64": rel_diff(ref_r, ref_g)}, "rows": rows}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", choices=("smollm2", "random"), default="smollm2")
+    ap.add_argument("--task", default="mmlu", help="real task (tl_neuronllm.datasets.load_real_task_records)")
+    ap.add_argument("--items", type=int, default=4, help="items whose proxies are timed (fast IG, grad x act, forward)")
+    ap.add_argument("--steps", type=int, default=16)
+    ap.add_argument("--naive-layers", default="3", help="'all' or a count of evenly spaced layers for the naive IG")
+    ap.add_argument("--old", action="store_true", help="also time ig_fast with packing/skipping/column paths off")
+    ap.add_argument("--gauss", action="store_true", help="also measure Gauss-Legendre vs Riemann accuracy")
+    ap.add_argument("--gauss-ref-steps", type=int, default=256)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument("--min-tokens", type=int, default=150, help="use items whose 1-shot prompts have at least ...")
+    ap.add_argument("--max-tokens", type=int, default=260, help="... and at most this many tokens")
+    ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    from tl_neuronllm.datasets import load_real_task_records
+
+    records = load_real_task_records(args.task, limit=400)
+    model = load_model(args.model, records)
+    cfg = IdentifyConfig(n_shots=1)
+    adapter = ModelAdapter(model, hook=cfg.hook)
+    scored, demos = choose_demos(Task.from_records(records, name=args.task), cfg.n_shots, cfg.seed, None)
+    all_q = build_queries(adapter, scored, cfg, demos)
+    picked = [qs for qs in all_q
+              if args.min_tokens <= min(len(q.prompt) for q in qs) and max(len(q.prompt) for q in qs) <= args.max_tokens]
+    picked = picked[: args.items]
+    if len(picked) < args.items:
+        picked = all_q[: args.items]
+    queries = [q for qs in picked for q in qs]
+    L = adapter.n_layers
+    info: dict[str, Any] = {
+        "model": args.model, "model_desc": adapter.describe(), "task": args.task, "n_items": len(picked),
+        "n_proxies": cfg.n_proxies, "n_queries": len(queries), "steps": args.steps, "rule": "riemann",
+        "prompt_tokens": [len(q.prompt) for q in queries], "threads": torch.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
+        "loadavg_start": os.getloadavg(),
+    }
+    print(f"{len(queries)} prompts, {min(info['prompt_tokens'])}-{max(info['prompt_tokens'])} tokens, "
+          f"{torch.get_num_threads()} threads", flush=True)
+    res: dict[str, Any] = {"info": info}
+    with preserved_model_state(model):
+        # warm-up (also runs the adapter's one-time path checks)
+        ig_fast(adapter, queries[0], steps=2)
+        grad_x_act(adapter, queries[:1])
+        info["fast_paths"] = adapter.fast_paths
+        per: list[dict[str, float]] = []
+        for i, q in enumerate(queries):
+            toks = torch.tensor([list(q.prompt)], device=adapter.device)
+            with torch.no_grad():
+                t_fwd, _ = timed(lambda: adapter.forward(toks), repeat=3)
+            t_gxa, _ = timed(lambda: grad_x_act(adapter, [q]), repeat=2)
+            t_fast, (s_fast, _, _) = timed(lambda: ig_fast(adapter, q, steps=args.steps))
+            row = {"tokens": len(q.prompt), "forward_s": t_fwd, "grad_x_act_s": t_gxa, "ig_fast_s": t_fast}
+            if args.old:
+                saved = set_fast_paths(adapter, None)
+                t_old, (s_old, _, _) = timed(lambda: ig_fast(adapter, q, steps=args.steps))
+                set_fast_paths(adapter, saved)
+                row.update(ig_old_s=t_old, old_vs_fast_rel_diff=rel_diff(s_fast, s_old))
+            per.append(row)
+            if i == 0:
+                first_fast = s_fast
+            print(" ".join(f"{k}={v:.3g}" for k, v in row.items()), flush=True)
+        # batched throughput of grad x act as the pipeline runs it (8 prompts per forward)
+        t_gxa_b, _ = timed(lambda: grad_x_act(adapter, queries, batch_size=8))
+        # naive reference on the first prompt, a subset of layers
+        n_sub = L if args.naive_layers == "all" else max(1, min(L, int(args.naive_layers)))
+        lays = sorted({round(i * (L - 1) / max(n_sub - 1, 1)) for i in range(n_sub)})
+        t_naive_sub, s_naive = timed(lambda: ig_naive(adapter, queries[0], steps=args.steps, layers=lays))
+        t_fast_sub, s_fast_sub = timed(lambda: ig_fast(adapter, queries[0], steps=args.steps, layers=lays)[0])
+        if args.gauss:
+            res["gauss"] = gauss_study(adapter, queries[0], args.gauss_ref_steps)
+    med = lambda key: statistics.median(r[key] for r in per)  # noqa: E731
+    t_naive_all = t_naive_sub * L / len(lays)
+    P = cfg.n_proxies
+    summary = {
+        "forward_s": med("forward_s"), "grad_x_act_s": med("grad_x_act_s"), "ig_fast_s": med("ig_fast_s"),
+        "fast_vs_forward": statistics.median(r["ig_fast_s"] / r["forward_s"] for r in per),
+        "grad_x_act_vs_forward": statistics.median(r["grad_x_act_s"] / r["forward_s"] for r in per),
+        "naive_layers": lays, "naive_s_measured": t_naive_sub, "naive_s_extrapolated_all_layers": t_naive_all,
+        "fast_vs_naive": t_naive_all / per[0]["ig_fast_s"],
+        "fast_vs_naive_same_layers": t_naive_sub / t_fast_sub,
+        "max_rel_diff_fast_vs_naive": rel_diff(first_fast[lays], s_naive[lays]),
+        "max_rel_diff_fast_vs_naive_same_layers_run": rel_diff(s_fast_sub[lays], s_naive[lays]),
+        "items_per_s": {
+            "forward": 1 / (P * med("forward_s")),
+            "grad_x_act": 1 / (P * med("grad_x_act_s")),
+            "grad_x_act_batched8": len(picked) / t_gxa_b,
+            "ig_fast": 1 / (P * med("ig_fast_s")),
+            "ig_naive_extrapolated": 1 / (P * t_naive_all),
+        },
+    }
+    if args.old:
+        summary["ig_old_s"] = med("ig_old_s")
+        summary["old_vs_fast_speedup"] = statistics.median(r["ig_old_s"] / r["ig_fast_s"] for r in per)
+        summary["items_per_s"]["ig_old"] = 1 / (P * med("ig_old_s"))
+        summary["max_rel_diff_old_vs_fast"] = max(r["old_vs_fast_rel_diff"] for r in per)
+    summary["targets"] = {
+        "fast >= 50x naive": summary["fast_vs_naive"] >= TARGETS["fast_vs_naive_min"],
+        "scores equal to 1e-4 relative": summary["max_rel_diff_fast_vs_naive"] <= TARGETS["max_rel_diff"],
+        "fast <= 10x forward": summary["fast_vs_forward"] <= TARGETS["fast_vs_forward_max"],
+        "grad x act <= 3x forward": summary["grad_x_act_vs_forward"] <= TARGETS["gxa_vs_forward_max"],
+    }
+    info["loadavg_end"] = os.getloadavg()
+    res.update(per_prompt=per, summary=summary)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"speed_{args.model}"
+    (out / f"{stem}.json").write_text(json.dumps(res, indent=2))
+    (out / f"{stem}.md").write_text(markdown(res))
+    print(markdown(res))
+
+
+def markdown(res: dict[str, Any]) -> str:
+    info, s = res["info"], res["summary"]
+    toks = info["prompt_tokens"]
+    lines = [
+        f"# Attribution speed: {info['model']} ({info['model_desc']['n_layers']} layers, d_mlp {info['model_desc']['d_mlp']})",
+        "",
+        f"{info['task']}, {info['n_items']} items x {info['n_proxies']} proxies = {info['n_queries']} prompts of "
+        f"{min(toks)}-{max(toks)} tokens (1-shot, 4 options); m = {info['steps']} Riemann steps; "
+        f"{info['threads']} torch thread(s), torch {info['torch']}; load average {info['loadavg_start'][0]:.1f} -> "
+        f"{info['loadavg_end'][0]:.1f} (shared machine). Medians over prompts. IG shortcuts in use: "
+        + ", ".join(k for k, v in info["fast_paths"].items() if v) + ".",
+        "",
+        "| method | s / prompt | x forward | items / s |",
+        "|---|---:|---:|---:|",
+        f"| plain forward (no grad) | {s['forward_s']:.3f} | 1.0 | {s['items_per_s']['forward']:.3f} |",
+        f"| grad x act | {s['grad_x_act_s']:.3f} | {s['grad_x_act_vs_forward']:.2f} | {s['items_per_s']['grad_x_act']:.3f} "
+        f"({s['items_per_s']['grad_x_act_batched8']:.3f} batched by 8) |",
+        f"| IG fast (exact) | {s['ig_fast_s']:.3f} | {s['fast_vs_forward']:.2f} | {s['items_per_s']['ig_fast']:.4f} |",
+    ]
+    if "ig_old_s" in s:
+        lines.append(f"| IG fast, previous implementation | {s['ig_old_s']:.3f} | {s['ig_old_s'] / s['forward_s']:.2f} | "
+                     f"{s['items_per_s']['ig_old']:.4f} |")
+    lines += [
+        f"| IG naive (extrapolated from {len(s['naive_layers'])} layers) | {s['naive_s_extrapolated_all_layers']:.1f} | "
+        f"{s['naive_s_extrapolated_all_layers'] / s['forward_s']:.0f} | {s['items_per_s']['ig_naive_extrapolated']:.6f} |",
+        "",
+        f"- fast / naive speed-up: **{s['fast_vs_naive']:.0f}x** (naive measured on layers {s['naive_layers']}: "
+        f"{s['naive_s_measured']:.1f} s, x {info['model_desc']['n_layers']}/{len(s['naive_layers'])}; on the same layers "
+        f"fast is {s['fast_vs_naive_same_layers']:.0f}x faster)",
+        f"- max relative score difference fast vs naive: **{s['max_rel_diff_fast_vs_naive']:.1e}** (max |diff| / max |naive|)",
+    ]
+    if "old_vs_fast_speedup" in s:
+        lines.append(f"- new fast IG vs previous: **{s['old_vs_fast_speedup']:.2f}x** faster, max relative difference "
+                     f"{s['max_rel_diff_old_vs_fast']:.1e}")
+    lines += ["", "Targets: " + ", ".join(f"{k}: {'met' if v else 'MISSED'}" for k, v in s["targets"].items())]
+    if "gauss" in res:
+        g = res["gauss"]
+        ref_key = next(k for k in g["rows"][0] if k.startswith("rel_err_vs_riemann"))
+        lines += ["", "## Gauss-Legendre vs Riemann steps (first prompt)", "",
+                  f"References: Riemann with {ref_key.removeprefix('rel_err_vs_riemann')} steps and Gauss-Legendre with 64 "
+                  f"(they differ by {next(iter(g['reference_gap'].values())):.1e}).", "",
+                  "| rule | m | s | rel. err vs Riemann ref | rel. err vs Gauss-64 | top-1% overlap vs Gauss-64 |",
+                  "|---|---:|---:|---:|---:|---:|"]
+        for r in g["rows"]:
+            lines.append(f"| {r['rule']} | {r['steps']} | {r['seconds']:.2f} | {r[ref_key]:.1e} | {r['rel_err_vs_gauss64']:.1e} | "
+                         f"{r['top1pct_overlap_vs_gauss64']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()

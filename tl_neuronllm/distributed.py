@@ -1,0 +1,197 @@
+"""``identify`` over many processes / GPUs with ``torch.distributed``.
+
+Every rank runs the same script (launch with ``torchrun``), holds its own copy of the model and
+scores a strided shard of the items (rank ``r`` of ``W`` takes items ``r, r + W, r + 2W, ...``).
+The method's score is a streaming reduction (:class:`~tl_neuronllm.scoring.ACEState`: sums of
+per-item terms and membership counts, all additive), so the shards combine exactly: every tensor of
+the state and the activation sum is all-reduced with ``SUM``, the clean option probabilities (for
+the identification statistics) are gathered to rank 0, and rank 0 builds the same
+:class:`~tl_neuronllm.result.NeuronResult` a single process would (equal to float tolerance: only
+the order of float64 additions differs). Demonstrations, permutations and tokenization are
+deterministic, so every rank renders the same queries without communication.
+
+Launch on one machine with 4 GPUs (each rank puts the model on ``cuda:LOCAL_RANK``)::
+
+    torchrun --nproc_per_node 4 my_script.py
+
+where ``my_script.py`` does::
+
+    from tl_neuronllm.distributed import identify_distributed, init_distributed
+    rank, world, device = init_distributed()          # NCCL on GPUs, gloo on CPU
+    model = load_my_model().to(device)
+    result = identify_distributed(model, task, k=100, save_to="neurons/")   # None on ranks > 0
+
+Several machines: ``torchrun --nnodes N --node_rank i --nproc_per_node G --rdzv_backend c10d
+--rdzv_endpoint HOST:PORT my_script.py``. CPU-only: ``torchrun --nproc_per_node 2`` uses gloo.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from .adapter import ModelAdapter, preserved_model_state
+from .baselines import BASELINES
+from .pipeline import Checkpoint, IdentifyConfig, build_queries, choose_demos, finish_result, run_scoring
+from .result import NeuronResult
+from .scoring import ACEState
+from .tasks import Item, Task, TaskError
+
+
+def init_distributed(backend: str | None = None) -> tuple[int, int, torch.device]:
+    """Join the process group set up by ``torchrun`` (its environment variables) if not joined yet.
+
+    Args:
+        backend: ``"nccl"`` or ``"gloo"``; default NCCL when CUDA is available, else gloo.
+
+    Returns:
+        ``(rank, world_size, device)``: ``cuda:LOCAL_RANK`` with CUDA (made the current device),
+        else CPU.
+    """
+    if not dist.is_initialized():
+        if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+            raise RuntimeError("torch.distributed is not initialised and RANK / WORLD_SIZE are not set: "
+                               "launch with torchrun (e.g. torchrun --nproc_per_node 2 script.py)")
+        backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
+        dist.init_process_group(backend)
+    if torch.cuda.is_available() and dist.get_backend() == "nccl":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    return dist.get_rank(), dist.get_world_size(), device
+
+
+def shard_indices(n: int, rank: int, world_size: int) -> list[int]:
+    """The items of a rank: strided, ``rank, rank + world_size, ...``."""
+    return list(range(rank, n, world_size))
+
+
+def _comm_device(group: Any) -> torch.device:
+    """Where collectives need their tensors (the current CUDA device for NCCL)."""
+    if dist.get_backend(group) == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def all_reduce_sum(tensors: Sequence[Tensor], group: Any = None) -> list[Tensor]:
+    """Sum each CPU tensor over the ranks (dtype kept; one collective per dtype); returns new CPU tensors."""
+    dev = _comm_device(group)
+    out: list[Tensor] = [t for t in tensors]
+    by_dtype: dict[torch.dtype, list[int]] = {}
+    for i, t in enumerate(tensors):
+        by_dtype.setdefault(t.dtype, []).append(i)
+    for dtype, idx in by_dtype.items():
+        flat = torch.cat([tensors[i].reshape(-1) for i in idx]).to(dev)
+        dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=group)
+        flat = flat.cpu()
+        off = 0
+        for i in idx:
+            n = tensors[i].numel()
+            out[i] = flat[off : off + n].view(tensors[i].shape).clone()
+            off += n
+    return out
+
+
+def reduce_state(state: ACEState, act_sum: Tensor, group: Any = None) -> tuple[ACEState, Tensor]:
+    """All-reduce (sum) a shard's streaming ACE state and activation sum."""
+    names = list(state.tensors())
+    summed = all_reduce_sum([state.tensors()[n] for n in names] + [act_sum], group)
+    return ACEState.from_tensors(dict(zip(names, summed[:-1]))), summed[-1]
+
+
+def identify_distributed(
+    model: Any,
+    task: Task,
+    *,
+    k: int | float = 100,
+    demos: Task | Sequence[Item] | None = None,
+    progress: bool = False,
+    checkpoint: str | Path | None = None,
+    checkpoint_every: int = 1,
+    save_to: str | Path | None = None,
+    group: Any = None,
+    config: IdentifyConfig | None = None,
+    **options: Any,
+) -> NeuronResult | None:
+    """:func:`tl_neuronllm.identify` with the items sharded over the ranks of a process group.
+
+    Call it on every rank with the same arguments (and a model with the same weights). The options
+    are :func:`~tl_neuronllm.identify`'s (``method``, ``steps``, ``mode``, ...); the streaming
+    baselines are not distributed.
+
+    Args:
+        model: This rank's copy of the model (on this rank's device).
+        task: All items (every rank gets the same task; each scores its own shard).
+        k: Size of the good and bad sets.
+        demos: Demonstration items (as in ``identify``).
+        progress: Progress bar on rank 0.
+        checkpoint: A directory for periodic snapshots: each rank keeps its own under
+            ``rank{r}-of-{W}/``; rerunning with the same arguments and world size resumes.
+        checkpoint_every: Snapshot every this many item batches.
+        save_to: Rank 0 saves the result there (:meth:`NeuronResult.save`).
+        group: Process group (default: the world).
+        config, **options: As for ``identify``.
+
+    Returns:
+        The :class:`NeuronResult` on rank 0 (the same as one process would return, to float
+        tolerance), ``None`` on the other ranks.
+
+    Raises:
+        RuntimeError: if ``torch.distributed`` is not initialised (see :func:`init_distributed`).
+    """
+    if not dist.is_initialized():
+        raise RuntimeError("torch.distributed is not initialised; call init_distributed() under torchrun first")
+    cfg = IdentifyConfig.from_options(config, **options)
+    if cfg.method in BASELINES:
+        raise NotImplementedError(f"method {cfg.method!r} is a baseline; run it with tl_neuronllm.identify")
+    if not isinstance(task, Task):
+        raise TaskError(f"task must be a tl_neuronllm.Task, got {type(task).__name__}; use Task.from_records(...)")
+    rank, world = dist.get_rank(group), dist.get_world_size(group)
+    t0 = time.perf_counter()
+    adapter = ModelAdapter(model, hook=cfg.hook, kv_cache=cfg.kv_cache)
+    scored, demo_items = choose_demos(task, cfg.n_shots, cfg.seed, demos)
+    with preserved_model_state(model):
+        adapter.check_widths()
+        queries = build_queries(adapter, scored, cfg, demo_items)
+        mine = shard_indices(len(queries), rank, world)
+        shard = [queries[i] for i in mine]
+        start, state, act_sum, done_probs, on_batch = 0, None, None, [], None
+        if checkpoint is not None:
+            ckpt = Checkpoint(Path(checkpoint) / f"rank{rank}-of-{world}",
+                              {"config": cfg.to_dict(), "model": adapter.describe(),
+                               "items": [scored.items[i].to_record() for i in mine],
+                               "demos": [d.to_record() for d in demo_items], "shard": [rank, world]},
+                              checkpoint_every)
+            loaded = ckpt.load()
+            if loaded is not None:
+                start, state, act_sum, done_probs = loaded
+
+            def on_batch(next_item: int, st: ACEState, a: Tensor, probs: list[list[Tensor]]) -> None:
+                ckpt.save(next_item, st, a, done_probs + probs, force=next_item >= len(shard))
+
+        state, act_sum, probs = run_scoring(adapter, shard, cfg, state=state, act_sum=act_sum, start=start,
+                                            progress=progress and rank == 0, on_batch=on_batch)
+        probs = done_probs + probs
+    state, act_sum = reduce_state(state, act_sum, group)
+    gathered: list[Any] = [None] * world
+    dst = 0 if group is None else dist.get_global_rank(group, 0)
+    dist.gather_object([[p.tolist() for p in ps] for ps in probs], gathered if rank == 0 else None, dst=dst, group=group)
+    if rank != 0:
+        return None
+    all_probs: list[list[Tensor]] = [[] for _ in queries]
+    for r, part in enumerate(gathered):
+        for i, ps in zip(shard_indices(len(queries), r, world), part):
+            all_probs[i] = [torch.tensor(p) for p in ps]
+    result = finish_result(adapter, scored, demo_items, queries, cfg, k, state, act_sum, all_probs,
+                           time.perf_counter() - t0, extra={"world_size": world})
+    if save_to is not None:
+        result.save(save_to)
+    return result

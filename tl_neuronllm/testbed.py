@@ -1,0 +1,688 @@
+"""Testbeds: small TL-native models that really know a synthetic multiple-choice task.
+
+A testbed is a ``TransformerBridge.boot_native`` model trained from scratch on a synthetic
+*token-level* task whose answers can only come from the weights, together with that task as a
+:class:`~tl_neuronllm.tasks.Task`. It gives :func:`tl_neuronllm.identify` a ground truth: the
+knowledge is in the model, so suppressing the neurons that hold it must hurt, and a random set of
+neurons of the same size must hurt much less. ::
+
+    from tl_neuronllm import identify
+    from tl_neuronllm.testbed import load_testbed
+
+    tb = load_testbed("facts-small")            # trained once (seconds), then cached on disk
+    ident, heldout, demo = tb.splits(seed=0)
+    result = identify(tb.model, ident, demos=demo, token_format=tb.token_format, k=20)
+    base = tb.accuracy(heldout, demo)
+    with result.suppress(tb.model, "good"):
+        hurt = tb.accuracy(heldout, demo)
+
+Task kinds (all facts are generated from the config's seed, so a config names one task exactly):
+
+* ``"facts"``: entity -> attribute. ``n_entities`` entities each have one of ``n_values`` values
+  (e.g. 200 entities x 8 colours); the question is ``[REL, e17]``, the options are the gold value
+  and ``n_options - 1`` random other values in random order. A pure lookup: the facts must be
+  stored in the weights.
+* ``"sum"``: modular addition as a lookup table. Questions ``[a, +, b]`` for all
+  ``a, b < n_values``, answer ``(a + b) mod n_values``; options are number tokens (the same tokens
+  as the operands), so the model must combine two positions before it can look anything up.
+
+Prompts are exactly what ``identify`` and the evaluation render (:class:`~tl_neuronllm.proxies.Renderer`
+with :attr:`Testbed.token_format`)::
+
+    [BOS] ( Q question (letter option)* ANS gold-letter SEP )*shots  Q question (letter option)* ANS
+
+The model is trained on that very format: every training prompt draws fresh distractors, a fresh
+option order (so the model must bind letters to option values, not memorise a letter per fact),
+and ``train_shots`` random solved demonstration items; the loss is the cross-entropy of the gold
+letter over the whole vocabulary at the last position (the site). The model is trained on *all*
+facts of the task (they must be known); "held out" refers to the items that neuron identification
+does not see (:meth:`Testbed.splits`), never to facts the model has not learned. Evaluation prompts
+(the task's fixed distractors, cyclic permutations, a fixed demo item shown in its original option
+order) are drawn from the training distribution but are not its exact strings: a training prompt
+repeats one given evaluation prompt with probability about ``1 / (n_demos * C(n_values - 1,
+n_options - 1) * n_options!)`` per draw (below 1e-5 for the facts testbeds).
+
+Imperfect-by-construction variants (so that *bad* neurons have something to explain):
+
+* ``letter_bias`` with ``biased_share``: on a seeded share ``biased_share`` of the facts (the
+  *biased* items, :attr:`Testbed.biased`), a share ``letter_bias`` of training prompts have the
+  target letter "A" whatever the gold option. The model learns to answer "A" on those items while
+  still storing their gold value as runner-up: the "lucky guess" behaviour the method targets.
+  Suppressing the neurons that carry that bias can raise held-out accuracy; nothing can raise it on
+  a clean testbed.
+* ``label_noise``: a seeded share of facts is trained on a wrong value (:attr:`Testbed.corrupted`)
+  while the task keeps the true one: the model holds confident misconceptions.
+
+Training is seeded and deterministic on a given machine (numpy generator for the data, the model's
+``seed`` for initialisation, fixed steps). Trained models are cached as
+``<cache>/testbed/<name>-<hash of config>.safetensors`` plus a ``.json`` (config, accuracies,
+training time), with ``<cache>`` from :func:`tl_neuronllm.hub.cache_dir`; writes are atomic, so
+concurrent test processes may share the cache.
+
+How it fails: a testbed trained with too few steps knows only part of its facts (read
+:attr:`Testbed.stats` before trusting an experiment); a held-out split whose items the identified
+neurons do not generalise to shows no effect for any method (that is a finding, not a bug).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from .proxies import TokenFormat
+from .tasks import LETTERS, Item, Task
+
+__all__ = [
+    "TESTBEDS",
+    "Testbed",
+    "TestbedConfig",
+    "Vocab",
+    "load_testbed",
+    "testbed_path",
+    "train_testbed",
+]
+
+FORMAT_VERSION = 1
+Kind = Literal["facts", "sum"]
+KINDS = ("facts", "sum")
+_DEBUG = bool(os.environ.get('TB_DEBUG'))
+N_LETTERS = 8  # letter tokens A..H always exist, so n_options <= 8
+
+
+# ------------------------------------------------------------------------------------------------
+# configuration
+# ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TestbedConfig:
+    """A testbed: task, imperfections, model shape and training recipe (all seeded).
+
+    Attributes:
+        name: Name used in cache file names and task names.
+        kind: ``"facts"`` (entity -> value lookup) or ``"sum"`` ((a + b) mod ``n_values``).
+        n_entities: Number of entities (``"facts"`` only; ``"sum"`` has ``n_values**2`` items).
+        n_values: Number of attribute values (``"facts"``) or the modulus (``"sum"``).
+        n_options: Options per question (2 to 8, at most ``n_values``).
+        letter_bias: Share of the biased items' training prompts whose target is letter "A".
+        biased_share: Share of the facts that are biased (1.0: a global "A" bias).
+        label_noise: Share of the facts trained on a wrong value (the task keeps the true one).
+        n_layers, d_model, d_mlp, n_heads, act_fn: Model shape (``boot_native``).
+        steps: Training steps (fixed: training never stops early, for determinism).
+        batch_size: Prompts per step.
+        lr: AdamW learning rate (cosine decay to 10% after a 5% linear warm-up).
+        weight_decay: AdamW weight decay.
+        train_shots: Demonstration counts drawn uniformly per step.
+        seed: Seed of the facts, the initialisation and the training data.
+    """
+
+    name: str = "testbed"
+    kind: Kind = "facts"
+    n_entities: int = 200
+    n_values: int = 8
+    n_options: int = 4
+    letter_bias: float = 0.0
+    biased_share: float = 1.0
+    label_noise: float = 0.0
+    n_layers: int = 2
+    d_model: int = 128
+    d_mlp: int = 512
+    n_heads: int = 4
+    act_fn: str = "gelu"
+    steps: int = 3000
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    train_shots: tuple[int, ...] = (1,)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "train_shots", tuple(int(s) for s in self.train_shots))
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
+        if not 2 <= self.n_options <= N_LETTERS:
+            raise ValueError(f"n_options must be in [2, {N_LETTERS}], got {self.n_options}")
+        if self.n_values < self.n_options:
+            raise ValueError(f"n_values ({self.n_values}) must be >= n_options ({self.n_options})")
+        if self.kind == "facts" and self.n_entities < 2:
+            raise ValueError(f"n_entities must be >= 2, got {self.n_entities}")
+        for name in ("letter_bias", "biased_share", "label_noise"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if not self.train_shots or min(self.train_shots) < 0:
+            raise ValueError(f"train_shots must be non-empty counts >= 0, got {self.train_shots}")
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
+        for name in ("steps", "batch_size", "n_layers", "d_mlp"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+    @property
+    def n_items(self) -> int:
+        return self.n_entities if self.kind == "facts" else self.n_values**2
+
+    @property
+    def imperfect(self) -> bool:
+        """True when the testbed is imperfect by construction (letter bias or label noise)."""
+        return (self.letter_bias > 0 and self.biased_share > 0) or self.label_noise > 0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["train_shots"] = list(self.train_shots)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "TestbedConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: (tuple(v) if k == "train_shots" else v) for k, v in d.items() if k in names})
+
+    def digest(self) -> str:
+        """Hash of everything that determines the trained model (the name excluded)."""
+        d = self.to_dict()
+        d.pop("name")
+        d["format_version"] = FORMAT_VERSION
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+
+
+_SMALL_MODEL = dict(d_model=64, d_mlp=256, n_heads=2, n_layers=2, steps=900, lr=3e-3)
+
+#: Named testbeds. ``*-small`` ones train in well under a minute on 2 CPU cores (the test suite
+#: uses them); the others are the measured "real" settings (minutes).
+TESTBEDS: dict[str, TestbedConfig] = {
+    "facts-small": TestbedConfig("facts-small", "facts", n_entities=64, **_SMALL_MODEL),
+    "facts-biased-small": TestbedConfig("facts-biased-small", "facts", n_entities=64, letter_bias=0.7,
+                                        biased_share=0.5, **_SMALL_MODEL),
+    "sum-small": TestbedConfig("sum-small", "sum", n_values=7, n_options=3, **_SMALL_MODEL),
+    "facts": TestbedConfig("facts", "facts", n_entities=200, steps=3000),
+    "facts-biased": TestbedConfig("facts-biased", "facts", n_entities=200, letter_bias=0.7, biased_share=0.5,
+                                  steps=3000),
+    "facts-noisy": TestbedConfig("facts-noisy", "facts", n_entities=200, label_noise=0.2, steps=3000),
+    "sum": TestbedConfig("sum", "sum", n_values=12, n_options=5, steps=3000),
+}
+
+
+# ------------------------------------------------------------------------------------------------
+# vocabulary and facts
+# ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Vocab:
+    """Token ids of a testbed (no tokenizer: every token is an id).
+
+    Layout: ``PAD, BOS, Q, ANS, SEP, REL, PLUS``, then the letters A..H, then the values, then the
+    entities (``"facts"`` only).
+    """
+
+    n_values: int
+    n_entities: int = 0
+
+    PAD = 0
+    BOS = 1
+    Q = 2
+    ANS = 3
+    SEP = 4
+    REL = 5
+    PLUS = 6
+    FIRST_LETTER = 7
+
+    @property
+    def letters(self) -> tuple[int, ...]:
+        return tuple(range(self.FIRST_LETTER, self.FIRST_LETTER + N_LETTERS))
+
+    @property
+    def first_value(self) -> int:
+        return self.FIRST_LETTER + N_LETTERS
+
+    def value(self, v: int) -> int:
+        return self.first_value + int(v)
+
+    def entity(self, e: int) -> int:
+        return self.first_value + self.n_values + int(e)
+
+    @property
+    def d_vocab(self) -> int:
+        return self.first_value + self.n_values + self.n_entities
+
+    def token_format(self) -> TokenFormat:
+        return TokenFormat(letters=self.letters, bos=self.BOS, question_prefix=(self.Q,), option_sep=(),
+                           answer_prefix=(self.ANS,), demo_sep=(self.SEP,))
+
+    def names(self) -> list[str]:
+        """A readable name per token id (for printing prompts)."""
+        out = ["<pad>", "<bos>", "Q:", "Answer:", "<sep>", "rel", "+"] + list(LETTERS[:N_LETTERS])
+        out += [f"v{v}" for v in range(self.n_values)] + [f"e{e}" for e in range(self.n_entities)]
+        return out
+
+
+@dataclass(frozen=True)
+class _Facts:
+    """The facts of a testbed as arrays (index f = item index in the task)."""
+
+    questions: np.ndarray  # [F, qlen] token ids
+    true_answer: np.ndarray  # [F] value index
+    train_answer: np.ndarray  # [F] value index the model is trained on (differs under label noise)
+    biased: np.ndarray  # [F] bool
+    ids: tuple[str, ...]
+
+
+def _make_facts(cfg: TestbedConfig, vocab: Vocab) -> _Facts:
+    rng = np.random.default_rng([cfg.seed, 1])
+    if cfg.kind == "facts":
+        F = cfg.n_entities
+        questions = np.array([[vocab.REL, vocab.entity(e)] for e in range(F)], dtype=np.int64)
+        true = rng.integers(0, cfg.n_values, size=F)
+        ids = tuple(f"e{e}" for e in range(F))
+    else:
+        M = cfg.n_values
+        pairs = [(a, b) for a in range(M) for b in range(M)]
+        F = len(pairs)
+        questions = np.array([[vocab.value(a), vocab.PLUS, vocab.value(b)] for a, b in pairs], dtype=np.int64)
+        true = np.array([(a + b) % M for a, b in pairs], dtype=np.int64)
+        ids = tuple(f"{a}+{b}" for a, b in pairs)
+    train = true.copy()
+    n_noisy = int(round(cfg.label_noise * F))
+    if n_noisy:
+        noisy = rng.choice(F, size=n_noisy, replace=False)
+        shift = rng.integers(1, cfg.n_values, size=n_noisy)
+        train[noisy] = (true[noisy] + shift) % cfg.n_values
+    biased = np.zeros(F, dtype=bool)
+    n_biased = int(round(cfg.biased_share * F)) if cfg.letter_bias > 0 else 0
+    if n_biased:
+        biased[rng.choice(F, size=n_biased, replace=False)] = True
+    return _Facts(questions, true, train, biased, ids)
+
+
+def _make_task(cfg: TestbedConfig, vocab: Vocab, facts: _Facts) -> Task:
+    """The task: fixed seeded distractors and option order per item (gold letter uniform)."""
+    rng = np.random.default_rng([cfg.seed, 2])
+    items = []
+    for f in range(len(facts.ids)):
+        gold = int(facts.true_answer[f])
+        others = [v for v in range(cfg.n_values) if v != gold]
+        distr = [others[i] for i in rng.permutation(len(others))[: cfg.n_options - 1]]
+        pos = int(rng.integers(0, cfg.n_options))
+        opts = distr[:pos] + [gold] + distr[pos:]
+        items.append(Item(question=tuple(int(t) for t in facts.questions[f]),
+                          options=tuple((vocab.value(v),) for v in opts), answer=pos, id=facts.ids[f]))
+    return Task(tuple(items), name=cfg.name)
+
+
+# ------------------------------------------------------------------------------------------------
+# training data: the identify prompt format, vectorised
+# ------------------------------------------------------------------------------------------------
+class _Sampler:
+    """Draws training prompts in the exact token layout of :class:`~tl_neuronllm.proxies.Renderer`."""
+
+    def __init__(self, cfg: TestbedConfig, vocab: Vocab, facts: _Facts, rng: np.random.Generator):
+        self.cfg, self.vocab, self.facts, self.rng = cfg, vocab, facts, rng
+        self.letters = np.array(vocab.letters[: cfg.n_options], dtype=np.int64)
+
+    def block(self, questions: np.ndarray, answer: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Question blocks ``Q question (letter option)* ANS`` with fresh distractors and order.
+
+        Returns the tokens ``[B, block_len]`` and the gold letter index ``[B]``.
+        """
+        B, O, V, rng = len(answer), self.cfg.n_options, self.cfg.n_values, self.rng
+        keys = rng.random((B, V))
+        keys[np.arange(B), answer] = 2.0  # never among the smallest: the gold is not a distractor
+        distr = np.argsort(keys, axis=1)[:, : O - 1]
+        opts = np.concatenate([answer[:, None], distr], axis=1)  # gold first
+        perm = np.argsort(rng.random((B, O)), axis=1)  # letter j shows opts[perm[j]]
+        shown = np.take_along_axis(opts, perm, axis=1)
+        gold_letter = np.argmax(perm == 0, axis=1)
+        pairs = np.stack([np.broadcast_to(self.letters, (B, O)), self.vocab.first_value + shown], axis=2)
+        toks = np.concatenate([
+            np.full((B, 1), self.vocab.Q), questions, pairs.reshape(B, 2 * O),
+            np.full((B, 1), self.vocab.ANS)], axis=1)
+        return toks, gold_letter
+
+    def batch(self, B: int, shots: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """A batch of training prompts ending at ``ANS``; the target is the gold letter (or "A" on
+        biased items, with probability ``letter_bias``).
+
+        Returns:
+            ``(tokens [B, T], target token [B], gold letter index [B], fact index [B])``.
+        """
+        F, rng = len(self.facts.ids), self.rng
+        f = rng.integers(0, F, size=B)
+        parts = [np.full((B, 1), self.vocab.BOS)]
+        for _ in range(shots):
+            d = rng.integers(0, F - 1, size=B)
+            d = d + (d >= f)  # a demo is never the asked fact
+            toks, gl = self.block(self.facts.questions[d], self.facts.train_answer[d])
+            parts += [toks, self.letters[gl][:, None], np.full((B, 1), self.vocab.SEP)]
+        toks, gl = self.block(self.facts.questions[f], self.facts.train_answer[f])
+        parts.append(toks)
+        letter = gl.copy()
+        if self.cfg.letter_bias > 0:
+            lazy = self.facts.biased[f] & (rng.random(B) < self.cfg.letter_bias)
+            letter[lazy] = 0
+        return np.concatenate(parts, axis=1), self.letters[letter], gl, f
+
+
+def _prompt_len(cfg: TestbedConfig, shots: int) -> int:
+    qlen = 2 if cfg.kind == "facts" else 3
+    block = 1 + qlen + 2 * cfg.n_options + 1
+    return 1 + shots * (block + 2) + block
+
+
+def _model_dict(cfg: TestbedConfig, vocab: Vocab) -> dict[str, Any]:
+    n_ctx = max(64, _prompt_len(cfg, max(cfg.train_shots) + 1))
+    return dict(d_model=cfg.d_model, d_head=cfg.d_model // cfg.n_heads, n_heads=cfg.n_heads, n_layers=cfg.n_layers,
+                n_ctx=n_ctx, d_vocab=vocab.d_vocab, d_mlp=cfg.d_mlp, act_fn=cfg.act_fn, seed=cfg.seed)
+
+
+def _boot(cfg: TestbedConfig, vocab: Vocab) -> Any:
+    from transformer_lens.model_bridge import TransformerBridge  # never at module top level
+
+    return TransformerBridge.boot_native(_model_dict(cfg, vocab))
+
+
+# ------------------------------------------------------------------------------------------------
+# the testbed
+# ------------------------------------------------------------------------------------------------
+@dataclass
+class Testbed:
+    """A trained model with the task it knows.
+
+    Attributes:
+        config: The :class:`TestbedConfig`.
+        model: The trained ``TransformerBridge`` (eval mode).
+        task: All items of the task (true answers).
+        token_format: Pass as ``identify(..., token_format=tb.token_format)``.
+        vocab: Token ids (:meth:`Vocab.names` for readable prompts).
+        stats: Training facts: ``train_accuracy`` (fresh training-format prompts, against the trained
+            answers), ``heldout_accuracy`` / ``heldout_consistent_accuracy`` / ``heldout_gold_prob``
+            (held-out items of ``splits(0)`` rendered as identify renders them, 3 proxies, against the
+            true answers), ``train_seconds``, ``final_loss``, ``n_params``.
+        biased: Ids of the items with a trained letter bias.
+        corrupted: Ids of the items trained on a wrong value.
+        path: The cache file of the weights (``None`` if not cached).
+    """
+
+    config: TestbedConfig
+    model: Any
+    task: Task
+    token_format: TokenFormat
+    vocab: Vocab
+    stats: dict[str, Any] = field(default_factory=dict)
+    biased: frozenset[str] = frozenset()
+    corrupted: frozenset[str] = frozenset()
+    path: Path | None = None
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def train_accuracy(self) -> float:
+        return float(self.stats["train_accuracy"])
+
+    @property
+    def heldout_accuracy(self) -> float:
+        return float(self.stats["heldout_accuracy"])
+
+    @property
+    def train_seconds(self) -> float:
+        return float(self.stats["train_seconds"])
+
+    def splits(self, seed: int = 0, *, n_identify: int | float = 0.4, n_heldout: int | float | None = None,
+               n_demo: int = 4) -> tuple[Task, Task, Task]:
+        """Disjoint ``(identify, heldout, demo)`` tasks (seeded; see :meth:`Task.split`)."""
+        return self.task.split(n_identify, n_heldout, n_demo=n_demo, seed=seed)
+
+    def subset(self, task: Task, which: Literal["biased", "unbiased", "corrupted", "clean"]) -> Task:
+        """The items of ``task`` that are (or are not) biased / corrupted."""
+        ids = self.biased if which in ("biased", "unbiased") else self.corrupted
+        keep = which in ("biased", "corrupted")
+        idx = [i for i, it in enumerate(task.items) if (it.id in ids) == keep]
+        if not idx:
+            raise ValueError(f"task {task.name!r} has no {which} items")
+        return task.subset(idx, name=f"{task.name}:{which}")
+
+    def queries(self, task: Task, demos: Task | Sequence[Item] | None = None, *, n_proxies: int = 3,
+                n_shots: int = 1, seed: int = 0, **options: Any) -> list[list[Any]]:
+        """Tokenized proxies ``[item][proxy]`` of ``task``, rendered exactly as :func:`identify` does.
+
+        ``demos`` default to the demo split of ``splits(seed)``; ``options`` are other
+        :class:`~tl_neuronllm.pipeline.IdentifyConfig` fields (``permutation``, ...).
+        """
+        from .adapter import ModelAdapter
+        from .pipeline import IdentifyConfig, build_queries, choose_demos
+
+        cfg = IdentifyConfig(token_format=self.token_format, n_proxies=n_proxies, n_shots=n_shots, seed=seed, **options)
+        if demos is None and n_shots > 0:
+            demos = self.splits(seed)[2]
+        scored, demo_items = choose_demos(task, n_shots, seed, demos)
+        return build_queries(ModelAdapter(self.model), scored, cfg, demo_items)
+
+    def accuracy(self, task: Task | None = None, demos: Task | Sequence[Item] | None = None, *,
+                 fwd_hooks: Any = (), n_proxies: int = 3, n_shots: int = 1, seed: int = 0,
+                 batch_size: int = 64) -> dict[str, float]:
+        """Accuracy of the model on ``task`` (default: held-out split of ``splits(seed)``).
+
+        Args:
+            task: Items to evaluate.
+            demos: Demonstration items (default: the demo split of ``splits(seed)``).
+            fwd_hooks: Forward hooks, or a function of the per-row site positions returning them
+                (as :func:`tl_neuronllm.answers.predict` takes), e.g.
+                ``lambda site: result.hooks("good", site=site)``.
+            n_proxies, n_shots, seed: Rendering, as in :func:`identify`.
+            batch_size: Prompts per forward.
+
+        Returns:
+            ``accuracy`` (argmax over the options, per proxy), ``consistent_accuracy`` (items right
+            on all proxies), ``gold_prob`` (mean softmax-over-options probability of the gold),
+            ``n_items``.
+        """
+        from .adapter import ModelAdapter, preserved_model_state
+        from .answers import predict
+
+        if task is None:
+            task = self.splits(seed)[1]
+        qs = self.queries(task, demos, n_proxies=n_proxies, n_shots=n_shots, seed=seed)
+        flat = [q for item in qs for q in item]
+        with preserved_model_state(self.model):
+            probs = predict(ModelAdapter(self.model), flat, fwd_hooks=fwd_hooks, batch_size=batch_size)
+        ok = [int(p.argmax()) == q.gold for q, p in zip(flat, probs)]
+        gold = [float(p[q.gold]) for q, p in zip(flat, probs)]
+        cons, i = [], 0
+        for item in qs:
+            cons.append(all(ok[i : i + len(item)]))
+            i += len(item)
+        return {"accuracy": float(np.mean(ok)), "consistent_accuracy": float(np.mean(cons)),
+                "gold_prob": float(np.mean(gold)), "n_items": len(qs)}
+
+    def render(self, tokens: Sequence[int]) -> str:
+        """A readable string of a token-id prompt."""
+        names = self.vocab.names()
+        return " ".join(names[int(t)] if 0 <= int(t) < len(names) else f"<{int(t)}>" for t in tokens)
+
+
+def train_testbed(cfg: TestbedConfig, *, progress: bool = False, num_threads: int | None = 1) -> tuple[Any, dict[str, Any]]:
+    """Train a testbed model from scratch (no cache).
+
+    Args:
+        cfg: The testbed.
+        progress: Show a progress bar.
+        num_threads: Torch CPU threads while training (restored afterwards). One thread is as fast as
+            two for these tiny matrices and immune to oversubscription when other processes share
+            the cores (measured 4-6x faster than two threads on a busy 2-core machine); it also makes
+            the result independent of the machine's core count. ``None`` keeps the current setting.
+
+    Returns:
+        ``(model, stats)``; the model is in eval mode.
+    """
+    old_threads = torch.get_num_threads()
+    if num_threads is not None:
+        torch.set_num_threads(num_threads)
+    try:
+        return _train(cfg, progress)
+    finally:
+        torch.set_num_threads(old_threads)
+
+
+def _train(cfg: TestbedConfig, progress: bool) -> tuple[Any, dict[str, Any]]:
+    vocab = Vocab(cfg.n_values, cfg.n_entities if cfg.kind == "facts" else 0)
+    facts = _make_facts(cfg, vocab)
+    model = _boot(cfg, vocab)
+    # train the wrapped native module when the Bridge exposes it (same parameters, no hook overhead)
+    net = getattr(model, "original_model", None) or model
+    rng = np.random.default_rng([cfg.seed, 3])
+    sampler = _Sampler(cfg, vocab, facts, rng)
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    warm = max(1, cfg.steps // 20)
+
+    def lr_at(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        t = (step - warm) / max(1, cfg.steps - warm)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    letter_ids = torch.tensor(vocab.letters[: cfg.n_options])
+    it: Any = range(cfg.steps)
+    if progress:
+        from tqdm.auto import tqdm
+
+        it = tqdm(it, desc=f"train testbed {cfg.name}", unit="step")
+    t0 = time.perf_counter()
+    net.train()
+    losses: list[float] = []
+    for step in it:
+        shots = cfg.train_shots[int(rng.integers(0, len(cfg.train_shots)))]
+        toks, target, _, _ = sampler.batch(cfg.batch_size, shots)
+        logits = net(torch.as_tensor(toks))[:, -1]
+        loss = torch.nn.functional.cross_entropy(logits.float(), torch.as_tensor(target))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(float(loss.detach()))
+        if _DEBUG and step % 100 == 0:
+            print(step, np.mean(losses[-100:]), time.perf_counter() - t0, flush=True)
+    seconds = time.perf_counter() - t0
+    model.eval()
+    net.eval()
+    # accuracy on fresh training-format prompts against the trained answers (no letter bias)
+    eval_rng = np.random.default_rng([cfg.seed, 4])
+    probe = _Sampler(replace(cfg, letter_bias=0.0), vocab, facts, eval_rng)
+    toks, _, gold_letter, _ = probe.batch(1024, 1)
+    with torch.no_grad():
+        pred = model(torch.as_tensor(toks))[:, -1][:, letter_ids].argmax(-1).numpy()
+    tail = losses[-max(1, len(losses) // 20):]
+    stats = {
+        "train_seconds": seconds,
+        "steps": cfg.steps,
+        "final_loss": float(np.mean(tail)),
+        "train_accuracy": float(np.mean(pred == gold_letter)),
+        "n_params": int(sum(p.numel() for p in model.parameters())),
+    }
+    return model, stats
+
+
+# ------------------------------------------------------------------------------------------------
+# cache
+# ------------------------------------------------------------------------------------------------
+def testbed_path(cfg: TestbedConfig, cache: str | os.PathLike[str] | None = None) -> Path:
+    """``<cache>/testbed/<name>-<hash>.safetensors`` of a config (the ``.json`` lies beside it)."""
+    return _cache_root(cache) / "testbed" / f"{cfg.name}-{cfg.digest()}.safetensors"
+
+
+def _cache_root(cache: str | os.PathLike[str] | None) -> Path:
+    try:
+        from .hub import cache_dir
+    except ImportError:  # pragma: no cover - hub is part of the package; kept for partial installs
+        xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        return Path(cache) if cache is not None else Path(xdg) / "tl_neuronllm"
+    return cache_dir(cache)
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def load_testbed(name: str | TestbedConfig = "facts-small", *, cache: str | os.PathLike[str] | None = None,
+                 retrain: bool = False, save: bool = True, progress: bool = False) -> Testbed:
+    """A trained testbed: read from the cache, or trained (and cached) on first use.
+
+    Args:
+        name: A key of :data:`TESTBEDS` or a :class:`TestbedConfig`.
+        cache: Cache folder (default :func:`tl_neuronllm.hub.cache_dir`).
+        retrain: Train even if a cached copy exists (and overwrite it).
+        save: Write the trained model to the cache.
+        progress: Show a training progress bar.
+
+    Returns:
+        A :class:`Testbed` whose model is in eval mode.
+
+    Raises:
+        KeyError: for an unknown name.
+    """
+    if isinstance(name, TestbedConfig):
+        cfg = name
+    elif name in TESTBEDS:
+        cfg = TESTBEDS[name]
+    else:
+        raise KeyError(f"unknown testbed {name!r}; known: {sorted(TESTBEDS)} (or pass a TestbedConfig)")
+    from safetensors.torch import load_file, save_file
+
+    vocab = Vocab(cfg.n_values, cfg.n_entities if cfg.kind == "facts" else 0)
+    facts = _make_facts(cfg, vocab)
+    task = _make_task(cfg, vocab, facts)
+    path = testbed_path(cfg, cache)
+    meta_path = path.with_suffix(".json")
+    model, stats = None, None
+    if not retrain and path.exists() and meta_path.exists():
+        try:
+            meta = json.loads(meta_path.read_text())
+            if meta.get("config") == cfg.to_dict() and meta.get("format_version") == FORMAT_VERSION:
+                model = _boot(cfg, vocab)
+                model.load_state_dict(load_file(str(path)))
+                stats = dict(meta["stats"])
+        except (OSError, ValueError, RuntimeError, KeyError):
+            model, stats = None, None  # unreadable or stale: train again
+    if model is None:
+        model, stats = train_testbed(cfg, progress=progress)
+    model.eval()
+    tb = Testbed(cfg, model, task, vocab.token_format(), vocab, stats or {},
+                 frozenset(facts.ids[i] for i in np.flatnonzero(facts.biased)),
+                 frozenset(facts.ids[i] for i in np.flatnonzero(facts.train_answer != facts.true_answer)),
+                 path if save else None)
+    if "heldout_accuracy" not in tb.stats:
+        acc = tb.accuracy()
+        tb.stats.update(heldout_accuracy=acc["accuracy"], heldout_consistent_accuracy=acc["consistent_accuracy"],
+                        heldout_gold_prob=acc["gold_prob"])
+        if save:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            sd = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+            _atomic_write(path, lambda p: save_file(sd, str(p)))
+            meta = {"format_version": FORMAT_VERSION, "config": cfg.to_dict(), "stats": tb.stats,
+                    "versions": _versions()}
+            _atomic_write(meta_path, lambda p: p.write_text(json.dumps(meta, indent=2)))
+    return tb
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"torch": torch.__version__}
+    try:
+        out["transformer_lens"] = md.version("transformer-lens")
+    except md.PackageNotFoundError:
+        pass
+    return out
