@@ -174,7 +174,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=16)
     ap.add_argument("--prompt-tokens", type=int, default=200)
     ap.add_argument("--batch-size", type=int, default=8, help="items per scoring batch (grad x act: prompts per forward)")
-    ap.add_argument("--memory-budget-mb", type=float, default=None, help="IG chunk budget (default 16384 on GPU)")
+    ap.add_argument("--memory-budget-mb", type=float, default=None,
+                    help="IG chunk budget (default on GPU: half the free memory, see attribution.auto_memory_budget_mb)")
     ap.add_argument("--dtype", default="bfloat16")
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
@@ -192,7 +193,7 @@ def main() -> None:
             sys.exit(2)
         device, shapes = torch.device(args.device), SHAPES
         args.items = args.items or 16
-        args.memory_budget_mb = args.memory_budget_mb or 16384.0
+        # default None: attribution.auto_memory_budget_mb (half the free GPU memory per IG chunk)
     res: dict[str, Any] = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu (smoke mode)",
         "torch": torch.__version__, "dtype": args.dtype, "steps": args.steps, "prompt_tokens": args.prompt_tokens,

@@ -129,7 +129,8 @@ def plot_interventions(evaluation: EvalResult, path: str | Path) -> Path:
     axes[0].legend(frameon=False, fontsize=8, loc="best")
     fig.suptitle(f"{evaluation.task}: interventions on {evaluation.n_items} held-out items "
                  f"(baseline accuracy {evaluation.baseline.metrics['accuracy']:.3f}, mode {evaluation.mode}); "
-                 f"bars: 95% bootstrap intervals", fontsize=9)
+                 f"bars: 95% bootstrap intervals; colour: expected to raise (blue) or lower (red) the scores",
+                 fontsize=9)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     return path

@@ -377,7 +377,8 @@ def _prompt_len(cfg: TestbedConfig, shots: int) -> int:
 def _model_dict(cfg: TestbedConfig, vocab: Vocab) -> dict[str, Any]:
     n_ctx = max(64, _prompt_len(cfg, max(cfg.train_shots) + 1))
     return dict(d_model=cfg.d_model, d_head=cfg.d_model // cfg.n_heads, n_heads=cfg.n_heads, n_layers=cfg.n_layers,
-                n_ctx=n_ctx, d_vocab=vocab.d_vocab, d_mlp=cfg.d_mlp, act_fn=cfg.act_fn, seed=cfg.seed)
+                n_ctx=n_ctx, d_vocab=vocab.d_vocab, d_mlp=cfg.d_mlp, act_fn=cfg.act_fn, seed=cfg.seed,
+                **({"positional_embedding_type": "rotary"} if os.environ.get("TB_ROT") else {}))
 
 
 def _boot(cfg: TestbedConfig, vocab: Vocab) -> Any:
