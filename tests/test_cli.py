@@ -39,6 +39,7 @@ def test_run_end_to_end_then_subcommands_reproduce_it(tmp_path, capsys):
     result, ev = _check_outputs(out)
     run = json.loads((out / "run.json").read_text())
     assert run["model"] == "tiny" and run["n_identify"] == 12 and run["n_heldout"] == 16
+    assert run["n_proxies"] == 3 and run["show_options"] is True and ev.n_queries == 3 * 16
     assert ev.n_items == 16 and ev.mode == "letter" and len(result.good) <= 6
     assert set(ev.config["item_ids"]).isdisjoint(result.config["task"]["item_ids"])
 
@@ -58,8 +59,16 @@ def test_cloze_mode_and_fewer_heldout(tmp_path):
     assert cli.main(["run", *TINY, *EVAL, "--mode", "cloze", "--out", str(out), "--quiet"]) == 0
     _, ev = _check_outputs(out)
     assert ev.mode == "cloze"
+    # cloze without listed options: all proxies would be one prompt, so one proxy per item
+    run = json.loads((out / "run.json").read_text())
+    assert run["show_options"] is False and run["n_proxies"] == 1 and ev.n_queries == ev.n_items
     assert cli.main(["evaluate", "--out", str(out), "--no-progress", "--quiet", "--n-heldout", "5", *EVAL]) == 0
     assert EvalResult.load(out).n_items == 5
+    assert cli.main(["evaluate", "--out", str(out), "--no-progress", "--quiet", "--k", "2", *EVAL]) == 0
+    assert cli.main(["report", "--out", str(out), "--no-progress", "--quiet"]) == 0
+    ev = EvalResult.load(out)
+    assert ev.result_info["k"] == 2 and ev.row("suppress_good").n_good <= 2
+    assert "k = 2:" in (out / "report.md").read_text()
 
 
 def test_default_arguments_and_no_subcommand_means_run():

@@ -146,7 +146,7 @@ def cmd_identify(args: argparse.Namespace, model: Any = None) -> tuple[Any, Any,
     if args.show_options is None:
         args.show_options = args.mode == "letter"
     if args.n_proxies is None:
-        args.n_proxies = 1 if args.mode == "cloze" and not args.show_options else DEFAULTS["n_proxies"]
+        args.n_proxies = 1 if args.mode == "cloze" and not args.show_options else 3
     run = {
         "model": args.model, "task": args.task, "mode": args.mode, "show_options": args.show_options,
         "n_identify": args.n_identify, "n_heldout": args.n_heldout, "n_shots": args.n_shots,
@@ -201,8 +201,9 @@ def cmd_evaluate(args: argparse.Namespace, model: Any = None, result: Any = None
     if held is None:
         raise SystemExit("tl-neuronllm: no held-out items left; lower --n-identify or --n-heldout")
     _say(args, f"evaluate: {len(held)} held-out items, {args.n_random} random sets per condition")
+    k = getattr(args, "k", None) if args.command == "evaluate" else None
     ev = evaluate(model, result, held, demos=demo, progress=args.progress, n_random=args.n_random,
-                  factor=args.factor, n_boot=args.n_boot, seed=args.seed)
+                  factor=args.factor, n_boot=args.n_boot, seed=args.seed, k=None if k is None else _num(k))
     ev.save(out)
     _say(args, f"evaluation took {time.perf_counter() - t0:.1f} s; saved {out / 'evaluation.json'}")
     return ev
@@ -219,6 +220,9 @@ def cmd_report(args: argparse.Namespace, result: Any = None, evaluation: Any = N
         result = NeuronResult.load(out / RESULT_DIR)
     if evaluation is None and (out / EVAL_JSON).exists():
         evaluation = EvalResult.load(out)
+    k = None if evaluation is None else evaluation.result_info.get("k")
+    if k is not None and k != result.config.get("k"):  # evaluated with re-selected sets
+        result = result.with_k(k)
     run = json.loads((out / RUN_JSON).read_text()) if (out / RUN_JSON).exists() else None
     info = None if run is None else {k: run[k] for k in ("task", "n_identify", "n_heldout", "split_seed") if k in run}
     path = write_report(result, evaluation, out, run_info=info)
@@ -292,6 +296,7 @@ def _evaluate_args(p: argparse.ArgumentParser, *, heldout: bool) -> None:
     d = DEFAULTS
     if heldout:
         p.add_argument("--n-heldout", type=int, default=None, help="held-out items (default: as identified)")
+        p.add_argument("--k", default=None, help="re-select the good/bad sets with this size (default: as identified)")
     p.add_argument("--n-random", type=int, default=d["n_random"], help=f"random sets per condition (default {d['n_random']})")
     p.add_argument("--factor", type=float, default=d["factor"], help="enhancement factor (default 2)")
     p.add_argument("--n-boot", type=int, default=d["n_boot"], help="bootstrap resamples (default 2000)")
