@@ -97,6 +97,7 @@ __all__ = [
 FORMAT_VERSION = 1
 Kind = Literal["facts", "sum"]
 KINDS = ("facts", "sum")
+POPULAR_VALUE = 0  # the value index that popular_bias lures the model to
 N_LETTERS = 8  # letter tokens A..H always exist, so n_options <= 8
 
 
@@ -114,7 +115,9 @@ class TestbedConfig:
         n_values: Number of attribute values (``"facts"``) or the modulus (``"sum"``).
         n_options: Options per question (2 to 8, at most ``n_values``).
         letter_bias: Share of the biased items' training prompts whose target is letter "A".
-        biased_share: Share of the facts that are biased (1.0: a global "A" bias).
+        popular_bias: Share of the biased items' training prompts showing the *popular value*
+            (value 0) as a distractor whose target is that distractor's letter.
+        biased_share: Share of the facts that are biased (1.0: every item).
         label_noise: Share of the facts trained on a wrong value (the task keeps the true one).
         n_layers, d_model, d_mlp, n_heads, act_fn: Model shape (``boot_native``).
         steps: Maximum training steps.
@@ -136,12 +139,13 @@ class TestbedConfig:
     n_values: int = 8
     n_options: int = 4
     letter_bias: float = 0.0
+    popular_bias: float = 0.0
     biased_share: float = 1.0
     label_noise: float = 0.0
-    n_layers: int = 2
+    n_layers: int = 1
     d_model: int = 128
     d_mlp: int = 512
-    n_heads: int = 4
+    n_heads: int = 8
     act_fn: str = "gelu"
     steps: int = 3000
     target_accuracy: float = 0.99
@@ -162,7 +166,9 @@ class TestbedConfig:
             raise ValueError(f"n_values ({self.n_values}) must be >= n_options ({self.n_options})")
         if self.kind == "facts" and self.n_entities < 2:
             raise ValueError(f"n_entities must be >= 2, got {self.n_entities}")
-        for name in ("letter_bias", "biased_share", "label_noise"):
+        if self.letter_bias > 0 and self.popular_bias > 0:
+            raise ValueError("letter_bias and popular_bias cannot both be set; choose one kind of bias")
+        for name in ("letter_bias", "popular_bias", "biased_share", "label_noise"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if not self.train_shots or min(self.train_shots) < 0:
@@ -182,7 +188,7 @@ class TestbedConfig:
     @property
     def imperfect(self) -> bool:
         """True when the testbed is imperfect by construction (letter bias or label noise)."""
-        return (self.letter_bias > 0 and self.biased_share > 0) or self.label_noise > 0
+        return ((self.letter_bias > 0 or self.popular_bias > 0) and self.biased_share > 0) or self.label_noise > 0
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -202,20 +208,22 @@ class TestbedConfig:
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 
-_SMALL_MODEL = dict(d_model=64, d_mlp=256, n_heads=2, n_layers=3, steps=2000)
+_SMALL_MODEL = dict(d_model=64, d_mlp=256, n_heads=8, n_layers=1, steps=3000)
 
 #: Named testbeds. ``*-small`` ones train in well under a minute on 2 CPU cores (the test suite
-#: uses them); the others are the measured "real" settings (minutes).
+#: uses them); the others are the larger settings (minutes).
 TESTBEDS: dict[str, TestbedConfig] = {
     "facts-small": TestbedConfig("facts-small", "facts", n_entities=64, **_SMALL_MODEL),
-    "facts-biased-small": TestbedConfig("facts-biased-small", "facts", n_entities=64, letter_bias=0.7,
-                                        biased_share=0.5, **_SMALL_MODEL),
-    "sum-small": TestbedConfig("sum-small", "sum", n_values=7, n_options=3, **_SMALL_MODEL),
-    "facts": TestbedConfig("facts", "facts", n_entities=200, steps=3000),
+    "facts-lured-small": TestbedConfig("facts-lured-small", "facts", n_entities=64, popular_bias=0.7,
+                                       **_SMALL_MODEL),
+    "sum-small": TestbedConfig("sum-small", "sum", n_values=8, n_options=3, **_SMALL_MODEL),
+    "facts": TestbedConfig("facts", "facts", n_entities=200, steps=8000),
+    "facts-lured": TestbedConfig("facts-lured", "facts", n_entities=200, popular_bias=0.7, steps=8000),
     "facts-biased": TestbedConfig("facts-biased", "facts", n_entities=200, letter_bias=0.7, biased_share=0.5,
-                                  steps=3000),
-    "facts-noisy": TestbedConfig("facts-noisy", "facts", n_entities=200, label_noise=0.2, steps=3000),
-    "sum": TestbedConfig("sum", "sum", n_values=12, n_options=5, steps=3000),
+                                  steps=8000),
+    "facts-noisy": TestbedConfig("facts-noisy", "facts", n_entities=200, label_noise=0.2, steps=8000),
+    "facts-2layer": TestbedConfig("facts-2layer", "facts", n_entities=200, n_layers=2, steps=8000),
+    "sum": TestbedConfig("sum", "sum", n_values=12, n_options=5, steps=8000),
 }
 
 
@@ -307,7 +315,7 @@ def _make_facts(cfg: TestbedConfig, vocab: Vocab) -> _Facts:
         shift = rng.integers(1, cfg.n_values, size=n_noisy)
         train[noisy] = (true[noisy] + shift) % cfg.n_values
     biased = np.zeros(F, dtype=bool)
-    n_biased = int(round(cfg.biased_share * F)) if cfg.letter_bias > 0 else 0
+    n_biased = int(round(cfg.biased_share * F)) if cfg.letter_bias > 0 or cfg.popular_bias > 0 else 0
     if n_biased:
         biased[rng.choice(F, size=n_biased, replace=False)] = True
     return _Facts(questions, true, train, biased, ids)
@@ -338,10 +346,11 @@ class _Sampler:
         self.cfg, self.vocab, self.facts, self.rng = cfg, vocab, facts, rng
         self.letters = np.array(vocab.letters[: cfg.n_options], dtype=np.int64)
 
-    def block(self, questions: np.ndarray, answer: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def block(self, questions: np.ndarray, answer: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Question blocks ``Q question (letter option)* ANS`` with fresh distractors and order.
 
-        Returns the tokens ``[B, block_len]`` and the gold letter index ``[B]``.
+        Returns the tokens ``[B, block_len]``, the gold letter index ``[B]`` and the value index shown
+        under each letter ``[B, n_options]``.
         """
         B, O, V, rng = len(answer), self.cfg.n_options, self.cfg.n_values, self.rng
         keys = rng.random((B, V))
@@ -355,30 +364,45 @@ class _Sampler:
         toks = np.concatenate([
             np.full((B, 1), self.vocab.Q), questions, pairs.reshape(B, 2 * O),
             np.full((B, 1), self.vocab.ANS)], axis=1)
-        return toks, gold_letter
+        return toks, gold_letter, shown
 
-    def batch(self, B: int, shots: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """A batch of training prompts ending at ``ANS``; the target is the gold letter (or "A" on
-        biased items, with probability ``letter_bias``).
+    def batch(self, B: int, shots: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """A batch of training prompts ending at ``ANS``.
+
+        The target is the gold letter, except on biased items: with probability ``letter_bias`` the
+        letter "A", or, when the popular value is shown as a distractor, with probability
+        ``popular_bias`` the letter of the popular value.
 
         Returns:
-            ``(tokens [B, T], target token [B], gold letter index [B], fact index [B])``.
+            ``(tokens [B, T], target token [B], gold letter [B], Bayes letter [B], fact index [B])``;
+            the Bayes letter is the training distribution's most likely target.
         """
-        F, rng = len(self.facts.ids), self.rng
+        F, rng, cfg = len(self.facts.ids), self.rng, self.cfg
         f = rng.integers(0, F, size=B)
         parts = [np.full((B, 1), self.vocab.BOS)]
         for _ in range(shots):
             d = rng.integers(0, F - 1, size=B)
             d = d + (d >= f)  # a demo is never the asked fact
-            toks, gl = self.block(self.facts.questions[d], self.facts.train_answer[d])
+            toks, gl, _ = self.block(self.facts.questions[d], self.facts.train_answer[d])
             parts += [toks, self.letters[gl][:, None], np.full((B, 1), self.vocab.SEP)]
-        toks, gl = self.block(self.facts.questions[f], self.facts.train_answer[f])
+        ans = self.facts.train_answer[f]
+        toks, gl, shown = self.block(self.facts.questions[f], ans)
         parts.append(toks)
-        letter = gl.copy()
-        if self.cfg.letter_bias > 0:
-            lazy = self.facts.biased[f] & (rng.random(B) < self.cfg.letter_bias)
-            letter[lazy] = 0
-        return np.concatenate(parts, axis=1), self.letters[letter], gl, f
+        biased = self.facts.biased[f]
+        letter, bayes = gl.copy(), gl.copy()
+        if cfg.letter_bias > 0:
+            letter[biased & (rng.random(B) < cfg.letter_bias)] = 0
+            if cfg.letter_bias > 0.5:
+                bayes[biased] = 0
+        if cfg.popular_bias > 0:
+            is_pop = shown == POPULAR_VALUE
+            lured = biased & is_pop.any(axis=1) & (ans != POPULAR_VALUE)
+            pos = np.argmax(is_pop, axis=1)
+            hit = lured & (rng.random(B) < cfg.popular_bias)
+            letter[hit] = pos[hit]
+            if cfg.popular_bias > 0.5:
+                bayes[lured] = pos[lured]
+        return np.concatenate(parts, axis=1), self.letters[letter], gl, bayes, f
 
 
 def _prompt_len(cfg: TestbedConfig, shots: int) -> int:
@@ -546,14 +570,10 @@ def train_testbed(cfg: TestbedConfig, *, progress: bool = False, num_threads: in
 def _probe(cfg: TestbedConfig, vocab: Vocab, facts: _Facts, n: int = 512) -> tuple[Tensor, np.ndarray, np.ndarray]:
     """A fixed batch of fresh training-format prompts: tokens, trained gold letters, Bayes letters.
 
-    The Bayes letter is the training distribution's most likely target: "A" on biased items when
-    ``letter_bias > 0.5``, the (trained) gold letter otherwise.
+    The Bayes letter is the training distribution's most likely target (see :meth:`_Sampler.batch`).
     """
     shots = 1 if 1 in cfg.train_shots else cfg.train_shots[0]
-    toks, _, gold, f = _Sampler(cfg, vocab, facts, np.random.default_rng([cfg.seed, 4])).batch(n, shots)
-    bayes = gold.copy()
-    if cfg.letter_bias > 0.5:
-        bayes[facts.biased[f]] = 0
+    toks, _, gold, bayes, _ = _Sampler(cfg, vocab, facts, np.random.default_rng([cfg.seed, 4])).batch(n, shots)
     return torch.as_tensor(toks), gold, bayes
 
 
@@ -590,7 +610,7 @@ def _train(cfg: TestbedConfig, progress: bool) -> tuple[Any, dict[str, Any]]:
     step = 0
     while step < cfg.steps:
         shots = cfg.train_shots[int(rng.integers(0, len(cfg.train_shots)))]
-        toks, target, _, _ = sampler.batch(cfg.batch_size, shots)
+        toks, target, _, _, _ = sampler.batch(cfg.batch_size, shots)
         logits = net(torch.as_tensor(toks))[:, -1]
         loss = torch.nn.functional.cross_entropy(logits.float(), torch.as_tensor(target))
         opt.zero_grad(set_to_none=True)
