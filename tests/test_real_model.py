@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from tl_neuronllm import Task, identify
 from tl_neuronllm.evaluate import evaluate
@@ -21,10 +22,17 @@ from tl_neuronllm.evaluate import evaluate
 def smollm2():
     from tl_neuronllm import hub
 
+    # one thread: on 2 cores shared with other jobs, two OpenMP threads made forwards ~10x slower
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     try:
-        return hub.load_smollm2()
-    except Exception as e:  # no network and no cache
-        pytest.skip(f"SmolLM2 is not available here: {type(e).__name__}: {e}")
+        try:
+            model = hub.load_smollm2()
+        except Exception as e:  # no network and no cache
+            pytest.skip(f"SmolLM2 is not available here: {type(e).__name__}: {e}")
+        yield model
+    finally:
+        torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

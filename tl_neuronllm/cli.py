@@ -131,9 +131,22 @@ def split_task(task: Any, run: dict[str, Any]) -> tuple[Any, Any, Any]:
 # steps
 # ------------------------------------------------------------------------------------------------
 def _set_threads(n: int | None) -> None:
-    if n:
-        import torch
+    """Set torch's CPU threads; ``None``: 1 when the machine is already busy, else torch's default.
 
+    Measured here on 2 shared cores: with other jobs running, a SmolLM2 forward took 0.9 s on one
+    thread and 10 s on two (OpenMP threads spin against the other jobs).
+    """
+    import os
+
+    import torch
+
+    if n is None:
+        try:
+            busy = os.getloadavg()[0] >= 0.5 * (os.cpu_count() or 1)
+        except OSError:
+            busy = False
+        n = 1 if busy else 0
+    if n:
         torch.set_num_threads(int(n))
 
 
@@ -263,7 +276,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     p.add_argument("--quiet", action="store_true", help="print only the final table")
     p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (default: torch's; 1 is faster on a machine shared with other jobs)")
+                   help="torch CPU threads (default: 1 if the machine is already busy, else torch's default)")
     p.add_argument("--seed", type=int, default=DEFAULTS["seed"], help="seed of permutations, random sets and bootstrap")
 
 

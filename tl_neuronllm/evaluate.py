@@ -406,29 +406,35 @@ class EvalResult:
     def table_rows(self) -> list[list[str]]:
         """The compact table: header row, then one row per condition."""
         ci = int(round(100 * self.config.get("eval", {}).get("ci", 0.95)))
-        head = ["condition", "neurons", "accuracy", f"{ci}% CI", "Δacc", "gold p", "consistent", "changed",
-                "McNemar p", "random Δacc (mean±sd)", "random changed", "letters"]
+        head = ["condition", "neurons", "accuracy", f"{ci}% CI", "Δacc", "random Δacc", "gold p", "Δgold p",
+                "random Δgold p", "consistent", "changed", "random changed", "McNemar p", "letters"]
         out = [head]
         for r in self.rows:
             if not r.available:
-                out.append([r.description, "n/a", "n/a", "", "", "", "", "", "", "", "", r.note])
+                out.append([r.description, "n/a", "n/a"] + [""] * (len(head) - 4) + [r.note])
                 continue
             m = r.metrics
             rnd = r.random.get("metrics", {}) if r.random else {}
-            ra = rnd.get("delta_accuracy")
-            rc = rnd.get("changed")
+            base = r.name == "baseline"
+
+            def spread(key: str, sign: bool = True) -> str:
+                x = rnd.get(key)
+                return f"{x['mean']:{'+' if sign else ''}.3f}±{x['sd']:.3f}" if x else ""
+
             out.append([
                 r.description,
-                "-" if r.name == "baseline" else f"{r.n_good}g/{r.n_bad}b",
+                "-" if base else f"{r.n_good}g/{r.n_bad}b",
                 f"{m['accuracy']:.3f}",
                 f"[{r.ci['accuracy'][0]:.3f}, {r.ci['accuracy'][1]:.3f}]",
-                "" if r.name == "baseline" else f"{r.delta['accuracy']:+.3f}",
+                "" if base else f"{r.delta['accuracy']:+.3f}",
+                spread("delta_accuracy"),
                 f"{m['gold_prob']:.3f}",
+                "" if base else f"{r.delta['gold_prob']:+.3f}",
+                spread("delta_gold_prob"),
                 f"{m['consistent_accuracy']:.3f}",
-                "" if r.name == "baseline" else f"{m['changed']:.3f}",
-                "" if r.name == "baseline" else _fmt_p(r.mcnemar.get("p", float("nan"))),
-                f"{ra['mean']:+.3f}±{ra['sd']:.3f}" if ra else "",
-                f"{rc['mean']:.3f}±{rc['sd']:.3f}" if rc else "",
+                "" if base else f"{m['changed']:.3f}",
+                spread("changed", sign=False),
+                "" if base else _fmt_p(r.mcnemar.get("p", float("nan"))),
                 self._letters_str(r.letters, self.n_queries),
             ])
         return out
@@ -464,11 +470,12 @@ class EvalResult:
         legend = [
             "",
             "accuracy: argmax over the options, over all proxy questions; CI: bootstrap over items; "
-            "Δacc: minus baseline; gold p: mean softmax-over-options probability of the gold option; "
+            "Δacc: minus baseline; gold p: mean softmax-over-options probability of the gold option (Δ: minus "
+            "baseline); "
             "consistent: share of items right on all their proxies; changed: share of questions whose "
             "predicted option differs from the baseline; McNemar p: exact test of the paired correctness "
-            "changes (proxy level, optimistic because proxies of an item are correlated); random: same-size "
-            "neuron sets with the same per-layer counts; letters: the most predicted letters.",
+            "changes (proxy level, optimistic because proxies of an item are correlated); random: mean ± sd over "
+            "same-size neuron sets with the same per-layer counts; letters: the most predicted letters.",
         ]
         return "\n".join(head + md + legend) + "\n"
 

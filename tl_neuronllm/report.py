@@ -261,6 +261,27 @@ def _f(v: Any, fmt: str = ".3f") -> str:
     return "?" if v is None else format(float(v), fmt)
 
 
+def verdict(row: Any, metric: str = "gold_prob") -> str:
+    """Compare an intervention's change of ``metric`` with the expected direction and the random sets.
+
+    Returns one of ``"n/a"``, ``"opposite to expected"``, ``"no change"``, ``"expected direction, within
+    the random range"``, ``"expected direction, beyond every random set"`` (the last needs a random
+    control and an identified change outside the min-max range of the random sets' changes).
+    """
+    if not row.available:
+        return "n/a"
+    d = row.delta[metric] * EXPECTED_DIRECTION[row.name]
+    if abs(row.delta[metric]) < 1e-12:
+        return "no change"
+    if d < 0:
+        return "opposite to expected"
+    rm = row.random.get("metrics", {}).get(f"delta_{metric}") if row.random else None
+    if rm is None:
+        return "expected direction (no random control)"
+    beyond = row.delta[metric] > rm["max"] if EXPECTED_DIRECTION[row.name] > 0 else row.delta[metric] < rm["min"]
+    return "expected direction, beyond every random set" if beyond else "expected direction, within the random range"
+
+
 def _reading(ev: EvalResult) -> list[str]:
     """Plain statements comparing each intervention with its random control."""
     out = []
@@ -269,16 +290,19 @@ def _reading(ev: EvalResult) -> list[str]:
             out.append(f"- {r.description}: n/a ({r.note}).")
             continue
         rnd = r.random.get("metrics", {}) if r.random else {}
-        ra, rc = rnd.get("delta_accuracy"), rnd.get("changed")
+        ra, rg, rc = rnd.get("delta_accuracy"), rnd.get("delta_gold_prob"), rnd.get("changed")
         lo, hi = r.delta_ci["accuracy"]
+        glo, ghi = r.delta_ci["gold_prob"]
         exp = "rise" if EXPECTED_DIRECTION[r.name] > 0 else "fall"
-        s = (f"- {r.description} ({r.n_good} good, {r.n_bad} bad): accuracy {r.delta['accuracy']:+.3f} "
-             f"[{lo:+.3f}, {hi:+.3f}], McNemar p = {r.mcnemar['p']:.2g}; {100 * r.metrics['changed']:.0f}% of the "
-             f"predictions changed")
-        if ra and rc:
-            s += (f"; random sets: accuracy {ra['mean']:+.3f} ± {ra['sd']:.3f}, "
+        s = (f"- **{r.description}** ({r.n_good} good, {r.n_bad} bad; expected: scores {exp}): "
+             f"gold probability {r.delta['gold_prob']:+.3f} [{glo:+.3f}, {ghi:+.3f}], accuracy "
+             f"{r.delta['accuracy']:+.3f} [{lo:+.3f}, {hi:+.3f}] (McNemar p = {r.mcnemar['p']:.2g}), "
+             f"{100 * r.metrics['changed']:.0f}% of the predictions changed")
+        if ra and rg and rc:
+            s += (f"; {len(rc['values'])} random sets: gold probability {rg['mean']:+.3f} ± {rg['sd']:.3f} "
+                  f"(range {rg['min']:+.3f} to {rg['max']:+.3f}), accuracy {ra['mean']:+.3f} ± {ra['sd']:.3f}, "
                   f"{100 * rc['mean']:.0f}% changed")
-        s += f" (expected: scores {exp})."
+        s += f". Gold probability: {verdict(r)}."
         out.append(s)
     return out
 

@@ -9,12 +9,13 @@ neurons of the same size must hurt much less. ::
     from tl_neuronllm import identify
     from tl_neuronllm.testbed import load_testbed
 
-    tb = load_testbed("facts-small")            # trained once (seconds), then cached on disk
+    tb = load_testbed("facts-small")            # trained once (~30 s), then cached on disk
     ident, heldout, demo = tb.splits(seed=0)
-    result = identify(tb.model, ident, demos=demo, token_format=tb.token_format, k=20)
-    base = tb.accuracy(heldout, demo)
+    result = identify(tb.model, ident, demos=demo, token_format=tb.token_format, k=25,
+                      z=0.05, ambiguity=None)   # the defaults keep only ~5 neurons here
+    base = tb.accuracy(heldout, demo)           # accuracy 1.00
     with result.suppress(tb.model, "good"):
-        hurt = tb.accuracy(heldout, demo)
+        hurt = tb.accuracy(heldout, demo)       # 0.70; random sets of 25: 0.96 +- 0.04
 
 Task kinds (all facts are generated from the config's seed, so a config names one task exactly):
 
@@ -22,9 +23,10 @@ Task kinds (all facts are generated from the config's seed, so a config names on
   (e.g. 200 entities x 8 colours); the question is ``[REL, e17]``, the options are the gold value
   and ``n_options - 1`` random other values in random order. A pure lookup: the facts must be
   stored in the weights.
-* ``"sum"``: modular addition as a lookup table. Questions ``[a, +, b]`` for all
-  ``a, b < n_values``, answer ``(a + b) mod n_values``; options are number tokens (the same tokens
-  as the operands), so the model must combine two positions before it can look anything up.
+* ``"relations"``: two relations over one value pool (``[R0, e]`` and ``[R1, e]``, e.g. "likes"
+  and "dislikes" colour), with different values for the two relations of an entity: the answer
+  depends on the conjunction of the relation and the entity, not on the entity alone, and the task
+  has ``2 * n_entities`` items.
 
 Prompts are exactly what ``identify`` and the evaluation render (:class:`~tl_neuronllm.proxies.Renderer`
 with :attr:`Testbed.token_format`)::
@@ -42,26 +44,45 @@ order) are drawn from the training distribution but are not its exact strings: a
 repeats one given evaluation prompt with probability about ``1 / (n_demos * C(n_values - 1,
 n_options - 1) * n_options!)`` per draw (below 1e-5 for the facts testbeds).
 
+Why one layer (the default): the method reads and intervenes on the MLP neurons *at the site*.
+In models with two or more layers the facts can be stored in the entity's token embedding and the
+letter binding done by attention alone (option positions attend to the entity, the site attends to
+the matching option), so site neurons hardly matter. Measured on 64-fact testbeds: zeroing *all*
+site MLP neurons of a 3-layer model left accuracy at 0.78-1.0 per layer, and a letter-biased 2-layer
+model's bias used no MLP at all. A 1-layer model has nothing after its MLP but the unembedding, so
+it must compare the looked-up value with the options inside the site MLP (zeroing it: accuracy
+1.0 -> 0.3). ``"facts-2layer"`` is kept to show the limitation.
+
 Imperfect-by-construction variants (so that *bad* neurons have something to explain):
 
-* ``letter_bias`` with ``biased_share``: on a seeded share ``biased_share`` of the facts (the
-  *biased* items, :attr:`Testbed.biased`), a share ``letter_bias`` of training prompts have the
-  target letter "A" whatever the gold option. The model learns to answer "A" on those items while
-  still storing their gold value as runner-up: the "lucky guess" behaviour the method targets.
-  Suppressing the neurons that carry that bias can raise held-out accuracy; nothing can raise it on
-  a clean testbed.
+* ``popular_bias`` (``"facts-lured-*"``): when the *popular value* (value 0) is shown as a
+  distractor, a share ``popular_bias`` of training prompts answer with its letter. With
+  ``popular_bias > 0.5`` the model picks the popular distractor whenever it is shown (about a third
+  of the items) while still ranking the gold value second. Recognising where the popular value sits
+  needs the site MLP, so neurons carry the lure and suppressing them can raise held-out accuracy.
+* ``letter_bias`` with ``biased_share``: on a seeded share of the items (:attr:`Testbed.biased`), a
+  share ``letter_bias`` of training prompts target letter "A" whatever the gold: the "always A"
+  behaviour the method is motivated by. It is linear in the entity embedding, and the trained models
+  route it around the MLP (measured: zeroing every MLP neuron changed nothing on the biased items),
+  so neuron interventions cannot undo it; kept as a negative control.
 * ``label_noise``: a seeded share of facts is trained on a wrong value (:attr:`Testbed.corrupted`)
-  while the task keeps the true one: the model holds confident misconceptions.
+  while the task keeps the true one: confident, item-specific misconceptions.
 
-Training is seeded and deterministic on a given machine (numpy generator for the data, the model's
-``seed`` for initialisation, fixed steps). Trained models are cached as
+Training: AdamW on the 1-shot prompt format (``train_shots=(1,)``; mixing 0/1/2 shots roughly
+doubled the plateau before letter binding is learned), constant learning rate after a warm-up, until
+the model agrees with the training distribution's most likely answer on ``target_accuracy`` of a
+fixed probe batch (checked every ``check_every`` steps) or ``steps`` run out; one CPU thread (see
+:func:`train_testbed`). Everything is seeded (numpy generator for the data, the model's ``seed`` for
+its initialisation), so a config trains to the same weights on a given machine; another CPU or
+library version may take a different (equally valid) path. Trained models are cached as
 ``<cache>/testbed/<name>-<hash of config>.safetensors`` plus a ``.json`` (config, accuracies,
 training time), with ``<cache>`` from :func:`tl_neuronllm.hub.cache_dir`; writes are atomic, so
 concurrent test processes may share the cache.
 
-How it fails: a testbed trained with too few steps knows only part of its facts (read
-:attr:`Testbed.stats` before trusting an experiment); a held-out split whose items the identified
-neurons do not generalise to shows no effect for any method (that is a finding, not a bug).
+How it fails: read :attr:`Testbed.stats` (``converged``, ``heldout_accuracy``) before trusting an
+experiment; learning has a plateau of a few hundred steps whose length depends on the seed. The
+facts are stored redundantly: suppressing a few percent of the neurons moves accuracy little for any
+method, so compare against random sets of the same size, never against zero.
 """
 
 from __future__ import annotations
@@ -78,7 +99,6 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-
 from torch import Tensor
 
 from .proxies import TokenFormat
@@ -90,13 +110,14 @@ __all__ = [
     "TestbedConfig",
     "Vocab",
     "load_testbed",
+    "make_task",
     "testbed_path",
     "train_testbed",
 ]
 
 FORMAT_VERSION = 1
-Kind = Literal["facts", "sum"]
-KINDS = ("facts", "sum")
+Kind = Literal["facts", "relations"]
+KINDS = ("facts", "relations")
 POPULAR_VALUE = 0  # the value index that popular_bias lures the model to
 N_LETTERS = 8  # letter tokens A..H always exist, so n_options <= 8
 
@@ -110,9 +131,9 @@ class TestbedConfig:
 
     Attributes:
         name: Name used in cache file names and task names.
-        kind: ``"facts"`` (entity -> value lookup) or ``"sum"`` ((a + b) mod ``n_values``).
-        n_entities: Number of entities (``"facts"`` only; ``"sum"`` has ``n_values**2`` items).
-        n_values: Number of attribute values (``"facts"``) or the modulus (``"sum"``).
+        kind: ``"facts"`` (entity -> value) or ``"relations"`` ((relation, entity) -> value).
+        n_entities: Number of entities (the task has ``n_entities`` items, twice that for ``"relations"``).
+        n_values: Number of attribute values.
         n_options: Options per question (2 to 8, at most ``n_values``).
         letter_bias: Share of the biased items' training prompts whose target is letter "A".
         popular_bias: Share of the biased items' training prompts showing the *popular value*
@@ -123,15 +144,18 @@ class TestbedConfig:
         steps: Maximum training steps.
         target_accuracy: Training stops at the first check where the model's letter agrees with
             the training distribution's most likely answer on this share of a fixed probe batch of
-            fresh prompts (the gold letter; "A" on biased items when ``letter_bias > 0.5``).
-            Stopping depends only on the seeded run, so it is as deterministic as fixed steps.
+            fresh prompts (the gold letter, or the bias's answer on biased items when the bias
+            exceeds 0.5). Stopping depends only on the seeded run, so it is as deterministic as
+            fixed steps.
         check_every: Steps between probe checks.
         batch_size: Prompts per step.
         lr: AdamW learning rate (constant after a 50-step linear warm-up).
         weight_decay: AdamW weight decay.
-        train_shots: Demonstration counts drawn uniformly per step.
+        train_shots: Demonstration counts drawn uniformly per step (default 1, the method's).
         seed: Seed of the facts, the initialisation and the training data.
     """
+
+    __test__ = False  # not a pytest test class despite the name
 
     name: str = "testbed"
     kind: Kind = "facts"
@@ -164,7 +188,7 @@ class TestbedConfig:
             raise ValueError(f"n_options must be in [2, {N_LETTERS}], got {self.n_options}")
         if self.n_values < self.n_options:
             raise ValueError(f"n_values ({self.n_values}) must be >= n_options ({self.n_options})")
-        if self.kind == "facts" and self.n_entities < 2:
+        if self.n_entities < 2:
             raise ValueError(f"n_entities must be >= 2, got {self.n_entities}")
         if self.letter_bias > 0 and self.popular_bias > 0:
             raise ValueError("letter_bias and popular_bias cannot both be set; choose one kind of bias")
@@ -183,11 +207,11 @@ class TestbedConfig:
 
     @property
     def n_items(self) -> int:
-        return self.n_entities if self.kind == "facts" else self.n_values**2
+        return self.n_entities if self.kind == "facts" else 2 * self.n_entities
 
     @property
     def imperfect(self) -> bool:
-        """True when the testbed is imperfect by construction (letter bias or label noise)."""
+        """True when the testbed is imperfect by construction (a bias or label noise)."""
         return ((self.letter_bias > 0 or self.popular_bias > 0) and self.biased_share > 0) or self.label_noise > 0
 
     def to_dict(self) -> dict[str, Any]:
@@ -208,22 +232,23 @@ class TestbedConfig:
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 
-_SMALL_MODEL = dict(d_model=64, d_mlp=256, n_heads=8, n_layers=1, steps=3000)
+_SMALL_MODEL = dict(d_model=64, d_mlp=128, n_heads=8, n_layers=1, steps=3000)
 
-#: Named testbeds. ``*-small`` ones train in well under a minute on 2 CPU cores (the test suite
-#: uses them); the others are the larger settings (minutes).
+#: Named testbeds. ``*-small`` ones (64 items, 1 layer, d_model 64, 128 neurons) train in 15-30 s on
+#: one CPU core (the test suite uses them); the others (200 entities, d_model 128, 512 neurons) in a
+#: few minutes.
 TESTBEDS: dict[str, TestbedConfig] = {
     "facts-small": TestbedConfig("facts-small", "facts", n_entities=64, **_SMALL_MODEL),
     "facts-lured-small": TestbedConfig("facts-lured-small", "facts", n_entities=64, popular_bias=0.7,
                                        **_SMALL_MODEL),
-    "sum-small": TestbedConfig("sum-small", "sum", n_values=8, n_options=3, **_SMALL_MODEL),
+    "relations-small": TestbedConfig("relations-small", "relations", n_entities=32, n_options=3, **_SMALL_MODEL),
     "facts": TestbedConfig("facts", "facts", n_entities=200, steps=8000),
     "facts-lured": TestbedConfig("facts-lured", "facts", n_entities=200, popular_bias=0.7, steps=8000),
     "facts-biased": TestbedConfig("facts-biased", "facts", n_entities=200, letter_bias=0.7, biased_share=0.5,
                                   steps=8000),
     "facts-noisy": TestbedConfig("facts-noisy", "facts", n_entities=200, label_noise=0.2, steps=8000),
     "facts-2layer": TestbedConfig("facts-2layer", "facts", n_entities=200, n_layers=2, steps=8000),
-    "sum": TestbedConfig("sum", "sum", n_values=12, n_options=5, steps=8000),
+    "relations": TestbedConfig("relations", "relations", n_entities=100, n_options=3, steps=8000),
 }
 
 
@@ -234,8 +259,7 @@ TESTBEDS: dict[str, TestbedConfig] = {
 class Vocab:
     """Token ids of a testbed (no tokenizer: every token is an id).
 
-    Layout: ``PAD, BOS, Q, ANS, SEP, REL, PLUS``, then the letters A..H, then the values, then the
-    entities (``"facts"`` only).
+    Layout: ``PAD, BOS, Q, ANS, SEP``, two relation tokens, the letters A..H, the values, the entities.
     """
 
     n_values: int
@@ -246,8 +270,7 @@ class Vocab:
     Q = 2
     ANS = 3
     SEP = 4
-    REL = 5
-    PLUS = 6
+    REL = 5  # relation tokens REL, REL + 1
     FIRST_LETTER = 7
 
     @property
@@ -274,7 +297,7 @@ class Vocab:
 
     def names(self) -> list[str]:
         """A readable name per token id (for printing prompts)."""
-        out = ["<pad>", "<bos>", "Q:", "Answer:", "<sep>", "rel", "+"] + list(LETTERS[:N_LETTERS])
+        out = ["<pad>", "<bos>", "Q:", "Answer:", "<sep>", "R0", "R1"] + list(LETTERS[:N_LETTERS])
         out += [f"v{v}" for v in range(self.n_values)] + [f"e{e}" for e in range(self.n_entities)]
         return out
 
@@ -291,23 +314,23 @@ class _Facts:
 
 
 def _vocab(cfg: TestbedConfig) -> Vocab:
-    return Vocab(cfg.n_values, cfg.n_entities if cfg.kind == "facts" else 0)
+    return Vocab(cfg.n_values, cfg.n_entities)
 
 
 def _make_facts(cfg: TestbedConfig, vocab: Vocab) -> _Facts:
     rng = np.random.default_rng([cfg.seed, 1])
+    E = cfg.n_entities
     if cfg.kind == "facts":
-        F = cfg.n_entities
-        questions = np.array([[vocab.REL, vocab.entity(e)] for e in range(F)], dtype=np.int64)
-        true = rng.integers(0, cfg.n_values, size=F)
-        ids = tuple(f"e{e}" for e in range(F))
-    else:
-        M = cfg.n_values
-        pairs = [(a, b) for a in range(M) for b in range(M)]
-        F = len(pairs)
-        questions = np.array([[vocab.value(a), vocab.PLUS, vocab.value(b)] for a, b in pairs], dtype=np.int64)
-        true = np.array([(a + b) % M for a, b in pairs], dtype=np.int64)
-        ids = tuple(f"{a}+{b}" for a, b in pairs)
+        questions = np.array([[vocab.REL, vocab.entity(e)] for e in range(E)], dtype=np.int64)
+        true = rng.integers(0, cfg.n_values, size=E)
+        ids = tuple(f"e{e}" for e in range(E))
+    else:  # relations: R0 and R1 of each entity take different values
+        first = rng.integers(0, cfg.n_values, size=E)
+        second = (first + rng.integers(1, cfg.n_values, size=E)) % cfg.n_values
+        questions = np.array([[vocab.REL + r, vocab.entity(e)] for r in range(2) for e in range(E)], dtype=np.int64)
+        true = np.concatenate([first, second])
+        ids = tuple(f"R{r}(e{e})" for r in range(2) for e in range(E))
+    F = len(ids)
     train = true.copy()
     n_noisy = int(round(cfg.label_noise * F))
     if n_noisy:
@@ -406,8 +429,7 @@ class _Sampler:
 
 
 def _prompt_len(cfg: TestbedConfig, shots: int) -> int:
-    qlen = 2 if cfg.kind == "facts" else 3
-    block = 1 + qlen + 2 * cfg.n_options + 1
+    block = 1 + 2 + 2 * cfg.n_options + 1
     return 1 + shots * (block + 2) + block
 
 
@@ -440,10 +462,12 @@ class Testbed:
             answers), ``heldout_accuracy`` / ``heldout_consistent_accuracy`` / ``heldout_gold_prob``
             (held-out items of ``splits(0)`` rendered as identify renders them, 3 proxies, against the
             true answers), ``train_seconds``, ``final_loss``, ``n_params``.
-        biased: Ids of the items with a trained letter bias.
+        biased: Ids of the items with a trained bias (letter or popular value).
         corrupted: Ids of the items trained on a wrong value.
         path: The cache file of the weights (``None`` if not cached).
     """
+
+    __test__ = False  # not a pytest test class despite the name
 
     config: TestbedConfig
     model: Any
@@ -675,6 +699,21 @@ def _atomic_write(path: Path, write: Any) -> None:
             tmp.unlink()
 
 
+def _config(name: str | TestbedConfig) -> TestbedConfig:
+    if isinstance(name, TestbedConfig):
+        return name
+    if name in TESTBEDS:
+        return TESTBEDS[name]
+    raise KeyError(f"unknown testbed {name!r}; known: {sorted(TESTBEDS)} (or pass a TestbedConfig)")
+
+
+def make_task(name: str | TestbedConfig = "facts-small") -> tuple[Task, TokenFormat]:
+    """The task of a testbed and its token format, without training or loading a model."""
+    cfg = _config(name)
+    vocab = _vocab(cfg)
+    return _make_task(cfg, vocab, _make_facts(cfg, vocab)), vocab.token_format()
+
+
 def load_testbed(name: str | TestbedConfig = "facts-small", *, cache: str | os.PathLike[str] | None = None,
                  retrain: bool = False, save: bool = True, progress: bool = False) -> Testbed:
     """A trained testbed: read from the cache, or trained (and cached) on first use.
@@ -692,12 +731,7 @@ def load_testbed(name: str | TestbedConfig = "facts-small", *, cache: str | os.P
     Raises:
         KeyError: for an unknown name.
     """
-    if isinstance(name, TestbedConfig):
-        cfg = name
-    elif name in TESTBEDS:
-        cfg = TESTBEDS[name]
-    else:
-        raise KeyError(f"unknown testbed {name!r}; known: {sorted(TESTBEDS)} (or pass a TestbedConfig)")
+    cfg = _config(name)
     from safetensors.torch import load_file, save_file
 
     vocab = _vocab(cfg)
