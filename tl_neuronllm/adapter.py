@@ -184,8 +184,11 @@ class ModelAdapter:
                 + f"; choose another hook among {HOOK_CHOICES}"
             )
         sig = inspect.signature(model.forward).parameters
-        self.is_bridge = "past_key_values" in sig
         self.is_hooked_transformer = "past_kv_cache" in sig
+        # a TransformerBridge: TL 4.x names past_key_values; TL 3.x's Bridge passes it on through **kwargs
+        takes_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.values())
+        self.is_bridge = "past_key_values" in sig or (
+            not self.is_hooked_transformer and takes_kwargs and hasattr(model, "original_model"))
         self._kv_mode = kv_cache
         self._kv_backend: str | None = None if kv_cache == "auto" else "rerun"
         self._packed_ok: bool | None = None  # whether run_rows may pack rows (checked on first use)

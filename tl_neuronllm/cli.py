@@ -37,17 +37,17 @@ RESULT_DIR = "result"
 #: Defaults of the no-argument run, chosen by measurement on SmolLM2-135M-Instruct (see the README).
 DEFAULTS: dict[str, Any] = {
     "model": "smollm2",
-    "task": "openbookqa",
-    "mode": "letter",
-    "show_options": None,
+    "task": "commonsenseqa",
+    "mode": "cloze",
+    "show_options": None,  # cloze: not listed (SmolLM2 is at or below chance with them listed); letter: listed
     "n_identify": 24,
-    "n_heldout": 60,
+    "n_heldout": 80,
     "n_shots": 1,
-    "n_proxies": None,
+    "n_proxies": None,  # 3; 1 in cloze mode without listed options (the proxies would be one prompt)
     "method": "ig",
-    "steps": 4,
+    "steps": 2,
     "ig_rule": "gauss",
-    "k": 50,
+    "k": 500,
     "split_seed": 0,
     "seed": 0,
     "n_random": 5,

@@ -51,7 +51,7 @@ the matching option), so site neurons hardly matter. Measured on 64-fact testbed
 site MLP neurons of a 3-layer model left accuracy at 0.78-1.0 per layer, and a letter-biased 2-layer
 model's bias used no MLP at all. A 1-layer model has nothing after its MLP but the unembedding, so
 it must compare the looked-up value with the options inside the site MLP (zeroing it: accuracy
-1.0 -> 0.3). ``"facts-2layer"`` is kept to show the limitation.
+1.0 -> 0.3-0.4). ``"facts-2layer"`` is kept to show the limitation.
 
 Imperfect-by-construction variants (so that *bad* neurons have something to explain):
 
@@ -235,8 +235,8 @@ class TestbedConfig:
 _SMALL_MODEL = dict(d_model=64, d_mlp=128, n_heads=8, n_layers=1, steps=3000)
 
 #: Named testbeds. ``*-small`` ones (64 items, 1 layer, d_model 64, 128 neurons) train in 15-30 s on
-#: one CPU core (the test suite uses them); the others (200 entities, d_model 128, 512 neurons) in a
-#: few minutes.
+#: one CPU core (the test suite uses them); the others (200 entities, d_model 128, 512 neurons) in
+#: 1-2 minutes.
 TESTBEDS: dict[str, TestbedConfig] = {
     "facts-small": TestbedConfig("facts-small", "facts", n_entities=64, **_SMALL_MODEL),
     "facts-lured-small": TestbedConfig("facts-lured-small", "facts", n_entities=64, popular_bias=0.7,
