@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
@@ -56,7 +57,8 @@ class IdentifyConfig:
         seed: Seed for permutations and the demo choice.
         batch_size: Items per scoring batch (and prompts per forward for grad_x_act / activation).
         chunk_rows: IG continuation rows per forward (default: from ``memory_budget_mb``).
-        memory_budget_mb: Activation memory to aim for per IG chunk.
+        memory_budget_mb: Activation memory to aim for per IG chunk (default: half the free memory of a
+            CUDA device, 1024 MB on CPU).
         kv_cache: ``"auto"`` or ``"off"`` (re-run the prefix in every row; for testing).
     """
 
@@ -81,7 +83,7 @@ class IdentifyConfig:
     seed: int = 0
     batch_size: int = 8
     chunk_rows: int | None = None
-    memory_budget_mb: float = 1024.0
+    memory_budget_mb: float | None = None
     kv_cache: Literal["auto", "off"] = "auto"
 
     def __post_init__(self) -> None:
@@ -254,22 +256,27 @@ def run_scoring(
 class Checkpoint:
     """Periodic snapshots of the streaming state so an interrupted run can resume.
 
-    The directory holds ``checkpoint.safetensors`` (state, activation sum, clean option probs of the
-    items done) and ``checkpoint.json`` (next item and a fingerprint of the run's arguments). A
-    rerun with the same arguments continues after the last snapshot; other arguments raise.
+    One file, ``checkpoint.safetensors``, replaced atomically: the state, the activation sum and
+    the clean option probs of the items done as tensors, and the next item and a fingerprint of the
+    run's arguments in its metadata (so a kill at any moment leaves either the old or the new
+    snapshot, never a mix). A rerun with the same arguments continues after the last snapshot;
+    other arguments raise.
     """
+
+    FILE = "checkpoint.safetensors"
 
     def __init__(self, path: str | Path, fingerprint: dict[str, Any], every: int = 1):
         self.path = Path(path)
-        self.fingerprint = json.loads(json.dumps(fingerprint, default=str))
+        self.fingerprint = json.dumps(fingerprint, default=str, sort_keys=True)
         self.every = max(1, int(every))
         self._n = 0
 
     def load(self) -> tuple[int, ACEState, Tensor, list[list[Tensor]]] | None:
-        meta_f, ten_f = self.path / "checkpoint.json", self.path / "checkpoint.safetensors"
-        if not meta_f.exists() or not ten_f.exists():
+        ten_f = self.path / self.FILE
+        if not ten_f.exists():
             return None
-        meta = json.loads(meta_f.read_text())
+        with safe_open(str(ten_f), framework="pt") as fh:
+            meta = fh.metadata() or {}
         if meta.get("fingerprint") != self.fingerprint:
             raise ValueError(
                 f"checkpoint {self.path} was written by a run with other arguments (model, task or options); "
@@ -294,12 +301,9 @@ class Checkpoint:
                 pt[i, j, : len(p)], nt[i, j] = p, len(p)
         tensors = {f"state.{k}": v for k, v in state.tensors().items()}
         tensors.update(act_sum=act_sum, probs=pt, n_options=nt)
-        tmp = self.path / "checkpoint.safetensors.tmp"
-        save_file(tensors, str(tmp))
-        os.replace(tmp, self.path / "checkpoint.safetensors")
-        meta_tmp = self.path / "checkpoint.json.tmp"
-        meta_tmp.write_text(json.dumps({"next_item": next_item, "fingerprint": self.fingerprint}))
-        os.replace(meta_tmp, self.path / "checkpoint.json")
+        tmp = self.path / (self.FILE + ".tmp")
+        save_file(tensors, str(tmp), metadata={"next_item": str(next_item), "fingerprint": self.fingerprint})
+        os.replace(tmp, self.path / self.FILE)
 
 
 def identify(

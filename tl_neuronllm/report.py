@@ -51,11 +51,11 @@ def plot_layer_counts(result: NeuronResult, path: str | Path) -> Path:
     ax.axhline(0, color="black", lw=0.6)
     ax.set_xlabel("layer")
     ax.set_ylabel("neurons (bad below zero)")
-    ax.set_title(_title(result, "good / bad neurons per layer"))
+    ax.set_title(_title(result, "good / bad neurons per layer"), fontsize=10)
     ax.set_xticks(x if result.n_layers <= 32 else x[:: max(1, result.n_layers // 16)])
     lim = max(1, int(max(good.max(initial=0), bad.max(initial=0))))
     ax.set_ylim(-lim * 1.15, lim * 1.15)
-    ax.legend(loc="upper left", frameon=False)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     return path
@@ -86,7 +86,7 @@ def plot_ace_distribution(result: NeuronResult, path: str | Path) -> Path:
         ax.text(0.5, 0.5, "all ACE scores are zero", ha="center", va="center", transform=ax.transAxes)
     ax.set_xlabel("ACE score (symmetric log scale)")
     ax.set_ylabel("neurons")
-    ax.set_title(_title(result, f"ACE scores ({len(nz)} of {s.size} neurons non-zero)"))
+    ax.set_title(_title(result, f"ACE scores ({len(nz)} of {s.size} neurons non-zero)"), fontsize=10)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     return path
@@ -128,7 +128,7 @@ def plot_interventions(evaluation: EvalResult, path: str | Path) -> Path:
         ax.set_ylim(-0.6, len(rows) - 0.4)
     axes[0].legend(frameon=False, fontsize=8, loc="best")
     fig.suptitle(f"{evaluation.task}: interventions on {evaluation.n_items} held-out items "
-                 f"(baseline accuracy {evaluation.baseline.metrics['accuracy']:.3f}, mode {evaluation.mode}); "
+                 f"(baseline accuracy {evaluation.baseline.metrics['accuracy']:.3f}, mode {evaluation.mode})\n"
                  f"bars: 95% bootstrap intervals; colour: expected to raise (blue) or lower (red) the scores",
                  fontsize=9)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -177,7 +177,7 @@ def _letter_colors(n: int) -> list[Any]:
 
 def _title(result: NeuronResult, what: str) -> str:
     c = result.config
-    return f"{c.get('model', {}).get('model_name', '?')} / {c.get('task', {}).get('name', '?')}: {what}"
+    return f"{c.get('model', {}).get('model_name', '?')} / {c.get('task', {}).get('name', '?')}\n{what}"
 
 
 def make_figures(result: NeuronResult, evaluation: EvalResult | None, out_dir: str | Path) -> dict[str, Path]:
