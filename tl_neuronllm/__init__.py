@@ -9,6 +9,7 @@
 __version__ = "0.1.0"
 
 from .adapter import ModelAdapter, ModelError, preserved_model_state
+from .evaluate import EvalConfig, EvalResult, evaluate
 from .interventions import Intervention, intervene, make_hooks
 from .pipeline import IdentifyConfig, identify
 from .proxies import AugmentConfig, PromptConfig, TokenFormat
@@ -20,6 +21,8 @@ __all__ = [
     "__version__",
     "ACEState",
     "AugmentConfig",
+    "EvalConfig",
+    "EvalResult",
     "IdentifyConfig",
     "Intervention",
     "Item",
@@ -32,6 +35,7 @@ __all__ = [
     "Task",
     "TaskError",
     "TokenFormat",
+    "evaluate",
     "identify",
     "intervene",
     "make_hooks",

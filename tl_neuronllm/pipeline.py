@@ -12,6 +12,7 @@ import os
 import platform
 import random
 import time
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -97,6 +98,11 @@ class IdentifyConfig:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.layers is not None:
             object.__setattr__(self, "layers", tuple(int(x) for x in self.layers))
+        if self.mode == "cloze" and not self.show_options and self.n_proxies > 1:
+            # without listed options every permutation renders the same prompt
+            warnings.warn("cloze mode with show_options=False: all proxies would be the same prompt; using n_proxies=1",
+                          stacklevel=3)
+            object.__setattr__(self, "n_proxies", 1)
         # these validate themselves
         self.scoring, self.prompt, self.augment  # noqa: B018
 
