@@ -3,7 +3,7 @@ guarantee that the user's model leaves every run exactly as it came in."""
 
 import pytest
 import torch
-from conftest import make_model, text_task, token_task, TOKEN_KINDS, TEXT_KINDS
+from conftest import make_model, text_task, token_task, TEXT_KINDS
 
 from tl_neuronllm import ModelAdapter, ModelError, identify, preserved_model_state
 from tl_neuronllm.answers import Query, predict

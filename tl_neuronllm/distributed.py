@@ -39,7 +39,7 @@ from torch import Tensor
 
 from .adapter import ModelAdapter, preserved_model_state
 from .baselines import BASELINES
-from .pipeline import Checkpoint, IdentifyConfig, build_queries, choose_demos, finish_result, run_scoring
+from .pipeline import IdentifyConfig, build_queries, choose_demos, finish_result, score_resumable
 from .result import NeuronResult
 from .scoring import ACEState
 from .tasks import Item, Task, TaskError
@@ -163,23 +163,11 @@ def identify_distributed(
         queries = build_queries(adapter, scored, cfg, demo_items)
         mine = shard_indices(len(queries), rank, world)
         shard = [queries[i] for i in mine]
-        start, state, act_sum, done_probs, on_batch = 0, None, None, [], None
-        if checkpoint is not None:
-            ckpt = Checkpoint(Path(checkpoint) / f"rank{rank}-of-{world}",
-                              {"config": cfg.to_dict(), "model": adapter.describe(),
-                               "items": [scored.items[i].to_record() for i in mine],
-                               "demos": [d.to_record() for d in demo_items], "shard": [rank, world]},
-                              checkpoint_every)
-            loaded = ckpt.load()
-            if loaded is not None:
-                start, state, act_sum, done_probs = loaded
-
-            def on_batch(next_item: int, st: ACEState, a: Tensor, probs: list[list[Tensor]]) -> None:
-                ckpt.save(next_item, st, a, done_probs + probs, force=next_item >= len(shard))
-
-        state, act_sum, probs = run_scoring(adapter, shard, cfg, state=state, act_sum=act_sum, start=start,
-                                            progress=progress and rank == 0, on_batch=on_batch)
-        probs = done_probs + probs
+        fingerprint = {"items": [scored.items[i].to_record() for i in mine],
+                       "demos": [d.to_record() for d in demo_items], "shard": [rank, world]}
+        state, act_sum, probs = score_resumable(
+            adapter, shard, cfg, checkpoint=None if checkpoint is None else Path(checkpoint) / f"rank{rank}-of-{world}",
+            checkpoint_every=checkpoint_every, fingerprint=fingerprint, progress=progress and rank == 0)
     state, act_sum = reduce_state(state, act_sum, group)
     gathered: list[Any] = [None] * world
     dst = 0 if group is None else dist.get_global_rank(group, 0)

@@ -312,6 +312,37 @@ class Checkpoint:
         os.replace(tmp, self.path / self.FILE)
 
 
+def score_resumable(
+    adapter: ModelAdapter,
+    queries: Sequence[Sequence[Query]],
+    cfg: IdentifyConfig,
+    *,
+    checkpoint: str | Path | None,
+    checkpoint_every: int,
+    fingerprint: dict[str, Any],
+    progress: bool,
+) -> tuple[ACEState, Tensor, list[list[Tensor]]]:
+    """:func:`run_scoring`, snapshotting to ``checkpoint`` (if given) and resuming from it.
+
+    ``fingerprint`` (with the config and the model's shape) identifies the run's arguments.
+    """
+    start, state, act_sum, done_probs = 0, None, None, []
+    on_batch = None
+    if checkpoint is not None:
+        ckpt = Checkpoint(checkpoint, {"config": cfg.to_dict(), "model": adapter.describe(), **fingerprint},
+                          checkpoint_every)
+        loaded = ckpt.load()
+        if loaded is not None:
+            start, state, act_sum, done_probs = loaded
+
+        def on_batch(next_item: int, st: ACEState, a: Tensor, probs: list[list[Tensor]]) -> None:
+            ckpt.save(next_item, st, a, done_probs + probs, force=next_item >= len(queries))
+
+    state, act_sum, probs = run_scoring(adapter, queries, cfg, state=state, act_sum=act_sum, start=start,
+                                        progress=progress, on_batch=on_batch)
+    return state, act_sum, done_probs + probs
+
+
 def identify(
     model: Any,
     task: Task,
@@ -365,22 +396,10 @@ def identify(
             return finish_result(adapter, scored, demo_items, queries, cfg, k, state, out.act_sum, out.probs,
                                  time.perf_counter() - t0, scores=out.scores,
                                  extra={"positive_only": out.positive_only, **out.info})
-        start, state, act_sum, done_probs = 0, None, None, []
-        on_batch = None
-        if checkpoint is not None:
-            ckpt = Checkpoint(checkpoint, {"config": cfg.to_dict(), "model": adapter.describe(),
-                                           "items": [it.to_record() for it in scored.items],
-                                           "demos": [d.to_record() for d in demo_items]}, checkpoint_every)
-            loaded = ckpt.load()
-            if loaded is not None:
-                start, state, act_sum, done_probs = loaded
-
-            def on_batch(next_item: int, st: ACEState, a: Tensor, probs: list[list[Tensor]]) -> None:
-                ckpt.save(next_item, st, a, done_probs + probs, force=next_item >= len(queries))
-
-        state, act_sum, probs = run_scoring(adapter, queries, cfg, state=state, act_sum=act_sum, start=start,
-                                            progress=progress, on_batch=on_batch)
-        probs = done_probs + probs
+        fingerprint = {"items": [it.to_record() for it in scored.items], "demos": [d.to_record() for d in demo_items]}
+        state, act_sum, probs = score_resumable(adapter, queries, cfg, checkpoint=checkpoint,
+                                                checkpoint_every=checkpoint_every, fingerprint=fingerprint,
+                                                progress=progress)
     return finish_result(adapter, scored, demo_items, queries, cfg, k, state, act_sum, probs, time.perf_counter() - t0)
 
 
