@@ -24,7 +24,6 @@ import argparse
 import json
 import random
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -45,19 +44,9 @@ SMOKE_SHAPES: dict[str, dict[str, Any]] = {
 
 def word_tokenizer() -> Any:
     """A tiny offline word-level tokenizer (the Bridge wants one; prompts are token ids anyway)."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from tokenizers.processors import TemplateProcessing
-    from transformers import PreTrainedTokenizerFast
+    from tl_neuronllm.testbed import word_tokenizer as build
 
-    words = ["[PAD]", "[UNK]", "[BOS]"] + list("ABCDEFGH") + ["Question:", "Answer:"]
-    tk = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
-    tk.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tk.post_processor = TemplateProcessing(single="[BOS] $A", special_tokens=[("[BOS]", 2)])
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="[BOS]", unk_token="[UNK]", pad_token="[PAD]",
-                                  add_bos_token=True)
-    d = tempfile.mkdtemp(prefix="gpu_bench_tok_")
-    tok.save_pretrained(d)
-    return PreTrainedTokenizerFast.from_pretrained(d)
+    return build(["[PAD]", "[UNK]", "[BOS]"] + list("ABCDEFGH") + ["Question:", "Answer:"])
 
 
 def build_model(shape: dict[str, Any], device: torch.device, dtype: torch.dtype, seed: int = 0) -> Any:

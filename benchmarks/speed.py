@@ -32,7 +32,6 @@ import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -60,10 +59,10 @@ def load_model(kind: str, records: list[dict[str, Any]]) -> Any:
 
 def random_smollm2_shape(records: list[dict[str, Any]], seed: int = 0) -> Any:
     """A random-weight Llama with SmolLM2-135M's shape and a word-level tokenizer over the task's words."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from tokenizers.processors import TemplateProcessing
     from transformer_lens.model_bridge import TransformerBridge
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from tl_neuronllm.testbed import word_tokenizer
 
     words = ["[PAD]", "[UNK]", "[BOS]"] + list("ABCDEFGH")
     seen = set(words)
@@ -73,14 +72,7 @@ def random_smollm2_shape(records: list[dict[str, Any]], seed: int = 0) -> Any:
                 if w not in seen:
                     seen.add(w)
                     words.append(w)
-    tk = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
-    tk.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tk.post_processor = TemplateProcessing(single="[BOS] $A", special_tokens=[("[BOS]", 2)])
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="[BOS]", unk_token="[UNK]", pad_token="[PAD]",
-                                  add_bos_token=True)
-    d = tempfile.mkdtemp(prefix="speed_tok_")
-    tok.save_pretrained(d)
-    tok = PreTrainedTokenizerFast.from_pretrained(d)
+    tok = word_tokenizer(words)
     torch.manual_seed(seed)
     cfg = LlamaConfig(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
                       num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=8192, tie_word_embeddings=True)

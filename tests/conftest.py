@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import os
-import tempfile
 
 import pytest
 import torch
@@ -44,18 +43,9 @@ def has_hooked() -> bool:
 
 @functools.lru_cache(maxsize=None)
 def word_tokenizer():
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from tokenizers.processors import TemplateProcessing
-    from transformers import PreTrainedTokenizerFast
+    from tl_neuronllm.testbed import word_tokenizer as build
 
-    tk = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="[UNK]"))
-    tk.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tk.post_processor = TemplateProcessing(single="[BOS] $A", special_tokens=[("[BOS]", 2)])
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="[BOS]", unk_token="[UNK]", pad_token="[PAD]",
-                                  add_bos_token=True)
-    d = tempfile.mkdtemp(prefix="tl_neuronllm_tok_")
-    tok.save_pretrained(d)
-    return PreTrainedTokenizerFast.from_pretrained(d)
+    return build(WORDS)
 
 
 NATIVE = dict(d_model=32, d_head=8, n_heads=4, n_layers=3, n_ctx=256, d_vocab=100, d_mlp=64, act_fn="gelu")

@@ -779,3 +779,27 @@ def _versions() -> dict[str, str]:
     except md.PackageNotFoundError:
         pass
     return out
+
+
+def word_tokenizer(words: Sequence[str]) -> Any:
+    """An offline word-level Hugging Face tokenizer over ``words`` (whitespace split, ``[BOS]`` prepended).
+
+    For tiny random HF models wrapped with ``TransformerBridge.boot_transformers``: ``[PAD]``,
+    ``[UNK]`` and ``[BOS]`` are added in front when missing. It is saved and reloaded once, because
+    TransformerLens rebuilds tokenizers from their ``name_or_path``.
+    """
+    import tempfile
+
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from tokenizers.processors import TemplateProcessing
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = [w for w in ("[PAD]", "[UNK]", "[BOS]") if w not in words] + [w for i, w in enumerate(words) if w not in words[:i]]
+    tk = Tokenizer(models.WordLevel({w: i for i, w in enumerate(vocab)}, unk_token="[UNK]"))
+    tk.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tk.post_processor = TemplateProcessing(single="[BOS] $A", special_tokens=[("[BOS]", vocab.index("[BOS]"))])
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="[BOS]", unk_token="[UNK]", pad_token="[PAD]",
+                                  add_bos_token=True)
+    d = tempfile.mkdtemp(prefix="tl_neuronllm_tok_")
+    tok.save_pretrained(d)
+    return PreTrainedTokenizerFast.from_pretrained(d)
