@@ -50,7 +50,7 @@ import math
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -61,7 +61,7 @@ from torch import Tensor
 from .adapter import ModelAdapter, preserved_model_state
 from .answers import Query, predict, suffix_scores
 from .interventions import Intervention, make_hooks
-from .pipeline import IdentifyConfig, build_queries, choose_demos
+from .pipeline import IdentifyConfig, build_queries, choose_demos, config_from_options
 from .proxies import TokenFormat
 from .result import NeuronResult
 from .tasks import LETTERS, Item, Task, TaskError
@@ -255,11 +255,7 @@ class EvalConfig:
     @classmethod
     def from_options(cls, config: "EvalConfig | None" = None, **options: Any) -> "EvalConfig":
         """A config from keyword options (unknown names raise a ``TypeError`` listing the valid ones)."""
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(options) - names)
-        if unknown:
-            raise TypeError(f"unknown option(s) {unknown}; valid options: {sorted(names)}")
-        return replace(config or cls(), **options)
+        return config_from_options(cls, config, options)
 
 
 def identify_config_of(result: NeuronResult) -> IdentifyConfig:

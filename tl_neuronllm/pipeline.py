@@ -126,11 +126,16 @@ class IdentifyConfig:
     @classmethod
     def from_options(cls, config: "IdentifyConfig | None" = None, **options: Any) -> "IdentifyConfig":
         """A config from keyword options (unknown names raise a ``TypeError`` listing the valid ones)."""
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(options) - names)
-        if unknown:
-            raise TypeError(f"unknown option(s) {unknown}; valid options: {sorted(names)}")
-        return replace(config or cls(), **options)
+        return config_from_options(cls, config, options)
+
+
+def config_from_options(cls: type, config: Any, options: dict[str, Any]) -> Any:
+    """``config`` (or ``cls()``) with ``options`` replacing its fields; unknown names raise a ``TypeError``."""
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(options) - names)
+    if unknown:
+        raise TypeError(f"unknown option(s) {unknown}; valid options: {sorted(names)}")
+    return replace(config or cls(), **options)
 
 
 def choose_demos(task: Task, n_shots: int, seed: int, demos: Task | Sequence[Item] | None) -> tuple[Task, list[Item]]:
