@@ -1,11 +1,19 @@
 """Every method and ablation, same harness, same splits: held-out effects of the interventions.
 
-    python benchmarks/controllability.py                       # testbeds only (minutes on 2 cores)
-    python benchmarks/controllability.py --real --n-heldout 40 # + SmolLM2 on real tasks (letter, cloze; slow)
+    python benchmarks/controllability.py                  # testbeds only (about a minute on 2 cores)
+    python benchmarks/controllability.py --real           # + SmolLM2 on three real tasks, letter and cloze
+    python benchmarks/controllability.py --real --testbeds "" --real-tasks siqa --out /tmp/part2   # one shard
+    python benchmarks/controllability.py --merge /tmp/part1.json /tmp/part2.json   # shards -> one table
 
 Writes ``benchmarks/results/controllability.{md,json}``: per task x method x intervention, the change in
 accuracy and gold probability against the baseline with paired bootstrap 95% intervals, the same for
 matched random sets (mean over seeds), and the wall time of identification.
+
+The model is run once per *attribution* (IG with the CE target, IG with the probability target, grad x act,
+activation contrast, knowledge neurons, QR-Neuron); the NeuronLLM ablations of the scoring stage (ambiguity
+filter, P = 1, per-item candidate size z, set size K) are re-formed from the kept per-item attributions
+with :func:`tl_neuronllm.rescore`, which is exactly what ``identify`` returns with those options (tested).
+Their "identify s" column is the shared attribution time.
 """
 
 from __future__ import annotations
@@ -18,27 +26,46 @@ from typing import Any
 
 import torch
 
-from tl_neuronllm import Task, evaluate, identify
+from tl_neuronllm import Task, evaluate, identify, rescore
 
-# (label, identify options); NeuronLLM variants first, then the ablations, then the peers
-METHODS: list[tuple[str, dict[str, Any]]] = [
-    ("neuronllm (defaults)", {}),
-    ("neuronllm z=0.05 amb=0.25", {"z": 0.05, "ambiguity": 0.25}),
-    ("ablation: no ambiguity filter", {"z": 0.05, "ambiguity": None}),
-    ("ablation: P=1 (no augmentation)", {"z": 0.05, "ambiguity": 0.25, "n_proxies": 1}),
-    ("ablation: probability target", {"z": 0.05, "ambiguity": 0.25, "target": "prob"}),
-    ("grad x act", {"method": "grad_x_act", "z": 0.05, "ambiguity": 0.25}),
-    ("activation contrast", {"method": "activation_contrast"}),
-    ("knowledge neurons", {"method": "knowledge_neurons"}),
-    ("qr-neuron", {"method": "qr_neuron"}),
-]
+Variant = tuple[str, dict[str, Any]]  # (label, rescore options; "k" may set K)
 
 
-def run_one(model: Any, ident: Task, held: Task, demos: Task, k: int | float, opts: dict[str, Any],
-            base: dict[str, Any], n_random: int) -> dict[str, Any]:
-    t0 = time.perf_counter()
-    result = identify(model, ident, k=k, demos=demos, progress=False, **base, **opts)
-    seconds = time.perf_counter() - t0
+def groups(kind: str, mode: str, k: int, sweeps: bool) -> list[tuple[dict[str, Any], list[Variant]]]:
+    """(identify options, variants) per attribution run: NeuronLLM, its ablations, then the peers.
+
+    Testbeds (128 neurons) use z = 0.05 and ambiguity 0.25 for the ablations (1% of 128 neurons is one
+    neuron per item); the real model uses the method's defaults (z = 1% of 46,080 neurons, strict filter).
+    """
+    if kind == "testbed":
+        main = {"z": 0.05, "ambiguity": 0.25}
+        ce = [("neuronllm (defaults: z=1%, strict filter)", {}),
+              ("neuronllm z=0.05 amb=0.25", main),
+              ("ablation: no ambiguity filter", {"z": 0.05, "ambiguity": None}),
+              ("ablation: strict filter", {"z": 0.05, "ambiguity": 0.0}),
+              ("ablation: P=1 (no augmentation)", {**main, "proxies": [0]})]
+        if sweeps:
+            ce += [(f"sweep: z={z}", {"z": z, "ambiguity": 0.25}) for z in (0.02, 0.1, 0.2)]
+            ce += [(f"sweep: K={kk}", {**main, "k": kk}) for kk in (k // 2, 2 * k)]
+    else:
+        main = {}
+        ce = [("neuronllm (defaults)", {}), ("ablation: no ambiguity filter", {"ambiguity": None})]
+        if mode == "letter":
+            ce.append(("ablation: P=1 (no augmentation)", {"proxies": [0]}))
+        if sweeps:
+            ce += [(f"sweep: z={z}", {"z": z}) for z in (0.005, 0.02)]
+            ce += [(f"sweep: K={kk}", {"k": kk}) for kk in (k // 2, 2 * k)]
+    return [
+        ({}, ce),
+        ({"target": "prob", **main}, [("ablation: probability target", {})]),
+        ({"method": "grad_x_act", **main}, [("grad x act", {})]),
+        ({"method": "activation_contrast"}, [("activation contrast", {})]),
+        ({"method": "knowledge_neurons"}, [("knowledge neurons", {})]),
+        ({"method": "qr_neuron"}, [("qr-neuron", {})]),
+    ]
+
+
+def eval_rows(model: Any, result: Any, held: Task, demos: Task, n_random: int) -> list[dict[str, Any]]:
     ev = evaluate(model, result, held, demos=demos, progress=False, n_random=n_random, n_boot=1000)
     rows = []
     for r in ev.rows:
@@ -51,7 +78,30 @@ def run_one(model: Any, ident: Task, held: Task, demos: Task, k: int | float, op
             "random_d_gold": (r.random.get("metrics", {}).get("delta_gold_prob") or {}).get("mean"),
             "changed": r.metrics.get("changed"),
         })
-    return {"identify_seconds": seconds, "n_good": len(result.good), "n_bad": len(result.bad), "rows": rows}
+    return rows
+
+
+def run_task(model: Any, ident: Task, held: Task, demos: Task, k: int, base: dict[str, Any], kind: str,
+             mode: str, sweeps: bool, n_random: int, only: set[str]) -> list[dict[str, Any]]:
+    out = []
+    for opts, variants in groups(kind, mode, k, sweeps):
+        variants = [v for v in variants if not only or v[0] in only]
+        if not variants:
+            continue
+        keep = any(v[1] for v in variants) and opts.get("method", "ig") == "ig"
+        t0 = time.perf_counter()
+        result = identify(model, ident, k=k, demos=demos, progress=False, keep_attributions=keep, **base, **opts)
+        seconds = time.perf_counter() - t0
+        for label, ropts in variants:
+            print(f"  {label}", flush=True)
+            r = result
+            if ropts:
+                ro = dict(ropts)
+                kk = ro.pop("k", None)
+                r = rescore(result, k=kk, **ro) if ro else result.with_k(kk)
+            out.append({"method": label, "identify_seconds": seconds, "n_good": len(r.good), "n_bad": len(r.bad),
+                        "k": r.config.get("k", k), "rows": eval_rows(model, r, held, demos, n_random)})
+    return out
 
 
 def fmt(x: float | None, ci: list[float] | None = None) -> str:
@@ -61,10 +111,33 @@ def fmt(x: float | None, ci: list[float] | None = None) -> str:
     return s + (f" [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else "")
 
 
-def to_markdown(runs: list[dict[str, Any]]) -> str:
+HEADLINE = ("suppress_good", "suppress_bad")
+
+
+def summary_table(runs: list[dict[str, Any]]) -> list[str]:
+    """One line per task x method: Δ gold probability of the two suppressions vs their random sets."""
+    out = ["## Summary: Δ gold probability (Δ accuracy) when suppressing the identified set; random sets in brackets",
+           "", "| task | method | suppress good | suppress bad |", "|---|---|---|---|"]
+    for run in runs:
+        for m in run["methods"]:
+            cells = []
+            for cond in HEADLINE:
+                r = next((x for x in m["rows"] if x["condition"] == cond), None)
+                if r is None or not r["available"]:
+                    cells.append("n/a")
+                    continue
+                cells.append(f"{r['d_gold']:+.3f} ({r['d_acc']:+.3f}) [{fmt(r['random_d_gold'])}]")
+            out.append(f"| {run['task']} {run['mode']} | {m['method']} | {cells[0]} | {cells[1]} |")
+    return out + [""]
+
+
+def to_markdown(runs: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     out = ["# Controllability: held-out effects of interventions, every method (same harness, same splits)", "",
-           "Δ against the no-intervention baseline, paired bootstrap 95% intervals; random = matched random sets, "
-           "mean over seeds.", ""]
+           f"Run {meta.get('date', '?')} (torch {meta.get('torch', '?')}); Δ against the no-intervention baseline, "
+           "paired bootstrap 95% intervals; random = matched random sets (same per-layer counts), mean over seeds. "
+           "Rows marked ablation/sweep re-form the sets from the same attributions (`rescore`), so their "
+           "identify time is the shared attribution run's.", ""]
+    out += summary_table(runs)
     for run in runs:
         out += [f"## {run['task']} ({run['mode']}, k={run['k']}, {run['n_identify']} identify / "
                 f"{run['n_heldout']} held-out items, base accuracy {run['base_accuracy']:.3f})", "",
@@ -82,61 +155,74 @@ def to_markdown(runs: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
+def write(runs: list[dict[str, Any]], out: Path, meta: dict[str, Any]) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps({**meta, "runs": runs}, indent=1))
+    out.with_suffix(".md").write_text(to_markdown(runs, meta))
+    print(to_markdown(runs, meta))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--testbeds", default="facts-small,facts-lured-small,relations-small")
-    ap.add_argument("--k", type=float, default=25)
-    ap.add_argument("--n-random", type=int, default=5)
+    ap.add_argument("--k", type=int, default=25, help="set size K on the testbeds")
+    ap.add_argument("--n-random", type=int, default=5, help="random sets per condition (testbeds)")
     ap.add_argument("--real", action="store_true", help="also SmolLM2 on real tasks (letter and cloze)")
     ap.add_argument("--real-tasks", default="commonsenseqa,siqa,openbookqa")
+    ap.add_argument("--real-modes", default="letter,cloze")
+    ap.add_argument("--real-n-random", type=int, default=3)
+    ap.add_argument("--real-sweeps", default="commonsenseqa", help="real tasks that also get the z and K sweeps")
     ap.add_argument("--n-identify", type=int, default=24)
     ap.add_argument("--n-heldout", type=int, default=40)
     ap.add_argument("--methods", default="", help="comma-separated labels (default: all)")
+    ap.add_argument("--merge", nargs="+", default=None, help="JSON files of earlier runs to merge into one table")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "controllability"))
     args = ap.parse_args()
+    out = Path(args.out)
+    meta = {"date": time.strftime("%Y-%m-%d"), "torch": torch.__version__}
+    if args.merge:
+        parts = [json.loads(Path(p).read_text()) for p in args.merge]
+        runs = [r for p in parts for r in p["runs"]]
+        meta.update(date=max(p.get("date", "") for p in parts),
+                    wall_seconds=sum(p.get("wall_seconds", 0.0) for p in parts))
+        write(runs, out, meta)
+        return
     torch.set_num_threads(1)
-    methods = [m for m in METHODS if not args.methods or m[0] in args.methods.split(",")]
-    k = int(args.k) if args.k >= 1 else args.k
+    only = {m for m in args.methods.split(",") if m}
+    t_start = time.perf_counter()
     runs = []
     from tl_neuronllm.testbed import load_testbed
 
     for name in [t for t in args.testbeds.split(",") if t]:
         tb = load_testbed(name)
         ident, held, demos = tb.splits(0)
-        base = {"token_format": tb.token_format, "n_shots": 1}
-        run = {"task": f"testbed:{name}", "mode": "letter", "k": k, "n_identify": len(ident), "n_heldout": len(held),
-               "methods": []}
-        for label, opts in methods:
-            print(f"{name}: {label}", flush=True)
-            run["methods"].append({"method": label, **run_one(tb.model, ident, held, demos, k, opts, base, args.n_random)})
-        run["base_accuracy"] = run["methods"][0]["rows"][0]["accuracy"]
-        runs.append(run)
+        print(f"testbed {name}", flush=True)
+        methods = run_task(tb.model, ident, held, demos, args.k, {"token_format": tb.token_format, "n_shots": 1},
+                           "testbed", "letter", True, args.n_random, only)
+        runs.append({"task": f"testbed:{name}", "mode": "letter", "k": args.k, "n_identify": len(ident),
+                     "n_heldout": len(held), "methods": methods,
+                     "base_accuracy": methods[0]["rows"][0]["accuracy"]})
     if args.real:
         from tl_neuronllm.datasets import load_real_task_records
         from tl_neuronllm.hub import load_smollm2
 
         model = load_smollm2()
-        for tname in args.real_tasks.split(","):
+        settings = {"letter": (50, {"steps": 4, "ig_rule": "gauss"}),
+                    "cloze": (500, {"steps": 2, "ig_rule": "gauss", "mode": "cloze", "show_options": False,
+                                    "n_proxies": 1})}
+        for tname in [t for t in args.real_tasks.split(",") if t]:
             task = Task.from_records(load_real_task_records(tname), name=tname)
             ident, held, demos = task.split(args.n_identify, args.n_heldout, n_demo=1, seed=0)
-            for mode, base in (("letter", {"steps": 4, "ig_rule": "gauss"}),
-                               ("cloze", {"steps": 2, "ig_rule": "gauss", "mode": "cloze", "show_options": False,
-                                          "n_proxies": 1})):
-                run = {"task": f"smollm2:{tname}", "mode": mode, "k": 500 if mode == "cloze" else 50,
-                       "n_identify": len(ident), "n_heldout": len(held), "methods": []}
-                for label, opts in methods:
-                    print(f"{tname} {mode}: {label}", flush=True)
-                    o = {kk: v for kk, v in opts.items() if not (mode == "cloze" and kk == "n_proxies")}
-                    run["methods"].append({"method": label, **run_one(model, ident, held, demos, run["k"], o, base,
-                                                                      args.n_random)})
-                run["base_accuracy"] = run["methods"][0]["rows"][0]["accuracy"]
-                runs.append(run)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"date": time.strftime("%Y-%m-%d"), "torch": torch.__version__, "runs": runs}
-    out.with_suffix(".json").write_text(json.dumps(meta, indent=1))
-    out.with_suffix(".md").write_text(to_markdown(runs))
-    print(to_markdown(runs))
+            for mode in [m for m in args.real_modes.split(",") if m]:
+                k, base = settings[mode]
+                print(f"smollm2 {tname} {mode}", flush=True)
+                methods = run_task(model, ident, held, demos, k, base, "real", mode,
+                                   tname in args.real_sweeps.split(","), args.real_n_random, only)
+                runs.append({"task": f"smollm2:{tname}", "mode": mode, "k": k, "n_identify": len(ident),
+                             "n_heldout": len(held), "methods": methods,
+                             "base_accuracy": methods[0]["rows"][0]["accuracy"]})
+    meta["wall_seconds"] = time.perf_counter() - t_start
+    write(runs, out, meta)
 
 
 if __name__ == "__main__":

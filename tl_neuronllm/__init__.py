@@ -11,7 +11,7 @@ __version__ = "0.1.0"
 from .adapter import ModelAdapter, ModelError, preserved_model_state
 from .evaluate import EvalConfig, EvalResult, evaluate
 from .interventions import Intervention, intervene, make_hooks
-from .pipeline import IdentifyConfig, identify
+from .pipeline import IdentifyConfig, identify, rescore
 from .proxies import AugmentConfig, PromptConfig, TokenFormat
 from .result import Neuron, NeuronResult
 from .scoring import ACEState, ScoringConfig
@@ -40,4 +40,5 @@ __all__ = [
     "intervene",
     "make_hooks",
     "preserved_model_state",
+    "rescore",
 ]

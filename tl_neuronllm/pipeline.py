@@ -240,10 +240,12 @@ def run_scoring(
     start: int = 0,
     progress: bool = True,
     on_batch: Callable[[int, ACEState, Tensor, list[list[Tensor]]], None] | None = None,
+    kept: list[tuple[Tensor, Tensor]] | None = None,
 ) -> tuple[ACEState, Tensor, list[list[Tensor]]]:
     """Stream items ``start..`` through attribution into the ACE state.
 
-    ``on_batch(next_item, state, act_sum, probs)`` is called after each batch (checkpointing).
+    ``on_batch(next_item, state, act_sum, probs)`` is called after each batch (checkpointing);
+    each batch's ``(attributions, proxy_mask)`` is appended to ``kept`` when it is given.
 
     Returns:
         ``(state, act_sum, probs)``.
@@ -257,6 +259,8 @@ def run_scoring(
         batch = queries[b : b + cfg.batch_size]
         ig, mask, probs, a = attribute_item_batch(adapter, batch, cfg)
         state.update(ig, scoring, mask)
+        if kept is not None:
+            kept.append((ig, mask))
         act_sum += a
         all_probs += probs
         if on_batch is not None:
@@ -326,6 +330,7 @@ def score_resumable(
     checkpoint_every: int,
     fingerprint: dict[str, Any],
     progress: bool,
+    kept: list[tuple[Tensor, Tensor]] | None = None,
 ) -> tuple[ACEState, Tensor, list[list[Tensor]]]:
     """:func:`run_scoring`, snapshotting to ``checkpoint`` (if given) and resuming from it.
 
@@ -344,8 +349,16 @@ def score_resumable(
             ckpt.save(next_item, st, a, done_probs + probs, force=next_item >= len(queries))
 
     state, act_sum, probs = run_scoring(adapter, queries, cfg, state=state, act_sum=act_sum, start=start,
-                                        progress=progress, on_batch=on_batch)
+                                        progress=progress, on_batch=on_batch, kept=kept)
     return state, act_sum, done_probs + probs
+
+
+def stack_kept(kept: Sequence[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
+    """Concatenate per-batch ``(attributions, proxy_mask)``, padding the proxy axis to the widest batch."""
+    P = max(ig.shape[1] for ig, _ in kept)
+    pad = lambda t: torch.nn.functional.pad(t, (0, 0, 0, 0, 0, P - t.shape[1])) if t.ndim == 4 else \
+        torch.nn.functional.pad(t, (0, P - t.shape[1]))
+    return torch.cat([pad(ig) for ig, _ in kept]), torch.cat([pad(m) for _, m in kept])
 
 
 def identify(
@@ -357,6 +370,7 @@ def identify(
     progress: bool = True,
     checkpoint: str | Path | None = None,
     checkpoint_every: int = 1,
+    keep_attributions: bool = False,
     config: IdentifyConfig | None = None,
     **options: Any,
 ) -> NeuronResult:
@@ -372,6 +386,11 @@ def identify(
         checkpoint: A directory for periodic snapshots of the streaming state; rerunning with the
             same arguments resumes after the last snapshot and ends with the same result.
         checkpoint_every: Snapshot every this many item batches.
+        keep_attributions: Keep every item's per-proxy attributions in the result
+            (``result.attributions``, ``items x proxies x n_layers x d_mlp`` float32: 4 bytes each,
+            e.g. 18 MB for 24 items x 4 proxies on SmolLM2-135M, 5.6 GB for 1,000 items on a 7B model)
+            so that :func:`rescore` can sweep ``z``, the filter and the proxies without the model.
+            Not with ``checkpoint`` (snapshots hold only the streaming sums) or a baseline ``method``.
         config: A base :class:`IdentifyConfig`; ``options`` override its fields.
         **options: Any :class:`IdentifyConfig` field, e.g. ``method="grad_x_act"``, ``steps=8``,
             ``mode="cloze"``, ``n_proxies=4``, ``z=0.005``.
@@ -388,6 +407,12 @@ def identify(
     cfg = IdentifyConfig.from_options(config, **options)
     if not isinstance(task, Task):
         raise TaskError(f"task must be a tl_neuronllm.Task, got {type(task).__name__}; use Task.from_records(...)")
+    if keep_attributions and checkpoint is not None:
+        raise ValueError("keep_attributions=True cannot resume from a checkpoint (snapshots hold only the streaming "
+                         "sums); drop one of the two")
+    if keep_attributions and cfg.method in BASELINES:
+        raise ValueError(f"keep_attributions=True needs method 'ig', 'grad_x_act' or 'activation'; the baseline "
+                         f"{cfg.method!r} has no per-item attributions to keep")
     t0 = time.perf_counter()
     adapter = ModelAdapter(model, hook=cfg.hook, kv_cache=cfg.kv_cache)
     scored, demo_items = choose_demos(task, cfg.n_shots, cfg.seed, demos)
@@ -402,16 +427,20 @@ def identify(
                                  time.perf_counter() - t0, scores=out.scores,
                                  extra={"positive_only": out.positive_only, **out.info})
         fingerprint = {"items": [it.to_record() for it in scored.items], "demos": [d.to_record() for d in demo_items]}
+        kept: list[tuple[Tensor, Tensor]] | None = [] if keep_attributions else None
         state, act_sum, probs = score_resumable(adapter, queries, cfg, checkpoint=checkpoint,
                                                 checkpoint_every=checkpoint_every, fingerprint=fingerprint,
-                                                progress=progress)
-    return finish_result(adapter, scored, demo_items, queries, cfg, k, state, act_sum, probs, time.perf_counter() - t0)
+                                                progress=progress, kept=kept)
+    attributions, proxy_mask = stack_kept(kept) if kept else (None, None)
+    return finish_result(adapter, scored, demo_items, queries, cfg, k, state, act_sum, probs, time.perf_counter() - t0,
+                         attributions=attributions, proxy_mask=proxy_mask)
 
 
 def finish_result(
     adapter: ModelAdapter, scored: Task, demo_items: Sequence[Item], queries: Sequence[Sequence[Query]],
     cfg: IdentifyConfig, k: int | float, state: ACEState, act_sum: Tensor, probs: Sequence[Sequence[Tensor]] | None,
     seconds: float, *, scores: Tensor | None = None, extra: dict[str, Any] | None = None,
+    attributions: Tensor | None = None, proxy_mask: Tensor | None = None,
 ) -> NeuronResult:
     """Turn the final streaming state (or a baseline's ``scores``) into a :class:`NeuronResult`."""
     n_queries = sum(len(qs) for qs in queries)
@@ -433,7 +462,59 @@ def finish_result(
         "versions": _versions(),
     }
     config = json.loads(json.dumps(config, default=str))  # plain JSON values, as after save/load
-    return build_result(scores, state, k, act_mean=(act_sum / max(n_queries, 1)).float(), config=config, stats=stats)
+    return build_result(scores, state, k, act_mean=(act_sum / max(n_queries, 1)).float(), config=config, stats=stats,
+                        attributions=attributions, proxy_mask=proxy_mask)
+
+
+_KEEP = object()
+
+
+def rescore(
+    result: NeuronResult,
+    *,
+    k: int | float | None = None,
+    z: float | None = None,
+    ambiguity: Any = _KEEP,
+    candidates: Literal["topk", "threshold"] | None = None,
+    tau: float | None = None,
+    proxies: Sequence[int] | None = None,
+) -> NeuronResult:
+    """Re-form the candidate sets, ambiguity filter and proxy subset of a result, without the model.
+
+    Needs a result from ``identify(..., keep_attributions=True)``. Options left out keep the result's
+    values (``ambiguity=None`` switches the filter off). ``proxies=[0]`` keeps only the first proxy
+    (the original option order when ``include_original``), which is exactly ``n_proxies=1``.
+    The returned result equals the one ``identify`` would return with those options.
+
+    Raises:
+        ValueError: if the result has no kept attributions, or for out-of-range options or proxies.
+    """
+    if result.attributions is None:
+        raise ValueError("this result has no per-item attributions; run identify(..., keep_attributions=True)")
+    c = result.config
+    scoring = ScoringConfig(
+        candidates=candidates if candidates is not None else c.get("candidates", "topk"),
+        z=z if z is not None else c.get("z", 0.01),
+        tau=tau if tau is not None else c.get("tau", 0.2),
+        ambiguity=c.get("ambiguity", 0.0) if ambiguity is _KEEP else ambiguity,
+    )
+    attr = result.attributions
+    mask = result.proxy_mask if result.proxy_mask is not None else torch.ones(attr.shape[:2])
+    n_proxies = c.get("n_proxies")
+    if proxies is not None:
+        idx = [int(p) for p in proxies]
+        bad = [p for p in idx if not 0 <= p < attr.shape[1]]
+        if not idx or bad or len(set(idx)) != len(idx):
+            raise ValueError(f"proxies must be distinct indices in [0, {attr.shape[1]}), got {list(proxies)}")
+        attr, mask = attr[:, idx], mask[:, idx]
+        n_proxies = len(idx)
+    state = ACEState.zeros(result.n_layers, result.d_mlp)
+    state.update(attr, scoring, mask)
+    k = c.get("k", 100) if k is None else k
+    config = dict(c, candidates=scoring.candidates, z=scoring.z, tau=scoring.tau, ambiguity=scoring.ambiguity,
+                  n_proxies=n_proxies, rescored=True)
+    return build_result(state.ace(scoring.ambiguity), state, k, act_mean=result.act_mean, config=config,
+                        stats=dict(result.stats), attributions=attr, proxy_mask=mask)
 
 
 def _versions() -> dict[str, str]:

@@ -54,6 +54,11 @@ class NeuronResult:
         act_mean: Mean site activation over the scored proxies (used by ``mode="mean"``).
         config: The run's configuration and provenance (JSON-able).
         stats: Summary numbers of the identification run (accuracy on the scored items, time).
+        attributions: Per-item, per-proxy attributions ``[items, proxies, n_layers, d_mlp]`` when the
+            run kept them (``identify(..., keep_attributions=True)``); :func:`tl_neuronllm.rescore`
+            re-forms the candidate sets, filter and proxy subset from them without the model.
+        proxy_mask: ``[items, proxies]`` 1 where an item has that proxy (items may have fewer proxies
+            than options allow), with ``attributions``.
     """
 
     scores: Float[Tensor, "n_layers d_mlp"]
@@ -63,6 +68,8 @@ class NeuronResult:
     act_mean: Float[Tensor, "n_layers d_mlp"] | None = None
     config: dict[str, Any] = field(default_factory=dict)
     stats: dict[str, Any] = field(default_factory=dict)
+    attributions: Float[Tensor, "items proxies n_layers d_mlp"] | None = None
+    proxy_mask: Float[Tensor, "items proxies"] | None = None
 
     # ---- views --------------------------------------------------------------------------
     @property
@@ -119,7 +126,7 @@ class NeuronResult:
         """The same scores with top-``k`` good and bad sets (count or fraction of all neurons)."""
         cfg = dict(self.config, k=k)
         return NeuronResult(self.scores, _ranked(self.scores, k, 1), _ranked(self.scores, k, -1), self.state,
-                            self.act_mean, cfg, dict(self.stats))
+                            self.act_mean, cfg, dict(self.stats), self.attributions, self.proxy_mask)
 
     def summary(self) -> str:
         """A few lines describing the result."""
@@ -209,6 +216,10 @@ class NeuronResult:
         tensors.update({f"state.{k}": v.contiguous() for k, v in self.state.tensors().items()})
         if self.act_mean is not None:
             tensors["act_mean"] = self.act_mean.contiguous()
+        if self.attributions is not None:
+            tensors["attributions"] = self.attributions.contiguous()
+            tensors["proxy_mask"] = self.proxy_mask.contiguous() if self.proxy_mask is not None else \
+                torch.ones(self.attributions.shape[:2])
         save_file(tensors, str(path / TENSORS_FILE))
         meta = {
             "format": "tl_neuronllm.NeuronResult/1",
@@ -238,6 +249,8 @@ class NeuronResult:
             act_mean=t.get("act_mean"),
             config=meta["config"],
             stats=meta.get("stats", {}),
+            attributions=t.get("attributions"),
+            proxy_mask=t.get("proxy_mask"),
         )
 
 
@@ -246,8 +259,9 @@ def _ranked(scores: Tensor, k: int | float, sign: Literal[1, -1]) -> list[Neuron
 
 
 def build_result(scores: Tensor, state: ACEState, k: int | float, *, act_mean: Tensor | None = None,
-                 config: dict[str, Any] | None = None, stats: dict[str, Any] | None = None) -> NeuronResult:
+                 config: dict[str, Any] | None = None, stats: dict[str, Any] | None = None,
+                 attributions: Tensor | None = None, proxy_mask: Tensor | None = None) -> NeuronResult:
     """Assemble a :class:`NeuronResult` from ACE scores and the streaming state."""
     return NeuronResult(scores, _ranked(scores, k, 1), _ranked(scores, k, -1), state, act_mean,
-                        dict(config or {}, k=k), dict(stats or {}))
+                        dict(config or {}, k=k), dict(stats or {}), attributions, proxy_mask)
 
