@@ -104,3 +104,27 @@ def test_python_dash_m_help_and_version():
     assert r.returncode == 0 and "identify" in r.stdout and "evaluate" in r.stdout and "report" in r.stdout
     r = subprocess.run([sys.executable, "-m", "tl_neuronllm", "--version"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "tl-neuronllm" in r.stdout
+
+
+def test_z_ambiguity_and_rescoring_from_kept_attributions(tmp_path, capsys):
+    from tl_neuronllm import rescore
+
+    out = tmp_path / "keep"
+    assert cli.main(["identify", *TINY, "--out", str(out), "--quiet", "--z", "5", "--ambiguity", "none",
+                     "--keep-attributions"]) == 0
+    kept = NeuronResult.load(out / "result")
+    assert kept.config["z"] == 5 and kept.config["ambiguity"] is None and kept.attributions is not None
+    assert cli.main(["evaluate", "--out", str(out), "--no-progress", *EVAL, "--z", "0.1", "--ambiguity", "0.25"]) == 0
+    assert "re-formed the sets" in capsys.readouterr().out
+    ev = EvalResult.load(out)
+    want = rescore(kept, z=0.1, ambiguity=0.25)
+    assert ev.row("suppress_good").n_good == len(want.good) and ev.row("suppress_bad").n_bad == len(want.bad)
+    assert len(want.good) != len(kept.good) or want.good != kept.good
+    # without kept attributions the re-forming options are refused with the fix in the message
+    out2 = tmp_path / "plain"
+    assert cli.main(["identify", *TINY, "--out", str(out2), "--quiet"]) == 0
+    with pytest.raises(SystemExit, match="--keep-attributions"):
+        cli.main(["evaluate", "--out", str(out2), "--no-progress", *EVAL, "--z", "0.1"])
+    with pytest.raises(SystemExit):
+        cli.main(["identify", *TINY, "--out", str(out2), "--ambiguity", "strict"])
+    assert "ambiguity must be a number" in capsys.readouterr().err

@@ -48,6 +48,8 @@ DEFAULTS: dict[str, Any] = {
     "steps": 2,
     "ig_rule": "gauss",
     "k": 500,
+    "z": 0.01,
+    "ambiguity": 0.0,
     "split_seed": 0,
     "seed": 0,
     "n_random": 5,
@@ -164,7 +166,8 @@ def cmd_identify(args: argparse.Namespace, model: Any = None) -> tuple[Any, Any,
         "model": args.model, "task": args.task, "mode": args.mode, "show_options": args.show_options,
         "n_identify": args.n_identify, "n_heldout": args.n_heldout, "n_shots": args.n_shots,
         "n_proxies": args.n_proxies, "method": args.method, "steps": args.steps, "ig_rule": args.ig_rule,
-        "k": args.k, "split_seed": args.split_seed, "seed": args.seed, "cache": args.cache,
+        "k": args.k, "z": args.z, "ambiguity": args.ambiguity, "keep_attributions": args.keep_attributions,
+        "split_seed": args.split_seed, "seed": args.seed, "cache": args.cache,
         "version": __version__,
     }
     t0 = time.perf_counter()
@@ -178,7 +181,8 @@ def cmd_identify(args: argparse.Namespace, model: Any = None) -> tuple[Any, Any,
                f"method {args.method} (steps {args.steps}, {args.ig_rule}), k={args.k}")
     result = identify(model, ident, k=_num(args.k), demos=demo, progress=args.progress, mode=args.mode,
                       show_options=args.show_options, n_shots=args.n_shots, n_proxies=args.n_proxies,
-                      method=args.method, steps=args.steps, ig_rule=args.ig_rule, seed=args.seed, **options)
+                      method=args.method, steps=args.steps, ig_rule=args.ig_rule, seed=args.seed, z=_num(args.z),
+                      ambiguity=args.ambiguity, keep_attributions=args.keep_attributions, **options)
     result.save(out / RESULT_DIR)
     run["identify_seconds"] = time.perf_counter() - t0
     run["n_heldout_available"] = 0 if held is None else len(held)
@@ -215,6 +219,18 @@ def cmd_evaluate(args: argparse.Namespace, model: Any = None, result: Any = None
         raise SystemExit("tl-neuronllm: no held-out items left; lower --n-identify or --n-heldout")
     _say(args, f"evaluate: {len(held)} held-out items, {args.n_random} random sets per condition")
     k = getattr(args, "k", None) if args.command == "evaluate" else None
+    rescore_opts = {name: getattr(args, name) for name in ("z", "ambiguity")
+                    if args.command == "evaluate" and getattr(args, name, _UNSET) is not _UNSET}
+    if rescore_opts:
+        from .pipeline import rescore
+
+        if result.attributions is None:
+            raise SystemExit("tl-neuronllm: --z / --ambiguity re-form the sets from kept attributions; identify with "
+                             "--keep-attributions first")
+        if "z" in rescore_opts:
+            rescore_opts["z"] = _num(rescore_opts["z"])
+        result = rescore(result, **rescore_opts)
+        _say(args, f"re-formed the sets from the kept attributions: {rescore_opts}")
     ev = evaluate(model, result, held, demos=demo, progress=args.progress, n_random=args.n_random,
                   factor=args.factor, n_boot=args.n_boot, seed=args.seed, k=None if k is None else _num(k))
     ev.save(out)
@@ -261,6 +277,18 @@ def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------------
 # arguments
 # ------------------------------------------------------------------------------------------------
+_UNSET = object()
+
+
+def _ambiguity(x: str) -> float | None:
+    if x.lower() in ("none", "off"):
+        return None
+    try:
+        return float(x)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"ambiguity must be a number in [0, 0.5] or 'none', got {x!r}") from None
+
+
 def _num(x: str | float | int) -> int | float:
     v = float(x)
     return int(v) if v >= 1 and v == int(v) else v
@@ -301,6 +329,12 @@ def _identify_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ig-rule", choices=("riemann", "gauss"), default=d["ig_rule"],
                    help=f"IG quadrature (default {d['ig_rule']})")
     p.add_argument("--k", default=d["k"], help=f"good/bad set size: a count or a fraction < 1 (default {d['k']})")
+    p.add_argument("--z", default=d["z"], help="per-item candidates of each sign: a fraction < 1 of all neurons or a "
+                                               f"count (default {d['z']})")
+    p.add_argument("--ambiguity", type=_ambiguity, default=d["ambiguity"],
+                   help="ambiguity filter: 0 strict (default), rho in (0, 0.5], or none")
+    p.add_argument("--keep-attributions", action="store_true",
+                   help="keep per-item attributions in the result so `evaluate --z/--ambiguity` can re-form the sets")
     p.add_argument("--split-seed", type=int, default=d["split_seed"], help="seed of the identify/held-out/demo split")
     p.add_argument("--cache", default=None, help="cache directory for the model and data (default: see tl_neuronllm.hub)")
 
@@ -310,6 +344,10 @@ def _evaluate_args(p: argparse.ArgumentParser, *, heldout: bool) -> None:
     if heldout:
         p.add_argument("--n-heldout", type=int, default=None, help="held-out items (default: as identified)")
         p.add_argument("--k", default=None, help="re-select the good/bad sets with this size (default: as identified)")
+        p.add_argument("--z", default=_UNSET, help="re-form the sets with this per-item candidate size (needs "
+                                                   "identify --keep-attributions)")
+        p.add_argument("--ambiguity", type=_ambiguity, default=_UNSET,
+                       help="re-form the sets with this ambiguity filter (a number or none; needs --keep-attributions)")
     p.add_argument("--n-random", type=int, default=d["n_random"], help=f"random sets per condition (default {d['n_random']})")
     p.add_argument("--factor", type=float, default=d["factor"], help="enhancement factor (default 2)")
     p.add_argument("--n-boot", type=int, default=d["n_boot"], help="bootstrap resamples (default 2000)")
