@@ -484,7 +484,8 @@ def rescore(
     Needs a result from ``identify(..., keep_attributions=True)``. Options left out keep the result's
     values (``ambiguity=None`` switches the filter off). ``proxies=[0]`` keeps only the first proxy
     (the original option order when ``include_original``), which is exactly ``n_proxies=1``.
-    The returned result equals the one ``identify`` would return with those options.
+    The returned scores and sets equal the ones ``identify`` would return with those options
+    (``act_mean`` and ``stats`` stay those of the whole run, over all its proxies).
 
     Raises:
         ValueError: if the result has no kept attributions, or for out-of-range options or proxies.
