@@ -125,6 +125,7 @@ def test_z_ambiguity_and_rescoring_from_kept_attributions(tmp_path, capsys):
     assert cli.main(["identify", *TINY, "--out", str(out2), "--quiet"]) == 0
     with pytest.raises(SystemExit, match="--keep-attributions"):
         cli.main(["evaluate", "--out", str(out2), "--no-progress", *EVAL, "--z", "0.1"])
-    with pytest.raises(SystemExit):
-        cli.main(["identify", *TINY, "--out", str(out2), "--ambiguity", "strict"])
-    assert "ambiguity must be a number" in capsys.readouterr().err
+    for bad in ("strict", "0.7"):
+        with pytest.raises(SystemExit):
+            cli.main(["identify", *TINY, "--out", str(out2), "--ambiguity", bad])
+        assert f"ambiguity must be a number in [0, 0.5] or 'none', got '{bad}'" in capsys.readouterr().err

@@ -284,9 +284,12 @@ def _ambiguity(x: str) -> float | None:
     if x.lower() in ("none", "off"):
         return None
     try:
-        return float(x)
+        v = float(x)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"ambiguity must be a number in [0, 0.5] or 'none', got {x!r}") from None
+        v = -1.0
+    if not 0 <= v <= 0.5:
+        raise argparse.ArgumentTypeError(f"ambiguity must be a number in [0, 0.5] or 'none', got {x!r}")
+    return v
 
 
 def _num(x: str | float | int) -> int | float:
