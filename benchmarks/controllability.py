@@ -116,8 +116,8 @@ HEADLINE = ("suppress_good", "suppress_bad")
 
 def summary_table(runs: list[dict[str, Any]]) -> list[str]:
     """One line per task x method: Δ gold probability of the two suppressions vs their random sets."""
-    out = ["## Summary: Δ gold probability (Δ accuracy) when suppressing the identified set; random sets in brackets",
-           "", "| task | method | suppress good | suppress bad |", "|---|---|---|---|"]
+    out = ["## Summary: suppressing the identified set, held-out Δ gold probability [95% interval] (matched random "
+           "sets' mean); Δ accuracy", "", "| task | method | suppress good | suppress bad |", "|---|---|---|---|"]
     for run in runs:
         for m in run["methods"]:
             cells = []
@@ -126,7 +126,7 @@ def summary_table(runs: list[dict[str, Any]]) -> list[str]:
                 if r is None or not r["available"]:
                     cells.append("n/a")
                     continue
-                cells.append(f"{r['d_gold']:+.3f} ({r['d_acc']:+.3f}) [{fmt(r['random_d_gold'])}]")
+                cells.append(f"{fmt(r['d_gold'], r['d_gold_ci'])} ({fmt(r['random_d_gold'])}); acc {r['d_acc']:+.3f}")
             out.append(f"| {run['task']} {run['mode']} | {m['method']} | {cells[0]} | {cells[1]} |")
     return out + [""]
 
