@@ -117,7 +117,8 @@ HEADLINE = ("suppress_good", "suppress_bad")
 def summary_table(runs: list[dict[str, Any]]) -> list[str]:
     """One line per task x method: Δ gold probability of the two suppressions vs their random sets."""
     out = ["## Summary: suppressing the identified set, held-out Δ gold probability [95% interval] (matched random "
-           "sets' mean); Δ accuracy", "", "| task | method | suppress good | suppress bad |", "|---|---|---|---|"]
+           "sets' mean); Δ accuracy", "", "| task | method | good/bad set size | suppress good | suppress bad |",
+           "|---|---|---|---|---|"]
     for run in runs:
         for m in run["methods"]:
             cells = []
@@ -127,7 +128,8 @@ def summary_table(runs: list[dict[str, Any]]) -> list[str]:
                     cells.append("n/a")
                     continue
                 cells.append(f"{fmt(r['d_gold'], r['d_gold_ci'])} ({fmt(r['random_d_gold'])}); acc {r['d_acc']:+.3f}")
-            out.append(f"| {run['task']} {run['mode']} | {m['method']} | {cells[0]} | {cells[1]} |")
+            out.append(f"| {run['task']} {run['mode']} | {m['method']} | {m['n_good']}/{m['n_bad']} | {cells[0]} | "
+                       f"{cells[1]} |")
     return out + [""]
 
 
@@ -141,14 +143,15 @@ def to_markdown(runs: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     for run in runs:
         out += [f"## {run['task']} ({run['mode']}, k={run['k']}, {run['n_identify']} identify / "
                 f"{run['n_heldout']} held-out items, base accuracy {run['base_accuracy']:.3f})", "",
-                "| method | condition | Δacc | random Δacc | Δgold p | random Δgold p | changed | identify s |",
-                "|---|---|---|---|---|---|---|---|"]
+                "| method | condition | neurons | Δacc | random Δacc | Δgold p | random Δgold p | changed | identify s |",
+                "|---|---|---|---|---|---|---|---|---|"]
         for m in run["methods"]:
             for r in m["rows"][1:]:
                 if not r["available"]:
-                    out.append(f"| {m['method']} | {r['condition']} | n/a | | n/a | | | {m['identify_seconds']:.1f} |")
+                    out.append(f"| {m['method']} | {r['condition']} | | n/a | | n/a | | | {m['identify_seconds']:.1f} |")
                     continue
-                out.append(f"| {m['method']} | {r['condition']} | {fmt(r['d_acc'], r['d_acc_ci'])} | "
+                out.append(f"| {m['method']} | {r['condition']} | {r['n_good']}g/{r['n_bad']}b | "
+                           f"{fmt(r['d_acc'], r['d_acc_ci'])} | "
                            f"{fmt(r['random_d_acc'])} | {fmt(r['d_gold'], r['d_gold_ci'])} | {fmt(r['random_d_gold'])} | "
                            f"{r['changed']:.2f} | {m['identify_seconds']:.1f} |")
         out.append("")
