@@ -5,7 +5,7 @@
     python benchmarks/controllability.py --real --testbeds "" --real-tasks siqa --out /tmp/part2   # one shard
     python benchmarks/controllability.py --merge /tmp/part1.json /tmp/part2.json   # shards -> one table
 
-Writes ``benchmarks/results/controllability.{md,json}``: per task x method x intervention, the change in
+Writes ``benchmarks/results/controllability.{md,json,png}``: per task x method x intervention, the change in
 accuracy and gold probability against the baseline with paired bootstrap 95% intervals, the same for
 matched random sets (mean over seeds), and the wall time of identification.
 
@@ -158,10 +158,45 @@ def to_markdown(runs: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def plot(runs: list[dict[str, Any]], path: Path) -> Path:
+    """One panel per task: Δ gold probability (95% interval) of suppressing each method's good and bad set,
+    with the matched random sets' mean as a grey tick."""
+    from matplotlib.figure import Figure
+
+    ncol = 3
+    nrow = -(-len(runs) // ncol)
+    fig = Figure(figsize=(6.2 * ncol, 0.26 * max(len(r["methods"]) for r in runs) * nrow + 1.2 * nrow))
+    for i, run in enumerate(runs):
+        ax = fig.add_subplot(nrow, ncol, i + 1)
+        names = [m["method"] for m in run["methods"]]
+        for j, (cond, color, dy) in enumerate((("suppress_good", "tab:blue", -0.18), ("suppress_bad", "tab:red", 0.18))):
+            for y, m in enumerate(run["methods"]):
+                r = next(x for x in m["rows"] if x["condition"] == cond)
+                if not r["available"]:
+                    continue
+                lo, hi = r["d_gold_ci"] or (r["d_gold"], r["d_gold"])
+                ax.errorbar(r["d_gold"], y + dy, xerr=[[r["d_gold"] - lo], [hi - r["d_gold"]]], fmt="o", ms=3,
+                            color=color, label=cond.replace("_", " ") if y == 0 else None)
+                if r["random_d_gold"] is not None:
+                    ax.plot([r["random_d_gold"]] * 2, [y + dy - 0.12, y + dy + 0.12], color="0.5", lw=1.5)
+        ax.axvline(0, color="k", lw=0.6)
+        ax.set_yticks(range(len(names)), names, fontsize=7)
+        ax.invert_yaxis()
+        ax.set_title(f"{run['task']} ({run['mode']}, k={run['k']}, base acc {run['base_accuracy']:.2f})", fontsize=8)
+        ax.set_xlabel("held-out Δ gold probability (grey: random sets)", fontsize=7)
+        ax.tick_params(axis="x", labelsize=7)
+        if i == 0:
+            ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return path
+
+
 def write(runs: list[dict[str, Any]], out: Path, meta: dict[str, Any]) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps({**meta, "runs": runs}, indent=1))
     out.with_suffix(".md").write_text(to_markdown(runs, meta))
+    plot(runs, out.with_suffix(".png"))
     print(to_markdown(runs, meta))
 
 
