@@ -390,7 +390,8 @@ def identify(
             (``result.attributions``, ``items x proxies x n_layers x d_mlp`` float32: 4 bytes each,
             e.g. 18 MB for 24 items x 4 proxies on SmolLM2-135M, 5.6 GB for 1,000 items on a 7B model)
             so that :func:`rescore` can sweep ``z``, the filter and the proxies without the model.
-            Not with ``checkpoint`` (snapshots hold only the streaming sums) or a baseline ``method``.
+            Not with ``checkpoint`` (snapshots hold only the streaming sums), a baseline ``method``, or
+            ``identify_distributed``.
         config: A base :class:`IdentifyConfig`; ``options`` override its fields.
         **options: Any :class:`IdentifyConfig` field, e.g. ``method="grad_x_act"``, ``steps=8``,
             ``mode="cloze"``, ``n_proxies=4``, ``z=0.005``.
