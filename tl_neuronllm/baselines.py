@@ -195,36 +195,33 @@ def knowledge_neuron_scores(
 # ------------------------------------------------------------------------------------------------
 # registered baselines
 # ------------------------------------------------------------------------------------------------
-def _collect_ig(adapter: ModelAdapter, queries: Sequence[Sequence[Query]], cfg: Any, progress: bool, desc: str
-                ) -> tuple[list[Tensor], list[list[Tensor]], Tensor]:
+def _gold_ig_baseline(
+    name: str, scores_fn: Callable[[list[Tensor]], tuple[Tensor, dict[str, Any]]], adapter: ModelAdapter,
+    queries: Sequence[Sequence[Query]], cfg: Any, progress: bool,
+) -> BaselineOutput:
+    """The positive-only baselines built on the IG of the gold answer's probability: collect every item's
+    ``[P, n_layers, d_mlp]`` IG, then score them with ``scores_fn``."""
     igs: list[Tensor] = []
     probs: list[list[Tensor]] = []
     act_sum = torch.zeros(adapter.n_layers, adapter.d_mlp, dtype=torch.float64)
-    for _, ig, pr, act in gold_prob_ig(adapter, queries, cfg, progress=progress, desc=desc):
+    for _, ig, pr, act in gold_prob_ig(adapter, queries, cfg, progress=progress, desc=f"{name} ({len(queries)} items)"):
         igs.append(ig)
         probs.append(pr)
         act_sum += act
-    return igs, probs, act_sum
+    scores, info = scores_fn(igs)
+    return BaselineOutput(scores, act_sum, probs, positive_only=True, info=info)
 
 
 @register("qr_neuron")
 def qr_neuron(adapter: ModelAdapter, queries: Sequence[Sequence[Query]], cfg: Any, *, progress: bool = True) -> BaselineOutput:
     """QR-Neuron: coarse IG sets, per-query clusters, inverse cluster frequency, common neurons dropped."""
-    t0 = time.perf_counter()
-    igs, probs, act_sum = _collect_ig(adapter, queries, cfg, progress, f"qr_neuron ({len(queries)} items)")
-    scores, info = qr_neuron_scores(igs)
-    info["baseline_seconds"] = time.perf_counter() - t0
-    return BaselineOutput(scores, act_sum, probs, positive_only=True, info=info)
+    return _gold_ig_baseline("qr_neuron", qr_neuron_scores, adapter, queries, cfg, progress)
 
 
 @register("knowledge_neurons")
 def knowledge_neurons(adapter: ModelAdapter, queries: Sequence[Sequence[Query]], cfg: Any, *, progress: bool = True) -> BaselineOutput:
     """Knowledge neurons: coarse IG sets refined to the neurons shared by at least half of an item's prompts."""
-    t0 = time.perf_counter()
-    igs, probs, act_sum = _collect_ig(adapter, queries, cfg, progress, f"knowledge_neurons ({len(queries)} items)")
-    scores, info = knowledge_neuron_scores(igs)
-    info["baseline_seconds"] = time.perf_counter() - t0
-    return BaselineOutput(scores, act_sum, probs, positive_only=True, info=info)
+    return _gold_ig_baseline("knowledge_neurons", knowledge_neuron_scores, adapter, queries, cfg, progress)
 
 
 @register("activation_contrast")
