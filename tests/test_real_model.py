@@ -72,6 +72,30 @@ def test_letter_mode_bad_neurons_control_the_letter_bias(letter_run):
     assert bad.mcnemar["b"] + bad.mcnemar["c"] <= ev.n_queries and 0 <= bad.mcnemar["p"] <= 1
 
 
+def test_fast_ig_is_engaged_and_equals_naive_on_smollm2(smollm2, obqa, recwarn):
+    """The installed versions' fast path on the real model: no fallback, and equal to the naive
+    per-layer loop (checked on three layers; the naive loop on all 30 takes minutes)."""
+    from tl_neuronllm.adapter import ModelAdapter
+    from tl_neuronllm.attribution import ig_fast, ig_naive
+    from tl_neuronllm.fastpaths import ShortcutFallbackWarning
+    from tl_neuronllm.pipeline import IdentifyConfig, build_queries
+
+    _, held, demo = obqa
+    ad = ModelAdapter(smollm2)
+    q = build_queries(ad, held.subset(range(1)), IdentifyConfig(n_proxies=1), list(demo))[0][0]
+    fast, probs, _ = ig_fast(ad, q, steps=2, rule="gauss")
+    layers = [0, 15, 29]
+    naive = ig_naive(ad, q, steps=2, rule="gauss", layers=layers)
+    for layer in layers:
+        scale = float(naive[layer].abs().max())
+        assert scale > 0
+        assert torch.allclose(fast[layer], naive[layer], rtol=1e-3, atol=1e-4 * scale), layer
+    assert ad.kv_backend == "hf"
+    assert ad.fast_paths == {"prefix_cache": True, "packed_rows": True, "skip_layers": True,
+                             "letter_columns": True, "exact_ig": True}
+    assert not [w for w in recwarn if issubclass(w.category, ShortcutFallbackWarning)]
+
+
 def test_prefix_cache_engine_equals_full_forwards_on_smollm2(smollm2, obqa, letter_run):
     result, _ = letter_run
     _, held, demo = obqa
@@ -79,7 +103,7 @@ def test_prefix_cache_engine_equals_full_forwards_on_smollm2(smollm2, obqa, lett
     kw = dict(demos=demo, n_random=1, n_boot=50, progress=False, interventions=("suppress_bad",))
     a = evaluate(smollm2, result, few, engine="prefix", **kw)
     b = evaluate(smollm2, result, few, engine="full", **kw)
-    assert a.config["kv_backend"] == "hf"
+    assert a.config["kv_backend"] == "hf" and a.config["fast_paths"]["prefix_cache"] is True
     for ra, rb in zip(a.rows, b.rows):
         assert ra.predictions == rb.predictions
         assert ra.metrics["gold_prob"] == pytest.approx(rb.metrics["gold_prob"], abs=1e-4)

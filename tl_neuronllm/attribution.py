@@ -38,6 +38,7 @@ from torch import Tensor
 
 from .adapter import ModelAdapter
 from .answers import Query, Target, batch_full_rows, full_rows, full_scores, suffix_scores, target_fn
+from .memory import auto_memory_budget_mb, ig_chunk_rows  # noqa: F401 - re-exported for callers
 
 Method = Literal["ig", "grad_x_act", "activation"]
 METHODS = ("ig", "grad_x_act", "activation")
@@ -106,7 +107,56 @@ def ig_fast(
     Returns:
         ``(ig, probs, acts)``: IG scores ``[n_layers, d_mlp]`` (float32, CPU), the clean option
         probabilities of the query and the clean site activations (zeros for skipped layers).
+
+    Raises:
+        RuntimeError: if even the plain path without any shortcut disagrees with :func:`ig_naive`
+            on this model (nothing exact is left to run).
     """
+    ensure_exact_ig(adapter, q, rule=rule, target=target)
+    return _ig_fast(adapter, q, steps=steps, rule=rule, target=target, layers=layers, chunk_rows=chunk_rows,
+                    memory_budget_mb=memory_budget_mb)
+
+
+def ensure_exact_ig(adapter: ModelAdapter, q: Query, *, rule: Rule = "riemann", target: Target = "ce") -> None:
+    """Check once per adapter, on this real query, that one layer's fast IG (every shortcut in use)
+    equals :func:`ig_naive`; switch shortcuts off one by one (with a warning) until it does.
+
+    The checked layer is the middle one (so rows joining at later blocks are exercised), with 2 steps.
+
+    Raises:
+        RuntimeError: if the plain path without shortcuts disagrees too.
+    """
+    if adapter.fast.exact_ig is not None:
+        return
+    layer = adapter.n_layers // 2
+    while True:
+        fast, _, _ = _ig_fast(adapter, q, steps=2, rule=rule, target=target, layers=[layer])
+        naive = ig_naive(adapter, q, steps=2, rule=rule, target=target, layers=[layer])
+        tol = 1e-3 if torch.finfo(adapter.float_dtype()).bits >= 32 else 5e-2
+        err = float((fast[layer] - naive[layer]).abs().max())
+        scale = float(naive[layer].abs().max())
+        if bool(torch.isfinite(fast).all()) and err <= tol * scale + 1e-7:
+            adapter.fast.exact_ig = True
+            return
+        reason = f"layer {layer} IG differs from the naive loop by {err:.3g} (naive max {scale:.3g})"
+        if not adapter.disable_shortcuts(reason):
+            adapter.fast.exact_ig = False
+            raise RuntimeError(f"tl_neuronllm cannot compute exact IG on this model: {reason} even without any "
+                               "shortcut; please report this with the model and versions")
+
+
+def _ig_fast(
+    adapter: ModelAdapter,
+    q: Query,
+    *,
+    steps: int,
+    rule: Rule,
+    target: Target,
+    layers: Sequence[int] | None,
+    chunk_rows: int | None = None,
+    memory_budget_mb: float | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`ig_fast` without the one-time exactness check."""
     lays = _layers(adapter, layers)
     alphas, weights = ig_points(steps, rule)
     state = adapter.prefix(q.prompt[:-1])
@@ -178,38 +228,6 @@ def _letter_columns(q: Query, target: Target) -> tuple[list[int] | None, Query]:
     cols = sorted({t for ids in q.letter_ids for t in ids})
     where = {t: i for i, t in enumerate(cols)}
     return cols, replace(q, letter_ids=tuple(tuple(where[t] for t in ids) for ids in q.letter_ids))
-
-
-def auto_memory_budget_mb(device: torch.device) -> float:
-    """Default activation budget of one IG chunk: half the free memory of a CUDA device, else 1024 MB."""
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return max(256.0, 0.5 * free / 2**20)
-    return 1024.0
-
-
-def ig_chunk_rows(adapter: ModelAdapter, prefix_len: int, suffix_len: int, n_rows: int,
-                  memory_budget_mb: float | None = None) -> int:
-    """Continuation rows per IG forward so that a chunk's activations fit ``memory_budget_mb``.
-
-    Packed rows (:meth:`ModelAdapter.run_rows`) widen every row's attention by the chunk's other
-    rows, so the size is a fixed point of ``rows = budget / row_bytes(rows)``.
-    """
-    if memory_budget_mb is None:
-        memory_budget_mb = auto_memory_budget_mb(adapter.device)
-    budget = memory_budget_mb * 2**20
-    packable = adapter.packs_rows_for(prefix_len, suffix_len)
-    if packable < 2:
-        return max(1, min(n_rows, int(budget // max(adapter.row_bytes(prefix_len, suffix_len), 1))))
-    n_rows = min(n_rows, packable)
-    rows = n_rows
-    for _ in range(8):
-        per_row = adapter.row_bytes(prefix_len, suffix_len, packed_rows=rows)
-        new = max(1, min(n_rows, int(budget // max(per_row, 1))))
-        if new >= rows:
-            break
-        rows = new
-    return rows
 
 
 def ig_naive(

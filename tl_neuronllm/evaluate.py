@@ -61,7 +61,8 @@ from torch import Tensor
 from .adapter import ModelAdapter, preserved_model_state
 from .answers import Query, predict, suffix_scores
 from .interventions import Intervention, make_hooks
-from .pipeline import IdentifyConfig, build_queries, choose_demos, config_from_options
+from .memory import condition_chunk
+from .pipeline import IdentifyConfig, _versions, build_queries, choose_demos, config_from_options
 from .proxies import TokenFormat
 from .result import NeuronResult
 from .tasks import LETTERS, Item, Task, TaskError
@@ -625,8 +626,7 @@ def _probs_prefix(adapter: ModelAdapter, q: Query, conditions: Sequence[Conditio
     suffix = q.suffixes()
     V = len(suffix)
     suffix_t = _pad(suffix, adapter.device)
-    per_row = adapter.row_bytes(len(q.prompt) - 1, suffix_t.shape[1])
-    per_chunk = max(1, int(memory_budget_mb * 2**20 // max(per_row, 1)) // V)
+    per_chunk = condition_chunk(adapter, len(q.prompt) - 1, suffix_t.shape[1], V, memory_budget_mb)
     out = []
     for c0 in range(0, len(conditions), per_chunk):
         chunk = conditions[c0 : c0 + per_chunk]
@@ -831,7 +831,8 @@ def evaluate(
     return EvalResult(
         rows=rows, task=scored.name, mode=icfg.mode, n_items=n_items, n_queries=len(flat), letters=letters,
         config={"eval": ecfg, "identify": icfg.to_dict(), "demo_ids": [d.id for d in demo_items],
-                "item_ids": [it.id for it in scored.items], "kv_backend": adapter.kv_backend},
+                "item_ids": [it.id for it in scored.items], "kv_backend": adapter.kv_backend,
+                "fast_paths": adapter.fast.to_dict(), "versions": _versions()},
         result_info=info, seconds=time.perf_counter() - t0,
     )
 

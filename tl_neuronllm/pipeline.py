@@ -447,7 +447,8 @@ def finish_result(
     n_queries = sum(len(qs) for qs in queries)
     if scores is None:
         scores = state.ace(cfg.ambiguity)
-    stats: dict[str, Any] = {"seconds": seconds, "n_queries": n_queries, "kv_backend": adapter.kv_backend, **(extra or {})}
+    stats: dict[str, Any] = {"seconds": seconds, "n_queries": n_queries, "kv_backend": adapter.kv_backend,
+                             "fast_paths": adapter.fast.to_dict(), **(extra or {})}
     if probs:
         stats.update(identification_stats(queries, probs))
     config = {
@@ -523,8 +524,9 @@ def _versions() -> dict[str, str]:
     import importlib.metadata as md
 
     out = {"tl_neuronllm": __version__, "torch": torch.__version__, "python": platform.python_version()}
-    try:
-        out["transformer_lens"] = md.version("transformer-lens")
-    except md.PackageNotFoundError:
-        pass
+    for key, dist in (("transformer_lens", "transformer-lens"), ("transformers", "transformers"), ("numpy", "numpy")):
+        try:
+            out[key] = md.version(dist)
+        except md.PackageNotFoundError:
+            pass
     return out

@@ -1,0 +1,147 @@
+"""Ground truth at run time: every shortcut is checked against the plain forward before it is used.
+
+* On the models pip installs today the fast path is **engaged** (no fallback) and equals naive IG.
+* A shortcut that silently gives wrong numbers (an empty cache, a stale cache, a wrong packed path,
+  a wrong layer-skipping path) is caught, switched off with one warning naming the versions, and
+  the run's numbers still equal the naive reference.
+* A user's own exception inside a check is re-raised, never taken as "unsupported".
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import has_bridge, make_model, text_task
+from test_attribution import queries_for
+
+from tl_neuronllm import identify
+from tl_neuronllm.attribution import ig_fast, ig_naive
+from tl_neuronllm.backends.hf_cache import HFCacheBackend
+from tl_neuronllm.fastpaths import ShortcutFallbackWarning
+
+needs_bridge = pytest.mark.skipif(not has_bridge(), reason="TransformerBridge needs TransformerLens 4.x")
+
+
+def assert_equal_ig(ad, q, steps=3):
+    fast, _, _ = ig_fast(ad, q, steps=steps)
+    naive = ig_naive(ad, q, steps=steps)
+    scale = float(naive.abs().max())
+    assert scale > 0
+    assert torch.allclose(fast, naive, rtol=1e-4, atol=1e-5 * scale), float((fast - naive).abs().max())
+
+
+@needs_bridge
+@pytest.mark.parametrize("gated", [False, True], ids=["gpt2", "llama"])
+def test_fast_path_is_engaged_on_hf_models(gated, recwarn):
+    model = make_model("hf", gated)
+    ad, letter_q, cloze_q = queries_for(model, 1)
+    for q in (letter_q[0], cloze_q[1]):
+        assert_equal_ig(ad, q)
+    assert ad.kv_backend == "hf"
+    assert ad.fast_paths == {"prefix_cache": True, "packed_rows": True, "skip_layers": True,
+                             "letter_columns": True, "exact_ig": True}
+    assert ad.fast.fallbacks == []
+    assert not [w for w in recwarn if issubclass(w.category, ShortcutFallbackWarning)]
+
+
+@needs_bridge
+def test_empty_cache_falls_back_to_rerun_with_versions_named(monkeypatch):
+    """The transformers 5.24 failure: the Bridge hands back an empty cache (no keyword shim)."""
+    from contextlib import nullcontext
+
+    monkeypatch.setattr(HFCacheBackend, "calling", lambda self: nullcontext())
+    model = make_model("hf", True)
+    ad, letter_q, cloze_q = queries_for(model, 1)
+    with pytest.warns(ShortcutFallbackWarning, match=r"key/value cache.*torch .*transformers .*transformer-lens"):
+        assert_equal_ig(ad, cloze_q[1])
+    assert ad.kv_backend == "rerun" and ad.fast_paths["prefix_cache"] is False
+    assert "0 of the prefix" in ad.fast.fallbacks[0]
+
+
+@needs_bridge
+def test_wrong_but_full_cache_is_caught(monkeypatch):
+    """A cache of the right length but wrong contents (what no length check can see)."""
+    original = HFCacheBackend._prefix
+
+    def stale(self, tokens, t):
+        state = original(self, tokens, t.flip(1))  # same length, other tokens
+        state.tokens = tokens
+        return state
+
+    monkeypatch.setattr(HFCacheBackend, "_prefix", stale)
+    model = make_model("hf", False)
+    ad, letter_q, _ = queries_for(model, 1)
+    with pytest.warns(ShortcutFallbackWarning, match="key/value cache"):
+        assert_equal_ig(ad, letter_q[0])
+    assert ad.kv_backend == "rerun"
+    assert "max difference" in ad.fast.fallbacks[0]
+
+
+@needs_bridge
+def test_wrong_packing_is_caught(monkeypatch):
+    import tl_neuronllm.fastpaths as fp
+
+    real = fp.packed_forward
+
+    def off_by_noise(*args, **kwargs):
+        return real(*args, **kwargs) * 1.01
+
+    monkeypatch.setattr(fp, "packed_forward", off_by_noise)
+    monkeypatch.setattr("tl_neuronllm.adapter.packed_forward", off_by_noise)
+    model = make_model("hf", True)
+    ad, letter_q, _ = queries_for(model, 1)
+    with pytest.warns(ShortcutFallbackWarning, match="packed rows"):
+        assert_equal_ig(ad, letter_q[0])
+    assert ad.fast_paths["packed_rows"] is False and ad.kv_backend == "hf"
+
+
+@needs_bridge
+def test_ig_check_steps_down_when_only_gradients_are_wrong(monkeypatch):
+    """Logits agree but the layer-skipping path's IG does not: the IG check (not the logits checks)
+    must catch it and switch skipping off."""
+    model = make_model("hf", True)
+    ad, letter_q, _ = queries_for(model, 1)
+    real_run_rows = type(ad).run_rows
+
+    def skewed(self, state, rows, **kw):
+        out = real_run_rows(self, state, rows, **kw)
+        if self.fast.skip_layers and kw.get("group_start") and max(kw["group_start"]) > 0:
+            out = out * 1.05  # scaled rows come out wrong, the clean first rows too (F changes)
+        return out
+
+    monkeypatch.setattr(type(ad), "run_rows", skewed)
+    with pytest.warns(ShortcutFallbackWarning, match="skipping blocks"):
+        assert_equal_ig(ad, letter_q[0])
+    assert ad.fast_paths["skip_layers"] is False and ad.fast_paths["exact_ig"] is True
+    assert ad.fast_paths["packed_rows"] is True and ad.kv_backend == "hf"
+
+
+@needs_bridge
+def test_users_own_exception_in_a_check_is_reraised():
+    """A user hook that fails only on the packed sequence (batch 1, long) raises out of identify."""
+
+    class Mine(Exception):
+        pass
+
+    model = make_model("hf", False)
+    task = text_task(4)
+
+    def picky(act, hook):
+        if act.shape[0] == 1 and act.shape[1] > 40:
+            raise Mine("my hook does not like packed rows")
+        return act
+
+    with model.hooks(fwd_hooks=[("blocks.1.mlp.hook_post", picky)]):
+        with pytest.raises(Mine, match="packed rows"):
+            identify(model, task, k=5, steps=2, progress=False)
+
+
+@needs_bridge
+def test_identify_records_what_was_verified():
+    model = make_model("hf", True)
+    res = identify(model, text_task(4), k=5, steps=2, progress=False)
+    fp = res.stats["fast_paths"]
+    assert fp["backend"] == "hf" and fp["exact_ig"] is True and fp["fallbacks"] == []
+    off = identify(model, text_task(4), k=5, steps=2, progress=False, kv_cache="off")
+    assert off.stats["fast_paths"]["backend"] == "rerun"
+    assert torch.allclose(res.scores, off.scores, rtol=1e-4, atol=1e-6 * float(off.scores.abs().max()))

@@ -1,0 +1,24 @@
+"""The re-run backend: no cache; every continuation row carries the prefix again (exact, not cheaper)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jaxtyping import Int
+from torch import Tensor
+
+from . import Backend, PrefixState
+
+
+class RerunBackend(Backend):
+    """Serves every model; the fallback when a cache does not reproduce the plain forward."""
+
+    name = "rerun"
+    cached = False
+
+    @classmethod
+    def applies(cls, model: Any) -> bool:
+        return True
+
+    def _prefix(self, tokens: list[int], t: Int[Tensor, "1 pos"]) -> PrefixState:
+        return PrefixState(tokens, None, len(tokens))

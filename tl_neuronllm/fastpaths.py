@@ -1,0 +1,341 @@
+"""Shortcuts over continuation rows, and the run-time checks that decide whether to trust them.
+
+Three exact savings sit on top of a backend's prefix (:mod:`tl_neuronllm.backends`):
+
+* **packed rows**: on a ``TransformerBridge`` the rows are packed into one sequence after the prefix;
+  row ``r`` sits at positions ``P .. P + len(r) - 1`` and attends to the prefix and causally to itself
+  only (a 4D additive attention mask and explicit ``position_ids``), so it computes exactly what it
+  would alone, with no per-row cache copies.
+* **skipped layers**: copies of the rows that equal copy 0 below block ``g`` join the sequence there.
+* **letter columns**: only the needed vocabulary columns of the unembedding are computed.
+
+None of them, nor the backend's cache, is trusted on its word. Each is checked once per model, on a
+real query of the run, against a **plain full-sequence forward without any cache** (logits; and in
+:mod:`tl_neuronllm.attribution`, one layer's IG against the naive per-step loop). A shortcut that
+disagrees is switched off and the run goes on with the exact slower path, announced in one warning
+that names the installed torch / transformers / transformer-lens versions and the expected slowdown.
+An exception raised inside a check by a library (torch, transformers, TransformerLens, this package)
+counts as "unsupported"; one raised by the user's own code (a hook) is re-raised.
+
+:class:`FastPaths` records what was verified; ``adapter.fast_paths`` shows it and results store it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from .backends import PrefixState
+
+if TYPE_CHECKING:
+    from .adapter import HookFn, ModelAdapter
+
+HooksArg = Sequence[tuple[str, "HookFn"]] | Callable[[Tensor], Sequence[tuple[str, "HookFn"]]]
+
+
+class ShortcutFallbackWarning(RuntimeWarning):
+    """A shortcut did not reproduce the plain forward and was switched off (the run stays exact)."""
+
+
+@dataclass
+class FastPaths:
+    """What was verified against the plain computation on this model (``None``: not checked yet).
+
+    Attributes:
+        backend: The prefix backend in use (``"hf"``, ``"tl"``, ``"rerun"``; ``None`` before the first prefix).
+        prefix_cache: The backend's continuation equals the plain forward.
+        packed_rows: Packed rows equal the plain forward.
+        skip_layers: Rows joining at later blocks equal the plain forward with the same scaling.
+        letter_columns: Unembedding only some columns equals those columns of the full logits.
+        exact_ig: One layer's fast IG equals the naive per-step IG (checked by attribution).
+        fallbacks: One line per shortcut switched off, with the reason.
+    """
+
+    backend: str | None = None
+    prefix_cache: bool | None = None
+    packed_rows: bool | None = None
+    skip_layers: bool | None = None
+    letter_columns: bool | None = None
+    exact_ig: bool | None = None
+    fallbacks: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# ------------------------------------------------------------------------------------------------
+# failures: ours or the user's
+# ------------------------------------------------------------------------------------------------
+def _library_dirs() -> tuple[str, ...]:
+    dirs = [os.path.dirname(os.path.abspath(__file__))]
+    for name in ("torch", "transformers", "transformer_lens", "accelerate"):
+        mod = sys.modules.get(name)
+        if mod is not None and getattr(mod, "__file__", None):
+            dirs.append(os.path.dirname(os.path.abspath(mod.__file__)))
+    return tuple(d + os.sep for d in dirs)
+
+
+def own_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised inside a library (a shortcut the model does not support) rather
+    than by the user's own code, e.g. a hook of theirs (which must be re-raised)."""
+    if not isinstance(exc, Exception):
+        return False
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return True
+    return os.path.abspath(frames[-1].filename).startswith(_library_dirs())
+
+
+def versions_line() -> str:
+    """``torch X, transformers Y, transformer-lens Z`` as installed."""
+    import importlib.metadata as md
+
+    parts = []
+    for dist in ("torch", "transformers", "transformer-lens"):
+        try:
+            parts.append(f"{dist} {md.version(dist)}")
+        except md.PackageNotFoundError:
+            parts.append(f"{dist} (not installed)")
+    return ", ".join(parts)
+
+
+def warn_fallback(what: str, reason: str, cost: str, stacklevel: int = 3) -> None:
+    """The one warning a switched-off shortcut gives."""
+    warnings.warn(
+        f"tl_neuronllm: {what} does not reproduce the plain forward on this model ({reason}) with {versions_line()}; "
+        f"running without it (exact, slower: {cost}).", ShortcutFallbackWarning, stacklevel=stacklevel)
+
+
+def close(a: Tensor, b: Tensor, dtype: torch.dtype) -> bool:
+    """Equal to float tolerance, relative to ``b``'s scale (looser for 16-bit models)."""
+    if a.shape != b.shape:
+        return False
+    err = float((a.float() - b.float()).abs().max()) if a.numel() else 0.0
+    tol = 1e-4 if torch.finfo(dtype).bits >= 32 else 3e-2
+    return bool(torch.isfinite(a).all()) and err <= tol * (1.0 + float(b.float().abs().max()))
+
+
+def max_err(a: Tensor, b: Tensor) -> str:
+    return "shapes differ" if a.shape != b.shape else f"max difference {float((a.float() - b.float()).abs().max()):.3g}"
+
+
+# ------------------------------------------------------------------------------------------------
+# the plain reference
+# ------------------------------------------------------------------------------------------------
+def plain_rows(adapter: "ModelAdapter", prefix: Sequence[int], rows: Sequence[Sequence[int]],
+               fwd_hooks: HooksArg = ()) -> Float[Tensor, "rows pos d_vocab"]:
+    """Logits at the row positions of ``prefix + row`` for each row: right-padded full sequences, no
+    cache, no packing; rows shorter than the longest repeat their last position (as packed rows do)."""
+    P, T = len(prefix), max(len(r) for r in rows)
+    toks, _ = adapter.pad_batch([[*prefix, *r] for r in rows])
+    sites = torch.arange(len(rows), device=toks.device) * toks.shape[1] + P
+    hooks = fwd_hooks(sites) if callable(fwd_hooks) else fwd_hooks
+    out = adapter.forward(toks, fwd_hooks=hooks)
+    idx = torch.stack([torch.clamp(torch.arange(P, P + T), max=P + len(r) - 1) for r in rows]).to(out.device)
+    return out.gather(1, idx[..., None].expand(-1, -1, out.shape[-1]))
+
+
+# ------------------------------------------------------------------------------------------------
+# packed rows and skipped layers
+# ------------------------------------------------------------------------------------------------
+def packed_forward(
+    adapter: "ModelAdapter",
+    state: PrefixState,
+    rows: Sequence[Sequence[int]],
+    *,
+    fwd_hooks: HooksArg = (),
+    group_start: Sequence[int] | None = None,
+    logit_cols: Sequence[int] | None = None,
+    skip: bool = False,
+    cols_direct: bool = False,
+) -> Float[Tensor, "rows pos vocab"]:
+    """Rows packed into one sequence after the prefix (see the module docstring); right-padded logits
+    ``[rows, T_max, vocab]`` (``vocab = len(logit_cols)`` with ``logit_cols``).
+
+    ``skip``: copy ``g`` of the rows joins at block ``group_start[g]``; ``cols_direct``: unembed only
+    ``logit_cols`` (else the full logits are computed and indexed).
+    """
+    lengths = [len(r) for r in rows]
+    T, P, S = max(lengths), len(state.tokens), sum(lengths)
+    dev = adapter.device
+    starts = torch.tensor([0, *lengths[:-1]], device=dev).cumsum(0)
+    row_id = torch.repeat_interleave(torch.arange(len(rows), device=dev), torch.tensor(lengths, device=dev))
+    pos_in_row = torch.arange(S, device=dev) - starts[row_id]
+    seq = torch.tensor([t for r in rows for t in r], dtype=torch.long, device=dev)
+    dtype = adapter.float_dtype()
+    # new tokens see the whole prefix, and their own row up to themselves
+    own = (row_id[:, None] == row_id[None, :]) & (pos_in_row[None, :] <= pos_in_row[:, None])
+    allowed = torch.cat([torch.ones(S, P, dtype=torch.bool, device=dev), own], dim=1)
+    kwargs: dict[str, Any] = {}
+    if state.cache is None:  # the prefix runs in the same sequence, causal among itself
+        pre = torch.ones(P, P + S, dtype=torch.bool, device=dev).tril()
+        allowed = torch.cat([pre, allowed], dim=0)
+        tokens = torch.cat([torch.tensor(state.tokens, dtype=torch.long, device=dev), seq])
+        positions = torch.cat([torch.arange(P, device=dev), P + pos_in_row])
+        off = P
+    else:
+        tokens, positions, off = seq, P + pos_in_row, 0
+        kwargs.update(adapter.backend.cache_kwargs(state))
+    mask = torch.zeros(allowed.shape, dtype=dtype, device=dev).masked_fill_(~allowed, torch.finfo(dtype).min)
+    kwargs.update(attention_mask=mask[None, None], position_ids=positions[None])
+    hooks = list(fwd_hooks(off + starts) if callable(fwd_hooks) else fwd_hooks)
+    handles = skip_hooks(adapter, group_start, lengths, off, P if state.cache is not None else 0) if skip else []
+    cols = None if logit_cols is None else torch.as_tensor(list(logit_cols), dtype=torch.long, device=dev)
+    unembed = unembed_linear(adapter.model) if cols is not None and cols_direct else None
+    taken: list[Tensor] = []
+    if unembed is not None:
+        def take(module: Any, args: tuple) -> tuple:  # keep the input, unembed nothing
+            taken.append(args[0])
+            return (args[0][..., :0, :], *args[1:])
+        handles.append(unembed.register_forward_pre_hook(take))
+    try:
+        with adapter.backend.calling(), adapter.model.hooks(fwd_hooks=hooks):
+            out = adapter.model(tokens[None], **kwargs)[0]
+    finally:
+        for h in handles:
+            h.remove()
+    if unembed is not None:
+        bias = unembed.bias[cols] if unembed.bias is not None else None
+        out = torch.nn.functional.linear(taken[0][0], unembed.weight[cols], bias)
+    elif cols is not None:
+        out = out[..., cols]
+    last = off + starts + torch.tensor(lengths, device=dev) - 1  # pad a row with its last position
+    return out[torch.minimum(off + starts[:, None] + torch.arange(T, device=dev), last[:, None])]
+
+
+def unembed_linear(model: Any) -> torch.nn.Linear | None:
+    """The Bridge's unembedding as a plain ``nn.Linear`` (for computing only some columns), or ``None``."""
+    lin = getattr(getattr(model, "unembed", None), "original_component", None)
+    return lin if isinstance(lin, torch.nn.Linear) else None
+
+
+def skip_hooks(adapter: "ModelAdapter", group_start: Sequence[int] | None, lengths: list[int], off: int,
+               kv_off: int) -> list[Any]:
+    """Forward pre-hooks on the blocks that hold only the started row groups in the sequence."""
+    if group_start is None or max(group_start) == 0:
+        return []
+    G = len(group_start)
+    if len(lengths) % G or lengths != lengths[: len(lengths) // G] * G:
+        raise ValueError("group_start needs the rows to be equal groups")
+    starts = [int(x) for x in group_start]
+    if starts[0] != 0 or any(b < a for a, b in zip(starts, starts[1:])) or starts[-1] >= adapter.n_layers:
+        raise ValueError(f"group_start must start at 0, not decrease and stay below n_layers, got {starts}")
+    S_g = sum(lengths[: len(lengths) // G])
+    full_q = off + G * S_g
+    blocks = getattr(adapter.model, "blocks", None)
+    if blocks is None or len(blocks) != adapter.n_layers:
+        return []
+
+    def cut(v: Any, n_q: int) -> Any:
+        if isinstance(v, (tuple, list)):
+            return type(v)(cut(x, n_q) for x in v)
+        if not isinstance(v, Tensor) or v.ndim == 0:
+            return v
+        if v.ndim == 4 and v.shape[-2] == full_q and v.shape[-1] == kv_off + full_q:  # attention mask
+            return v[..., :n_q, : kv_off + n_q]
+        if not v.is_floating_point() and v.shape[-1] == full_q:  # position ids, cache positions
+            return v[..., :n_q]
+        if v.is_floating_point() and v.ndim == 3 and v.shape[1] == full_q:  # rotary cos / sin
+            return v[:, :n_q]
+        return v
+
+    def make(layer: int) -> Any:
+        n_q = off + S_g * sum(1 for s in starts if s <= layer)
+
+        def pre(module: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+            positional = bool(args)
+            h = args[0] if positional else kwargs["hidden_states"]
+            if h.shape[1] > n_q:
+                h = h[:, :n_q]
+            elif h.shape[1] < n_q:  # started copies join with copy 0's hidden state
+                ref = h[:, off : off + S_g].detach()
+                h = torch.cat([h, ref.repeat(1, (n_q - h.shape[1]) // S_g, 1)], dim=1)
+            rest = tuple(cut(a, n_q) for a in args[1:])
+            kw = {k: cut(v, n_q) for k, v in kwargs.items() if k != "hidden_states"}
+            return ((h, *rest), kw) if positional else (rest, {**kw, "hidden_states": h})
+
+        return pre
+
+    return [blocks[j].register_forward_pre_hook(make(j), with_kwargs=True) for j in range(adapter.n_layers)]
+
+
+def scale_rows_hook(sites: Tensor) -> "HookFn":
+    """A hook halving the activation at flat positions ``sites`` (the checks' probe)."""
+    def hook(act: Tensor, hook: Any) -> Tensor:
+        flat = act.reshape(-1, act.shape[-1])
+        return flat.index_copy(0, sites.to(flat.device), 0.5 * flat[sites.to(flat.device)]).view(act.shape)
+    return hook
+
+
+# ------------------------------------------------------------------------------------------------
+# the checks
+# ------------------------------------------------------------------------------------------------
+def _attempt(fn: Callable[[], Tensor]) -> tuple[Tensor | None, str]:
+    """``(value, "")``, or ``(None, reason)`` when a library raised; the user's own errors propagate."""
+    try:
+        return fn(), ""
+    except Exception as e:
+        if not own_failure(e):
+            raise
+        return None, f"raised {type(e).__name__}: {e}"
+
+
+def check_row_paths(adapter: "ModelAdapter", state: PrefixState, row: Sequence[int],
+                    logit_cols: Sequence[int] | None = None) -> None:
+    """Check packing, skipping and (with ``logit_cols``) the partial unembedding against the plain
+    forward of ``state.tokens + row``, each once per adapter; switch off and warn on disagreement."""
+    fp = adapter.fast
+    if fp.packed_rows is None and adapter.packs_rows_for(len(state.tokens), len(row)) >= 2:
+        _check_packing(adapter, state, row)
+    if logit_cols is not None and fp.letter_columns is None and fp.packed_rows:
+        _check_cols(adapter, state, row, logit_cols)
+
+
+def _check_packing(adapter: "ModelAdapter", state: PrefixState, row: Sequence[int]) -> None:
+    fp, dtype = adapter.fast, adapter.float_dtype()
+    with torch.no_grad():
+        ref = plain_rows(adapter, state.tokens, [row, row])
+        packed, why = _attempt(lambda: packed_forward(adapter, state, [row, row]))
+        fp.packed_rows = packed is not None and close(packed, ref, dtype)
+        if not fp.packed_rows:
+            adapter.note_fallback("packed rows", why or max_err(packed, ref),
+                                  "each row becomes its own batch entry")
+            fp.skip_layers = False
+            return
+        if adapter.n_layers < 2 or fp.skip_layers is not None:
+            return
+        starts = [0, 1, adapter.n_layers - 1]
+
+        def hooks(first: Tensor) -> list[tuple[str, Any]]:  # scale copy g at its start block, at its site
+            return [(adapter.hook_names[s], scale_rows_hook(first[g : g + 1])) for g, s in enumerate(starts) if g]
+
+        skipped, why = _attempt(lambda: packed_forward(adapter, state, [row] * 3, fwd_hooks=hooks,
+                                                       group_start=starts, skip=True))
+        full = plain_rows(adapter, state.tokens, [row] * 3, fwd_hooks=hooks)
+        fp.skip_layers = skipped is not None and close(skipped, full, dtype)
+        if not fp.skip_layers:
+            adapter.note_fallback("skipping blocks for continuation rows", why or max_err(skipped, full),
+                                  f"every IG row runs all {adapter.n_layers} blocks, about 2x the block passes")
+
+
+def _check_cols(adapter: "ModelAdapter", state: PrefixState, row: Sequence[int], cols: Sequence[int]) -> None:
+    fp = adapter.fast
+    if unembed_linear(adapter.model) is None:
+        fp.letter_columns = False
+        return
+    with torch.no_grad():
+        ref = plain_rows(adapter, state.tokens, [row, row])[..., torch.as_tensor(list(cols), device=adapter.device)]
+        part, why = _attempt(lambda: packed_forward(adapter, state, [row, row], logit_cols=cols, cols_direct=True))
+        fp.letter_columns = part is not None and close(part, ref, adapter.float_dtype())
+        if not fp.letter_columns:
+            adapter.note_fallback("unembedding only the letter columns", why or max_err(part, ref),
+                                  "the full unembedding is computed")
