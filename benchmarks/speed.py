@@ -93,8 +93,9 @@ def timed(fn: Any, repeat: int = 1) -> tuple[float, Any]:
 def set_fast_paths(adapter: ModelAdapter, state: tuple | None) -> tuple:
     """Turn the packed-row / skipped-layer / letter-column paths off (``state=None``: the previous
     implementation) or back to a saved ``state``; returns the state before the call."""
-    before = (adapter._packed_ok, adapter._skip_ok, adapter._cols_ok)
-    adapter._packed_ok, adapter._skip_ok, adapter._cols_ok = state if state is not None else (False, False, False)
+    fp = adapter.fast
+    before = (fp.packed_rows, fp.skip_layers, fp.letter_columns)
+    fp.packed_rows, fp.skip_layers, fp.letter_columns = state if state is not None else (False, False, False)
     return before
 
 

@@ -46,10 +46,23 @@ def test_fast_path_is_engaged_on_hf_models(gated, recwarn):
 
 @needs_bridge
 def test_empty_cache_falls_back_to_rerun_with_versions_named(monkeypatch):
-    """The transformers 5.24 failure: the Bridge hands back an empty cache (no keyword shim)."""
-    from contextlib import nullcontext
+    """The transformers 5.24 failure on any version: the attention modules never see the cache, so
+    the Bridge hands back an empty one."""
+    from contextlib import contextmanager
 
-    monkeypatch.setattr(HFCacheBackend, "calling", lambda self: nullcontext())
+    @contextmanager
+    def blind_attention(self):
+        def drop(module, args, kwargs):
+            return args, {k: v for k, v in kwargs.items() if k not in ("cache", "past_key_values", "layer_past")}
+
+        handles = [b.attn.register_forward_pre_hook(drop, with_kwargs=True) for b in self.model.blocks]
+        try:
+            yield
+        finally:
+            for h in handles:
+                h.remove()
+
+    monkeypatch.setattr(HFCacheBackend, "calling", blind_attention)
     model = make_model("hf", True)
     ad, letter_q, cloze_q = queries_for(model, 1)
     with pytest.warns(ShortcutFallbackWarning, match=r"key/value cache.*torch .*transformers .*transformer-lens"):
