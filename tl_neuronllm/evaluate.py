@@ -61,10 +61,11 @@ from torch import Tensor
 from .adapter import ModelAdapter, preserved_model_state
 from .answers import Query, predict, suffix_scores
 from .interventions import Intervention, make_hooks
-from .pipeline import IdentifyConfig, build_queries, choose_demos, config_from_options
+from .pipeline import IdentifyConfig, build_queries, check_finite_probs, choose_demos, config_from_options
 from .proxies import TokenFormat
 from .result import NeuronResult
 from .tasks import LETTERS, Item, Task, TaskError
+from .validate import check_choice, check_count_or_fraction, check_float, check_int
 
 EVAL_JSON = "evaluation.json"
 EVAL_MD = "evaluation.md"
@@ -233,24 +234,25 @@ class EvalConfig:
     memory_budget_mb: float = 512.0
 
     def __post_init__(self) -> None:
+        if isinstance(self.interventions, str):
+            raise ValueError(f"interventions must be a list of names, got the string {self.interventions!r}")
         object.__setattr__(self, "interventions", tuple(self.interventions))
         unknown = [n for n in self.interventions if n not in INTERVENTIONS]
         if unknown:
             raise ValueError(f"unknown intervention(s) {unknown}; known: {list(INTERVENTIONS)}")
-        if self.n_random < 0:
-            raise ValueError(f"n_random must be >= 0, got {self.n_random}")
-        if self.n_boot < 1:
-            raise ValueError(f"n_boot must be >= 1, got {self.n_boot}")
-        if not 0 < self.ci < 1:
-            raise ValueError(f"ci must be in (0, 1), got {self.ci}")
-        if self.positions not in ("site", "all"):
-            raise ValueError(f"positions must be 'site' or 'all', got {self.positions!r}")
-        if self.engine not in ("auto", "prefix", "full"):
-            raise ValueError(f"engine must be 'auto', 'prefix' or 'full', got {self.engine!r}")
+        object.__setattr__(self, "factor", check_float("factor", self.factor))
+        check_int("n_random", self.n_random, min_value=0)
+        if self.k is not None:
+            check_count_or_fraction("k", self.k)
+        check_int("n_boot", self.n_boot, min_value=1)
+        check_float("ci", self.ci, low=0, high=1, low_open=True, high_open=True)
+        check_int("seed", self.seed)
+        check_choice("positions", self.positions, ("site", "all"))
+        check_choice("engine", self.engine, ("auto", "prefix", "full"))
         if self.engine == "prefix" and self.positions == "all":
             raise ValueError("engine='prefix' needs positions='site' (the prefix changes when all positions are hit)")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        check_int("batch_size", self.batch_size, min_value=1)
+        check_float("memory_budget_mb", self.memory_budget_mb, low=0, low_open=True)
 
     @classmethod
     def from_options(cls, config: "EvalConfig | None" = None, **options: Any) -> "EvalConfig":
@@ -742,11 +744,11 @@ def evaluate(
             conds.append(_role_interventions(sets, spec, cfg))
 
     # ---- run ----------------------------------------------------------------------------------
+    queries = build_queries(adapter, scored, icfg, demo_items)  # tokenizer only: errors before any model time
+    flat = [q for qs in queries for q in qs]
+    item_of = np.array([i for i, qs in enumerate(queries) for _ in qs])
     with preserved_model_state(model), torch.no_grad():
         adapter.check_widths()
-        queries = build_queries(adapter, scored, icfg, demo_items)
-        flat = [q for qs in queries for q in qs]
-        item_of = np.array([i for i, qs in enumerate(queries) for _ in qs])
         probs: list[list[Tensor]] = [[] for _ in conds]  # [condition][query]
         if engine == "prefix":
             it: Any = flat
@@ -768,6 +770,8 @@ def evaluate(
                 probs[c] = _probs_full(adapter, flat, conds[c], cfg.batch_size)
 
     # ---- statistics ---------------------------------------------------------------------------
+    ids = [it.id for it in scored.items]
+    check_finite_probs([[p] for p in probs[0]], [ids[i] for i in item_of], "evaluate (baseline)")
     n_items = len(queries)
     n_opt = max(q.n_options for q in flat)
     letters = list(LETTERS[:n_opt])

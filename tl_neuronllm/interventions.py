@@ -20,6 +20,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from .adapter import hooks_restored
+from .validate import check_choice, check_float, check_int
 
 Mode = Literal["zero", "scale", "mean", "set"]
 MODES = ("zero", "scale", "mean", "set")
@@ -46,13 +47,23 @@ class Intervention:
     positions: Positions = "site"
 
     def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"intervention mode must be one of {MODES}, got {self.mode!r}")
-        if self.positions not in ("site", "all"):
-            raise ValueError(f"positions must be 'site' or 'all', got {self.positions!r}")
+        check_choice("intervention mode", self.mode, MODES)
+        check_choice("positions", self.positions, ("site", "all"))
+        object.__setattr__(self, "factor", check_float("factor", self.factor))
         if self.mode in ("mean", "set") and self.values is None:
             raise ValueError(f"mode {self.mode!r} needs values (mean activations or the value to set)")
-        object.__setattr__(self, "neurons", tuple((int(a), int(b)) for a, b in self.neurons))
+        if isinstance(self.values, Tensor):
+            if not bool(torch.isfinite(self.values).all()):
+                raise ValueError(f"mode {self.mode!r}: the values tensor has non-finite entries (nan or inf)")
+        elif self.values is not None:
+            object.__setattr__(self, "values", check_float("value", self.values))
+        neurons = []
+        for j, pair in enumerate(self.neurons):
+            if isinstance(pair, (str, bytes)) or len(pair) != 2:
+                raise ValueError(f"neurons[{j}] must be a (layer, neuron) pair, got {pair!r}")
+            neurons.append((check_int(f"neurons[{j}] layer", pair[0], min_value=0),
+                            check_int(f"neurons[{j}] neuron", pair[1], min_value=0)))
+        object.__setattr__(self, "neurons", tuple(neurons))
 
     def by_layer(self) -> dict[int, list[int]]:
         out: dict[int, list[int]] = {}
