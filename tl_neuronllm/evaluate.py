@@ -656,16 +656,22 @@ def _role_interventions(neurons: dict[str, list[tuple[int, int]]], spec: tuple[t
 
 
 def _check_disjoint(result: NeuronResult, heldout: Task, demo_items: Sequence[Item]) -> None:
-    scored_ids = set(map(str, result.config.get("task", {}).get("item_ids", [])))
-    clash = [it.id for it in heldout.items if it.id in scored_ids]
+    tcfg = result.config.get("task", {})
+    if "item_keys" in tcfg:  # by content: the same question under another id or option order is caught
+        keys = set(tcfg["item_keys"])
+        clash = [it.id for it in heldout.items if it.content_key() in keys]
+        what = "is an identification item (same context, question and options)"
+    else:  # results saved before item_keys existed: only the ids are known
+        scored_ids = set(map(str, tcfg.get("item_ids", [])))
+        clash = [it.id for it in heldout.items if it.id in scored_ids]
+        what = "has the id of an identification item (this result predates content keys)"
     if clash:
         raise TaskError(
-            f"held-out item {clash[0]!r} ({len(clash)} in all) has the id of an identification item; evaluate on "
-            "items the neurons were not identified on (Task.split gives disjoint splits), or pass "
-            "allow_overlap=True if the ids come from unrelated tasks"
+            f"held-out item {clash[0]!r} ({len(clash)} in all) {what}; evaluate on items the neurons were not "
+            "identified on (Task.split gives disjoint splits), or pass allow_overlap=True to measure them anyway"
         )
-    keys = {(d.question, d.options) for d in demo_items}
-    both = [it.id for it in heldout.items if (it.question, it.options) in keys]
+    demo_keys = {d.content_key() for d in demo_items}
+    both = [it.id for it in heldout.items if it.content_key() in demo_keys]
     if both:
         raise TaskError(f"held-out item {both[0]!r} is also a demonstration; demos must come from other items")
 
@@ -691,7 +697,8 @@ def evaluate(
             default: ``n_shots`` items drawn from ``heldout`` (and then not evaluated).
         config: A base :class:`EvalConfig`; ``options`` override its fields.
         progress: Show a progress bar.
-        allow_overlap: Skip the check that held-out item ids differ from the identification ids.
+        allow_overlap: Skip the check that no held-out item is an identification item (compared by
+            content: context, question and the set of options, whatever the ids).
         **options: Any :class:`EvalConfig` field, e.g. ``n_random=3``, ``factor=4.0``.
 
     Returns:

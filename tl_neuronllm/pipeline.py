@@ -29,7 +29,7 @@ from .answers import TARGETS, Query, make_queries
 from .attribution import METHODS, Rule, grad_x_act, ig_fast
 from .baselines import BASELINES, run_baseline
 from .proxies import AugmentConfig, PromptConfig, Renderer, TokenFormat
-from .result import NeuronResult, build_result
+from .result import NeuronResult, ResultFileError, build_result
 from .scoring import ACEState, ScoringConfig
 from .tasks import Item, Task, TaskError
 from .validate import check_bool, check_choice, check_count_or_fraction, check_float, check_int
@@ -345,6 +345,30 @@ def run_scoring(
     return state, act_sum, all_probs
 
 
+def model_fingerprint(model: Any, *, n_tensors: int = 4, n_values: int = 4096) -> str:
+    """A cheap hash of a model's weights: every parameter's name, shape and dtype, plus the values of
+    ``n_tensors`` parameters spread over the model (``n_values`` evenly spaced entries of each).
+
+    Two models of the same architecture but different weights (another seed, a fine-tune) differ in
+    almost every tensor, so a few sampled tensors tell them apart without hashing gigabytes.
+    """
+    import hashlib
+
+    h = hashlib.sha256()
+    named = list(model.named_parameters()) if isinstance(model, torch.nn.Module) else []
+    for name, p in named:
+        h.update(f"{name}:{tuple(p.shape)}:{p.dtype};".encode())
+    if named:
+        picks = sorted({round(i * (len(named) - 1) / max(n_tensors - 1, 1)) for i in range(n_tensors)})
+        with torch.no_grad():
+            for i in picks:
+                flat = named[i][1].detach().reshape(-1)
+                if flat.numel() > n_values:
+                    flat = flat[torch.linspace(0, flat.numel() - 1, n_values, device=flat.device).long()]
+                h.update(flat.float().cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
 class Checkpoint:
     """Periodic snapshots of the streaming state so an interrupted run can resume.
 
@@ -367,17 +391,23 @@ class Checkpoint:
         ten_f = self.path / self.FILE
         if not ten_f.exists():
             return None
-        with safe_open(str(ten_f), framework="pt") as fh:
-            meta = fh.metadata() or {}
+        try:
+            with safe_open(str(ten_f), framework="pt") as fh:
+                meta = fh.metadata() or {}
+            t = load_file(str(ten_f))
+            state = ACEState.from_tensors({k[6:]: v for k, v in t.items() if k.startswith("state.")})
+            probs = [[p[: int(n)] for p, n in zip(t["probs"][i], t["n_options"][i]) if n > 0]
+                     for i in range(t["probs"].shape[0])]
+            next_item = int(meta["next_item"])
+        except Exception as e:  # safetensors' own error types for truncated / foreign files, missing keys
+            raise ResultFileError(f"checkpoint {ten_f} cannot be read ({type(e).__name__}: {e}); it is truncated or "
+                                  "not a tl_neuronllm checkpoint: delete it to start the run afresh") from None
         if meta.get("fingerprint") != self.fingerprint:
             raise ValueError(
-                f"checkpoint {self.path} was written by a run with other arguments (model, task or options); "
-                "delete it or choose another checkpoint directory"
+                f"checkpoint {self.path} was written by a run with other arguments or another model (weights, task "
+                "or options); delete it or choose another checkpoint directory"
             )
-        t = load_file(str(ten_f))
-        state = ACEState.from_tensors({k[6:]: v for k, v in t.items() if k.startswith("state.")})
-        probs = [[p[: int(n)] for p, n in zip(t["probs"][i], t["n_options"][i]) if n > 0] for i in range(t["probs"].shape[0])]
-        return int(meta["next_item"]), state, t["act_sum"], probs
+        return next_item, state, t["act_sum"], probs
 
     def save(self, next_item: int, state: ACEState, act_sum: Tensor, probs: Sequence[Sequence[Tensor]], force: bool = False) -> None:
         self._n += 1
@@ -412,13 +442,17 @@ def score_resumable(
 ) -> tuple[ACEState, Tensor, list[list[Tensor]]]:
     """:func:`run_scoring`, snapshotting to ``checkpoint`` (if given) and resuming from it.
 
-    ``fingerprint`` (with the config and the model's shape) identifies the run's arguments.
+    ``fingerprint`` (with the config, the model's shape and a hash of its weights, see
+    :func:`model_fingerprint`) identifies the run's arguments and model.
+
+    Raises:
+        ValueError: for a checkpoint of another run or model; ``ResultFileError`` for an unreadable one.
     """
     start, state, act_sum, done_probs = 0, None, None, []
     on_batch = None
     if checkpoint is not None:
-        ckpt = Checkpoint(checkpoint, {"config": cfg.to_dict(), "model": adapter.describe(), **fingerprint},
-                          checkpoint_every)
+        ckpt = Checkpoint(checkpoint, {"config": cfg.to_dict(), "model": adapter.describe(),
+                                       "weights": model_fingerprint(adapter.model), **fingerprint}, checkpoint_every)
         loaded = ckpt.load()
         if loaded is not None:
             start, state, act_sum, done_probs = loaded
@@ -555,6 +589,7 @@ def finish_result(
             "kind": "tokens" if scored.is_tokens else "text",
             "demo_ids": [d.id for d in demo_items],
             "item_ids": [it.id for it in scored.items],
+            "item_keys": [it.content_key() for it in scored.items],
         },
         "versions": _versions(),
     }

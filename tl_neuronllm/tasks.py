@@ -10,6 +10,7 @@ items of one kind. Every validation error names the item and the field.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import random
 from collections.abc import Iterable, Mapping, Sequence
@@ -103,6 +104,14 @@ class Item:
     @property
     def n_options(self) -> int:
         return len(self.options)
+
+    def content_key(self) -> str:
+        """A hash of the item's content (context, question and the set of options; not its id or the
+        option order), so that the same question under another id or option order is recognised."""
+        norm = lambda v: v.strip() if isinstance(v, str) else list(v)
+        body = [norm(self.context) if self.context is not None else None, norm(self.question),
+                sorted(json.dumps(norm(o)) for o in self.options)]
+        return hashlib.sha1(json.dumps(body).encode("utf-8")).hexdigest()[:16]
 
     def to_record(self) -> dict[str, Any]:
         """A JSON-able dict that :meth:`Task.from_records` reads back."""
