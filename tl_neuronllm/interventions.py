@@ -103,7 +103,7 @@ def make_hooks(
 
         def fn(act: Float[Tensor, "batch pos d_mlp"], hook: Any, layer: int = layer, idx: Tensor = idx) -> Tensor:
             if d_mlp is not None and act.shape[-1] != d_mlp:
-                raise ValueError(f"layer {layer} ({getattr(hook, 'name', None) or hook_names[layer]}): the activation "
+                raise ValueError(f"layer {layer} ({hook_names[layer]}): the activation "
                                  f"has width {act.shape[-1]} but these interventions are for width {d_mlp}; they "
                                  "belong to another model")
             if int(idx.max()) >= act.shape[-1]:
