@@ -138,3 +138,12 @@ def test_heldout_overlap_is_by_content_not_id(model, run):
     assert set(it.id for it in other.items) & set(result.config["task"]["item_ids"])
     ev = evaluate(model, result, other, demos=demo, n_random=0, n_boot=10, progress=False)
     assert ev.n_items == 6
+
+
+def test_truncated_evaluation_json_names_the_file(tmp_path):
+    from tl_neuronllm import EvalResult
+
+    f = tmp_path / "evaluation.json"
+    f.write_text('{"rows": [')
+    with pytest.raises(ValueError, match=rf"{f}: not a readable evaluation .* run the evaluation again"):
+        EvalResult.load(tmp_path)

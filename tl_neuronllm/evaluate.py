@@ -393,7 +393,11 @@ class EvalResult:
         f = path / EVAL_JSON if path.is_dir() else path
         if not f.exists():
             raise FileNotFoundError(f"{path} holds no {EVAL_JSON}")
-        return cls.from_dict(json.loads(f.read_text()))
+        try:
+            return cls.from_dict(json.loads(f.read_text(encoding="utf-8")))
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
+            raise ValueError(f"{f}: not a readable evaluation ({type(e).__name__}: {e}); the file is truncated or "
+                             "edited: run the evaluation again") from None
 
     # ---- views --------------------------------------------------------------------------
     def _letters_str(self, counts: dict[str, float], total: int) -> str:
