@@ -102,7 +102,7 @@ def preserved_model_state(model: Any, *, eval_mode: bool = True) -> Iterator[Non
     if not isinstance(model, torch.nn.Module):
         yield
         return
-    was_training = model.training
+    modes = [(m, m.training) for m in model.modules()]  # each module's flag, not only the root's
     params = list(model.parameters())
     flags = [p.requires_grad for p in params]
     grads = [p.grad for p in params]
@@ -119,7 +119,8 @@ def preserved_model_state(model: Any, *, eval_mode: bool = True) -> Iterator[Non
                 p.requires_grad_(f)
             if p.grad is not g:
                 p.grad = g
-        model.train(was_training)
+        for m, training in modes:
+            m.training = training
 
 
 class ModelAdapter:

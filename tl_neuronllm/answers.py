@@ -70,6 +70,31 @@ class Query:
         return [[s, *c] for c in self.continuations]
 
 
+class ContextLengthError(ValueError):
+    """A rendered prompt (with its longest option in cloze mode) does not fit the model's context."""
+
+
+def context_length(adapter: ModelAdapter) -> int | None:
+    """The model's context ``model.cfg.n_ctx`` (``None`` when the config does not set one)."""
+    n = getattr(adapter.model.cfg, "n_ctx", None)
+    try:
+        n = int(n) if n is not None else None
+    except (TypeError, ValueError):
+        return None
+    return n if n and n > 0 else None
+
+
+def _untruncated_length(adapter: ModelAdapter, text: str, fallback: int) -> int:
+    """Token count of ``text`` (with BOS) without the tokenizer's truncation to the context."""
+    try:
+        return int(adapter.model.to_tokens(text, prepend_bos=True, truncate=False).shape[-1])
+    except TypeError:  # a to_tokens without ``truncate``
+        tok = adapter.tokenizer
+        if tok is None:
+            return fallback
+        return max(fallback, len(tok.encode(text)) + 1)
+
+
 def make_queries(
     adapter: ModelAdapter,
     proxies: Sequence[Proxy],
@@ -84,6 +109,11 @@ def make_queries(
         proxies: Rendered proxies.
         mode: ``"letter"`` or ``"cloze"``.
         letters: Token ids of the letters for token-level tasks (``TokenFormat.letters``).
+
+    Raises:
+        ContextLengthError: if a prompt (plus, in cloze mode, its longest option) is longer than the
+            model's context ``model.cfg.n_ctx``; prompts are never truncated.
+        ModelError: if a letter is not a single token, or a prompt or option is empty.
     """
     if not proxies:
         return []
@@ -97,10 +127,15 @@ def make_queries(
         if len(letter_ids) < n_max:
             raise ModelError(f"{n_max} options but only {len(letter_ids)} letter tokens")
     out = []
+    n_ctx = context_length(adapter)
     for p in proxies:
         prompt = adapter.tokenize(p.prompt)
         if len(prompt) < 1:
             raise ModelError(f"item {p.item_index}: the prompt is empty after tokenization")
+        if n_ctx is not None and isinstance(p.prompt, str) and len(prompt) >= n_ctx:
+            prompt_len = _untruncated_length(adapter, p.prompt, len(prompt))
+        else:
+            prompt_len = len(prompt)
         conts = None
         if mode == "cloze":
             conts = []
@@ -110,6 +145,15 @@ def make_queries(
                     raise ModelError(f"item {p.item_index}: option {j} is empty after tokenization")
                 conts.append(tuple(c))
             conts = tuple(conts)
+        if n_ctx is not None:
+            longest = max((len(c) for c in conts), default=0) if conts else 0
+            if prompt_len + longest > n_ctx:
+                what = (f"the prompt is {prompt_len} tokens + {longest} for its longest option = "
+                        f"{prompt_len + longest}" if longest else f"the prompt is {prompt_len} tokens")
+                raise ContextLengthError(
+                    f"{what} (instruction, demonstrations and question, proxy {p.proxy_index}), longer than the "
+                    f"model's context of {n_ctx} tokens (model.cfg.n_ctx); shorten the item or use fewer "
+                    "demonstrations (n_shots)")
         out.append(
             Query(
                 prompt=tuple(prompt),

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -106,10 +107,11 @@ def load_task(spec: str, *, cache: str | None = None) -> Any:
     if spec == "synthetic":
         return _tiny_task_and_format()[0]
     p = Path(spec)
-    if p.suffix.lower() in (".jsonl", ".json") and p.exists():
-        return Task.from_jsonl(p)
-    if p.suffix.lower() == ".csv" and p.exists():
-        return Task.from_csv(p)
+    if p.suffix.lower() in (".jsonl", ".json", ".csv"):
+        if not p.is_file():
+            raise SystemExit(f"tl-neuronllm: error: task file {spec} does not exist" if not p.exists()
+                             else f"tl-neuronllm: error: task file {spec} is not a file")
+        return Task.from_csv(p) if p.suffix.lower() == ".csv" else Task.from_jsonl(p)
     from .datasets import REAL_TASKS, load_real_task_records
 
     if spec.lower() not in REAL_TASKS:
@@ -123,6 +125,9 @@ def split_task(task: Any, run: dict[str, Any]) -> tuple[Any, Any, Any]:
     n = len(task)
     n_demo = max(1, int(run["n_shots"]))
     n_id = int(run["n_identify"])
+    if n_id + n_demo > n:
+        raise SystemExit(f"tl-neuronllm: error: --n-identify {n_id} plus {n_demo} demonstration item(s) exceed the "
+                         f"{n} items of task {task.name!r}")
     n_held = run.get("n_heldout")
     if n_held is not None:
         n_held = min(int(n_held), n - n_id - n_demo)
@@ -156,8 +161,7 @@ def cmd_identify(args: argparse.Namespace, model: Any = None) -> tuple[Any, Any,
     """Identify the neurons; writes ``run.json`` and ``result/``. Returns ``(model, result, run)``."""
     from .pipeline import identify
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = _writable_out(args.out)
     if args.show_options is None:
         args.show_options = args.mode == "letter"
     if args.n_proxies is None:
@@ -171,12 +175,20 @@ def cmd_identify(args: argparse.Namespace, model: Any = None) -> tuple[Any, Any,
         "version": __version__,
     }
     t0 = time.perf_counter()
-    model = model if model is not None else load_model(args.model, cache=args.cache)
-    task = load_task(args.task, cache=args.cache)
-    ident, held, demo = split_task(task, run)
     options: dict[str, Any] = {}
     if args.model == _TINY:
         options["token_format"] = _tiny_task_and_format()[1]
+    # every option, the task and the split are checked before the model is built
+    from .pipeline import IdentifyConfig
+
+    IdentifyConfig.from_options(mode=args.mode, show_options=args.show_options, n_shots=args.n_shots,
+                                n_proxies=args.n_proxies, method=args.method, steps=args.steps, ig_rule=args.ig_rule,
+                                seed=args.seed, z=_num(args.z), ambiguity=args.ambiguity, **options)
+    if args.model not in (_TINY, "smollm2"):
+        load_model(args.model)  # raises the "unknown model" message without building anything
+    task = load_task(args.task, cache=args.cache)
+    ident, held, demo = split_task(task, run)
+    model = model if model is not None else load_model(args.model, cache=args.cache)
     _say(args, f"identify: {len(ident)} items of {task.name} ({len(task)} in all), mode {args.mode}, "
                f"method {args.method} (steps {args.steps}, {args.ig_rule}), k={args.k}")
     result = identify(model, ident, k=_num(args.k), demos=demo, progress=args.progress, mode=args.mode,
@@ -193,11 +205,29 @@ def cmd_identify(args: argparse.Namespace, model: Any = None) -> tuple[Any, Any,
     return model, result, run
 
 
+def _writable_out(out: str) -> Path:
+    """The output folder, created; refused (one line) when it cannot be written."""
+    import tempfile
+
+    p = Path(out)
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=p):
+            pass
+    except OSError as e:
+        raise SystemExit(f"tl-neuronllm: error: cannot write to --out {out}: {e.strerror or e}") from None
+    return p
+
+
 def _read_run(out: Path) -> dict[str, Any]:
     f = out / RUN_JSON
     if not f.exists():
         raise SystemExit(f"tl-neuronllm: {f} not found; run `tl-neuronllm identify --out {out}` first")
-    return json.loads(f.read_text())
+    try:
+        return json.loads(f.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise SystemExit(f"tl-neuronllm: error: {f} is not valid JSON ({e}); rerun `tl-neuronllm identify --out "
+                         f"{out}`") from None
 
 
 def cmd_evaluate(args: argparse.Namespace, model: Any = None, result: Any = None) -> Any:
@@ -210,13 +240,16 @@ def cmd_evaluate(args: argparse.Namespace, model: Any = None, result: Any = None
     t0 = time.perf_counter()
     if result is None:
         result = NeuronResult.load(out / RESULT_DIR)
-    model = model if model is not None else load_model(run["model"], cache=run.get("cache"))
     task = load_task(run["task"], cache=run.get("cache"))
     if args.n_heldout is not None:
         run = dict(run, n_heldout=args.n_heldout)
     _ident, held, demo = split_task(task, run)
     if held is None:
         raise SystemExit("tl-neuronllm: no held-out items left; lower --n-identify or --n-heldout")
+    from .evaluate import EvalConfig
+
+    EvalConfig(n_random=args.n_random, factor=args.factor, n_boot=args.n_boot, seed=args.seed)  # checked before the model
+    model = model if model is not None else load_model(run["model"], cache=run.get("cache"))
     _say(args, f"evaluate: {len(held)} held-out items, {args.n_random} random sets per condition")
     k = getattr(args, "k", None) if args.command == "evaluate" else None
     rescore_opts = {name: getattr(args, name) for name in ("z", "ambiguity")
@@ -293,8 +326,52 @@ def _ambiguity(x: str) -> float | None:
 
 
 def _num(x: str | float | int) -> int | float:
-    v = float(x)
-    return int(v) if v >= 1 and v == int(v) else v
+    """A count-or-fraction option: numbers pass; strings as written (``"5"`` an int, ``"0.1"`` a float)."""
+    if isinstance(x, (int, float)):
+        return x
+    s = str(x).strip()
+    try:
+        return int(s)
+    except ValueError:
+        return float(s)
+
+
+def _count_or_fraction(name: str) -> Any:
+    def parse(x: str) -> int | float:
+        from .validate import check_count_or_fraction
+
+        try:
+            return check_count_or_fraction(name, _num(x), min_count=1 if name == "z" else 0)
+        except ValueError as e:
+            msg = str(e) if "must" in str(e) else f"{name} must be an int count or a fraction in (0, 1), got {x!r}"
+            raise argparse.ArgumentTypeError(msg) from None
+    parse.__name__ = name
+    return parse
+
+
+def _int_at_least(low: int) -> Any:
+    def parse(x: str) -> int:
+        try:
+            v = int(x)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {x!r}") from None
+        if v < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {v}")
+        return v
+    parse.__name__ = f"integer >= {low}"
+    return parse
+
+
+def _finite(x: str) -> float:
+    import math
+
+    try:
+        v = float(x)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {x!r}") from None
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {x!r}")
+    return v
 
 
 def _say(args: argparse.Namespace, msg: str) -> None:
@@ -306,7 +383,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=DEFAULT_OUT, help=f"output directory (default ./{DEFAULT_OUT}/)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     p.add_argument("--quiet", action="store_true", help="print only the final table")
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--threads", type=_int_at_least(1), default=None,
                    help="torch CPU threads (default: 1 if the machine is already busy, else torch's default)")
     p.add_argument("--seed", type=int, default=DEFAULTS["seed"], help="seed of permutations, random sets and bootstrap")
 
@@ -321,18 +398,18 @@ def _identify_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--show-options", dest="show_options", action=argparse.BooleanOptionalAction, default=None,
                    help="cloze mode: list the lettered options in the prompt (default: no; SmolLM2 scores worse "
                         "with them listed)")
-    p.add_argument("--n-identify", type=int, default=d["n_identify"], help=f"identification items (default {d['n_identify']})")
-    p.add_argument("--n-heldout", type=int, default=d["n_heldout"], help=f"held-out items (default {d['n_heldout']})")
-    p.add_argument("--n-shots", type=int, default=d["n_shots"], help="demonstrations per prompt (default 1)")
-    p.add_argument("--n-proxies", type=int, default=None,
+    p.add_argument("--n-identify", type=_int_at_least(1), default=d["n_identify"], help=f"identification items (default {d['n_identify']})")
+    p.add_argument("--n-heldout", type=_int_at_least(0), default=d["n_heldout"], help=f"held-out items (default {d['n_heldout']})")
+    p.add_argument("--n-shots", type=_int_at_least(0), default=d["n_shots"], help="demonstrations per prompt (default 1)")
+    p.add_argument("--n-proxies", type=_int_at_least(1), default=None,
                    help="proxies per item (default 3; 1 in cloze mode without listed options, where all proxies "
                         "would be the same prompt)")
     p.add_argument("--method", default=d["method"], help="attribution: ig (default), grad_x_act, activation, or a baseline")
-    p.add_argument("--steps", type=int, default=d["steps"], help=f"IG steps (default {d['steps']})")
+    p.add_argument("--steps", type=_int_at_least(1), default=d["steps"], help=f"IG steps (default {d['steps']})")
     p.add_argument("--ig-rule", choices=("riemann", "gauss"), default=d["ig_rule"],
                    help=f"IG quadrature (default {d['ig_rule']})")
-    p.add_argument("--k", default=d["k"], help=f"good/bad set size: a count or a fraction < 1 (default {d['k']})")
-    p.add_argument("--z", default=d["z"], help="per-item candidates of each sign: a fraction < 1 of all neurons or a "
+    p.add_argument("--k", type=_count_or_fraction("k"), default=d["k"], help=f"good/bad set size: a count or a fraction < 1 (default {d['k']})")
+    p.add_argument("--z", type=_count_or_fraction("z"), default=d["z"], help="per-item candidates of each sign: a fraction < 1 of all neurons or a "
                                                f"count (default {d['z']})")
     p.add_argument("--ambiguity", type=_ambiguity, default=d["ambiguity"],
                    help="ambiguity filter: 0 strict (default), rho in (0, 0.5], or none")
@@ -345,15 +422,15 @@ def _identify_args(p: argparse.ArgumentParser) -> None:
 def _evaluate_args(p: argparse.ArgumentParser, *, heldout: bool) -> None:
     d = DEFAULTS
     if heldout:
-        p.add_argument("--n-heldout", type=int, default=None, help="held-out items (default: as identified)")
-        p.add_argument("--k", default=None, help="re-select the good/bad sets with this size (default: as identified)")
-        p.add_argument("--z", default=_UNSET, help="re-form the sets with this per-item candidate size (needs "
+        p.add_argument("--n-heldout", type=_int_at_least(0), default=None, help="held-out items (default: as identified)")
+        p.add_argument("--k", type=_count_or_fraction("k"), default=None, help="re-select the good/bad sets with this size (default: as identified)")
+        p.add_argument("--z", type=_count_or_fraction("z"), default=_UNSET, help="re-form the sets with this per-item candidate size (needs "
                                                    "identify --keep-attributions)")
         p.add_argument("--ambiguity", type=_ambiguity, default=_UNSET,
                        help="re-form the sets with this ambiguity filter (a number or none; needs --keep-attributions)")
-    p.add_argument("--n-random", type=int, default=d["n_random"], help=f"random sets per condition (default {d['n_random']})")
-    p.add_argument("--factor", type=float, default=d["factor"], help="enhancement factor (default 2)")
-    p.add_argument("--n-boot", type=int, default=d["n_boot"], help="bootstrap resamples (default 2000)")
+    p.add_argument("--n-random", type=_int_at_least(0), default=d["n_random"], help=f"random sets per condition (default {d['n_random']})")
+    p.add_argument("--factor", type=_finite, default=d["factor"], help="enhancement factor (default 2)")
+    p.add_argument("--n-boot", type=_int_at_least(1), default=d["n_boot"], help="bootstrap resamples (default 2000)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -387,9 +464,25 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version")):
         argv = ["run", *argv]
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     _set_threads(args.threads)
-    COMMANDS[args.command](args)
+    try:
+        COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        print("tl-neuronllm: interrupted", file=sys.stderr)
+        return 130
+    except SystemExit as e:  # our one-line messages: print them, exit 2 like argparse
+        if not isinstance(e.code, str):
+            raise
+        print(e.code, file=sys.stderr)
+        return 2
+    except (ValueError, OSError) as e:  # user errors (TaskError, ModelError, bad options, files): one line
+        if os.environ.get("TL_NEURONLLM_DEBUG"):
+            raise
+        msg = " ".join(str(e).split()) or type(e).__name__
+        print(f"{parser.prog} {args.command}: error: {msg}", file=sys.stderr)
+        return 2
     return 0
 
 

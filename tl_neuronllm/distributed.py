@@ -39,7 +39,9 @@ from torch import Tensor
 
 from .adapter import ModelAdapter, preserved_model_state
 from .baselines import BASELINES
-from .pipeline import IdentifyConfig, build_queries, choose_demos, finish_result, score_resumable
+from .pipeline import (IdentifyConfig, build_queries, check_layers, choose_demos, finish_result, require_autograd,
+                       score_resumable)
+from .validate import check_count_or_fraction
 from .result import NeuronResult
 from .scoring import ACEState
 from .tasks import Item, Task, TaskError
@@ -150,6 +152,8 @@ def identify_distributed(
     if not dist.is_initialized():
         raise RuntimeError("torch.distributed is not initialised; call init_distributed() under torchrun first")
     cfg = IdentifyConfig.from_options(config, **options)
+    k = check_count_or_fraction("k", k)
+    require_autograd("identify_distributed")
     if cfg.method in BASELINES:
         raise NotImplementedError(f"method {cfg.method!r} is a baseline; run it with tl_neuronllm.identify")
     if not isinstance(task, Task):
@@ -157,6 +161,7 @@ def identify_distributed(
     rank, world = dist.get_rank(group), dist.get_world_size(group)
     t0 = time.perf_counter()
     adapter = ModelAdapter(model, hook=cfg.hook, kv_cache=cfg.kv_cache)
+    check_layers(cfg.layers, adapter.n_layers)
     scored, demo_items = choose_demos(task, cfg.n_shots, cfg.seed, demos)
     with preserved_model_state(model):
         adapter.check_widths()
@@ -167,7 +172,8 @@ def identify_distributed(
                        "demos": [d.to_record() for d in demo_items], "shard": [rank, world]}
         state, act_sum, probs = score_resumable(
             adapter, shard, cfg, checkpoint=None if checkpoint is None else Path(checkpoint) / f"rank{rank}-of-{world}",
-            checkpoint_every=checkpoint_every, fingerprint=fingerprint, progress=progress and rank == 0)
+            checkpoint_every=checkpoint_every, fingerprint=fingerprint, progress=progress and rank == 0,
+            item_ids=[scored.items[i].id for i in mine])
     state, act_sum = reduce_state(state, act_sum, group)
     gathered: list[Any] = [None] * world
     dst = 0 if group is None else dist.get_global_rank(group, 0)

@@ -62,10 +62,11 @@ from .adapter import ModelAdapter, preserved_model_state
 from .answers import Query, predict, suffix_scores
 from .interventions import Intervention, make_hooks
 from .memory import condition_chunk
-from .pipeline import IdentifyConfig, _versions, build_queries, choose_demos, config_from_options
+from .pipeline import IdentifyConfig, _versions, build_queries, check_finite_probs, choose_demos, config_from_options
 from .proxies import TokenFormat
 from .result import NeuronResult
 from .tasks import LETTERS, Item, Task, TaskError
+from .validate import check_choice, check_count_or_fraction, check_float, check_int
 
 EVAL_JSON = "evaluation.json"
 EVAL_MD = "evaluation.md"
@@ -234,24 +235,25 @@ class EvalConfig:
     memory_budget_mb: float = 512.0
 
     def __post_init__(self) -> None:
+        if isinstance(self.interventions, str):
+            raise ValueError(f"interventions must be a list of names, got the string {self.interventions!r}")
         object.__setattr__(self, "interventions", tuple(self.interventions))
         unknown = [n for n in self.interventions if n not in INTERVENTIONS]
         if unknown:
             raise ValueError(f"unknown intervention(s) {unknown}; known: {list(INTERVENTIONS)}")
-        if self.n_random < 0:
-            raise ValueError(f"n_random must be >= 0, got {self.n_random}")
-        if self.n_boot < 1:
-            raise ValueError(f"n_boot must be >= 1, got {self.n_boot}")
-        if not 0 < self.ci < 1:
-            raise ValueError(f"ci must be in (0, 1), got {self.ci}")
-        if self.positions not in ("site", "all"):
-            raise ValueError(f"positions must be 'site' or 'all', got {self.positions!r}")
-        if self.engine not in ("auto", "prefix", "full"):
-            raise ValueError(f"engine must be 'auto', 'prefix' or 'full', got {self.engine!r}")
+        object.__setattr__(self, "factor", check_float("factor", self.factor))
+        check_int("n_random", self.n_random, min_value=0)
+        if self.k is not None:
+            check_count_or_fraction("k", self.k)
+        check_int("n_boot", self.n_boot, min_value=1)
+        check_float("ci", self.ci, low=0, high=1, low_open=True, high_open=True)
+        check_int("seed", self.seed)
+        check_choice("positions", self.positions, ("site", "all"))
+        check_choice("engine", self.engine, ("auto", "prefix", "full"))
         if self.engine == "prefix" and self.positions == "all":
             raise ValueError("engine='prefix' needs positions='site' (the prefix changes when all positions are hit)")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        check_int("batch_size", self.batch_size, min_value=1)
+        check_float("memory_budget_mb", self.memory_budget_mb, low=0, low_open=True)
 
     @classmethod
     def from_options(cls, config: "EvalConfig | None" = None, **options: Any) -> "EvalConfig":
@@ -392,7 +394,11 @@ class EvalResult:
         f = path / EVAL_JSON if path.is_dir() else path
         if not f.exists():
             raise FileNotFoundError(f"{path} holds no {EVAL_JSON}")
-        return cls.from_dict(json.loads(f.read_text()))
+        try:
+            return cls.from_dict(json.loads(f.read_text(encoding="utf-8")))
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
+            raise ValueError(f"{f}: not a readable evaluation ({type(e).__name__}: {e}); the file is truncated or "
+                             "edited: run the evaluation again") from None
 
     # ---- views --------------------------------------------------------------------------
     def _letters_str(self, counts: dict[str, float], total: int) -> str:
@@ -654,16 +660,22 @@ def _role_interventions(neurons: dict[str, list[tuple[int, int]]], spec: tuple[t
 
 
 def _check_disjoint(result: NeuronResult, heldout: Task, demo_items: Sequence[Item]) -> None:
-    scored_ids = set(map(str, result.config.get("task", {}).get("item_ids", [])))
-    clash = [it.id for it in heldout.items if it.id in scored_ids]
+    tcfg = result.config.get("task", {})
+    if "item_keys" in tcfg:  # by content: the same question under another id or option order is caught
+        keys = set(tcfg["item_keys"])
+        clash = [it.id for it in heldout.items if it.content_key() in keys]
+        what = "is an identification item (same context, question and options)"
+    else:  # results saved before item_keys existed: only the ids are known
+        scored_ids = set(map(str, tcfg.get("item_ids", [])))
+        clash = [it.id for it in heldout.items if it.id in scored_ids]
+        what = "has the id of an identification item (this result predates content keys)"
     if clash:
         raise TaskError(
-            f"held-out item {clash[0]!r} ({len(clash)} in all) has the id of an identification item; evaluate on "
-            "items the neurons were not identified on (Task.split gives disjoint splits), or pass "
-            "allow_overlap=True if the ids come from unrelated tasks"
+            f"held-out item {clash[0]!r} ({len(clash)} in all) {what}; evaluate on items the neurons were not "
+            "identified on (Task.split gives disjoint splits), or pass allow_overlap=True to measure them anyway"
         )
-    keys = {(d.question, d.options) for d in demo_items}
-    both = [it.id for it in heldout.items if (it.question, it.options) in keys]
+    demo_keys = {d.content_key() for d in demo_items}
+    both = [it.id for it in heldout.items if it.content_key() in demo_keys]
     if both:
         raise TaskError(f"held-out item {both[0]!r} is also a demonstration; demos must come from other items")
 
@@ -689,7 +701,8 @@ def evaluate(
             default: ``n_shots`` items drawn from ``heldout`` (and then not evaluated).
         config: A base :class:`EvalConfig`; ``options`` override its fields.
         progress: Show a progress bar.
-        allow_overlap: Skip the check that held-out item ids differ from the identification ids.
+        allow_overlap: Skip the check that no held-out item is an identification item (compared by
+            content: context, question and the set of options, whatever the ids).
         **options: Any :class:`EvalConfig` field, e.g. ``n_random=3``, ``factor=4.0``.
 
     Returns:
@@ -742,11 +755,11 @@ def evaluate(
             conds.append(_role_interventions(sets, spec, cfg))
 
     # ---- run ----------------------------------------------------------------------------------
+    queries = build_queries(adapter, scored, icfg, demo_items)  # tokenizer only: errors before any model time
+    flat = [q for qs in queries for q in qs]
+    item_of = np.array([i for i, qs in enumerate(queries) for _ in qs])
     with preserved_model_state(model), torch.no_grad():
         adapter.check_widths()
-        queries = build_queries(adapter, scored, icfg, demo_items)
-        flat = [q for qs in queries for q in qs]
-        item_of = np.array([i for i, qs in enumerate(queries) for _ in qs])
         probs: list[list[Tensor]] = [[] for _ in conds]  # [condition][query]
         if engine == "prefix":
             it: Any = flat
@@ -768,6 +781,8 @@ def evaluate(
                 probs[c] = _probs_full(adapter, flat, conds[c], cfg.batch_size)
 
     # ---- statistics ---------------------------------------------------------------------------
+    ids = [it.id for it in scored.items]
+    check_finite_probs([[p] for p in probs[0]], [ids[i] for i in item_of], "evaluate (baseline)")
     n_items = len(queries)
     n_opt = max(q.n_options for q in flat)
     letters = list(LETTERS[:n_opt])

@@ -10,7 +10,7 @@ it added, also when its body raises.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -19,7 +19,8 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from .adapter import hooks_restored
+from .adapter import _hook_snapshot
+from .validate import check_choice, check_float, check_int
 
 Mode = Literal["zero", "scale", "mean", "set"]
 MODES = ("zero", "scale", "mean", "set")
@@ -46,13 +47,23 @@ class Intervention:
     positions: Positions = "site"
 
     def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"intervention mode must be one of {MODES}, got {self.mode!r}")
-        if self.positions not in ("site", "all"):
-            raise ValueError(f"positions must be 'site' or 'all', got {self.positions!r}")
+        check_choice("intervention mode", self.mode, MODES)
+        check_choice("positions", self.positions, ("site", "all"))
+        object.__setattr__(self, "factor", check_float("factor", self.factor))
         if self.mode in ("mean", "set") and self.values is None:
             raise ValueError(f"mode {self.mode!r} needs values (mean activations or the value to set)")
-        object.__setattr__(self, "neurons", tuple((int(a), int(b)) for a, b in self.neurons))
+        if isinstance(self.values, Tensor):
+            if not bool(torch.isfinite(self.values).all()):
+                raise ValueError(f"mode {self.mode!r}: the values tensor has non-finite entries (nan or inf)")
+        elif self.values is not None:
+            object.__setattr__(self, "values", check_float("value", self.values))
+        neurons = []
+        for j, pair in enumerate(self.neurons):
+            if isinstance(pair, (str, bytes)) or len(pair) != 2:
+                raise ValueError(f"neurons[{j}] must be a (layer, neuron) pair, got {pair!r}")
+            neurons.append((check_int(f"neurons[{j}] layer", pair[0], min_value=0),
+                            check_int(f"neurons[{j}] neuron", pair[1], min_value=0)))
+        object.__setattr__(self, "neurons", tuple(neurons))
 
     def by_layer(self) -> dict[int, list[int]]:
         out: dict[int, list[int]] = {}
@@ -71,15 +82,30 @@ def make_hooks(
     hook_names: Sequence[str],
     iv: Intervention,
     site: Int[Tensor, " batch"] | None = None,
+    *,
+    d_mlp: int | None = None,
 ) -> list[tuple[str, Any]]:
-    """Forward hooks that apply ``iv``; ``site`` gives per-row site positions (default: last)."""
+    """Forward hooks that apply ``iv``; ``site`` gives per-row site positions (default: last).
+
+    With ``d_mlp`` each hook refuses an activation of another width when it fires.
+
+    Raises:
+        ValueError: for a layer outside ``hook_names``, a neuron outside ``d_mlp``; when a hook fires,
+            an activation of another width than ``d_mlp`` or narrower than a neuron index.
+    """
     hooks = []
     for layer, neurons in sorted(iv.by_layer().items()):
         if not 0 <= layer < len(hook_names):
             raise ValueError(f"layer {layer} is out of range for a model with {len(hook_names)} layers")
         idx = torch.tensor(sorted(set(neurons)), dtype=torch.long)
+        if d_mlp is not None and int(idx.max()) >= d_mlp:
+            raise ValueError(f"neuron {int(idx.max())} is out of range for layer {layer} (width {d_mlp})")
 
         def fn(act: Float[Tensor, "batch pos d_mlp"], hook: Any, layer: int = layer, idx: Tensor = idx) -> Tensor:
+            if d_mlp is not None and act.shape[-1] != d_mlp:
+                raise ValueError(f"layer {layer} ({hook_names[layer]}): the activation "
+                                 f"has width {act.shape[-1]} but these interventions are for width {d_mlp}; they "
+                                 "belong to another model")
             if int(idx.max()) >= act.shape[-1]:
                 raise ValueError(f"neuron {int(idx.max())} is out of range for layer {layer} (width {act.shape[-1]})")
             i = idx.to(act.device)
@@ -111,8 +137,43 @@ def make_hooks(
 
 
 @contextmanager
+def own_hooks_removed(model: Any) -> Iterator[Callable[[], None]]:
+    """Remove, on exit, exactly the hooks registered between entering and calling the yielded ``mark()``.
+
+    For blocks that attach their hooks and then run user code: hooks the user adds after ``mark()``
+    are left in place (only ours are removed, also on error).
+    """
+    before = _hook_snapshot(model) if isinstance(model, torch.nn.Module) else []
+    ours: list[tuple[torch.nn.Module, str, Any]] = []
+
+    def mark() -> None:
+        for (mod, s0), (_, s1) in zip(before, _hook_snapshot(model)):
+            for attr, val in s1.items():
+                old = s0.get(attr, set() if attr.startswith("_") else [])
+                ours.extend((mod, attr, h) for h in val if h not in old)
+
+    try:
+        yield mark
+    finally:
+        for mod, attr, h in ours:
+            if attr.startswith("_"):
+                getattr(mod, attr).pop(h, None)
+            else:
+                lst = getattr(mod, attr, None)
+                if isinstance(lst, list) and h in lst:
+                    if hasattr(h, "hook") and hasattr(h.hook, "remove"):
+                        h.hook.remove()
+                    lst.remove(h)
+
+
+@contextmanager
 def intervene(model: Any, hooks: Sequence[tuple[str, Any]]) -> Iterator[Any]:
-    """Attach ``hooks`` to ``model`` for the block; only they are removed on exit (even on error)."""
-    with hooks_restored(model):
+    """Attach ``hooks`` to ``model`` for the block; only they are removed on exit (even on error).
+
+    Hooks the user adds inside the block stay: the handles registered while *our* hooks were being
+    attached are recorded and exactly those are removed.
+    """
+    with own_hooks_removed(model) as mark:
         with model.hooks(fwd_hooks=list(hooks)):
+            mark()
             yield model

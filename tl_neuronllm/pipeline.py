@@ -24,14 +24,15 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from . import __version__
-from .adapter import ModelAdapter, preserved_model_state
+from .adapter import HOOK_CHOICES, ModelAdapter, ModelError, preserved_model_state
 from .answers import TARGETS, Query, make_queries
 from .attribution import METHODS, Rule, grad_x_act, ig_fast
 from .baselines import BASELINES, run_baseline
 from .proxies import AugmentConfig, PromptConfig, Renderer, TokenFormat
-from .result import NeuronResult, build_result
+from .result import NeuronResult, ResultFileError, build_result
 from .scoring import ACEState, ScoringConfig
 from .tasks import Item, Task, TaskError
+from .validate import check_bool, check_choice, check_count_or_fraction, check_float, check_int
 
 
 @dataclass(frozen=True)
@@ -88,16 +89,31 @@ class IdentifyConfig:
     kv_cache: Literal["auto", "off"] = "auto"
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS and self.method not in BASELINES:
-            raise ValueError(f"method must be one of {METHODS + tuple(sorted(BASELINES))}, got {self.method!r}")
-        if self.target not in TARGETS:
-            raise ValueError(f"target must be one of {TARGETS}, got {self.target!r}")
-        if self.steps < 1:
-            raise ValueError(f"steps must be >= 1, got {self.steps}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        check_choice("method", self.method, METHODS + tuple(sorted(BASELINES)))
+        check_choice("mode", self.mode, ("letter", "cloze"))
+        check_choice("target", self.target, TARGETS)
+        check_int("n_proxies", self.n_proxies, min_value=1)
+        check_choice("permutation", self.permutation, ("cyclic", "random"))
+        check_bool("include_original", self.include_original)
+        check_int("n_shots", self.n_shots, min_value=0)
+        if self.instruction is not None and not isinstance(self.instruction, str):
+            raise ValueError(f"instruction must be a string or None, got {type(self.instruction).__name__}")
+        check_bool("show_options", self.show_options)
+        check_int("steps", self.steps, min_value=1)
+        check_choice("ig_rule", self.ig_rule, ("riemann", "gauss"))
+        check_choice("hook", self.hook, HOOK_CHOICES)
+        check_int("seed", self.seed)
+        check_int("batch_size", self.batch_size, min_value=1)
+        check_int("chunk_rows", self.chunk_rows, min_value=1, allow_none=True)
+        check_float("memory_budget_mb", self.memory_budget_mb, low=0, low_open=True, allow_none=True)
+        check_choice("kv_cache", self.kv_cache, ("auto", "off"))
         if self.layers is not None:
-            object.__setattr__(self, "layers", tuple(int(x) for x in self.layers))
+            if isinstance(self.layers, (str, bytes)) or not isinstance(self.layers, Iterable):
+                raise ValueError(f"layers must be a list of layer indices or None, got {self.layers!r}")
+            layers = tuple(check_int(f"layers[{i}]", x, min_value=0) for i, x in enumerate(self.layers))
+            if not layers or len(set(layers)) != len(layers):
+                raise ValueError(f"layers must be distinct layer indices (at least one), got {list(self.layers)}")
+            object.__setattr__(self, "layers", layers)
         if self.mode == "cloze" and not self.show_options and self.n_proxies > 1:
             # without listed options every permutation renders the same prompt
             warnings.warn("cloze mode with show_options=False: all proxies would be the same prompt; using n_proxies=1",
@@ -127,6 +143,28 @@ class IdentifyConfig:
     def from_options(cls, config: "IdentifyConfig | None" = None, **options: Any) -> "IdentifyConfig":
         """A config from keyword options (unknown names raise a ``TypeError`` listing the valid ones)."""
         return config_from_options(cls, config, options)
+
+
+def check_layers(layers: Sequence[int] | None, n_layers: int) -> None:
+    """Refuse layer indices the model does not have.
+
+    Raises:
+        ValueError: naming the first out-of-range layer.
+    """
+    bad = [x for x in layers or () if not 0 <= x < n_layers]
+    if bad:
+        raise ValueError(f"layers: layer {bad[0]} is out of range for a model with {n_layers} layers (0..{n_layers - 1})")
+
+
+def require_autograd(what: str) -> None:
+    """Refuse to run inside ``torch.inference_mode()``, where no gradient can be taken.
+
+    Raises:
+        RuntimeError: naming the call, inside ``torch.inference_mode()``.
+    """
+    if torch.is_inference_mode_enabled():
+        raise RuntimeError(f"{what} cannot run inside torch.inference_mode(): attributions need autograd (taken "
+                           "with respect to activations, never into your parameters); call it outside that block")
 
 
 def config_from_options(cls: type, config: Any, options: dict[str, Any]) -> Any:
@@ -206,6 +244,39 @@ def attribute_item_batch(
     return ig, mask, probs, act_sum
 
 
+def check_finite_attributions(ig: Tensor, mask: Tensor, start: int, item_ids: Sequence[str] | None = None) -> None:
+    """Refuse ``nan``/``inf`` attributions of the proxies in ``mask``, naming the first layer and item.
+
+    Raises:
+        ModelError: for a non-finite attribution.
+    """
+    bad = ~torch.isfinite(ig) & (mask[:, :, None, None] > 0)
+    if not bool(bad.any()):
+        return
+    i, p, layer, n = (int(x) for x in bad.nonzero()[0])
+    idx = start + i
+    name = repr(item_ids[idx]) if item_ids is not None and idx < len(item_ids) else f"#{idx}"
+    layers = sorted({int(x) for x in bad.nonzero()[:, 2]})
+    raise ModelError(
+        f"non-finite attribution ({float(ig[i, p, layer, n])}) at layer {layer} (neuron {n}) for item {name} "
+        f"(proxy {p}); layers with non-finite values in this batch: {layers}. The model produces nan/inf "
+        "activations or gradients on this prompt (check its weights and dtype); no scores were formed")
+
+
+def check_finite_probs(probs: Sequence[Sequence[Tensor]], item_ids: Sequence[str], what: str) -> None:
+    """Refuse ``nan``/``inf`` option probabilities, naming the item.
+
+    Raises:
+        ModelError: for a non-finite probability.
+    """
+    for i, ps in enumerate(probs):
+        for p, pr in enumerate(ps):
+            if not bool(torch.isfinite(pr).all()):
+                name = repr(item_ids[i]) if i < len(item_ids) else f"#{i}"
+                raise ModelError(f"{what}: the model's option probabilities are non-finite ({pr.tolist()}) for item "
+                                 f"{name} (proxy {p}); the model produces nan/inf logits (check its weights and dtype)")
+
+
 def _progress(it: Iterable[Any], total: int, enabled: bool, desc: str) -> Iterable[Any]:
     if not enabled:
         return it
@@ -241,14 +312,19 @@ def run_scoring(
     progress: bool = True,
     on_batch: Callable[[int, ACEState, Tensor, list[list[Tensor]]], None] | None = None,
     kept: list[tuple[Tensor, Tensor]] | None = None,
+    item_ids: Sequence[str] | None = None,
 ) -> tuple[ACEState, Tensor, list[list[Tensor]]]:
     """Stream items ``start..`` through attribution into the ACE state.
 
     ``on_batch(next_item, state, act_sum, probs)`` is called after each batch (checkpointing);
     each batch's ``(attributions, proxy_mask)`` is appended to ``kept`` when it is given.
+    ``item_ids`` name the items in errors.
 
     Returns:
         ``(state, act_sum, probs)``.
+
+    Raises:
+        ModelError: if an attribution is ``nan`` or ``inf`` (naming the layer and the item).
     """
     state = state or ACEState.zeros(adapter.n_layers, adapter.d_mlp)
     act_sum = torch.zeros(adapter.n_layers, adapter.d_mlp, dtype=torch.float64) if act_sum is None else act_sum
@@ -258,6 +334,7 @@ def run_scoring(
     for b in _progress(starts, len(starts), progress, f"identify ({cfg.method}, {len(queries)} items)"):
         batch = queries[b : b + cfg.batch_size]
         ig, mask, probs, a = attribute_item_batch(adapter, batch, cfg)
+        check_finite_attributions(ig, mask, b, item_ids)
         state.update(ig, scoring, mask)
         if kept is not None:
             kept.append((ig, mask))
@@ -266,6 +343,30 @@ def run_scoring(
         if on_batch is not None:
             on_batch(b + len(batch), state, act_sum, all_probs)
     return state, act_sum, all_probs
+
+
+def model_fingerprint(model: Any, *, n_tensors: int = 4, n_values: int = 4096) -> str:
+    """A cheap hash of a model's weights: every parameter's name, shape and dtype, plus the values of
+    ``n_tensors`` parameters spread over the model (``n_values`` evenly spaced entries of each).
+
+    Two models of the same architecture but different weights (another seed, a fine-tune) differ in
+    almost every tensor, so a few sampled tensors tell them apart without hashing gigabytes.
+    """
+    import hashlib
+
+    h = hashlib.sha256()
+    named = list(model.named_parameters()) if isinstance(model, torch.nn.Module) else []
+    for name, p in named:
+        h.update(f"{name}:{tuple(p.shape)}:{p.dtype};".encode())
+    if named:
+        picks = sorted({round(i * (len(named) - 1) / max(n_tensors - 1, 1)) for i in range(n_tensors)})
+        with torch.no_grad():
+            for i in picks:
+                flat = named[i][1].detach().reshape(-1)
+                if flat.numel() > n_values:
+                    flat = flat[torch.linspace(0, flat.numel() - 1, n_values, device=flat.device).long()]
+                h.update(flat.float().cpu().numpy().tobytes())
+    return h.hexdigest()
 
 
 class Checkpoint:
@@ -290,17 +391,23 @@ class Checkpoint:
         ten_f = self.path / self.FILE
         if not ten_f.exists():
             return None
-        with safe_open(str(ten_f), framework="pt") as fh:
-            meta = fh.metadata() or {}
+        try:
+            with safe_open(str(ten_f), framework="pt") as fh:
+                meta = fh.metadata() or {}
+            t = load_file(str(ten_f))
+            state = ACEState.from_tensors({k[6:]: v for k, v in t.items() if k.startswith("state.")})
+            probs = [[p[: int(n)] for p, n in zip(t["probs"][i], t["n_options"][i]) if n > 0]
+                     for i in range(t["probs"].shape[0])]
+            next_item = int(meta["next_item"])
+        except Exception as e:  # safetensors' own error types for truncated / foreign files, missing keys
+            raise ResultFileError(f"checkpoint {ten_f} cannot be read ({type(e).__name__}: {e}); it is truncated or "
+                                  "not a tl_neuronllm checkpoint: delete it to start the run afresh") from None
         if meta.get("fingerprint") != self.fingerprint:
             raise ValueError(
-                f"checkpoint {self.path} was written by a run with other arguments (model, task or options); "
-                "delete it or choose another checkpoint directory"
+                f"checkpoint {self.path} was written by a run with other arguments or another model (weights, task "
+                "or options); delete it or choose another checkpoint directory"
             )
-        t = load_file(str(ten_f))
-        state = ACEState.from_tensors({k[6:]: v for k, v in t.items() if k.startswith("state.")})
-        probs = [[p[: int(n)] for p, n in zip(t["probs"][i], t["n_options"][i]) if n > 0] for i in range(t["probs"].shape[0])]
-        return int(meta["next_item"]), state, t["act_sum"], probs
+        return next_item, state, t["act_sum"], probs
 
     def save(self, next_item: int, state: ACEState, act_sum: Tensor, probs: Sequence[Sequence[Tensor]], force: bool = False) -> None:
         self._n += 1
@@ -331,16 +438,21 @@ def score_resumable(
     fingerprint: dict[str, Any],
     progress: bool,
     kept: list[tuple[Tensor, Tensor]] | None = None,
+    item_ids: Sequence[str] | None = None,
 ) -> tuple[ACEState, Tensor, list[list[Tensor]]]:
     """:func:`run_scoring`, snapshotting to ``checkpoint`` (if given) and resuming from it.
 
-    ``fingerprint`` (with the config and the model's shape) identifies the run's arguments.
+    ``fingerprint`` (with the config, the model's shape and a hash of its weights, see
+    :func:`model_fingerprint`) identifies the run's arguments and model.
+
+    Raises:
+        ValueError: for a checkpoint of another run or model; ``ResultFileError`` for an unreadable one.
     """
     start, state, act_sum, done_probs = 0, None, None, []
     on_batch = None
     if checkpoint is not None:
-        ckpt = Checkpoint(checkpoint, {"config": cfg.to_dict(), "model": adapter.describe(), **fingerprint},
-                          checkpoint_every)
+        ckpt = Checkpoint(checkpoint, {"config": cfg.to_dict(), "model": adapter.describe(),
+                                       "weights": model_fingerprint(adapter.model), **fingerprint}, checkpoint_every)
         loaded = ckpt.load()
         if loaded is not None:
             start, state, act_sum, done_probs = loaded
@@ -349,7 +461,7 @@ def score_resumable(
             ckpt.save(next_item, st, a, done_probs + probs, force=next_item >= len(queries))
 
     state, act_sum, probs = run_scoring(adapter, queries, cfg, state=state, act_sum=act_sum, start=start,
-                                        progress=progress, on_batch=on_batch, kept=kept)
+                                        progress=progress, on_batch=on_batch, kept=kept, item_ids=item_ids)
     return state, act_sum, done_probs + probs
 
 
@@ -401,13 +513,23 @@ def identify(
         and ``bad`` neurons.
 
     Raises:
-        TaskError: for malformed tasks or demos.
-        ModelError: if the model lacks the neuron hooks or single-token letters.
+        TaskError: for malformed tasks or demos; ``ContextLengthError`` (a ``ValueError``) for a prompt
+            longer than the model's context (naming the item, its length and the limit).
+        ModelError: if the model lacks the neuron hooks or single-token letters, or produces non-finite
+            attributions (naming the layer and the item).
+        ValueError: for an option of the wrong type or range (``k``, ``z``, ``steps``, ...), checked
+            before any model time, or a checkpoint written by another run or model.
+        RuntimeError: inside ``torch.inference_mode()``.
         TypeError: for unknown options.
     """
     cfg = IdentifyConfig.from_options(config, **options)
+    k = check_count_or_fraction("k", k)
+    check_bool("progress", progress)
+    check_bool("keep_attributions", keep_attributions)
+    check_int("checkpoint_every", checkpoint_every, min_value=1)
     if not isinstance(task, Task):
         raise TaskError(f"task must be a tl_neuronllm.Task, got {type(task).__name__}; use Task.from_records(...)")
+    require_autograd("identify")
     if keep_attributions and checkpoint is not None:
         raise ValueError("keep_attributions=True cannot resume from a checkpoint (snapshots hold only the streaming "
                          "sums); drop one of the two")
@@ -416,10 +538,11 @@ def identify(
                          f"{cfg.method!r} has no per-item attributions to keep")
     t0 = time.perf_counter()
     adapter = ModelAdapter(model, hook=cfg.hook, kv_cache=cfg.kv_cache)
+    check_layers(cfg.layers, adapter.n_layers)
     scored, demo_items = choose_demos(task, cfg.n_shots, cfg.seed, demos)
+    queries = build_queries(adapter, scored, cfg, demo_items)  # tokenizer only: errors before any model time
     with preserved_model_state(model):
         adapter.check_widths()
-        queries = build_queries(adapter, scored, cfg, demo_items)
         if cfg.method in BASELINES:
             out = run_baseline(cfg.method, adapter, queries, cfg, progress=progress)
             state = ACEState.zeros(adapter.n_layers, adapter.d_mlp)
@@ -431,7 +554,8 @@ def identify(
         kept: list[tuple[Tensor, Tensor]] | None = [] if keep_attributions else None
         state, act_sum, probs = score_resumable(adapter, queries, cfg, checkpoint=checkpoint,
                                                 checkpoint_every=checkpoint_every, fingerprint=fingerprint,
-                                                progress=progress, kept=kept)
+                                                progress=progress, kept=kept,
+                                                item_ids=[it.id for it in scored.items])
     attributions, proxy_mask = stack_kept(kept) if kept else (None, None)
     return finish_result(adapter, scored, demo_items, queries, cfg, k, state, act_sum, probs, time.perf_counter() - t0,
                          attributions=attributions, proxy_mask=proxy_mask)
@@ -447,6 +571,12 @@ def finish_result(
     n_queries = sum(len(qs) for qs in queries)
     if scores is None:
         scores = state.ace(cfg.ambiguity)
+    if not bool(torch.isfinite(scores).all()):
+        layer = int((~torch.isfinite(scores)).nonzero()[0, 0])
+        raise ModelError(f"non-finite neuron scores at layer {layer} ({cfg.method}); the model produces nan/inf "
+                         "activations or gradients (check its weights and dtype)")
+    if probs:
+        check_finite_probs(probs, [it.id for it in scored.items], "identify")
     stats: dict[str, Any] = {"seconds": seconds, "n_queries": n_queries, "kv_backend": adapter.kv_backend,
                              "fast_paths": adapter.fast.to_dict(), **(extra or {})}
     if probs:
@@ -460,6 +590,7 @@ def finish_result(
             "kind": "tokens" if scored.is_tokens else "text",
             "demo_ids": [d.id for d in demo_items],
             "item_ids": [it.id for it in scored.items],
+            "item_keys": [it.content_key() for it in scored.items],
         },
         "versions": _versions(),
     }
@@ -494,6 +625,8 @@ def rescore(
     """
     if result.attributions is None:
         raise ValueError("this result has no per-item attributions; run identify(..., keep_attributions=True)")
+    if k is not None:
+        k = check_count_or_fraction("k", k)
     c = result.config
     scoring = ScoringConfig(
         candidates=candidates if candidates is not None else c.get("candidates", "topk"),

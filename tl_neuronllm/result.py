@@ -12,9 +12,9 @@ import csv
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, NoReturn
 
 import torch
 from jaxtyping import Float, Int
@@ -27,6 +27,13 @@ from .scoring import ACEState, select
 Role = Literal["good", "bad", "both"]
 TENSORS_FILE = "tensors.safetensors"
 CONFIG_FILE = "config.json"
+FORMAT_NAME = "tl_neuronllm.NeuronResult"
+FORMAT = f"{FORMAT_NAME}/1"
+
+
+class ResultFileError(ValueError):
+    """A saved result (or checkpoint) that cannot be used: unreadable, truncated, another format, or
+    parts that disagree; the message names the file and what to do."""
 
 
 class Neuron(NamedTuple):
@@ -157,16 +164,28 @@ class NeuronResult:
         return Intervention(tuple((n.layer, n.neuron) for n in self.neurons(role)), mode, factor, values, positions)
 
     def hooks(self, role: Role = "good", mode: Mode = "zero", *, factor: float = 2.0, value: float | None = None,
-              positions: Positions = "site", site: Int[Tensor, " batch"] | None = None) -> list[tuple[str, Any]]:
-        """Plain ``(hook_name, fn)`` forward hooks for ``run_with_hooks`` / ``model.hooks``."""
-        return make_hooks(self.hook_names, self.intervention(role, mode, factor=factor, value=value, positions=positions), site)
+              positions: Positions = "site", site: Int[Tensor, " batch"] | None = None,
+              model: Any = None) -> list[tuple[str, Any]]:
+        """Plain ``(hook_name, fn)`` forward hooks for ``run_with_hooks`` / ``model.hooks``.
+
+        Give ``model`` to check, when the hooks are built, that it has this result's layers and widths
+        (a deeper model would otherwise get the hooks on its first layers). Without it, each hook
+        still checks its activation's width when it fires.
+
+        Raises:
+            ValueError: for a model of another shape or without the hooks, or bad options.
+        """
+        if model is not None:
+            self._check_model(model)
+        iv = self.intervention(role, mode, factor=factor, value=value, positions=positions)
+        return make_hooks(self.hook_names, iv, site, d_mlp=self.d_mlp)
 
     @contextmanager
     def intervene(self, model: Any, role: Role = "good", mode: Mode = "zero", *, factor: float = 2.0,
                   value: float | None = None, positions: Positions = "site") -> Iterator[Any]:
         """Context manager applying an intervention; the hooks are removed on exit, even on error."""
         self._check_model(model)
-        with intervene(model, self.hooks(role, mode, factor=factor, value=value, positions=positions)):
+        with intervene(model, self.hooks(role, mode, factor=factor, value=value, positions=positions, model=model)):
             yield model
 
     def suppress(self, model: Any, role: Role = "good", *, positions: Positions = "site") -> Any:
@@ -189,11 +208,17 @@ class NeuronResult:
         cfg = getattr(model, "cfg", None)
         if cfg is None:
             raise ValueError(f"{type(model).__name__} is not a TransformerLens model (no cfg)")
-        if (int(cfg.n_layers), int(cfg.d_mlp)) != (self.n_layers, self.d_mlp):
+        if (getattr(cfg, "n_layers", None), getattr(cfg, "d_mlp", None)) != (self.n_layers, self.d_mlp):
             raise ValueError(
                 f"this result is for a model with {self.n_layers} layers x {self.d_mlp} neurons; the given model has "
-                f"{cfg.n_layers} x {cfg.d_mlp}"
+                f"{getattr(cfg, 'n_layers', None)} x {getattr(cfg, 'd_mlp', None)}"
             )
+        hook_dict = getattr(model, "hook_dict", None)
+        if isinstance(hook_dict, dict):
+            missing = [n for n in self.hook_names if n not in hook_dict]
+            if missing:
+                raise ValueError(f"the model has no hook {missing[0]!r} (layer {missing[0].split('.')[1]}), which this "
+                                 "result's neurons live on")
 
     # ---- export and persistence ---------------------------------------------------------
     def to_csv(self, path: str | Path) -> Path:
@@ -222,7 +247,7 @@ class NeuronResult:
                 torch.ones(self.attributions.shape[:2])
         save_file(tensors, str(path / TENSORS_FILE))
         meta = {
-            "format": "tl_neuronllm.NeuronResult/1",
+            "format": FORMAT,
             "config": self.config,
             "stats": self.stats,
             "good": [list(n) for n in self.good],
@@ -234,20 +259,98 @@ class NeuronResult:
 
     @classmethod
     def load(cls, path: str | Path) -> "NeuronResult":
-        """Load a result saved with :meth:`save`."""
+        """Load a result saved with :meth:`save`, checking that its parts belong together.
+
+        Raises:
+            FileNotFoundError: if ``path`` lacks the result files.
+            ResultFileError: (a ``ValueError``, naming the file) for an unreadable or truncated file,
+                another format or version, tensors whose shapes disagree with each other or with the
+                recorded model, non-finite scores, or good/bad lists that disagree with the scores.
+        """
         path = Path(path)
-        if not (path / TENSORS_FILE).exists() or not (path / CONFIG_FILE).exists():
+        ten_f, cfg_f = path / TENSORS_FILE, path / CONFIG_FILE
+        if not ten_f.exists() or not cfg_f.exists():
             raise FileNotFoundError(f"{path} does not hold a saved NeuronResult ({TENSORS_FILE} + {CONFIG_FILE})")
-        t = load_file(str(path / TENSORS_FILE))
-        meta = json.loads((path / CONFIG_FILE).read_text())
-        state = ACEState.from_tensors({k[len("state."):]: v for k, v in t.items() if k.startswith("state.")})
+        redo = "save the result again (or rerun identify)"
+        try:
+            t = load_file(str(ten_f))
+        except Exception as e:  # safetensors raises its own error types for truncated / foreign files
+            raise ResultFileError(f"{ten_f}: cannot be read as safetensors ({type(e).__name__}: {e}); the file is "
+                                  f"truncated or not a tl_neuronllm result: {redo}") from None
+        try:
+            meta = json.loads(cfg_f.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ResultFileError(f"{cfg_f}: not valid JSON ({e}); the file is truncated or edited: {redo}") from None
+        if not isinstance(meta, dict) or not str(meta.get("format", "")).startswith(FORMAT_NAME + "/"):
+            raise ResultFileError(f"{cfg_f}: not a tl_neuronllm NeuronResult (format "
+                                  f"{meta.get('format') if isinstance(meta, dict) else None!r}, expected {FORMAT!r})")
+        if meta["format"] != FORMAT:
+            raise ResultFileError(f"{cfg_f}: format {meta['format']!r} is not the one this version reads ({FORMAT!r}); "
+                                  "load it with the tl_neuronllm version that wrote it")
+        for key in ("config", "good", "bad"):
+            if key not in meta:
+                raise ResultFileError(f"{cfg_f}: missing field {key!r}: {redo}")
+
+        def fail(msg: str) -> NoReturn:
+            raise ResultFileError(f"{path}: {msg}; the files do not belong together (edited or mixed from "
+                                  f"different runs): {redo}")
+
+        scores = t.get("scores")
+        if scores is None or scores.ndim != 2:
+            fail(f"{TENSORS_FILE} has no 2-D 'scores' tensor")
+        L, d = (int(x) for x in scores.shape)
+        if not bool(torch.isfinite(scores).all()):
+            fail("'scores' has non-finite values")
+        state_t = {k[len("state."):]: v for k, v in t.items() if k.startswith("state.")}
+        for f in fields(ACEState):
+            v = state_t.get(f.name)
+            want: tuple[int, ...] = () if f.name == "n_items" else (L, d)
+            if v is None or tuple(v.shape) != want:
+                fail(f"state tensor {f.name!r} has shape {None if v is None else tuple(v.shape)}, expected {want}")
+        for name, want in (("act_mean", (L, d)),):
+            if name in t and tuple(t[name].shape) != want:
+                fail(f"{name!r} has shape {tuple(t[name].shape)}, expected {want}")
+        if "attributions" in t:
+            a = t["attributions"]
+            if a.ndim != 4 or tuple(a.shape[2:]) != (L, d):
+                fail(f"'attributions' has shape {tuple(a.shape)}, expected [items, proxies, {L}, {d}]")
+            if "proxy_mask" in t and tuple(t["proxy_mask"].shape) != tuple(a.shape[:2]):
+                fail(f"'proxy_mask' has shape {tuple(t['proxy_mask'].shape)}, expected {tuple(a.shape[:2])}")
+        config = meta["config"]
+        model = config.get("model", {}) if isinstance(config, dict) else {}
+        rec = (model.get("n_layers"), model.get("d_mlp"))
+        if rec != (None, None) and rec != (L, d):
+            fail(f"{CONFIG_FILE} records a model with {rec[0]} layers x {rec[1]} neurons but the scores are {L} x {d}")
+        lists = {}
+        for role in ("good", "bad"):
+            out = []
+            for j, entry in enumerate(meta[role]):
+                try:
+                    layer, neuron, score = int(entry[0]), int(entry[1]), float(entry[2])
+                except (TypeError, ValueError, IndexError):
+                    fail(f"{CONFIG_FILE}: {role}[{j}] = {entry!r} is not [layer, neuron, score]")
+                if not (0 <= layer < L and 0 <= neuron < d):
+                    fail(f"{CONFIG_FILE}: {role}[{j}] = L{layer}N{neuron} is outside the {L} x {d} scores")
+                have = float(scores[layer, neuron])
+                if abs(have - score) > 1e-6 * max(1.0, abs(score)):
+                    fail(f"{CONFIG_FILE}: {role}[{j}] L{layer}N{neuron} has score {score:.9g} but the scores tensor "
+                         f"holds {have:.9g}")
+                out.append(Neuron(layer, neuron, score))
+            lists[role] = out
+        k = config.get("k") if isinstance(config, dict) else None
+        if k is not None:
+            for role, sign in (("good", 1), ("bad", -1)):
+                want_ids = [(a, b) for a, b, _ in select(scores, k, sign)]  # type: ignore[arg-type]
+                if [(n.layer, n.neuron) for n in lists[role]] != want_ids:
+                    fail(f"{CONFIG_FILE}: the {role} list ({len(lists[role])} neurons) is not the top-k={k} of the "
+                         "scores tensor")
         return cls(
-            scores=t["scores"],
-            good=[Neuron(int(a), int(b), float(c)) for a, b, c in meta["good"]],
-            bad=[Neuron(int(a), int(b), float(c)) for a, b, c in meta["bad"]],
-            state=state,
+            scores=scores,
+            good=lists["good"],
+            bad=lists["bad"],
+            state=ACEState.from_tensors(state_t),
             act_mean=t.get("act_mean"),
-            config=meta["config"],
+            config=config,
             stats=meta.get("stats", {}),
             attributions=t.get("attributions"),
             proxy_mask=t.get("proxy_mask"),

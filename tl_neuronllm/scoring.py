@@ -26,6 +26,8 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from .validate import check_choice, check_count_or_fraction, check_float
+
 
 @dataclass(frozen=True)
 class ScoringConfig:
@@ -46,18 +48,15 @@ class ScoringConfig:
     ambiguity: float | None = 0.0
 
     def __post_init__(self) -> None:
-        if self.candidates not in ("topk", "threshold"):
-            raise ValueError(f"candidates must be 'topk' or 'threshold', got {self.candidates!r}")
-        if self.z <= 0:
-            raise ValueError(f"z must be positive (an int count or a fraction of neurons), got {self.z}")
-        if not 0 < self.tau <= 1:
-            raise ValueError(f"tau must be in (0, 1], got {self.tau}")
-        if self.ambiguity is not None and not 0 <= self.ambiguity <= 0.5:
-            raise ValueError(f"ambiguity must be None or in [0, 0.5], got {self.ambiguity}")
+        check_choice("candidates", self.candidates, ("topk", "threshold"))
+        object.__setattr__(self, "z", check_count_or_fraction("z", self.z, min_count=1))
+        object.__setattr__(self, "tau", check_float("tau", self.tau, low=0, high=1, low_open=True))
+        object.__setattr__(self, "ambiguity", check_float("ambiguity", self.ambiguity, low=0, high=0.5,
+                                                          allow_none=True))
 
     def z_count(self, n_neurons: int) -> int:
         """Per-item candidate count for a model with ``n_neurons`` neurons."""
-        k = int(round(self.z * n_neurons)) if self.z < 1 else int(self.z)
+        k = int(round(self.z * n_neurons)) if isinstance(self.z, float) else int(self.z)
         return max(1, min(k, n_neurons))
 
 
@@ -184,13 +183,14 @@ def select(
 ) -> list[tuple[int, int, float]]:
     """Top-``k`` neurons by ``sign * score`` with ``sign * score > 0``, as ``(layer, neuron, score)``.
 
-    ``k`` is a count, or a fraction (< 1) of all neurons.
+    ``k`` is an int count, or a float fraction in (0, 1) of all neurons.
+
+    Raises:
+        ValueError: for any other ``k`` (see :func:`tl_neuronllm.validate.check_count_or_fraction`).
     """
     n = scores.numel()
-    kk = int(round(k * n)) if isinstance(k, float) and k < 1 else int(k)
-    if kk < 0:
-        raise ValueError(f"k must be >= 0, got {k}")
-    kk = min(kk, n)
+    k = check_count_or_fraction("k", k)
+    kk = min(int(round(k * n)) if isinstance(k, float) else k, n)
     flat = (sign * scores).flatten()
     vals, idx = flat.topk(kk) if kk else (flat[:0], flat[:0].long())
     d = scores.shape[1]

@@ -10,6 +10,8 @@ items of one kind. Every validation error names the item and the field.
 from __future__ import annotations
 
 import csv
+import hashlib
+import io
 import json
 import random
 from collections.abc import Iterable, Mapping, Sequence
@@ -46,6 +48,25 @@ def _as_text(value: Any, where: str, fld: str, *, allow_empty: bool = False) -> 
     )
 
 
+def read_text(path: str | Path) -> str:
+    """The UTF-8 text of a task file; a decoding error names the file, line and byte.
+
+    Raises:
+        FileNotFoundError: naming the file, if it does not exist.
+        TaskError: if the file is not UTF-8 (naming ``file:line``).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"task file {path} does not exist" if not path.exists() else f"{path} is not a file")
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise TaskError(f"{path}:{line}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}); save the "
+                        "file as UTF-8") from None
+
+
 @dataclass(frozen=True)
 class Item:
     """One multiple-choice question.
@@ -69,6 +90,9 @@ class Item:
         object.__setattr__(self, "question", _as_text(self.question, where, "question"))
         if self.options is None or isinstance(self.options, (str, bytes)):
             raise TaskError(f"{where}: field 'options' must be a list of options, got {self.options!r}")
+        if isinstance(self.options, (Mapping, set, frozenset)):
+            raise TaskError(f"{where}: field 'options' is a {type(self.options).__name__}, which has no fixed option "
+                            "order (a dict would become its keys); give a list of options")
         opts = tuple(_as_text(o, where, f"options[{i}]") for i, o in enumerate(self.options))
         if len(opts) < 2:
             raise TaskError(f"{where}: field 'options' has {len(opts)} option(s); at least 2 are needed")
@@ -103,6 +127,14 @@ class Item:
     @property
     def n_options(self) -> int:
         return len(self.options)
+
+    def content_key(self) -> str:
+        """A hash of the item's content (context, question and the set of options; not its id or the
+        option order), so that the same question under another id or option order is recognised."""
+        norm = lambda v: v.strip() if isinstance(v, str) else list(v)
+        body = [norm(self.context) if self.context is not None else None, norm(self.question),
+                sorted(json.dumps(norm(o)) for o in self.options)]
+        return hashlib.sha1(json.dumps(body).encode("utf-8")).hexdigest()[:16]
 
     def to_record(self) -> dict[str, Any]:
         """A JSON-able dict that :meth:`Task.from_records` reads back."""
@@ -158,6 +190,9 @@ def item_from_record(rec: Mapping[str, Any], *, index: int = 0) -> Item:
     options = rec.get("options", rec.get("choices"))
     if isinstance(options, str):
         raise TaskError(f"{where}: field 'options' is a single string; give a list of options")
+    if isinstance(options, (Mapping, set, frozenset)):
+        raise TaskError(f"{where}: field 'options' is a {type(options).__name__}, which has no fixed option order "
+                        "(a dict would become its keys); give a list of options")
     if options is None or len(options) == 0:
         raise TaskError(f"{where}: field 'options' is missing or empty")
     key = next((k for k in _ANSWER_KEYS if k in rec and rec[k] is not None and rec[k] != ""), None)
@@ -262,45 +297,79 @@ class Task:
 
     @classmethod
     def from_jsonl(cls, path: str | Path, *, name: str | None = None, instruction: str | None = None) -> "Task":
-        """Read one JSON record per line (blank lines skipped); errors name the file and line."""
+        """Read one JSON record per line (blank lines skipped); errors name the file and line.
+
+        Raises:
+            FileNotFoundError: if the file does not exist.
+            TaskError: naming ``file:line``: not UTF-8, not JSON, not an object, or a malformed item.
+        """
         path = Path(path)
         recs = []
-        with path.open(encoding="utf-8") as fh:
-            for ln, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise TaskError(f"{path}:{ln}: not valid JSON ({e.msg})") from None
-                rec.setdefault("id", f"{path.name}:{ln}")
-                recs.append(rec)
+        for ln, line in enumerate(read_text(path).splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise TaskError(f"{path}:{ln}: not valid JSON ({e.msg})") from None
+            if not isinstance(rec, dict):
+                raise TaskError(f"{path}:{ln}: expected a JSON object (a record), got {type(rec).__name__}")
+            rec.setdefault("id", f"{path.name}:{ln}")
+            recs.append(rec)
         return cls.from_records(recs, name=name or path.stem, instruction=instruction)
 
     @classmethod
     def from_csv(cls, path: str | Path, *, name: str | None = None, instruction: str | None = None) -> "Task":
         """Read a CSV with columns ``question``, ``answer``, option columns ``A``, ``B``, ... (or
         ``option_0``, ``option_1``, ...) and optionally ``context`` and ``id``. Empty trailing option
-        cells are ignored, so rows may have different numbers of options."""
+        cells are ignored, so rows may have different numbers of options. A UTF-8 byte-order mark is
+        skipped; other columns are ignored (like extra keys of JSON records).
+
+        Raises:
+            FileNotFoundError: if the file does not exist.
+            TaskError: naming ``file:line``: not UTF-8, no / gapped / mixed option columns, a row with
+                more fields than the header, or a malformed item.
+        """
         path = Path(path)
         recs = []
-        with path.open(encoding="utf-8", newline="") as fh:
-            reader = csv.DictReader(fh)
-            cols = reader.fieldnames or []
-            letter_cols = [c for c in cols if len(c) == 1 and c.upper() in LETTERS]
-            num_cols = sorted((c for c in cols if c.startswith("option_")), key=lambda c: int(c.split("_")[1]))
-            opt_cols = letter_cols or num_cols
-            if not opt_cols:
-                raise TaskError(f"{path}: no option columns (expected A, B, ... or option_0, option_1, ...)")
-            for ln, row in enumerate(reader, 2):
-                opts = [row[c] for c in opt_cols]
-                while opts and (opts[-1] is None or opts[-1] == ""):
-                    opts.pop()
-                rec = {"id": row.get("id") or f"{path.name}:{ln}", "question": row.get("question"), "options": opts,
-                       "answer": row.get("answer")}
-                if row.get("question") is None:
-                    raise TaskError(f"{path}: missing column 'question'")
-                if row.get("context"):
-                    rec["context"] = row["context"]
-                recs.append(rec)
+        text = read_text(path)
+        if text.startswith("\ufeff"):  # a byte-order mark (Excel's "CSV UTF-8") is not part of the first column name
+            text = text[1:]
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        cols = [c.strip() for c in reader.fieldnames or []]
+        reader.fieldnames = cols
+        dup = sorted({c for c in cols if cols.count(c) > 1})
+        if dup:
+            raise TaskError(f"{path}:1: duplicate column(s) {dup}")
+        letter_cols = [c for c in cols if len(c) == 1 and c.upper() in LETTERS]
+        num_cols = [c for c in cols if c.startswith("option_")]
+        if letter_cols and num_cols:
+            raise TaskError(f"{path}:1: both letter option columns {letter_cols} and numbered ones {num_cols}; "
+                            "use one style")
+        bad_num = [c for c in num_cols if not c[len("option_"):].isdigit()]
+        if bad_num:
+            raise TaskError(f"{path}:1: option column {bad_num[0]!r} is not option_<number>")
+        num_cols.sort(key=lambda c: int(c[len("option_"):]))
+        opt_cols = letter_cols or num_cols
+        if not opt_cols:
+            raise TaskError(f"{path}: no option columns (expected A, B, ... or option_0, option_1, ...)")
+        want = [LETTERS[i] for i in range(len(letter_cols))] if letter_cols else \
+            [f"option_{i}" for i in range(len(num_cols))]
+        if [c.upper() for c in opt_cols] != [w.upper() for w in want]:
+            raise TaskError(f"{path}:1: option columns {opt_cols} are not consecutive from the first "
+                            f"({', '.join(want)}); a gap would shift the answer indices")
+        for ln, row in enumerate(reader, 2):
+            if None in row:  # more cells than header columns: csv would drop them silently
+                raise TaskError(f"{path}:{reader.line_num}: {len(row[None])} more field(s) than the {len(cols)} "
+                                f"header columns ({row[None]!r}); quote fields that contain commas")
+            opts = [row[c] for c in opt_cols]
+            while opts and (opts[-1] is None or opts[-1] == ""):
+                opts.pop()
+            rec = {"id": row.get("id") or f"{path.name}:{ln}", "question": row.get("question"), "options": opts,
+                   "answer": row.get("answer")}
+            if row.get("question") is None:
+                raise TaskError(f"{path}: missing column 'question'")
+            if row.get("context"):
+                rec["context"] = row["context"]
+            recs.append(rec)
         return cls.from_records(recs, name=name or path.stem, instruction=instruction)

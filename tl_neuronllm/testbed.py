@@ -786,8 +786,11 @@ def word_tokenizer(words: Sequence[str]) -> Any:
 
     For tiny random HF models wrapped with ``TransformerBridge.boot_transformers``: ``[PAD]``,
     ``[UNK]`` and ``[BOS]`` are added in front when missing. It is saved and reloaded once, because
-    TransformerLens rebuilds tokenizers from their ``name_or_path``.
+    TransformerLens rebuilds tokenizers from their ``name_or_path``: the folder is kept under the
+    package cache (``cache_dir()/tokenizers/word-<hash of the vocabulary>``), never in a temporary
+    folder left behind.
     """
+    import shutil
     import tempfile
 
     from tokenizers import Tokenizer, models, pre_tokenizers
@@ -800,6 +803,20 @@ def word_tokenizer(words: Sequence[str]) -> Any:
     tk.post_processor = TemplateProcessing(single="[BOS] $A", special_tokens=[("[BOS]", vocab.index("[BOS]"))])
     tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="[BOS]", unk_token="[UNK]", pad_token="[PAD]",
                                   add_bos_token=True)
-    d = tempfile.mkdtemp(prefix="tl_neuronllm_tok_")
-    tok.save_pretrained(d)
-    return PreTrainedTokenizerFast.from_pretrained(d)
+    # saved under the package cache (keyed by the vocabulary), not a temporary folder left behind in /tmp:
+    # TransformerLens may reload the tokenizer from its name_or_path, so the folder must outlive this call
+    key = hashlib.sha1("\n".join(vocab).encode("utf-8")).hexdigest()[:16]
+    d = _cache_root(None) / "tokenizers" / f"word-{key}"
+    if not (d / "tokenizer.json").is_file():
+        d.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".word-{key}-", dir=d.parent))
+        try:
+            tok.save_pretrained(str(tmp))
+            try:
+                os.replace(tmp, d)
+            except OSError:  # another process saved it first
+                pass
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+    return PreTrainedTokenizerFast.from_pretrained(str(d))
