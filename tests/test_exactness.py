@@ -158,3 +158,18 @@ def test_identify_records_what_was_verified():
     off = identify(model, text_task(4), k=5, steps=2, progress=False, kv_cache="off")
     assert off.stats["fast_paths"]["backend"] == "rerun"
     assert torch.allclose(res.scores, off.scores, rtol=1e-4, atol=1e-6 * float(off.scores.abs().max()))
+
+
+@needs_bridge
+def test_no_number_when_even_the_plain_path_disagrees(monkeypatch):
+    """If the naive reference and every path disagree, identify raises instead of returning scores."""
+    import tl_neuronllm.attribution as attribution
+
+    real = attribution.ig_naive
+    monkeypatch.setattr(attribution, "ig_naive", lambda *a, **kw: 2 * real(*a, **kw))
+    model = make_model("hf", False)
+    with pytest.warns(ShortcutFallbackWarning), pytest.raises(RuntimeError, match="cannot compute exact IG"):
+        identify(model, text_task(4), k=5, steps=2, progress=False)
+    # every shortcut was switched off on the way, most specific first
+    # (and the user's model is untouched: no hook of ours is left)
+    assert all(not hp.fwd_hooks for hp in model.hook_dict.values())

@@ -116,12 +116,20 @@ def warn_fallback(what: str, reason: str, cost: str, stacklevel: int = 3) -> Non
 
 
 def close(a: Tensor, b: Tensor, dtype: torch.dtype) -> bool:
-    """Equal to float tolerance, relative to ``b``'s scale (looser for 16-bit models)."""
+    """Equal to float tolerance, relative to ``b``'s scale (looser for 16-bit models). Non-finite values
+    must sit at the same places with the same values (a model that makes nan makes it on every path; the
+    run's own finiteness checks then name the item)."""
     if a.shape != b.shape:
         return False
-    err = float((a.float() - b.float()).abs().max()) if a.numel() else 0.0
+    a, b = a.float(), b.float()
+    fa, fb = torch.isfinite(a), torch.isfinite(b)
+    if not torch.equal(fa, fb) or not torch.equal(a[~fa].nan_to_num(), b[~fb].nan_to_num()):
+        return False
+    if not fa.any():
+        return True
+    err = float((a[fa] - b[fb]).abs().max())
     tol = 1e-4 if torch.finfo(dtype).bits >= 32 else 3e-2
-    return bool(torch.isfinite(a).all()) and err <= tol * (1.0 + float(b.float().abs().max()))
+    return err <= tol * (1.0 + float(b[fb].abs().max()))
 
 
 def max_err(a: Tensor, b: Tensor) -> str:

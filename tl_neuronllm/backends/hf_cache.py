@@ -47,7 +47,13 @@ class HFCacheBackend(Backend):
     @classmethod
     def applies(cls, model: Any) -> bool:
         forward, hf = getattr(model, "forward", None), getattr(model, "original_model", None)
-        if forward is None or hf is None or "past_key_values" not in inspect.signature(forward).parameters:
+        if forward is None or hf is None:
+            return False
+        params = inspect.signature(forward).parameters
+        # TL 4.x names past_key_values; TL 3.x's Bridge passes it on through **kwargs
+        if "past_key_values" not in params and "past_kv_cache" in params:
+            return False
+        if "past_key_values" not in params and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
             return False
         # a Hugging Face model inside (boot_native wraps TransformerLens' own NativeModel: no HF cache)
         return any(c.__module__.startswith("transformers.") for c in type(hf).__mro__)
