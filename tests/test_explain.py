@@ -153,6 +153,16 @@ def test_explain_matches_direct_recomputation(kind, gated, mode):
         assert x.top_suppressed[0][1] == pytest.approx(float(eff[j].min()), rel=1e-5)
         if mode == "letter":
             assert list(x.option_effects) == ["A", "B", "C", "D"]
+            for o, letter in enumerate("ABCD"):
+                e = sum(float(eff[j, t]) for t in queries[0].letter_ids[o]) / len(queries[0].letter_ids[o])
+                assert x.option_effects[letter] == pytest.approx(e, rel=1e-5, abs=1e-7)
+                assert x.letter_dla[letter] == pytest.approx(sum(a) / len(a) * e, rel=1e-4, abs=1e-6)
+        else:
+            assert x.option_effects == {} and x.letter_dla == {}
+        for o, letter in enumerate("ABCD"):
+            on = [av for q, av in zip(queries, a) if q.gold == o]
+            if on:
+                assert x.act_by_gold_letter[letter] == pytest.approx(sum(on) / len(on), rel=1e-4, abs=1e-5)
         # the item where it fires most: largest |mean activation| over the item's proxies
         per_item: dict[str, list[float]] = {}
         for q, av in zip(queries, a):

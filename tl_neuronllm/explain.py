@@ -35,6 +35,9 @@
   sits under each letter. ``dla_gold`` / ``dla_distractors``: the mean of activation times effect on
   the gold option / on the distractors (the neuron's actual direct contribution to the option
   logits on these questions); ``dla_margin`` is their difference (positive: pushes toward gold).
+  ``letter_dla`` (letter mode): mean activation times the effect on each letter, the direct push on
+  each letter's logit. Read the direct effects with the activation's sign: a neuron whose site
+  activation is mostly negative (common with gated MLPs) pushes *down* what its direction promotes.
   ``top_items``: the items on which the neuron fires most (largest mean ``|activation|`` over the
   item's proxies; the signed mean is shown), with a snippet of the question.
 
@@ -177,6 +180,7 @@ class NeuronExplanation:
         act_mean, act_right, act_wrong, act_effect_size: Site activation: overall mean, mean on
             right and wrong questions, Cohen's d (right minus wrong).
         act_by_gold_letter: Mean activation by the gold option's letter.
+        letter_dla: Letter mode: mean activation x effect on each letter (the direct push on its logit).
         dla_gold / dla_distractors / dla_margin: Mean activation x effect on gold, on distractors, and
             their difference.
         top_items: ``(item id, mean activation, question snippet)`` of the items where it fires most.
@@ -202,6 +206,7 @@ class NeuronExplanation:
     act_wrong: float
     act_effect_size: float
     act_by_gold_letter: dict[str, float]
+    letter_dla: dict[str, float]
     dla_gold: float
     dla_distractors: float
     dla_margin: float
@@ -210,12 +215,14 @@ class NeuronExplanation:
     def flat(self) -> dict[str, Any]:
         """One flat row (dicts spread into ``effect_A`` / ``act_gold_A`` columns, lists joined)."""
         d = asdict(self)
-        for k in ("option_effects", "act_by_gold_letter", "top_promoted", "top_suppressed", "top_items"):
+        for k in ("option_effects", "act_by_gold_letter", "letter_dla", "top_promoted", "top_suppressed", "top_items"):
             d.pop(k)
         for letter, v in self.option_effects.items():
             d[f"effect_{letter}"] = v
         for letter, v in self.act_by_gold_letter.items():
             d[f"act_gold_{letter}"] = v
+        for letter, v in self.letter_dla.items():
+            d[f"dla_{letter}"] = v
         d["top_promoted"] = " ".join(f"{t!r}:{v:+.3g}" for t, v in self.top_promoted)
         d["top_suppressed"] = " ".join(f"{t!r}:{v:+.3g}" for t, v in self.top_suppressed)
         d["top_items"] = " | ".join(f"{i} ({a:+.3g}): {s}" for i, a, s in self.top_items)
@@ -299,7 +306,8 @@ class Explanation:
         return "\n".join(lines) + "\n\n" + note + "\n"
 
     def summary(self) -> dict[str, Any]:
-        """Per role: mean gold and distractor effects, DLA margin, and (letter mode) effect on each letter."""
+        """Per role: mean gold and distractor effects, DLA margin, and (letter mode) the effect and the
+        activation-weighted effect on each letter."""
         out: dict[str, Any] = {}
         for role in ("good", "bad"):
             xs = [x for x in self.neurons if x.role == role]
@@ -316,6 +324,7 @@ class Explanation:
             letters = list(xs[0].option_effects)
             if letters:
                 s["letter_effects"] = {k: m([x.option_effects[k] for x in xs]) for k in letters}
+                s["letter_dla"] = {k: m([x.letter_dla[k] for x in xs]) for k in letters}
             out[role] = s
         return out
 
@@ -601,6 +610,8 @@ def explain(
             act_effect_size=float(d[j]),
             act_by_gold_letter={LETTERS[o]: float(acts[gold_letter == o, j].mean())
                                 for o in range(n_opt) if bool((gold_letter == o).any())},
+            letter_dla={} if letter_eff is None else {LETTERS[o]: float(acts[:, j].mean() * letter_eff[j, o])
+                                                      for o in range(n_opt)},
             dla_gold=float((A[j] * gold[j]).mean()), dla_distractors=float((A[j] * distr[j]).mean()),
             dla_margin=float((A[j] * (gold[j] - distr[j])).mean()),
             top_items=[(item_order[int(i)], float(item_mean[int(i), j]), _snippet(by_id[item_order[int(i)]]))

@@ -78,6 +78,7 @@ def neuron_records(result: NeuronResult, explanation: Any = None) -> list[dict[s
                 dla_margin=x.dla_margin, act_mean=x.act_mean, act_right=x.act_right, act_wrong=x.act_wrong,
                 d=x.act_effect_size, n_right=x.n_right, n_wrong=x.n_wrong, option_effects=x.option_effects,
                 act_by_gold_letter=x.act_by_gold_letter,
+                letter_dla=x.letter_dla,
                 promoted=[list(t) for t in x.top_promoted], suppressed=[list(t) for t in x.top_suppressed],
                 items=[list(t) for t in x.top_items], hist=_histogram(acts, list(explanation.correct)),
             )
@@ -326,6 +327,8 @@ _JS = r"""
       line("questions right / wrong", n.n_right + " / " + n.n_wrong);
       const letters = Object.keys(n.option_effects || {});
       if (letters.length) line("direct effect on letters", letters.map(k => k + " " + fmt(n.option_effects[k])).join("   "));
+      if (letters.length) line("activation × effect on letters",
+                               letters.map(k => k + " " + fmt(n.letter_dla[k])).join("   "));
       const gl = Object.keys(n.act_by_gold_letter || {});
       if (gl.length) line("activation by gold letter", gl.map(k => k + " " + fmt(n.act_by_gold_letter[k])).join("   "));
     }
