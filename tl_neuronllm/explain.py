@@ -41,6 +41,10 @@
   ``top_items``: the items on which the neuron fires most (largest mean ``|activation|`` over the
   item's proxies; the signed mean is shown), with a snippet of the question.
 
+With ``hook="hook_pre"`` / ``"hook_pre_linear"`` results the activation is measured at that hook, which is
+not the coefficient of ``W_out[l, i]`` (the activation function or the gate comes in between): the
+direct effects then describe the neuron's output direction, and ``dla_*`` are only indicative.
+
 How it fails: the direct path can be small for neurons whose effect runs through later layers
 (look at ``dla_margin`` beside the ACE score); activations are measured on the identification items,
 so ``act_*`` describe the items the neurons were selected on, not held-out ones.
