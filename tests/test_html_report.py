@@ -60,9 +60,14 @@ def test_report_content_and_self_contained(report):
     # the intervention table: baseline + four conditions with intervals and the random spread
     table = re.search(r'<table id="interventions".*?</table>', html, re.S).group(0)
     assert table.count("<tr>") == 1 + 5
+    from tl_neuronllm.report import verdict
+
+    verdicts = re.search(r'<ul class="note" id="verdicts">(.*?)</ul>', html, re.S).group(1)
+    assert verdicts.count("<li>") == 4 and f"suppress good: {verdict(ev.row('suppress_good'))}" in verdicts
     sup = ev.row("suppress_good")
     rnd = sup.random["metrics"]["delta_gold_prob"]
-    assert f"{sup.delta['gold_prob']:+.3f} [{sup.delta_ci['gold_prob'][0]:+.3f}, {sup.delta_ci['gold_prob'][1]:+.3f}]" in table
+    assert (f"{sup.delta['gold_prob']:+.3f}<br><small>[{sup.delta_ci['gold_prob'][0]:+.3f}, "
+            f"{sup.delta_ci['gold_prob'][1]:+.3f}]</small>") in table
     assert f"{rnd['mean']:+.3f} ± {rnd['sd']:.3f}" in table and f"({rnd['min']:+.3f} … {rnd['max']:+.3f})" in table
     # the neuron data: one record per neuron, equal to the explanation
     data = _data(html)
@@ -139,7 +144,8 @@ def test_report_in_headless_chromium(report):
         assert b.eval("document.querySelector('#card h3').textContent") == f"{top.label} — good #1"
         x = ex[top.label]
         card = b.eval("document.getElementById('card').textContent")
-        assert x.top_promoted[0][0] in card and x.top_items[0][0] in card
+        shown = lambda t: json.dumps(t)[1:-1].replace(" ", "␣")  # whitespace made visible
+        assert all(shown(t) in card for t, _ in x.top_promoted + x.top_suppressed) and x.top_items[0][0] in card
         assert b.eval("document.querySelectorAll('#card svg rect').length") == 2 * HIST_BINS
         titles = b.eval("[...document.querySelectorAll('#card svg rect title')].map(t => t.textContent)")
         count = lambda kind: sum(int(t.split(": ")[1].split(" ")[0]) for t in titles if t.startswith(kind))

@@ -149,8 +149,8 @@ def _eval_section(ev: EvalResult) -> str:
     from .report import verdict
 
     head = ["condition", "neurons", "accuracy [95% CI]", "Δ accuracy [95% CI]", "random Δ accuracy", "gold p",
-            "Δ gold p [95% CI]", "random Δ gold p", "consistent", "changed (random)", "McNemar p", "gold p: verdict"]
-    trs = []
+            "Δ gold p [95% CI]", "random Δ gold p", "consistent", "changed (random)", "McNemar p"]
+    trs, verdicts = [], []
     for r in ev.rows:
         if not r.available:
             trs.append(f'<tr class="na"><td>{_e(r.description)}</td><td colspan="{len(head) - 1}">n/a: {_e(r.note)}</td></tr>')
@@ -167,14 +167,14 @@ def _eval_section(ev: EvalResult) -> str:
         ci = r.ci.get("accuracy", [None, None])
         exp = "" if base else (' class="up"' if EXPECTED_DIRECTION.get(r.name, 0) > 0 else ' class="down"')
         changed_r = rnd.get("changed")
-        d_acc = "" if base else f"{r.delta['accuracy']:+.3f} " + _interval(r.delta_ci.get("accuracy"))
-        d_gold = "" if base else f"{r.delta['gold_prob']:+.3f} " + _interval(r.delta_ci.get("gold_prob"))
+        d_acc = "" if base else f"{r.delta['accuracy']:+.3f}<br><small>{_interval(r.delta_ci.get('accuracy'))}</small>"
+        d_gold = "" if base else f"{r.delta['gold_prob']:+.3f}<br><small>{_interval(r.delta_ci.get('gold_prob'))}</small>"
         changed = "" if base else f"{m['changed']:.3f}" + (f" ({changed_r['mean']:.3f})" if changed_r else "")
         neurons = "–" if base else f"{r.n_good} good / {r.n_bad} bad"
         cells = [
             f"<td{exp}>{_e(r.description)}</td>",
             f"<td>{neurons}</td>",
-            f"<td>{m['accuracy']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]</td>",
+            f"<td>{m['accuracy']:.3f}<br><small>[{ci[0]:.3f}, {ci[1]:.3f}]</small></td>",
             f"<td>{d_acc}</td>",
             f"<td>{spread('delta_accuracy')}</td>",
             f"<td>{m['gold_prob']:.3f}</td>",
@@ -183,15 +183,18 @@ def _eval_section(ev: EvalResult) -> str:
             f"<td>{m['consistent_accuracy']:.3f}</td>",
             f"<td>{changed}</td>",
             f"<td>{'' if base else _num(r.mcnemar.get('p'), '.2g')}</td>",
-            f"<td>{'' if base else _e(verdict(r))}</td>",
         ]
+        if not base:
+            verdicts.append(f"<li>{_e(r.description)}: {_e(verdict(r))}</li>")
         trs.append(f"<tr>{''.join(cells)}</tr>")
     ths = "".join(f"<th>{_e(h)}</th>" for h in head)
     return (f'<div class="scroll"><table id="interventions" class="grid"><thead><tr>{ths}</tr></thead>'
             f'<tbody>{"".join(trs)}</tbody></table></div>'
             f'<p class="note">{ev.n_items} held-out items, mode {_e(ev.mode)}. Intervals: percentile bootstrap over '
             "items (paired for Δ). Random: mean ± sd (min … max) over same-size neuron sets with the same per-layer "
-            "counts. Condition names in blue are expected to raise the scores, in red to lower them.</p>")
+            "counts. Condition names in blue are expected to raise the scores, in red to lower them.</p>"
+            f'<p class="note">Gold probability against the expected direction and the random sets:</p>'
+            f'<ul class="note" id="verdicts">{"".join(verdicts)}</ul>')
 
 
 def _figures_section(figures: dict[str, Path]) -> str:
@@ -216,7 +219,9 @@ table.grid td,table.grid th{border-bottom:1px solid #e4e4e4;padding:3px 7px;text
 table.grid td:first-child,table.grid th:first-child{text-align:left}table.grid thead th{background:#f4f4f4}
 td.up{color:#2a7ab9}td.down{color:#d1495b}tr.na td{color:#999}.note{color:#666;font-size:12.5px}
 figure{display:inline-block;margin:6px 12px 6px 0;vertical-align:top}figure img{max-width:620px;border:1px solid #eee}
-.scroll{overflow-x:auto}#interventions th{white-space:normal;vertical-align:bottom}#interventions small{color:#777}
+.scroll{overflow-x:auto}#interventions{font-size:12.5px}#interventions th{white-space:normal;vertical-align:bottom}
+#interventions small{color:#777}
+#neurons td:last-child,#neurons th:last-child{text-align:left;max-width:230px;overflow:hidden;text-overflow:ellipsis}
 figcaption{color:#666;font-size:12px}
 #controls{margin:6px 0}#controls label{margin-right:14px}
 #neurons th{cursor:pointer;user-select:none}#neurons th.sorted-asc::after{content:" ▲"}#neurons th.sorted-desc::after{content:" ▼"}
@@ -226,7 +231,7 @@ figcaption{color:#666;font-size:12px}
 #card{flex:0 0 430px;border:1px solid #cfd8e3;border-radius:6px;padding:12px 14px;background:#fbfcfe;position:sticky;top:8px}
 #card h3{margin:0 0 6px;font-size:17px}#card table td{padding:1px 10px 1px 0}#card ul{margin:2px 0 8px;padding-left:18px}
 #card .close{float:right;cursor:pointer;border:none;background:none;font-size:18px}
-.tok{font-family:ui-monospace,monospace;background:#eef1f5;border-radius:3px;padding:0 3px;margin-right:4px;white-space:pre}
+.tok{font-family:ui-monospace,monospace;background:#eef1f5;border-radius:3px;padding:0 3px;margin:0 4px 2px 0;display:inline-block}
 """
 
 _JS = r"""
@@ -238,11 +243,13 @@ _JS = r"""
   const state = { key: null, dir: 1, role: "all", layer: "all", open: null };
   const fmt = (v, d = 3) => (v === null || v === undefined) ? "–" :
     (Math.abs(v) >= 1e-3 || v === 0 ? v.toFixed(d) : v.toExponential(2));
+  // tokens with their whitespace visible: " A" -> "␣A", newlines and tabs escaped
+  const tok = t => JSON.stringify(t).slice(1, -1).replace(/ /g, "␣");
   const el = (tag, text, cls) => { const e = document.createElement(tag);
     if (text !== undefined) e.textContent = text; if (cls) e.className = cls; return e; };
   const cols = [["rank", v => v], ["label", v => v], ["role", v => v], ["layer", v => v], ["neuron", v => v],
     ["score", v => fmt(v, 4)], ["stability", v => fmt(v, 2)], ["dla_margin", v => fmt(v)], ["d", v => fmt(v, 2)],
-    ["promoted", v => v ? v.slice(0, 3).map(t => t[0]).join("  ") : "–"]];
+    ["promoted", v => v ? v.slice(0, 3).map(t => tok(t[0])).join("  ") : "–"]];
 
   function rows() {
     let r = data.filter(n => (state.role === "all" || n.role === state.role) &&
@@ -337,7 +344,7 @@ _JS = r"""
       for (const [title, list] of [["promotes (direct path)", n.promoted], ["suppresses (direct path)", n.suppressed]]) {
         card.appendChild(el("div", title));
         const p = el("div");
-        for (const [tok, v] of list) { const s = el("span", tok, "tok"); s.title = fmt(v); p.appendChild(s); }
+        for (const [t, v] of list) { const s = el("span", tok(t), "tok"); s.title = fmt(v); p.appendChild(s); }
         card.appendChild(p);
       }
       card.appendChild(el("div", "items where it fires most"));
@@ -389,7 +396,8 @@ def _neuron_section(records: list[dict[str, Any]], n_layers: int) -> str:
 <p class="note">stability: share of bootstrap resamples of the identification items that select the neuron in the
 same role again. DLA margin: mean over questions of activation × (direct effect on the gold option − mean direct
 effect on the distractors); direct effect = the neuron's W_out row through the final norm's weight times W_U (direct
-path only, the norm's per-input scale left out). d: Cohen's d of the site activation, right minus wrong questions.</p>
+path only, the norm's per-input scale left out). d: Cohen's d of the site activation, right minus wrong questions.
+Tokens: ␣ marks a space, \n a newline.</p>
 <script type="application/json" id="neuron-data">{payload}</script>"""
 
 
