@@ -10,6 +10,8 @@ __version__ = "0.1.0"
 
 from .adapter import ModelAdapter, ModelError, preserved_model_state
 from .evaluate import EvalConfig, EvalResult, evaluate
+from .explain import Explanation, NeuronExplanation, explain
+from .html_report import report_html
 from .interventions import Intervention, intervene, make_hooks
 from .pipeline import IdentifyConfig, identify, rescore
 from .proxies import AugmentConfig, PromptConfig, TokenFormat
@@ -23,12 +25,14 @@ __all__ = [
     "AugmentConfig",
     "EvalConfig",
     "EvalResult",
+    "Explanation",
     "IdentifyConfig",
     "Intervention",
     "Item",
     "ModelAdapter",
     "ModelError",
     "Neuron",
+    "NeuronExplanation",
     "NeuronResult",
     "PromptConfig",
     "ScoringConfig",
@@ -36,9 +40,11 @@ __all__ = [
     "TaskError",
     "TokenFormat",
     "evaluate",
+    "explain",
     "identify",
     "intervene",
     "make_hooks",
     "preserved_model_state",
+    "report_html",
     "rescore",
 ]

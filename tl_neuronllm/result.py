@@ -220,6 +220,22 @@ class NeuronResult:
                 raise ValueError(f"the model has no hook {missing[0]!r} (layer {missing[0].split('.')[1]}), which this "
                                  "result's neurons live on")
 
+    # ---- explanations (issue #13; implemented in explain.py) -----------------------------
+    def explain(self, model: Any, task: Any, **options: Any) -> Any:
+        """Explain the good and bad neurons: direct effect on the answer and behaviour on the task.
+
+        Delegates to :func:`tl_neuronllm.explain.explain` (see there for ``options`` and every column).
+
+        Returns:
+            A :class:`tl_neuronllm.explain.Explanation` (``to_pandas()``, ``to_csv()``, ``to_markdown(n)``).
+
+        Raises:
+            ModelError: a model of another shape; TaskError: a task without the identification items.
+        """
+        from .explain import explain
+
+        return explain(self, model, task, **options)
+
     # ---- export and persistence ---------------------------------------------------------
     def to_csv(self, path: str | Path) -> Path:
         """Write ``layer,neuron,label,score,role`` rows (good then bad)."""

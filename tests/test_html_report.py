@@ -1,0 +1,184 @@
+"""The single-file HTML report: its content, self-containment, and behaviour in a real headless Chromium.
+
+The browser test drives Debian's ``chromium`` over the DevTools protocol on a pipe (``tests/_chromium.py``,
+standard library only). Where no Chromium executable is installed it is skipped with that reason.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from _chromium import Chromium, find_chromium
+from conftest import make_model, token_task
+from tl_neuronllm import cli, evaluate, identify
+from tl_neuronllm.html_report import HIST_BINS, neuron_records, report_html
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    torch.manual_seed(0)
+    model = make_model("native", False)
+    task, fmt = token_task(40)
+    ident, held, demo = task.split(16, 20, n_demo=1, seed=0)
+    result = identify(model, ident, k=8, method="grad_x_act", progress=False, keep_attributions=True, z=0.05,
+                      token_format=fmt, demos=demo)
+    ev = evaluate(model, result, held, demos=demo, n_random=2, n_boot=50, progress=False)
+    ex = result.explain(model, ident, demos=demo, n_boot=10)
+    out = tmp_path_factory.mktemp("report")
+    path = report_html(result, ev, out, explanation=ex, run_info={"n_identify": 16, "n_heldout": 20, "split_seed": 0})
+    return path, result, ev, ex
+
+
+def _data(html: str) -> list[dict]:
+    m = re.search(r'<script type="application/json" id="neuron-data">(.*?)</script>', html, re.S)
+    assert m
+    return json.loads(m.group(1))
+
+
+def test_report_content_and_self_contained(report):
+    path, result, ev, ex = report
+    html = path.read_text()
+    assert path.name == "report.html"
+    # no external resource: every src/href is a data: URI or a fragment, no @import / url(http)
+    refs = re.findall(r'(?:src|href)\s*=\s*"([^"]*)"', html)
+    assert refs and all(r.startswith("data:") or r.startswith("#") for r in refs), refs
+    assert not re.search(r"@import|url\(\s*['\"]?https?:|<link", html)
+    assert html.count('src="data:image/png;base64,') == 4  # the four figures, embedded
+    # what was run
+    for text in ("native", "tokens:identify", "16 identification items", "grad_x_act", "n_heldout = 20",
+                 "transformer_lens", "torch"):
+        assert text in html, text
+    # the intervention table: baseline + four conditions with intervals and the random spread
+    table = re.search(r'<table id="interventions".*?</table>', html, re.S).group(0)
+    assert table.count("<tr>") == 1 + 5
+    from tl_neuronllm.report import verdict
+
+    verdicts = re.search(r'<ul class="note" id="verdicts">(.*?)</ul>', html, re.S).group(1)
+    assert verdicts.count("<li>") == 4 and f"suppress good: {verdict(ev.row('suppress_good'))}" in verdicts
+    sup = ev.row("suppress_good")
+    rnd = sup.random["metrics"]["delta_gold_prob"]
+    assert (f"{sup.delta['gold_prob']:+.3f}<br><small>[{sup.delta_ci['gold_prob'][0]:+.3f}, "
+            f"{sup.delta_ci['gold_prob'][1]:+.3f}]</small>") in table
+    assert f"{rnd['mean']:+.3f} ± {rnd['sd']:.3f}" in table and f"({rnd['min']:+.3f} … {rnd['max']:+.3f})" in table
+    # the neuron data: one record per neuron, equal to the explanation
+    data = _data(html)
+    assert data == json.loads(json.dumps(neuron_records(result, ex)))
+    assert [d["label"] for d in data] == result.labels("both")
+    for d, x in zip(data, ex.neurons):
+        assert d["score"] == pytest.approx(x.score) and d["stability"] == x.stability
+        assert sum(d["hist"]["right"]) == x.n_right and sum(d["hist"]["wrong"]) == x.n_wrong
+        assert len(d["hist"]["edges"]) == HIST_BINS + 1
+    # a wrong explanation is refused
+    with pytest.raises(ValueError, match="not of this result"):
+        report_html(result.with_k(2), ev, path.parent / "other", explanation=ex)
+
+
+def test_report_without_evaluation_or_explanation(report, tmp_path):
+    _, result, _, _ = report
+    path = report_html(result, None, tmp_path)
+    html = path.read_text()
+    assert 'id="interventions"' not in html and html.count('src="data:image/png;base64,') == 2
+    data = _data(html)
+    assert len(data) == len(result.good) + len(result.bad) and "hist" not in data[0]
+
+
+def test_report_in_headless_chromium(report):
+    exe = find_chromium()
+    if exe is None:
+        pytest.skip("no Chromium executable found (CI installs Debian's chromium; or set CHROMIUM=/path/to/chrome)")
+    path, result, ev, ex = report
+    rows_js = "[...document.querySelectorAll('#neurons tbody tr')]"
+    col = lambda i: f"{rows_js}.map(r => r.cells[{i}].textContent)"
+    n = len(result.good) + len(result.bad)
+    with Chromium(exe) as b:
+        b.open(path.resolve().as_uri())
+        assert b.eval(f"{rows_js}.length") == n
+        assert b.eval(col(1)) == result.labels("both")  # initial order: good by rank, then bad
+        assert b.eval("document.getElementById('card').hidden") is True
+
+        # sort by score: first click descending, second ascending (missing values would go last)
+        by_label = {x.label: x.score for x in result.good + result.bad}
+        b.eval("document.querySelector('#neurons th[data-key=score]').click()")
+        labels = b.eval(col(1))
+        assert labels == [x.label for x in sorted(result.good + result.bad, key=lambda x: -x.score)]
+        scores = [by_label[lb] for lb in labels]
+        assert scores == sorted(scores, reverse=True) and scores[0] > 0 > scores[-1]
+        assert b.eval("document.querySelector('#neurons th[data-key=score]').className") == "sorted-desc"
+        b.eval("document.querySelector('#neurons th[data-key=score]').click()")
+        assert b.eval(col(1)) == labels[::-1]
+        # sort by layer (ascending, stable), by stability (descending)
+        b.eval("document.querySelector('#neurons th[data-key=layer]').click()")
+        assert [int(v) for v in b.eval(col(3))] == sorted(x.layer for x in result.good + result.bad)
+        b.eval("document.querySelector('#neurons th[data-key=stability]').click()")
+        stab = [float(v) for v in b.eval(col(6))]
+        assert stab == sorted((x.stability for x in ex.neurons), reverse=True)
+
+        # filters: role, then layer on top of it
+        set_select = "(id, v) => { const s = document.getElementById(id); s.value = v; s.dispatchEvent(new Event('change')); }"
+        b.eval(f"({set_select})('role-filter', 'bad')")
+        assert b.eval(f"{rows_js}.length") == len(result.bad)
+        assert set(b.eval(col(2))) == {"bad"}
+        layer = result.bad[0].layer
+        b.eval(f"({set_select})('layer-filter', '{layer}')")
+        assert sorted(b.eval(col(1))) == sorted(x.label for x in result.bad if x.layer == layer)
+        assert b.eval("document.getElementById('shown').textContent").startswith(
+            f"{sum(x.layer == layer for x in result.bad)} of {n}")
+        b.eval(f"({set_select})('layer-filter', 'all')")
+        b.eval(f"({set_select})('role-filter', 'all')")
+        b.eval("document.querySelector('#neurons th[data-key=score]').click()")  # back to score, descending
+
+        # a card opens on click, with the explanation and the histogram of right vs wrong questions
+        top = result.good[0]
+        b.eval(f"{rows_js}.find(r => r.cells[1].textContent === '{top.label}').click()")
+        assert b.eval("document.getElementById('card').hidden") is False
+        assert b.eval("document.getElementById('card').getBoundingClientRect().height") > 200
+        assert b.eval("document.querySelector('#card h3').textContent") == f"{top.label} — good #1"
+        x = ex[top.label]
+        card = b.eval("document.getElementById('card').textContent")
+        shown = lambda t: json.dumps(t)[1:-1].replace(" ", "␣")  # whitespace made visible
+        assert all(shown(t) in card for t, _ in x.top_promoted + x.top_suppressed) and x.top_items[0][0] in card
+        assert b.eval("document.querySelectorAll('#card svg rect').length") == 2 * HIST_BINS
+        titles = b.eval("[...document.querySelectorAll('#card svg rect title')].map(t => t.textContent)")
+        count = lambda kind: sum(int(t.split(": ")[1].split(" ")[0]) for t in titles if t.startswith(kind))
+        assert (count("right"), count("wrong")) == (x.n_right, x.n_wrong)
+        assert b.eval(f"{rows_js}.filter(r => r.className === 'open').map(r => r.cells[1].textContent)") == [top.label]
+
+        shot = b.screenshot(path.parent / "report.png")
+        assert b.exceptions() == []
+        assert all(u.startswith(("file:", "data:")) for u in b.requests()), b.requests()
+        b.eval("document.querySelector('#card .close').click()")
+        assert b.eval("document.getElementById('card').hidden") is True
+    assert shot.read_bytes()[:8] == PNG and shot.stat().st_size > 20_000
+    keep = os.environ.get("TL_NEURONLLM_SCREENSHOT")
+    if keep:
+        shutil.copy(shot, keep)
+    print(f"screenshot: {shot}")
+
+
+def test_cli_run_writes_report_html_and_ends_with_its_path(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["run", "--model", "tiny", "--task", "synthetic", "--mode", "letter", "--no-progress", "--n-identify", "12",
+            "--n-heldout", "16", "--k", "6", "--steps", "2", "--threads", "1", "--n-random", "2", "--n-boot", "50",
+            "--out", str(out)]
+    assert cli.main(args) == 0
+    printed = capsys.readouterr().out.strip().splitlines()
+    html = out / "report.html"
+    assert printed[-1] == f"open the report: {html.resolve().as_uri()}"
+    assert html.is_file() and (out / "explanation.csv").is_file() and (out / "explanation.md").is_file()
+    data = _data(html.read_text())
+    assert data and all("hist" in d for d in data)  # explained
+    # `report` alone rebuilds it from run.json (model and task reloaded); --no-explain without the model
+    html.unlink()
+    assert cli.main(["report", "--out", str(out), "--no-progress", "--quiet"]) == 0
+    assert _data(html.read_text()) == data
+    assert cli.main(["report", "--out", str(out), "--no-progress", "--quiet", "--no-explain"]) == 0
+    assert all("hist" not in d for d in _data(html.read_text()))

@@ -1,0 +1,464 @@
+"""A single-file HTML report of a :class:`NeuronResult`, its :class:`EvalResult` and its :class:`Explanation`.
+
+:func:`report_html` writes ``report.html``: what was run (model, task, split, options, versions), the
+held-out intervention table with its bootstrap intervals and the random-set spread, the figures of
+:mod:`tl_neuronllm.report` (embedded as PNG data URIs), and an interactive neuron table (sort by any
+column, filter by role and layer) in which every neuron opens a card with its explanation and a
+histogram of its site activation on questions the model answers right vs wrong.
+
+The file is self-contained: no network, no CDN, no external file; it works from ``file://``. The
+data sit in one ``<script type="application/json">`` block and about 150 lines of plain JavaScript
+render the table and the cards (text goes in through ``textContent``, never as HTML).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .evaluate import EXPECTED_DIRECTION, EvalResult
+from .result import NeuronResult
+
+REPORT_HTML = "report.html"
+HIST_BINS = 12
+
+
+def _clean(x: Any) -> Any:
+    """JSON-safe values: NaN / inf become None, tuples lists."""
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {str(k): _clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_clean(v) for v in x]
+    return x
+
+
+def _histogram(values: list[float], correct: list[bool], bins: int = HIST_BINS) -> dict[str, list[float]]:
+    """Shared-edge histogram of the activations on right and on wrong questions."""
+    if not values:
+        return {"edges": [], "right": [], "wrong": []}
+    lo, hi = min(values), max(values)
+    if hi - lo < 1e-12:
+        lo, hi = lo - 0.5, hi + 0.5
+    width = (hi - lo) / bins
+    right, wrong = [0] * bins, [0] * bins
+    for v, c in zip(values, correct):
+        b = min(int((v - lo) / width), bins - 1)
+        (right if c else wrong)[b] += 1
+    return {"edges": [lo + i * width for i in range(bins + 1)], "right": right, "wrong": wrong}
+
+
+def neuron_records(result: NeuronResult, explanation: Any = None) -> list[dict[str, Any]]:
+    """The rows of the interactive table: the result's neurons, with their explanation when given.
+
+    Raises:
+        ValueError: if the explanation is not of this result (other neurons).
+    """
+    roles = [("good", n) for n in result.good] + [("bad", n) for n in result.bad]
+    if explanation is not None and [x.label for x in explanation.neurons] != [n.label for _, n in roles]:
+        raise ValueError("the explanation is not of this result: its neurons differ from the result's good and bad sets")
+    out = []
+    counters = {"good": 0, "bad": 0}
+    for j, (role, n) in enumerate(roles):
+        counters[role] += 1
+        rec: dict[str, Any] = {"label": n.label, "role": role, "layer": n.layer, "neuron": n.neuron,
+                               "score": float(n.score), "rank": counters[role], "stability": None}
+        if explanation is not None:
+            x = explanation.neurons[j]
+            acts = [float(v) for v in explanation.activations[:, j]]
+            rec.update(
+                stability=x.stability, membership=x.membership, gold_effect=x.gold_effect,
+                distractor_effect=x.distractor_effect, dla_gold=x.dla_gold, dla_distractors=x.dla_distractors,
+                dla_margin=x.dla_margin, act_mean=x.act_mean, act_right=x.act_right, act_wrong=x.act_wrong,
+                d=x.act_effect_size, n_right=x.n_right, n_wrong=x.n_wrong, option_effects=x.option_effects,
+                act_by_gold_letter=x.act_by_gold_letter,
+                letter_dla=x.letter_dla,
+                promoted=[list(t) for t in x.top_promoted], suppressed=[list(t) for t in x.top_suppressed],
+                items=[list(t) for t in x.top_items], hist=_histogram(acts, list(explanation.correct)),
+            )
+        out.append(_clean(rec))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# HTML pieces
+# ------------------------------------------------------------------------------------------------
+def _e(x: Any) -> str:
+    return html.escape(str(x), quote=True)
+
+
+def _num(v: Any, spec: str = ".3f") -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "–"
+    return format(float(v), spec)
+
+
+def _run_section(result: NeuronResult, evaluation: EvalResult | None, run_info: dict[str, Any] | None,
+                 explanation: Any) -> str:
+    c, st = result.config, result.stats
+    m, t = c.get("model", {}), c.get("task", {})
+    rows = [
+        ("model", f"{m.get('model_name', '?')} ({m.get('model_class', '?')}; {m.get('n_layers', '?')} layers × "
+                  f"{m.get('d_mlp', '?')} neurons at {m.get('hook', 'hook_post')}, "
+                  f"{'gated' if m.get('gated_mlp') else 'plain'} MLP, act {m.get('act_fn', '?')})"),
+        ("task", f"{t.get('name', '?')}: {t.get('n_scored', '?')} identification items × {c.get('n_proxies', '?')} "
+                 f"proxies ({st.get('n_queries', '?')} questions), {c.get('n_shots', '?')}-shot, mode "
+                 f"{c.get('mode', '?')}" + (f", options listed: {c.get('show_options')}" if c.get("mode") == "cloze" else "")),
+        ("method", f"{c.get('method', '?')} (steps {c.get('steps', '?')}, {c.get('ig_rule', '?')}), target "
+                   f"{c.get('target', '?')}, z = {c.get('z', '?')}, ambiguity filter {c.get('ambiguity', '?')}, "
+                   f"k = {c.get('k', '?')}: {len(result.good)} good, {len(result.bad)} bad, seed {c.get('seed', '?')}"),
+        ("model on the identification items", f"accuracy {_num(st.get('accuracy'))}, consistent "
+                                              f"{_num(st.get('consistent_accuracy'))}, gold probability "
+                                              f"{_num(st.get('gold_prob'))}; {_num(st.get('seconds'), '.1f')} s"),
+    ]
+    if run_info:
+        rows.append(("split", ", ".join(f"{k} = {v}" for k, v in run_info.items())))
+    if evaluation is not None:
+        e = evaluation.config.get("eval", {})
+        rows.append(("held-out evaluation", f"{evaluation.n_items} items × proxies = {evaluation.n_queries} questions, "
+                                            f"{e.get('n_random', '?')} random sets per condition, {e.get('n_boot', '?')} "
+                                            f"bootstrap resamples, enhance factor {e.get('factor', '?')}, "
+                                            f"{evaluation.seconds:.1f} s"))
+    if explanation is not None:
+        i = explanation.info
+        rows.append(("explanations", f"activations on {i.get('n_questions')} questions of {i.get('n_items')} "
+                                     f"{i.get('items')} items ({i.get('n_right')} answered right); direct effects: "
+                                     f"W_out row {i.get('norm')}, times W_U (direct path only); stability from "
+                                     f"{i.get('stability_boot') or 'no'} bootstrap resamples"))
+    versions = c.get("versions", {})
+    if versions:
+        rows.append(("versions", ", ".join(f"{k} {v}" for k, v in versions.items())))
+    rows.append(("written", datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")))
+    body = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows)
+    return f'<table class="info">{body}</table>'
+
+
+def _interval(ci: Any) -> str:
+    if not ci or ci[0] is None:
+        return ""
+    return f"[{ci[0]:+.3f}, {ci[1]:+.3f}]"
+
+
+def _eval_section(ev: EvalResult) -> str:
+    from .report import verdict
+
+    head = ["condition", "neurons", "accuracy [95% CI]", "Δ accuracy [95% CI]", "random Δ accuracy", "gold p",
+            "Δ gold p [95% CI]", "random Δ gold p", "consistent", "changed (random)", "McNemar p"]
+    trs, verdicts = [], []
+    for r in ev.rows:
+        if not r.available:
+            trs.append(f'<tr class="na"><td>{_e(r.description)}</td><td colspan="{len(head) - 1}">n/a: {_e(r.note)}</td></tr>')
+            continue
+        m, base = r.metrics, r.name == "baseline"
+        rnd = r.random.get("metrics", {}) if r.random else {}
+
+        def spread(key: str) -> str:
+            x = rnd.get(key)
+            if not x:
+                return ""
+            return f"{x['mean']:+.3f} ± {x['sd']:.3f}<br><small>({x['min']:+.3f} … {x['max']:+.3f})</small>"
+
+        ci = r.ci.get("accuracy", [None, None])
+        exp = "" if base else (' class="up"' if EXPECTED_DIRECTION.get(r.name, 0) > 0 else ' class="down"')
+        changed_r = rnd.get("changed")
+        d_acc = "" if base else f"{r.delta['accuracy']:+.3f}<br><small>{_interval(r.delta_ci.get('accuracy'))}</small>"
+        d_gold = "" if base else f"{r.delta['gold_prob']:+.3f}<br><small>{_interval(r.delta_ci.get('gold_prob'))}</small>"
+        changed = "" if base else f"{m['changed']:.3f}" + (f" ({changed_r['mean']:.3f})" if changed_r else "")
+        neurons = "–" if base else f"{r.n_good} good / {r.n_bad} bad"
+        cells = [
+            f"<td{exp}>{_e(r.description)}</td>",
+            f"<td>{neurons}</td>",
+            f"<td>{m['accuracy']:.3f}<br><small>[{ci[0]:.3f}, {ci[1]:.3f}]</small></td>",
+            f"<td>{d_acc}</td>",
+            f"<td>{spread('delta_accuracy')}</td>",
+            f"<td>{m['gold_prob']:.3f}</td>",
+            f"<td>{d_gold}</td>",
+            f"<td>{spread('delta_gold_prob')}</td>",
+            f"<td>{m['consistent_accuracy']:.3f}</td>",
+            f"<td>{changed}</td>",
+            f"<td>{'' if base else _num(r.mcnemar.get('p'), '.2g')}</td>",
+        ]
+        if not base:
+            verdicts.append(f"<li>{_e(r.description)}: {_e(verdict(r))}</li>")
+        trs.append(f"<tr>{''.join(cells)}</tr>")
+    ths = "".join(f"<th>{_e(h)}</th>" for h in head)
+    return (f'<div class="scroll"><table id="interventions" class="grid"><thead><tr>{ths}</tr></thead>'
+            f'<tbody>{"".join(trs)}</tbody></table></div>'
+            f'<p class="note">{ev.n_items} held-out items, mode {_e(ev.mode)}. Intervals: percentile bootstrap over '
+            "items (paired for Δ). Random: mean ± sd (min … max) over same-size neuron sets with the same per-layer "
+            "counts. Condition names in blue are expected to raise the scores, in red to lower them.</p>"
+            f'<p class="note">Gold probability against the expected direction and the random sets:</p>'
+            f'<ul class="note" id="verdicts">{"".join(verdicts)}</ul>')
+
+
+def _figures_section(figures: dict[str, Path]) -> str:
+    captions = {"layer_counts": "good and bad neurons per layer", "ace_distribution": "ACE scores",
+                "interventions": "intervention effects against the random sets", "letters": "predicted letters"}
+    out = []
+    for name, path in figures.items():
+        p = Path(path)
+        if not p.is_file():
+            continue
+        data = base64.b64encode(p.read_bytes()).decode()
+        out.append(f'<figure><img alt="{_e(captions.get(name, name))}" src="data:image/png;base64,{data}">'
+                   f"<figcaption>{_e(captions.get(name, name))}</figcaption></figure>")
+    return "".join(out)
+
+
+_CSS = """
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:24px auto;max-width:1320px;color:#222;padding:0 16px}
+h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid #ddd;padding-bottom:3px}
+table{border-collapse:collapse}table.info th{text-align:left;padding:2px 14px 2px 0;color:#555;font-weight:600;vertical-align:top}
+table.grid td,table.grid th{border-bottom:1px solid #e4e4e4;padding:3px 7px;text-align:right;white-space:nowrap}
+table.grid td:first-child,table.grid th:first-child{text-align:left}table.grid thead th{background:#f4f4f4}
+td.up{color:#2a7ab9}td.down{color:#d1495b}tr.na td{color:#999}.note{color:#666;font-size:12.5px}
+figure{display:inline-block;margin:6px 12px 6px 0;vertical-align:top}figure img{max-width:620px;border:1px solid #eee}
+.scroll{overflow-x:auto}#interventions{font-size:12.5px}#interventions th{white-space:normal;vertical-align:bottom}
+#interventions small{color:#777}
+#neurons td:last-child,#neurons th:last-child{text-align:left;max-width:230px;overflow:hidden;text-overflow:ellipsis}
+figcaption{color:#666;font-size:12px}
+#controls{margin:6px 0}#controls label{margin-right:14px}
+#neurons th{cursor:pointer;user-select:none}#neurons th.sorted-asc::after{content:" ▲"}#neurons th.sorted-desc::after{content:" ▼"}
+#neurons tbody tr{cursor:pointer}#neurons tbody tr:hover{background:#f2f7fc}#neurons tbody tr.open{background:#e3eefa}
+.role-good{color:#2a7ab9;font-weight:600}.role-bad{color:#d1495b;font-weight:600}
+#layout{display:flex;gap:18px;align-items:flex-start}#table-wrap{flex:1 1 auto;max-height:720px;overflow:auto}
+#card{flex:0 0 430px;border:1px solid #cfd8e3;border-radius:6px;padding:12px 14px;background:#fbfcfe;position:sticky;top:8px}
+#card h3{margin:0 0 6px;font-size:17px}#card table td{padding:1px 10px 1px 0}#card ul{margin:2px 0 8px;padding-left:18px}
+#card .close{float:right;cursor:pointer;border:none;background:none;font-size:18px}
+.tok{font-family:ui-monospace,monospace;background:#eef1f5;border-radius:3px;padding:0 3px;margin:0 4px 2px 0;display:inline-block}
+"""
+
+_JS = r"""
+(function () {
+  "use strict";
+  const data = JSON.parse(document.getElementById("neuron-data").textContent);
+  const tbody = document.querySelector("#neurons tbody");
+  const card = document.getElementById("card");
+  const state = { key: null, dir: 1, role: "all", layer: "all", open: null };
+  const fmt = (v, d = 3) => (v === null || v === undefined) ? "–" :
+    (Math.abs(v) >= 1e-3 || v === 0 ? v.toFixed(d) : v.toExponential(2));
+  // tokens with their whitespace visible: " A" -> "␣A", newlines and tabs escaped
+  const tok = t => JSON.stringify(t).slice(1, -1).replace(/ /g, "␣");
+  const el = (tag, text, cls) => { const e = document.createElement(tag);
+    if (text !== undefined) e.textContent = text; if (cls) e.className = cls; return e; };
+  const cols = [["rank", v => v], ["label", v => v], ["role", v => v], ["layer", v => v], ["neuron", v => v],
+    ["score", v => fmt(v, 4)], ["stability", v => fmt(v, 2)], ["dla_margin", v => fmt(v)], ["d", v => fmt(v, 2)],
+    ["promoted", v => v ? v.slice(0, 3).map(t => tok(t[0])).join("  ") : "–"]];
+
+  function rows() {
+    let r = data.filter(n => (state.role === "all" || n.role === state.role) &&
+                             (state.layer === "all" || String(n.layer) === state.layer));
+    if (state.key) {
+      const k = state.key;
+      r = r.slice().sort((a, b) => {
+        const x = a[k], y = b[k];
+        if (x === null || x === undefined) return 1;       // missing values last
+        if (y === null || y === undefined) return -1;
+        return (x < y ? -1 : x > y ? 1 : 0) * state.dir;
+      });
+    }
+    return r;
+  }
+
+  function render() {
+    tbody.replaceChildren();
+    for (const n of rows()) {
+      const tr = el("tr");
+      tr.dataset.label = n.label;
+      if (n.label === state.open) tr.className = "open";
+      for (const [k, f] of cols) {
+        const td = el("td", String(f(n[k])));
+        if (k === "role") td.className = "role-" + n.role;
+        tr.appendChild(td);
+      }
+      tr.addEventListener("click", () => openCard(n.label));
+      tbody.appendChild(tr);
+    }
+    document.getElementById("shown").textContent = tbody.rows.length + " of " + data.length + " neurons";
+    for (const th of document.querySelectorAll("#neurons th")) {
+      th.classList.remove("sorted-asc", "sorted-desc");
+      if (th.dataset.key === state.key) th.classList.add(state.dir > 0 ? "sorted-asc" : "sorted-desc");
+    }
+  }
+
+  function histogram(h) {
+    const ns = "http://www.w3.org/2000/svg", W = 400, H = 130, pad = 24;
+    const svg = document.createElementNS(ns, "svg");
+    svg.setAttribute("width", W); svg.setAttribute("height", H + 30); svg.setAttribute("class", "hist");
+    if (!h || !h.edges.length) return svg;
+    const nb = h.right.length, max = Math.max(1, ...h.right, ...h.wrong), bw = (W - 2 * pad) / nb;
+    const add = (tag, attrs, text) => { const e = document.createElementNS(ns, tag);
+      for (const a in attrs) e.setAttribute(a, attrs[a]); if (text) e.textContent = text; svg.appendChild(e); return e; };
+    for (let i = 0; i < nb; i++) {
+      for (const [which, color, off] of [["right", "#2a7ab9", 0], ["wrong", "#d1495b", 0.5]]) {
+        const c = h[which][i], bh = (H - 10) * c / max;
+        add("rect", { x: pad + i * bw + off * bw, y: H - bh, width: bw / 2 - 1, height: bh, fill: color,
+                      "class": "bar-" + which }).appendChild(document.createElementNS(ns, "title")).textContent =
+          which + ": " + c + " in [" + fmt(h.edges[i]) + ", " + fmt(h.edges[i + 1]) + ")";
+      }
+    }
+    add("line", { x1: pad, x2: W - pad, y1: H, y2: H, stroke: "#555" });
+    add("text", { x: pad, y: H + 14, "font-size": 11 }, fmt(h.edges[0], 2));
+    add("text", { x: W - pad, y: H + 14, "font-size": 11, "text-anchor": "end" }, fmt(h.edges[nb], 2));
+    const total = k => h[k].reduce((a, b) => a + b, 0);
+    add("text", { x: W / 2, y: H + 27, "font-size": 11, "text-anchor": "middle" },
+        "site activation: right (blue, " + total("right") + ") vs wrong (red, " + total("wrong") + ") questions");
+    return svg;
+  }
+
+  function openCard(label) {
+    const n = data.find(x => x.label === label);
+    state.open = label;
+    card.replaceChildren();
+    const close = el("button", "×", "close");
+    close.title = "close";
+    close.addEventListener("click", () => { card.hidden = true; state.open = null; render(); });
+    card.appendChild(close);
+    card.appendChild(el("h3", n.label + " — " + n.role + " #" + n.rank));
+    const t = el("table");
+    const line = (k, v) => { const tr = el("tr"); tr.appendChild(el("td", k)); tr.appendChild(el("td", v)); t.appendChild(tr); };
+    line("ACE score", fmt(n.score, 5));
+    line("layer / index", n.layer + " / " + n.neuron);
+    line("selection stability", n.stability === null ? "– (no kept attributions)" : fmt(n.stability, 2));
+    if (n.hist) {
+      line("membership (items)", fmt(n.membership, 2));
+      line("direct effect: gold / distractors", fmt(n.gold_effect) + " / " + fmt(n.distractor_effect));
+      line("activation × effect: gold − distractors", fmt(n.dla_margin));
+      line("activation right / wrong (d)", fmt(n.act_right) + " / " + fmt(n.act_wrong) + "  (" + fmt(n.d, 2) + ")");
+      line("questions right / wrong", n.n_right + " / " + n.n_wrong);
+      const letters = Object.keys(n.option_effects || {});
+      if (letters.length) line("direct effect on letters", letters.map(k => k + " " + fmt(n.option_effects[k])).join("   "));
+      if (letters.length) line("activation × effect on letters",
+                               letters.map(k => k + " " + fmt(n.letter_dla[k])).join("   "));
+      const gl = Object.keys(n.act_by_gold_letter || {});
+      if (gl.length) line("activation by gold letter", gl.map(k => k + " " + fmt(n.act_by_gold_letter[k])).join("   "));
+    }
+    card.appendChild(t);
+    if (n.hist) {
+      for (const [title, list] of [["promotes (direct path)", n.promoted], ["suppresses (direct path)", n.suppressed]]) {
+        card.appendChild(el("div", title));
+        const p = el("div");
+        for (const [t, v] of list) { const s = el("span", tok(t), "tok"); s.title = fmt(v); p.appendChild(s); }
+        card.appendChild(p);
+      }
+      card.appendChild(el("div", "items where it fires most"));
+      const ul = el("ul");
+      for (const [id, a, text] of n.items) ul.appendChild(el("li", id + " (" + fmt(a) + "): " + text));
+      card.appendChild(ul);
+      card.appendChild(histogram(n.hist));
+    } else {
+      card.appendChild(el("p", "No explanation in this report (run result.explain(model, task) or tl-neuronllm report)."));
+    }
+    card.hidden = false;
+    render();
+  }
+
+  for (const th of document.querySelectorAll("#neurons th")) {
+    th.addEventListener("click", () => {
+      const k = th.dataset.key;
+      if (state.key === k) state.dir = -state.dir;
+      else { state.key = k; state.dir = ["score", "stability", "dla_margin", "d"].includes(k) ? -1 : 1; }
+      render();
+    });
+  }
+  document.getElementById("role-filter").addEventListener("change", e => { state.role = e.target.value; render(); });
+  document.getElementById("layer-filter").addEventListener("change", e => { state.layer = e.target.value; render(); });
+  render();
+})();
+"""
+
+
+def _neuron_section(records: list[dict[str, Any]], n_layers: int) -> str:
+    heads = [("rank", "rank"), ("label", "neuron"), ("role", "role"), ("layer", "layer"), ("neuron", "index"),
+             ("score", "ACE score"), ("stability", "stability"), ("dla_margin", "DLA margin"), ("d", "d right−wrong"),
+             ("promoted", "promotes")]
+    ths = "".join(f'<th data-key="{k}">{_e(h)}</th>' for k, h in heads)
+    layers = sorted({r["layer"] for r in records})
+    opts = "".join(f'<option value="{x}">{x}</option>' for x in layers)
+    payload = json.dumps(records, ensure_ascii=False, allow_nan=False).replace("</", "<\\/")
+    return f"""
+<div id="controls">
+  <label>role <select id="role-filter"><option value="all">all</option><option value="good">good</option>
+    <option value="bad">bad</option></select></label>
+  <label>layer <select id="layer-filter"><option value="all">all</option>{opts}</select></label>
+  <span id="shown"></span> — click a column to sort, a row to open its card.
+</div>
+<div id="layout">
+  <div id="table-wrap"><table id="neurons" class="grid"><thead><tr>{ths}</tr></thead><tbody></tbody></table></div>
+  <aside id="card" hidden></aside>
+</div>
+<p class="note">stability: share of bootstrap resamples of the identification items that select the neuron in the
+same role again. DLA margin: mean over questions of activation × (direct effect on the gold option − mean direct
+effect on the distractors); direct effect = the neuron's W_out row through the final norm's weight times W_U (direct
+path only, the norm's per-input scale left out). d: Cohen's d of the site activation, right minus wrong questions.
+Tokens: ␣ marks a space, \n a newline.</p>
+<script type="application/json" id="neuron-data">{payload}</script>"""
+
+
+def report_html(
+    result: NeuronResult,
+    evaluation: EvalResult | None = None,
+    out_dir: str | Path = ".",
+    *,
+    explanation: Any = None,
+    run_info: dict[str, Any] | None = None,
+    figures: dict[str, Path] | None = None,
+    filename: str = REPORT_HTML,
+) -> Path:
+    """Write the single-file HTML report into ``out_dir`` and return its path.
+
+    Args:
+        result: The identified neurons.
+        evaluation: The held-out evaluation (its table is left out when ``None``).
+        out_dir: Output directory (created).
+        explanation: :func:`tl_neuronllm.explain.explain`'s result for ``result`` (cards show only the
+            score without it).
+        run_info: Extra facts to show (e.g. the split: ``n_identify``, ``n_heldout``, ``split_seed``).
+        figures: ``name -> PNG path`` to embed; default: drawn into ``out_dir/figures`` with
+            :func:`tl_neuronllm.report.make_figures`.
+        filename: Name of the file.
+
+    Returns:
+        The path of the written file.
+
+    Raises:
+        ValueError: if ``explanation`` is not of ``result``.
+    """
+    from .report import make_figures
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    records = neuron_records(result, explanation)
+    if figures is None:
+        figures = make_figures(result, evaluation, out / "figures")
+    c = result.config
+    title = f"NeuronLLM report: {c.get('model', {}).get('model_name', '?')} on {c.get('task', {}).get('name', '?')}"
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{_e(title)}</h1>",
+        '<p class="note">Good neurons raise the model\'s preference for the correct option over the distractors; '
+        "bad neurons push toward the distractors (signed integrated-gradient ACE score, NeuronLLM).</p>",
+        "<h2>What was run</h2>", _run_section(result, evaluation, run_info, explanation),
+    ]
+    if evaluation is not None:
+        parts += ["<h2>Held-out interventions</h2>", _eval_section(evaluation)]
+    fig_html = _figures_section(figures)
+    if fig_html:
+        parts += ["<h2>Figures</h2>", fig_html]
+    parts += [f"<h2>Neurons ({len(result.good)} good, {len(result.bad)} bad)</h2>",
+              _neuron_section(records, result.n_layers), f"<script>{_JS}</script>", "</body></html>"]
+    path = out / filename
+    path.write_text("\n".join(parts), encoding="utf-8")
+    return path
+
+
+__all__ = ["REPORT_HTML", "neuron_records", "report_html"]
