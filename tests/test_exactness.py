@@ -34,12 +34,13 @@ def assert_equal_ig(ad, q, steps=3):
 @pytest.mark.parametrize("gated", [False, True], ids=["gpt2", "llama"])
 def test_fast_path_is_engaged_on_hf_models(gated, recwarn):
     model = make_model("hf", gated)
-    ad, letter_q, cloze_q = queries_for(model, 1)
-    for q in (letter_q[0], cloze_q[1]):
+    ad, letter_q, cloze_q = queries_for(model, 2)
+    assert ad.share_prefix([q.prompt for q in letter_q + cloze_q]) >= 8  # instruction + demonstration
+    for q in (letter_q[0], cloze_q[1], letter_q[3]):
         assert_equal_ig(ad, q)
     assert ad.kv_backend == "hf"
     assert ad.fast_paths == {"prefix_cache": True, "packed_rows": True, "skip_layers": True,
-                             "letter_columns": True, "exact_ig": True}
+                             "letter_columns": True, "shared_prefix": True, "exact_ig": True}
     assert ad.fast.fallbacks == []
     assert not [w for w in recwarn if issubclass(w.category, ShortcutFallbackWarning)]
 
@@ -154,7 +155,8 @@ def test_identify_records_what_was_verified():
     model = make_model("hf", True)
     res = identify(model, text_task(4), k=5, steps=2, progress=False)
     fp = res.stats["fast_paths"]
-    assert fp["backend"] == "hf" and fp["exact_ig"] is True and fp["fallbacks"] == []
+    assert fp["backend"] == "hf" and fp["exact_ig"] is True and fp["shared_prefix"] is True
+    assert fp["fallbacks"] == []
     off = identify(model, text_task(4), k=5, steps=2, progress=False, kv_cache="off")
     assert off.stats["fast_paths"]["backend"] == "rerun"
     assert torch.allclose(res.scores, off.scores, rtol=1e-4, atol=1e-6 * float(off.scores.abs().max()))
@@ -173,3 +175,20 @@ def test_no_number_when_even_the_plain_path_disagrees(monkeypatch):
     # every shortcut was switched off on the way, most specific first
     # (and the user's model is untouched: no hook of ours is left)
     assert all(not hp.fwd_hooks for hp in model.hook_dict.values())
+
+
+@needs_bridge
+def test_wrong_shared_prefix_continuation_is_caught(monkeypatch):
+    """Continuing the run's shared prefix (instruction + demos) must equal computing each prefix anew."""
+    real = HFCacheBackend.extend
+
+    def shifted(self, state, tokens):
+        return real(self, state, list(reversed(tokens)))  # right length, wrong order
+
+    monkeypatch.setattr(HFCacheBackend, "extend", shifted)
+    model = make_model("hf", True)
+    ad, letter_q, _ = queries_for(model, 2)
+    ad.share_prefix([q.prompt for q in letter_q])
+    with pytest.warns(ShortcutFallbackWarning, match="shared prefix"):
+        assert_equal_ig(ad, letter_q[1])
+    assert ad.fast_paths["shared_prefix"] is False and ad.kv_backend == "hf"

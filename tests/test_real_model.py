@@ -82,7 +82,9 @@ def test_fast_ig_is_engaged_and_equals_naive_on_smollm2(smollm2, obqa, recwarn):
 
     _, held, demo = obqa
     ad = ModelAdapter(smollm2)
-    q = build_queries(ad, held.subset(range(1)), IdentifyConfig(n_proxies=1), list(demo))[0][0]
+    qs = [qs[0] for qs in build_queries(ad, held.subset(range(2)), IdentifyConfig(n_proxies=1), list(demo))]
+    assert ad.share_prefix([q.prompt for q in qs]) > 50  # the instruction and the demonstration
+    q = qs[1]
     fast, probs, _ = ig_fast(ad, q, steps=2, rule="gauss")
     layers = [0, 15, 29]
     naive = ig_naive(ad, q, steps=2, rule="gauss", layers=layers)
@@ -92,7 +94,7 @@ def test_fast_ig_is_engaged_and_equals_naive_on_smollm2(smollm2, obqa, recwarn):
         assert torch.allclose(fast[layer], naive[layer], rtol=1e-3, atol=1e-4 * scale), layer
     assert ad.kv_backend == "hf"
     assert ad.fast_paths == {"prefix_cache": True, "packed_rows": True, "skip_layers": True,
-                             "letter_columns": True, "exact_ig": True}
+                             "letter_columns": True, "shared_prefix": True, "exact_ig": True}
     assert not [w for w in recwarn if issubclass(w.category, ShortcutFallbackWarning)]
 
 

@@ -171,6 +171,7 @@ class ModelAdapter:
             raise ValueError(f"kv_cache must be 'auto' or 'off', got {kv_cache!r}")
         self._candidates = candidate_backends(model, kv_cache)
         self._backend: Backend | None = None  # chosen (and checked) on the first prefix() call
+        self._shared: PrefixState | None = None  # the run's shared prompt prefix (share_prefix)
         self.fast = FastPaths()
         self._widths_checked = False
 
@@ -302,9 +303,11 @@ class ModelAdapter:
     @property
     def fast_paths(self) -> dict[str, bool | None]:
         """Which shortcuts passed their check against the plain forward (``None``: not checked yet):
-        ``prefix_cache``, ``packed_rows``, ``skip_layers``, ``letter_columns`` and ``exact_ig``."""
+        ``prefix_cache``, ``packed_rows``, ``skip_layers``, ``letter_columns``, ``shared_prefix`` and
+        ``exact_ig``."""
         d = self.fast.to_dict()
-        return {k: d[k] for k in ("prefix_cache", "packed_rows", "skip_layers", "letter_columns", "exact_ig")}
+        return {k: d[k] for k in ("prefix_cache", "packed_rows", "skip_layers", "letter_columns", "shared_prefix",
+                                  "exact_ig")}
 
     def note_fallback(self, what: str, reason: str, cost: str) -> None:
         """Record and announce (one warning) a shortcut that was switched off."""
@@ -328,7 +331,55 @@ class ModelAdapter:
         tokens = [int(t) for t in tokens]
         if self._backend is None and len(tokens) >= 2:
             self._choose_backend(tokens)
+        shared = self._shared
+        if shared is not None and self.fast.shared_prefix is not False and len(tokens) > len(shared.tokens) \
+                and tokens[: len(shared.tokens)] == shared.tokens:
+            if self.fast.shared_prefix is None:
+                self._check_shared(shared, tokens)
+            if self.fast.shared_prefix:
+                return self.backend.extend(shared, tokens[len(shared.tokens):])
         return self.backend.prefix(tokens)
+
+    def share_prefix(self, prompts: Sequence[Sequence[int]], min_tokens: int = 8) -> int:
+        """Compute once the token prefix that all ``prompts`` share (instruction and demonstrations),
+        so that :meth:`prefix` continues it instead of recomputing it for every prompt. Checked, on
+        first use, against computing a prompt's prefix from scratch. Returns the shared length (0:
+        nothing worth sharing, or a backend without a cache)."""
+        self._shared = None
+        seqs = [list(p) for p in prompts]
+        if len(seqs) < 2:
+            return 0
+        n = min(len(p) - 2 for p in seqs)  # leave every prompt a token of its own before the site
+        first = seqs[0]
+        for p in seqs[1:]:
+            i = 0
+            while i < n and p[i] == first[i]:
+                i += 1
+            n = i
+        if n < min_tokens:
+            return 0
+        state = self.prefix(first[:n])
+        if not self.backend.cached:
+            return 0
+        self._shared = state
+        return n
+
+    def _check_shared(self, shared: PrefixState, tokens: list[int]) -> None:
+        tail = min(3, len(tokens) - len(shared.tokens))
+        head, rows = tokens[:-tail], [tokens[-tail:]] * 2
+        with torch.no_grad():
+            ref = plain_rows(self, head, rows)
+
+            def attempt() -> Tensor:
+                state = self.backend.extend(shared, head[len(shared.tokens):]) if len(head) > len(shared.tokens) \
+                    else shared
+                return self.backend.run_suffix(state, torch.tensor(rows, device=self.device))
+
+            out, why = _attempt(attempt)
+        self.fast.shared_prefix = out is not None and close(out, ref, self.float_dtype())
+        if not self.fast.shared_prefix:
+            self.note_fallback("continuing the shared prefix", why or max_err(out, ref),
+                               "each prompt's prefix is computed from its first token")
 
     def _choose_backend(self, tokens: list[int]) -> None:
         tail = min(3, len(tokens) - 1)
@@ -369,8 +420,11 @@ class ModelAdapter:
         elif fp.packed_rows or fp.letter_columns:
             fp.packed_rows = fp.letter_columns = fp.skip_layers = False
             self.note_fallback("packed rows and letter columns", reason, "each row becomes its own batch entry")
+        elif fp.shared_prefix:
+            fp.shared_prefix = False
+            self.note_fallback("continuing the shared prefix", reason, "each prompt's prefix is computed in full")
         elif self.backend.cached:
-            self._backend = self._candidates[-1](self.model)
+            self._backend, self._shared = self._candidates[-1](self.model), None
             fp.backend, fp.prefix_cache = self._backend.name, False
             self.note_fallback("the key/value cache", reason, "every continuation re-runs the prompt prefix")
         else:

@@ -168,6 +168,8 @@ def identify_distributed(
         queries = build_queries(adapter, scored, cfg, demo_items)
         mine = shard_indices(len(queries), rank, world)
         shard = [queries[i] for i in mine]
+        if cfg.method not in ("grad_x_act", "activation"):
+            adapter.share_prefix([q.prompt for qs in shard for q in qs])
         fingerprint = {"items": [scored.items[i].to_record() for i in mine],
                        "demos": [d.to_record() for d in demo_items], "shard": [rank, world]}
         state, act_sum, probs = score_resumable(

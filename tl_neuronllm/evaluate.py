@@ -762,6 +762,7 @@ def evaluate(
         adapter.check_widths()
         probs: list[list[Tensor]] = [[] for _ in conds]  # [condition][query]
         if engine == "prefix":
+            adapter.share_prefix([q.prompt for q in flat])
             it: Any = flat
             if progress:
                 from tqdm.auto import tqdm

@@ -56,6 +56,8 @@ class FastPaths:
         packed_rows: Packed rows equal the plain forward.
         skip_layers: Rows joining at later blocks equal the plain forward with the same scaling.
         letter_columns: Unembedding only some columns equals those columns of the full logits.
+        shared_prefix: Continuing the run's shared prefix (instruction and demonstrations) with a
+            query's own tokens equals computing the query's prefix from scratch.
         exact_ig: One layer's fast IG equals the naive per-step IG (checked by attribution).
         fallbacks: One line per shortcut switched off, with the reason.
     """
@@ -65,6 +67,7 @@ class FastPaths:
     packed_rows: bool | None = None
     skip_layers: bool | None = None
     letter_columns: bool | None = None
+    shared_prefix: bool | None = None
     exact_ig: bool | None = None
     fallbacks: list[str] = field(default_factory=list)
 

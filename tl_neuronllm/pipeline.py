@@ -543,6 +543,8 @@ def identify(
     queries = build_queries(adapter, scored, cfg, demo_items)  # tokenizer only: errors before any model time
     with preserved_model_state(model):
         adapter.check_widths()
+        if cfg.method not in ("grad_x_act", "activation"):  # the IG methods continue prompt prefixes
+            adapter.share_prefix([q.prompt for qs in queries for q in qs])
         if cfg.method in BASELINES:
             out = run_baseline(cfg.method, adapter, queries, cfg, progress=progress)
             state = ACEState.zeros(adapter.n_layers, adapter.d_mlp)

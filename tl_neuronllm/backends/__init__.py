@@ -81,6 +81,11 @@ class Backend:
         with torch.no_grad():
             return self._prefix(tokens, t)
 
+    def extend(self, state: PrefixState, tokens: list[int]) -> PrefixState:
+        """The state of ``state.tokens + tokens``, reusing ``state`` where the backend can (here: not;
+        the whole prefix is computed again)."""
+        return self.prefix([*state.tokens, *tokens])
+
     def run_suffix(self, state: PrefixState, suffix: Int[Tensor, "rows pos"]) -> Float[Tensor, "rows pos d_vocab"]:
         """Logits of ``rows`` continuations of ``state`` (suffix positions only); hooks already in
         place on the model see the suffix at positions ``state.offset + j``."""

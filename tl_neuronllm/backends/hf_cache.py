@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
@@ -94,6 +95,19 @@ class HFCacheBackend(Backend):
         if cache is None or n != len(tokens):
             raise CacheNotFilled(f"the Bridge returned a cache holding {n} of the prefix's {len(tokens)} positions")
         return PrefixState(tokens, cache, 0, logits)
+
+    def extend(self, state: PrefixState, tokens: list[int]) -> PrefixState:
+        """Continue a copy of ``state``'s cache with ``tokens`` (no grad); the copy is the new state."""
+        if state.cache is None or not tokens:
+            return super().extend(state, tokens)
+        cache = copy.deepcopy(state.cache)
+        t = torch.tensor([tokens], dtype=torch.long, device=self.device)
+        with torch.no_grad(), self.calling():
+            logits = self.model(t, **self._continue(cache))
+        n = _cache_len(cache)
+        if n != len(state.tokens) + len(tokens):
+            raise CacheNotFilled(f"continuing the cache left it holding {n} of {len(state.tokens) + len(tokens)} positions")
+        return PrefixState([*state.tokens, *tokens], cache, 0, logits)
 
     def _run_cached(self, state: PrefixState, suffix: Int[Tensor, "rows pos"]) -> Float[Tensor, "rows pos d_vocab"]:
         cache = copy.deepcopy(state.cache)

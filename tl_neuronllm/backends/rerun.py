@@ -22,3 +22,6 @@ class RerunBackend(Backend):
 
     def _prefix(self, tokens: list[int], t: Int[Tensor, "1 pos"]) -> PrefixState:
         return PrefixState(tokens, None, len(tokens))
+
+    def extend(self, state: PrefixState, tokens: list[int]) -> PrefixState:
+        return self.prefix([*state.tokens, *tokens])  # nothing to compute
