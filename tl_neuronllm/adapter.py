@@ -25,7 +25,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from .backends import Backend, PrefixState, candidate_backends
+from .backends import Backend, PrefixState, candidate_backends, model_device
 from .fastpaths import FastPaths, _attempt, check_row_paths, close, max_err, packed_forward, plain_rows, warn_fallback
 from .memory import row_bytes
 from .tasks import LETTERS
@@ -178,10 +178,7 @@ class ModelAdapter:
     # ---- basic facts --------------------------------------------------------------------
     @property
     def device(self) -> torch.device:
-        try:
-            return next(self.model.parameters()).device
-        except (StopIteration, AttributeError):
-            return torch.device(getattr(self.model.cfg, "device", None) or "cpu")
+        return model_device(self.model)
 
     @property
     def tokenizer(self) -> Any:

@@ -47,6 +47,14 @@ class PrefixState:
     logits: Tensor | None = field(default=None, repr=False)
 
 
+def model_device(model: Any) -> torch.device:
+    """The device of the model's parameters (its config's device if it has none)."""
+    try:
+        return next(model.parameters()).device
+    except (StopIteration, AttributeError):
+        return torch.device(getattr(model.cfg, "device", None) or "cpu")
+
+
 class Backend:
     """How one kind of model computes a prefix once and continues it (see the module docstring).
 
@@ -68,10 +76,7 @@ class Backend:
 
     @property
     def device(self) -> torch.device:
-        try:
-            return next(self.model.parameters()).device
-        except (StopIteration, AttributeError):
-            return torch.device(getattr(self.model.cfg, "device", None) or "cpu")
+        return model_device(self.model)
 
     def prefix(self, tokens: list[int]) -> PrefixState:
         """Run ``tokens`` once (no grad) and return a state that :meth:`run_suffix` continues."""
@@ -125,4 +130,4 @@ def candidate_backends(model: Any, kv_cache: str = "auto") -> list[type[Backend]
     return [b for b in (HFCacheBackend, TLCacheBackend) if b.applies(model)] + [RerunBackend]
 
 
-__all__ = ["Backend", "PrefixState", "candidate_backends"]
+__all__ = ["Backend", "PrefixState", "candidate_backends", "model_device"]
