@@ -67,14 +67,6 @@ def _layers(adapter: ModelAdapter, layers: Sequence[int] | None) -> list[int]:
     return sorted(set(int(x) for x in layers))
 
 
-def _pad_suffix(rows: list[list[int]], device: torch.device) -> Tensor:
-    T = max(len(r) for r in rows)
-    out = torch.zeros((len(rows), T), dtype=torch.long)
-    for i, r in enumerate(rows):
-        out[i, : len(r)] = torch.tensor(r)
-    return out.to(device)
-
-
 def ig_fast(
     adapter: ModelAdapter,
     q: Query,

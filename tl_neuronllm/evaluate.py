@@ -61,7 +61,7 @@ from torch import Tensor
 from .adapter import ModelAdapter, preserved_model_state
 from .answers import Query, predict, suffix_scores
 from .interventions import Intervention, make_hooks
-from .memory import condition_chunk
+from .memory import ig_chunk_rows
 from .pipeline import IdentifyConfig, _versions, build_queries, check_finite_probs, choose_demos, config_from_options
 from .proxies import TokenFormat
 from .result import NeuronResult
@@ -596,30 +596,25 @@ def letter_counts(pred: Sequence[int] | np.ndarray, n_options: int) -> dict[str,
 Condition = list[Intervention]
 
 
-def _pad(rows: Sequence[Sequence[int]], device: torch.device) -> Tensor:
-    T = max(len(r) for r in rows)
-    out = torch.zeros((len(rows), T), dtype=torch.long)
-    for i, r in enumerate(rows):
-        out[i, : len(r)] = torch.tensor(list(r), dtype=torch.long)
-    return out.to(device)
-
-
-def _row_group_hooks(hook_names: Sequence[str], conditions: Sequence[Condition], V: int, site: int) -> list[tuple[str, Any]]:
-    """One hook per layer applying condition ``c``'s :func:`make_hooks` hooks to rows ``c*V..(c+1)*V``."""
-    per_layer: dict[str, list[tuple[slice, Any]]] = {}
+def _site_hooks(hook_names: Sequence[str], conditions: Sequence[Condition], V: int,
+                sites: Tensor) -> list[tuple[str, Any]]:
+    """One hook per layer applying condition ``c``'s :func:`make_hooks` hooks at the sites of rows
+    ``c*V..(c+1)*V``, given as flat indices into ``act.reshape(-1, d_mlp)`` (packed or batched rows)."""
+    per_layer: dict[str, list[tuple[Tensor, Any]]] = {}
+    first = torch.zeros(V, dtype=torch.long)  # each site becomes a one-position row of its own
     for c, ivs in enumerate(conditions):
-        sl = slice(c * V, (c + 1) * V)
-        site_t = torch.full((V,), site, dtype=torch.long)
+        rows = sites[c * V : (c + 1) * V]
         for iv in ivs:
-            for name, fn in make_hooks(hook_names, iv, site_t):
-                per_layer.setdefault(name, []).append((sl, fn))
+            for name, fn in make_hooks(hook_names, iv, first):
+                per_layer.setdefault(name, []).append((rows, fn))
 
-    def make(entries: list[tuple[slice, Any]]) -> Any:
+    def make(entries: list[tuple[Tensor, Any]]) -> Any:
         def hook(act: Tensor, hook: Any) -> Tensor:
-            act = act.clone()
-            for sl, fn in entries:
-                act[sl] = fn(act[sl], hook)
-            return act
+            flat = act.reshape(-1, act.shape[-1]).clone()
+            for rows, fn in entries:
+                r = rows.to(flat.device)
+                flat[r] = fn(flat[r][:, None], hook)[:, 0]
+            return flat.view(act.shape)
         return hook
 
     return [(name, make(entries)) for name, entries in per_layer.items()]
@@ -627,17 +622,17 @@ def _row_group_hooks(hook_names: Sequence[str], conditions: Sequence[Condition],
 
 @torch.no_grad()
 def _probs_prefix(adapter: ModelAdapter, q: Query, conditions: Sequence[Condition], memory_budget_mb: float) -> Tensor:
-    """Option probabilities ``[n_conditions, n_options]`` of one query, all conditions over one prefix."""
+    """Option probabilities ``[n_conditions, n_options]`` of one query, all conditions as continuation rows
+    of one prefix (:meth:`ModelAdapter.run_rows`: packed into one sequence where verified)."""
     state = adapter.prefix(q.prompt[:-1])
     suffix = q.suffixes()
-    V = len(suffix)
-    suffix_t = _pad(suffix, adapter.device)
-    per_chunk = condition_chunk(adapter, len(q.prompt) - 1, suffix_t.shape[1], V, memory_budget_mb)
+    V, T = len(suffix), max(len(r) for r in suffix)
+    per_chunk = max(1, ig_chunk_rows(adapter, len(q.prompt) - 1, T, len(conditions) * V, memory_budget_mb) // V)
     out = []
     for c0 in range(0, len(conditions), per_chunk):
         chunk = conditions[c0 : c0 + per_chunk]
-        hooks = _row_group_hooks(adapter.hook_names, chunk, V, state.offset)
-        logits = adapter.run_suffix(state, suffix_t.repeat(len(chunk), 1), fwd_hooks=hooks)
+        logits = adapter.run_rows(state, suffix * len(chunk),
+                                  fwd_hooks=lambda sites, chunk=chunk: _site_hooks(adapter.hook_names, chunk, V, sites))
         z = suffix_scores(logits, q, len(chunk))
         out.append(torch.softmax(z.float(), dim=-1).cpu())
         del logits

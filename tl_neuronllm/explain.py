@@ -53,7 +53,6 @@ so ``act_*`` describe the items the neurons were selected on, not held-out ones.
 from __future__ import annotations
 
 import csv
-import math
 import random
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field

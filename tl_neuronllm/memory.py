@@ -1,7 +1,7 @@
 """The memory cost model: how many continuation rows fit an activation budget.
 
-One place for the estimates that size IG chunks (:func:`ig_chunk_rows`) and evaluation chunks
-(:func:`condition_chunk`). Estimates are deliberately conservative (activations kept for the
+One place for the estimates that size chunks of continuation rows (:func:`ig_chunk_rows`: IG steps,
+and evaluation conditions). Estimates are deliberately conservative (activations kept for the
 backward pass, attention scores, logits); ``chunk_rows`` / ``memory_budget_mb`` override them.
 """
 
@@ -67,10 +67,3 @@ def ig_chunk_rows(adapter: Any, prefix_len: int, suffix_len: int, n_rows: int,
             break
         rows = new
     return rows
-
-
-def condition_chunk(adapter: Any, prefix_len: int, suffix_len: int, rows_per_condition: int,
-                    memory_budget_mb: float) -> int:
-    """Evaluation conditions per batched continuation so that one chunk fits ``memory_budget_mb``."""
-    per_row = adapter.row_bytes(prefix_len, suffix_len)
-    return max(1, int(memory_budget_mb * 2**20 // max(per_row, 1)) // rows_per_condition)
