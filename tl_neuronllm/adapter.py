@@ -26,7 +26,8 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from .backends import Backend, PrefixState, candidate_backends, model_device
-from .fastpaths import FastPaths, _attempt, check_row_paths, close, max_err, packed_forward, plain_rows, warn_fallback
+from .fastpaths import (FastPaths, check_row_paths, close, max_err, packed_forward, plain_rows, try_shortcut,
+                        warn_fallback)
 from .memory import row_bytes
 from .tasks import LETTERS
 
@@ -372,7 +373,7 @@ class ModelAdapter:
                     else shared
                 return self.backend.run_suffix(state, torch.tensor(rows, device=self.device))
 
-            out, why = _attempt(attempt)
+            out, why = try_shortcut(attempt)
         self.fast.shared_prefix = out is not None and close(out, ref, self.float_dtype())
         if not self.fast.shared_prefix:
             self.note_fallback("continuing the shared prefix", why or max_err(out, ref),
@@ -394,7 +395,7 @@ class ModelAdapter:
                 with torch.no_grad():
                     return backend.run_suffix(state, torch.tensor(rows, device=self.device))
 
-            out, why = _attempt(attempt)
+            out, why = try_shortcut(attempt)
             if out is not None and close(out, ref, self.float_dtype()):
                 self._backend, self.fast.backend, self.fast.prefix_cache = backend, cls.name, True
                 return

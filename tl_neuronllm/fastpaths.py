@@ -290,7 +290,7 @@ def scale_rows_hook(sites: Tensor) -> "HookFn":
 # ------------------------------------------------------------------------------------------------
 # the checks
 # ------------------------------------------------------------------------------------------------
-def _attempt(fn: Callable[[], Tensor]) -> tuple[Tensor | None, str]:
+def try_shortcut(fn: Callable[[], Tensor]) -> tuple[Tensor | None, str]:
     """``(value, "")``, or ``(None, reason)`` when a library raised; the user's own errors propagate."""
     try:
         return fn(), ""
@@ -315,7 +315,7 @@ def _check_packing(adapter: "ModelAdapter", state: PrefixState, row: Sequence[in
     fp, dtype = adapter.fast, adapter.float_dtype()
     with torch.no_grad():
         ref = plain_rows(adapter, state.tokens, [row, row])
-        packed, why = _attempt(lambda: packed_forward(adapter, state, [row, row]))
+        packed, why = try_shortcut(lambda: packed_forward(adapter, state, [row, row]))
         fp.packed_rows = packed is not None and close(packed, ref, dtype)
         if not fp.packed_rows:
             adapter.note_fallback("packed rows", why or max_err(packed, ref),
@@ -329,7 +329,7 @@ def _check_packing(adapter: "ModelAdapter", state: PrefixState, row: Sequence[in
         def hooks(first: Tensor) -> list[tuple[str, Any]]:  # scale copy g at its start block, at its site
             return [(adapter.hook_names[s], scale_rows_hook(first[g : g + 1])) for g, s in enumerate(starts) if g]
 
-        skipped, why = _attempt(lambda: packed_forward(adapter, state, [row] * 3, fwd_hooks=hooks,
+        skipped, why = try_shortcut(lambda: packed_forward(adapter, state, [row] * 3, fwd_hooks=hooks,
                                                        group_start=starts, skip=True))
         full = plain_rows(adapter, state.tokens, [row] * 3, fwd_hooks=hooks)
         fp.skip_layers = skipped is not None and close(skipped, full, dtype)
@@ -345,7 +345,7 @@ def _check_cols(adapter: "ModelAdapter", state: PrefixState, row: Sequence[int],
         return
     with torch.no_grad():
         ref = plain_rows(adapter, state.tokens, [row, row])[..., torch.as_tensor(list(cols), device=adapter.device)]
-        part, why = _attempt(lambda: packed_forward(adapter, state, [row, row], logit_cols=cols, cols_direct=True))
+        part, why = try_shortcut(lambda: packed_forward(adapter, state, [row, row], logit_cols=cols, cols_direct=True))
         fp.letter_columns = part is not None and close(part, ref, adapter.float_dtype())
         if not fp.letter_columns:
             adapter.note_fallback("unembedding only the letter columns", why or max_err(part, ref),
