@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 
+pytestmark = pytest.mark.distributed
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 METHODS = ("ig", "grad_x_act")

@@ -17,6 +17,8 @@ import torch
 from tl_neuronllm import Task, identify
 from tl_neuronllm.evaluate import evaluate
 
+pytestmark = pytest.mark.real_model
+
 
 @pytest.fixture(scope="module")
 def smollm2():

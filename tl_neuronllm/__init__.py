@@ -6,7 +6,7 @@
         logits = model(tokens)
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from .adapter import ModelAdapter, ModelError, preserved_model_state
 from .evaluate import EvalConfig, EvalResult, evaluate
