@@ -20,7 +20,7 @@ import torch
 #: task -> (family, identify options). Cloze everywhere (SmolLM2 is at chance in letter mode); the long
 #: passages of IMDB and BoolQ are asked without a demonstration.
 TASKS: dict[str, tuple[str, dict[str, Any]]] = {
-    "mmlu": ("knowledge", {"mode": "cloze", "show_options": False, "n_proxies": 1}),
+    "openbookqa": ("knowledge", {"mode": "cloze", "show_options": False, "n_proxies": 1}),
     "commonsenseqa": ("commonsense", {"mode": "cloze", "show_options": False, "n_proxies": 1}),
     "imdb": ("sentiment", {"mode": "cloze", "show_options": False, "n_proxies": 1, "n_shots": 0,
                            "instruction": "Read the movie review and say whether its sentiment is positive or "

@@ -179,7 +179,7 @@ def stability(result: "NeuronResult", *, n_items: int | None = None, n_resamples
     n = int(result.attributions.shape[0])
     draws, replaced = resample_indices(n, n_items, n_resamples, seed, replace)
     L, d = result.n_layers, result.d_mlp
-    masks = {"good": torch.zeros(len(draws), L * d), "bad": torch.zeros(len(draws), L * d)}
+    masks = {role: torch.zeros(len(draws), L * d, dtype=torch.float64) for role in ("good", "bad")}
     for r, idx in enumerate(draws):
         res = rescore(result, items=idx)
         for role in ("good", "bad"):
