@@ -111,13 +111,49 @@ def main() -> None:
     ap.add_argument("--n-probe", type=int, default=30)
     ap.add_argument("--k", type=int, default=500)
     ap.add_argument("--tasks", default="")
+    ap.add_argument("--n-random", type=int, default=2)
+    ap.add_argument("--n-check-items", type=int, default=12, help="held-out items per task in the intervention check")
+    ap.add_argument("--no-check", action="store_true", help="compare stage: skip the intervention check")
     args = ap.parse_args()
     torch.set_num_threads(1)
     {"probe": probe, "identify": identify_all, "compare": lambda a: compare_all(a)}[args.stage](args)
 
 
 def compare_all(args: argparse.Namespace) -> None:
-    raise NotImplementedError  # filled in below once tl_neuronllm.compare exists
+    """Overlap table + heatmap, the shared-vs-specific intervention check, stability curves."""
+    from tl_neuronllm import NeuronResult, compare, shared_vs_specific
+    from tl_neuronllm.pipeline import _versions
+    from tl_neuronllm.stability import curve_markdown, stability_curve
+
+    out = Path(args.out)
+    names = [n for n in TASKS if (out / n / "result").is_dir()]
+    results = {n: NeuronResult.load(out / n / "result") for n in names}
+    cmp = compare(results)
+    cmp.heatmap(out / "overlap.png")
+    curves = {}
+    for n, r in results.items():
+        m = len(r.config["task"]["item_ids"])
+        # subsets of at most half the items (larger ones share most items), then the bootstrap of all items
+        curves[n] = stability_curve(r, sorted({max(2, m // 4), max(2, m // 2)}) + [None], n_resamples=30)
+    t0 = time.perf_counter()
+    if not args.no_check:
+        model, splits = load(args.n_ident, args.n_held)
+        held = {n: splits[n][1].subset(range(min(args.n_check_items, len(splits[n][1])))) for n in names}
+        shared_vs_specific(model, cmp, results, held,
+                           demos={n: splits[n][2] for n in names}, n_random=args.n_random, n_boot=1000)
+    cmp.config["check_seconds"] = time.perf_counter() - t0
+    cmp.save(out / "comparison")
+    md = [f"# Common vs task-specific neurons, SmolLM2-135M-Instruct ({time.strftime('%Y-%m-%d')})", "",
+          "| task | family | identification items | identification accuracy | identify s | good | bad |",
+          "|---|---|---:|---:|---:|---:|---:|"]
+    for n, r in results.items():
+        md.append(f"| {n} | {TASKS[n][0]} | {r.config['task']['n_scored']} | {r.stats.get('accuracy', float('nan')):.3f} "
+                  f"| {r.stats.get('seconds', 0):.0f} | {len(r.good)} | {len(r.bad)} |")
+    md += ["", cmp.to_markdown(), "", "## Stability (no model time)", "", curve_markdown(curves), "",
+           f"versions: {json.dumps(_versions())}"]
+    (out / "cross_task.md").write_text("\n".join(md))
+    (out / "stability.json").write_text(json.dumps({n: [s.summary() for s in c] for n, c in curves.items()}, indent=1))
+    print("\n".join(md))
 
 
 if __name__ == "__main__":

@@ -11,7 +11,9 @@ are re-formed on resamples of the identification items with :func:`tl_neuronllm.
 Resamples: with ``n_items=None`` a bootstrap (``n`` items drawn with replacement from the ``n``
 scored items; the scheme :func:`tl_neuronllm.explain.selection_stability` reports); with
 ``n_items=m < n`` subsets of ``m`` distinct items, for stability as a function of the number of
-identification items (:func:`stability_curve`).
+identification items (:func:`stability_curve`). Two subsets of ``m`` of ``n`` items share ``m * m / n``
+items on average, so subsets larger than about ``n / 2`` agree by construction: read the curve up to
+``n / 2`` and the bootstrap (about 63% distinct items per draw) for the full size.
 """
 
 from __future__ import annotations
