@@ -54,11 +54,12 @@ def probe(args: argparse.Namespace) -> None:
         task = load_real_task(name).split(args.n_probe, 0, n_demo=0, seed=1)[0]
         instr = TASKS[name][1]["instruction"]
         formats = {
-            "letter, default instruction": dict(mode="letter", n_proxies=2, n_shots=0),
             "cloze, default instruction": dict(mode="cloze", show_options=False, n_proxies=1, n_shots=0),
             "cloze, task instruction": dict(mode="cloze", show_options=False, n_proxies=1, n_shots=0, instruction=instr),
             "letter, task instruction": dict(mode="letter", n_proxies=2, n_shots=0, instruction=instr),
         }
+        if args.probe_formats:
+            formats = {k: v for k, v in formats.items() if k.split(",")[0] in args.probe_formats.split(",")}
         for label, opts in formats.items():
             cfg = IdentifyConfig(**opts)
             adapter = ModelAdapter(model)
@@ -109,6 +110,7 @@ def main() -> None:
     ap.add_argument("--n-ident", type=int, default=12)
     ap.add_argument("--n-held", type=int, default=16)
     ap.add_argument("--n-probe", type=int, default=30)
+    ap.add_argument("--probe-formats", default="", help="probe stage: 'cloze', 'letter' or both (default)")
     ap.add_argument("--k", type=int, default=500)
     ap.add_argument("--tasks", default="")
     ap.add_argument("--n-random", type=int, default=2)
