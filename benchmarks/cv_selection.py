@@ -84,7 +84,7 @@ def main() -> None:
         {"runs": runs, "stability": {k: [s.summary() for s in v] for k, v in curves.items()},
          "versions": __import__("tl_neuronllm.pipeline", fromlist=["_versions"])._versions(),
          "date": time.strftime("%Y-%m-%d")}, indent=1, default=str))
-    md = ["# Cross-validated setting vs fixed ones, small testbeds", ""]
+    md = [f"# Cross-validated setting vs fixed ones, testbeds {args.testbeds} (k = {args.k})", ""]
     f = lambda x: "n/a" if x is None else f"{x:+.3f}"  # noqa: E731
     md += ["| testbed | setting | good / bad | suppress good: Δacc (Δgold) [random Δgold] | "
            "suppress bad: Δacc (Δgold) [random Δgold] | Degrade RAC | Enhance RAC |", "|---|---|---|---|---|---|---|"]
