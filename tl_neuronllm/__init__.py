@@ -9,6 +9,7 @@
 __version__ = "0.2.0"
 
 from .adapter import ModelAdapter, ModelError, preserved_model_state
+from .compare import Comparison, compare, shared_vs_specific
 from .evaluate import EvalConfig, EvalResult, evaluate
 from .explain import Explanation, NeuronExplanation, explain
 from .html_report import report_html
@@ -17,12 +18,16 @@ from .pipeline import IdentifyConfig, identify, rescore
 from .proxies import AugmentConfig, PromptConfig, TokenFormat
 from .result import Neuron, NeuronResult
 from .scoring import ACEState, ScoringConfig
+from .selection import CVSelection, select_cv
+from .stability import Stability, stability
 from .tasks import Item, Task, TaskError
 
 __all__ = [
     "__version__",
     "ACEState",
     "AugmentConfig",
+    "CVSelection",
+    "Comparison",
     "EvalConfig",
     "EvalResult",
     "Explanation",
@@ -36,9 +41,11 @@ __all__ = [
     "NeuronResult",
     "PromptConfig",
     "ScoringConfig",
+    "Stability",
     "Task",
     "TaskError",
     "TokenFormat",
+    "compare",
     "evaluate",
     "explain",
     "identify",
@@ -47,4 +54,7 @@ __all__ = [
     "preserved_model_state",
     "report_html",
     "rescore",
+    "select_cv",
+    "shared_vs_specific",
+    "stability",
 ]

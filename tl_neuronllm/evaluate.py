@@ -10,9 +10,13 @@ proxy question is answered under these conditions:
 ``baseline``                    no intervention
 ``suppress_good``               good neurons x 0
 ``suppress_bad``                bad neurons x 0
-``enhance_good_suppress_bad``   good neurons x ``factor`` (default 2), bad x 0
-``enhance_bad_suppress_good``   bad neurons x ``factor``, good x 0
+``enhance_good_suppress_bad``   good neurons x ``factor`` (default 2), bad x 0 (the paper's "Enhance")
+``enhance_bad_suppress_good``   bad neurons x ``factor``, good x 0 (the paper's "Degrade")
 ==============================  =================================================
+
+Beside the absolute changes, every row has the relative changes against the baseline that we read the
+paper's RAC and RCC to be: ``RAC = (acc - acc_base) / acc_base`` and ``RCC = (cacc - cacc_base) /
+cacc_base`` for the consistent accuracy (``nan`` when the baseline is 0); see :func:`relative_change`.
 
 all at the site (the last prompt token), and each identified condition again with ``n_random``
 (default 5) random neuron sets of the same size and the same per-layer counts (a random stand-in
@@ -75,9 +79,14 @@ EVAL_MD = "evaluation.md"
 INTERVENTIONS: dict[str, tuple[str, tuple[tuple[str, str], ...]]] = {
     "suppress_good": ("suppress good", (("good", "zero"),)),
     "suppress_bad": ("suppress bad", (("bad", "zero"),)),
-    "enhance_good_suppress_bad": ("enhance good + suppress bad", (("good", "scale"), ("bad", "zero"))),
-    "enhance_bad_suppress_good": ("enhance bad + suppress good", (("bad", "scale"), ("good", "zero"))),
+    "enhance_good_suppress_bad": ("Enhance: enhance good + suppress bad", (("good", "scale"), ("bad", "zero"))),
+    "enhance_bad_suppress_good": ("Degrade: enhance bad + suppress good", (("bad", "scale"), ("good", "zero"))),
 }
+#: The paper's names of the joint conditions (issue 12): Degrade = suppress good + enhance bad, Enhance =
+#: enhance good + suppress bad. The single-role conditions keep their plain names.
+PAPER_NAMES = {"enhance_good_suppress_bad": "Enhance", "enhance_bad_suppress_good": "Degrade"}
+#: Relative measures (our reading of the paper's RAC / RCC): key -> the metric they are relative changes of.
+RELATIVE = {"RAC": "accuracy", "RCC": "consistent_accuracy"}
 #: The direction method.md expects: +1 scores rise, -1 scores fall.
 EXPECTED_DIRECTION = {"suppress_good": -1, "suppress_bad": 1, "enhance_good_suppress_bad": 1,
                       "enhance_bad_suppress_good": -1}
@@ -102,6 +111,12 @@ def mcnemar_exact(b: int, c: int) -> float:
         return 1.0
     tail = sum(math.comb(n, i) for i in range(min(b, c) + 1))
     return min(1.0, 2 * tail / 2**n)
+
+
+def relative_change(value: float, base: float) -> float:
+    """``(value - base) / base``: the relative change of a metric against the baseline (RAC for
+    accuracy, RCC for consistent accuracy, as we read the paper); ``nan`` when ``base`` is 0."""
+    return (value - base) / base if base != 0 else float("nan")
 
 
 def bootstrap_indices(n_items: int, n_boot: int, seed: int) -> np.ndarray:
@@ -293,6 +308,10 @@ class EvalRow:
             items with at least one changed prediction).
         ci: Bootstrap intervals of the metrics.
         delta: Metric minus baseline; ``delta_ci``: paired bootstrap intervals of the deltas.
+        relative: ``{"RAC": ..., "RCC": ...}``, relative changes of accuracy and consistent accuracy against
+            the baseline (:func:`relative_change`; our reading of the paper's measures); ``relative_ci``:
+            their paired bootstrap intervals.
+        paper_name: ``"Enhance"`` / ``"Degrade"`` for the joint conditions (:data:`PAPER_NAMES`), else ``""``.
         mcnemar: ``{"b": base right -> wrong, "c": base wrong -> right, "p": exact p}`` on proxies.
         mcnemar_consistent: The same on items' consistent correctness.
         letters: Predicted-letter counts over all proxy questions.
@@ -311,6 +330,9 @@ class EvalRow:
     ci: dict[str, list[float]] = field(default_factory=dict)
     delta: dict[str, float] = field(default_factory=dict)
     delta_ci: dict[str, list[float]] = field(default_factory=dict)
+    relative: dict[str, float] = field(default_factory=dict)
+    relative_ci: dict[str, list[float]] = field(default_factory=dict)
+    paper_name: str = ""
     mcnemar: dict[str, float] = field(default_factory=dict)
     mcnemar_consistent: dict[str, float] = field(default_factory=dict)
     letters: dict[str, int] = field(default_factory=dict)
@@ -442,6 +464,26 @@ class EvalResult:
             ])
         return out
 
+    def paper_rows(self) -> list[list[str]]:
+        """The paper's measures: header, then per intervention its name (Degrade / Enhance for the joint
+        conditions), RAC and RCC with paired bootstrap intervals, and the random sets' mean RAC / RCC."""
+        ci = int(round(100 * self.config.get("eval", {}).get("ci", 0.95)))
+        out = [["condition", "paper name", "RAC", f"RAC {ci}% CI", "random RAC", "RCC", f"RCC {ci}% CI",
+                "random RCC"]]
+        fmt = lambda x: "n/a" if x is None or x != x else f"{x:+.3f}"  # noqa: E731
+        for r in self.rows[1:]:
+            if not r.available or not r.relative:
+                out.append([r.description, r.paper_name or "-", "n/a", "", "", "n/a", "", ""])
+                continue
+            rnd = r.random.get("metrics", {}) if r.random else {}
+            cells = [r.description, r.paper_name or "-"]
+            for key in RELATIVE:
+                lo, hi = r.relative_ci.get(key, [float("nan")] * 2)
+                cells += [fmt(r.relative[key]), f"[{fmt(lo)}, {fmt(hi)}]" if lo == lo else "",
+                          fmt(rnd[key]["mean"]) if key in rnd else ""]
+            out.append(cells)
+        return out
+
     def table(self) -> str:
         """A plain-text table for the terminal."""
         rows = self.table_rows()
@@ -470,6 +512,11 @@ class EvalResult:
             f"Evaluation took {self.seconds:.1f} s.",
             "",
         ]
+        paper = self.paper_rows()
+        md += ["", "Relative changes against the baseline (RAC: accuracy, RCC: consistent accuracy; our reading "
+               "of the paper's measures; Degrade = suppress good + enhance bad, Enhance = enhance good + suppress bad):",
+               "", "| " + " | ".join(paper[0]) + " |", "|" + "---|" * len(paper[0])]
+        md += ["| " + " | ".join(paper_row) + " |" for paper_row in paper[1:]]
         legend = [
             "",
             "accuracy: argmax over the options, over all proxy questions; CI: bootstrap over items; "
@@ -532,6 +579,22 @@ class Scored:
             if other is not None:
                 v = v - other[k][0]
             out[k] = list(bootstrap_ci(v, w, indices=indices, ci=ci))
+        return out
+
+    def relative_intervals(self, indices: np.ndarray, ci: float, base: "Scored") -> dict[str, list[float]]:
+        """Paired bootstrap intervals of RAC and RCC (:data:`RELATIVE`) against ``base``: per resample of
+        the items, ``(sum here - sum base) / sum base`` (resamples whose baseline sum is 0 are left out)."""
+        mine, other = self.item_vectors(), base.item_vectors()
+        out: dict[str, list[float]] = {}
+        a = (1 - ci) / 2
+        for name, metric in RELATIVE.items():
+            here, there = mine[metric][0][indices].sum(1), other[metric][0][indices].sum(1)
+            ok = there > 0
+            if not ok.any():
+                out[name] = [float("nan"), float("nan")]
+                continue
+            lo, hi = np.quantile((here[ok] - there[ok]) / there[ok], [a, 1 - a])
+            out[name] = [float(lo), float(hi)]
         return out
 
     def mcnemar(self, base: "Scored", level: Literal["correct", "consistent"] = "correct") -> dict[str, float]:
@@ -793,7 +856,7 @@ def evaluate(
     for name in cfg.interventions:
         desc = INTERVENTIONS[name][0]
         if name in na:
-            rows.append(EvalRow(name, desc, available=False, note=na[name]))
+            rows.append(EvalRow(name, desc, available=False, note=na[name], paper_name=PAPER_NAMES.get(name, "")))
             continue
         sc = score_predictions(probs[index[name]], gold, item_of, n_items, base=base)
         roles = {role for role, _ in INTERVENTIONS[name][1]}
@@ -807,6 +870,8 @@ def evaluate(
                     per_seed.setdefault(k, []).append(rs.metrics[k])
                 for k in ("accuracy", "gold_prob", "consistent_accuracy"):
                     per_seed.setdefault(f"delta_{k}", []).append(rs.metrics[k] - base.metrics[k])
+                for rk, k in RELATIVE.items():
+                    per_seed.setdefault(rk, []).append(relative_change(rs.metrics[k], base.metrics[k]))
                 let_sum += np.bincount(rs.pred, minlength=n_opt)
             rnd = {
                 "seeds": [cfg.seed + s for s in range(cfg.n_random)],
@@ -820,6 +885,8 @@ def evaluate(
             ci=sc.intervals(boot, cfg.ci),
             delta={k: sc.metrics[k] - base.metrics[k] for k in ("accuracy", "gold_prob", "consistent_accuracy")},
             delta_ci=sc.intervals(boot, cfg.ci, minus=base),
+            relative={rk: relative_change(sc.metrics[k], base.metrics[k]) for rk, k in RELATIVE.items()},
+            relative_ci=sc.relative_intervals(boot, cfg.ci, base), paper_name=PAPER_NAMES.get(name, ""),
             mcnemar=sc.mcnemar(base, "correct"), mcnemar_consistent=sc.mcnemar(base, "consistent"),
             letters=letter_counts(sc.pred, n_opt), random=rnd, predictions=sc.pred.tolist(),
         ))

@@ -53,7 +53,6 @@ so ``act_*`` describe the items the neurons were selected on, not held-out ones.
 from __future__ import annotations
 
 import csv
-import random
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -66,7 +65,7 @@ from torch import Tensor
 from .adapter import ModelAdapter, ModelError, preserved_model_state
 from .answers import Query, batch_full_rows, full_scores
 from .result import NeuronResult
-from .scoring import ACEState, ScoringConfig, select
+from .stability import stability
 from .tasks import LETTERS, Item, Task, TaskError
 
 Items = Literal["identified", "all"]
@@ -426,7 +425,8 @@ def selection_stability(result: NeuronResult, *, n_boot: int = 50, seed: int = 0
     """Share of bootstrap resamples of the identification items that select each good / bad neuron again.
 
     Each resample draws the items with replacement and re-forms the per-item candidates, the
-    ambiguity filter, the ACE scores and the top-k sets exactly as :func:`tl_neuronllm.rescore` does.
+    ambiguity filter, the ACE scores and the top-k sets exactly as :func:`tl_neuronllm.rescore` does
+    (:func:`tl_neuronllm.stability.stability` with ``n_items=None``, whose frequencies these are).
 
     Returns:
         ``{(layer, index): share}`` for the result's good and bad neurons, or ``None`` when the result
@@ -439,25 +439,9 @@ def selection_stability(result: NeuronResult, *, n_boot: int = 50, seed: int = 0
         return None
     if n_boot < 1:
         raise ValueError(f"n_boot must be >= 1, got {n_boot}")
-    c = result.config
-    scoring = ScoringConfig(c.get("candidates", "topk"), c.get("z", 0.01), c.get("tau", 0.2), c.get("ambiguity", 0.0))
-    attr = result.attributions
-    mask = result.proxy_mask if result.proxy_mask is not None else torch.ones(attr.shape[:2])
-    k = c.get("k", 100)
-    rng = random.Random(f"stability:{seed}")
-    n = attr.shape[0]
-    hits = {(x.layer, x.neuron): 0 for x in result.good + result.bad}
-    good = {(x.layer, x.neuron) for x in result.good}
-    for _ in range(n_boot):
-        idx = [rng.randrange(n) for _ in range(n)]
-        st = ACEState.zeros(result.n_layers, result.d_mlp)
-        st.update(attr[idx], scoring, mask[idx])
-        scores = st.ace(scoring.ambiguity)
-        g = {(a, b) for a, b, _ in select(scores, k, 1)}
-        bd = {(a, b) for a, b, _ in select(scores, k, -1)}
-        for key in hits:
-            hits[key] += key in (g if key in good else bd)
-    return {key: v / n_boot for key, v in hits.items()}
+    st = stability(result, n_resamples=n_boot, seed=seed)
+    return {(x.layer, x.neuron): st.frequency(x.layer, x.neuron, role)
+            for role in ("good", "bad") for x in result.neurons(role)}  # type: ignore[arg-type]
 
 
 @torch.no_grad()

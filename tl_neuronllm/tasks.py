@@ -296,6 +296,114 @@ class Task:
         return cls(tuple(items), name=name, instruction=instruction)
 
     @classmethod
+    def from_classification(
+        cls,
+        records: Iterable[Mapping[str, Any]],
+        *,
+        label_names: Sequence[str] | Mapping[Any, str],
+        text: str = "text",
+        label: str = "label",
+        question: str | None = None,
+        context: str | None = None,
+        name: str = "task",
+        instruction: str | None = None,
+    ) -> "Task":
+        """Turn classification rows into a multiple-choice task whose options are the label names
+        (the paper's "question-answering-based task transformation").
+
+        Two row shapes:
+
+        * ``(text, label)`` rows (sentiment, topic, ...): give a fixed ``question`` string; the row's
+          ``text`` field becomes the item's context (passage) and ``question`` its stem, e.g.
+          ``Task.from_classification(rows, label_names={"0": "negative", "1": "positive"},
+          question="Is the sentiment of this review positive or negative?")``.
+        * ``(passage, question, label)`` rows (BoolQ, NLI, ...): name the passage field with
+          ``context`` and the question field with ``text``, e.g.
+          ``Task.from_classification(rows, text="question", context="passage", label="answer",
+          label_names={"False": "no", "True": "yes"})``.
+
+        Args:
+            records: Dicts (or a ``datasets.Dataset``); an ``id`` field is kept as the item id.
+            label_names: The options, in order: a list (labels are indices into it, as ints or digit
+                strings, or one of its names) or a mapping ``raw label -> option text`` (keys compared
+                as given and as strings, so ``True`` finds ``"True"``).
+            text: Field holding the stem (or, with ``question``, the passage).
+            label: Field holding the label.
+            question: A fixed question stem for every item; the ``text`` field becomes the context.
+            context: Field holding a passage shown before the stem (not with ``question``).
+            name: Task name.
+            instruction: Instruction line of the prompts.
+
+        Returns:
+            A :class:`Task` whose items have ``len(label_names)`` options and the label's index as answer.
+
+        Raises:
+            TaskError: fewer than 2 or duplicate label names, both ``question`` and ``context``, a record
+                that is not a dict, a missing or empty field, or a label that is not one of the label
+                names (naming the record, its id and the field).
+        """
+        if isinstance(label_names, Mapping):
+            keys = list(label_names)
+            opts = [label_names[k] for k in keys]
+        elif isinstance(label_names, (str, bytes)) or not isinstance(label_names, Sequence):
+            raise TaskError(f"label_names must be a list of option texts or a mapping label -> text, got "
+                            f"{label_names!r}")
+        else:
+            keys, opts = list(range(len(label_names))), list(label_names)
+        if len(opts) < 2:
+            raise TaskError(f"label_names has {len(opts)} name(s); a classification task needs at least 2")
+        bad = [o for o in opts if not isinstance(o, str) or not o.strip()]
+        if bad:
+            raise TaskError(f"label_names: option text {bad[0]!r} must be a non-empty string")
+        if len({o.strip() for o in opts}) != len(opts):
+            raise TaskError(f"label_names has duplicate option texts: {opts}")
+        if question is not None and (not isinstance(question, str) or not question.strip()):
+            raise TaskError(f"question must be a non-empty string (the stem of every item), got {question!r}")
+        if question is not None and context is not None:
+            raise TaskError("give either question= (a fixed stem; the text field becomes the passage) or context= "
+                            "(a passage field; the text field is the stem), not both")
+        lookup: dict[Any, int] = {}
+        for i, key in enumerate(keys):
+            lookup.setdefault(key, i)
+            lookup.setdefault(str(key).strip(), i)
+        if not isinstance(label_names, Mapping):
+            for i, o in enumerate(opts):
+                lookup.setdefault(o.strip(), i)
+        if hasattr(records, "to_list"):  # a datasets.Dataset
+            records = records.to_list()
+        out = []
+        for i, rec in enumerate(records):
+            if not isinstance(rec, Mapping):
+                raise TaskError(f"record {i}: expected a dict, got {type(rec).__name__}")
+            rid = str(rec.get("id", i))
+            where = f"item {rid!r} (record {i})"
+            for fld in (text, label) + ((context,) if context is not None else ()):
+                if fld not in rec or rec[fld] is None:
+                    raise TaskError(f"{where}: missing field {fld!r}")
+                if fld != label and isinstance(rec[fld], str) and not rec[fld].strip():
+                    raise TaskError(f"{where}: field {fld!r} is empty")
+            raw = rec[label]
+            idx = lookup.get(raw) if not isinstance(raw, (list, dict)) else None
+            if idx is None and not isinstance(raw, (list, dict)):
+                idx = lookup.get(str(raw).strip())
+            if idx is None:
+                allowed = [str(k) for k in keys]
+                raise TaskError(f"{where}: field {label!r} = {raw!r} is not one of the labels {allowed}")
+            if question is not None:
+                stem, passage = question, rec[text]
+            else:
+                stem, passage = rec[text], rec[context] if context is not None else None
+            try:
+                out.append(Item(question=stem, options=tuple(opts), answer=idx, context=passage, id=rid))
+            except TaskError as e:  # a field of the wrong type: name the record's field, not the item's
+                fields_of = {"context": text if question is not None else context, "question": text}
+                msg = str(e).replace(f"item {rid!r}", where, 1)
+                for item_field, rec_field in fields_of.items():
+                    msg = msg.replace(f"field '{item_field}'", f"field {rec_field!r}")
+                raise TaskError(msg) from None
+        return cls(tuple(out), name=name, instruction=instruction)
+
+    @classmethod
     def from_jsonl(cls, path: str | Path, *, name: str | None = None, instruction: str | None = None) -> "Task":
         """Read one JSON record per line (blank lines skipped); errors name the file and line.
 
