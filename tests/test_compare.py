@@ -29,7 +29,7 @@ from tl_neuronllm.scoring import ACEState
 @pytest.mark.parametrize("a,b,n", [(3, 4, 10), (5, 5, 9), (1, 6, 8), (0, 3, 6)])
 def test_chance_overlap_equals_enumeration(a, b, n):
     A = set(range(a))
-    shared, jac, tail = [], [], {}
+    shared, jac = [], []
     for B in itertools.combinations(range(n), b):
         s = len(A & set(B))
         shared.append(s)
