@@ -32,7 +32,7 @@ def test_identify_scores_equal_naive_reference_pipeline(token_model):
     scored, demos = choose_demos(task, cfg.n_shots, cfg.seed, None)
     queries = build_queries(ad, scored, cfg, demos)
     st = ACEState.zeros(ad.n_layers, ad.d_mlp)
-    ig = torch.stack([torch.stack([ig_naive(ad, q, steps=3) for q in qs]) for qs in queries])
+    ig = torch.stack([torch.stack([ig_naive(ad, q, steps=3, rule=cfg.ig_rule) for q in qs]) for qs in queries])
     st.update(ig, cfg.scoring)
     assert torch.allclose(r.scores, st.ace(cfg.ambiguity), atol=1e-6)
 

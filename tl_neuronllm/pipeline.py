@@ -51,7 +51,7 @@ class IdentifyConfig:
         instruction: Instruction line (default: the task's, else a standard one).
         token_format: Prompt format for token-level tasks.
         show_options: Cloze mode: list the lettered options in the prompt.
-        steps: IG steps m (default 16).
+        steps: IG steps m (default 8, with ``ig_rule="gauss"``; the method's setting is 16 Riemann steps).
         ig_rule: ``"riemann"`` (alpha_k = k/m) or ``"gauss"`` (Gauss-Legendre).
         hook: Neuron hook: ``"hook_post"``, ``"hook_pre"`` or ``"hook_pre_linear"``.
         layers: Layers to score (default all).
@@ -74,8 +74,8 @@ class IdentifyConfig:
     instruction: str | None = None
     token_format: TokenFormat | None = None
     show_options: bool = True
-    steps: int = 16
-    ig_rule: Rule = "riemann"
+    steps: int = 8
+    ig_rule: Rule = "gauss"
     hook: str = "hook_post"
     layers: tuple[int, ...] | None = None
     candidates: Literal["topk", "threshold"] = "topk"
