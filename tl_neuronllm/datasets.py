@@ -337,24 +337,16 @@ def _read_imdb(path: Path, limit: int | None) -> list[dict[str, Any]]:
 
 
 def _read_boolq(path: Path, limit: int | None) -> list[dict[str, Any]]:
+    from .tasks import jsonl_objects
+
     rows = []
-    with open(path, encoding="utf-8") as fh:
-        for ln, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{ln}: not valid JSON ({exc.msg})") from None
-            if not isinstance(row, dict):
-                raise ValueError(f"{path}:{ln}: expected a JSON object, got {type(row).__name__}")
-            q = str(row.get("question", "")).strip()
-            if q and not q.endswith("?"):
-                q = q[0].upper() + q[1:] + "?"
-            rows.append({"id": f"boolq:{ln}", "question": q, "passage": row.get("passage"),
-                         "answer": row.get("answer")})
-            if limit is not None and len(rows) >= limit:
-                break
+    for ln, row in jsonl_objects(path):
+        q = str(row.get("question", "")).strip()
+        if q and not q.endswith("?"):
+            q = q[0].upper() + q[1:] + "?"
+        rows.append({"id": f"boolq:{ln}", "question": q, "passage": row.get("passage"), "answer": row.get("answer")})
+        if limit is not None and len(rows) >= limit:
+            break
     return rows
 
 

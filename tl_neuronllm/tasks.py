@@ -14,7 +14,7 @@ import hashlib
 import io
 import json
 import random
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
@@ -46,6 +46,26 @@ def _as_text(value: Any, where: str, fld: str, *, allow_empty: bool = False) -> 
     raise TaskError(
         f"{where}: field '{fld}' must be a string or a list of token ids, got {type(value).__name__}"
     )
+
+
+def jsonl_objects(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(line number, object)`` for each non-blank line of a JSONL file.
+
+    Raises:
+        FileNotFoundError: naming the file, if it does not exist.
+        TaskError: naming ``file:line``, for text that is not UTF-8, not JSON or not a JSON object.
+    """
+    path = Path(path)
+    for ln, line in enumerate(read_text(path).splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise TaskError(f"{path}:{ln}: not valid JSON ({e.msg})") from None
+        if not isinstance(rec, dict):
+            raise TaskError(f"{path}:{ln}: expected a JSON object (a record), got {type(rec).__name__}")
+        yield ln, rec
 
 
 def read_text(path: str | Path) -> str:
@@ -413,15 +433,7 @@ class Task:
         """
         path = Path(path)
         recs = []
-        for ln, line in enumerate(read_text(path).splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise TaskError(f"{path}:{ln}: not valid JSON ({e.msg})") from None
-            if not isinstance(rec, dict):
-                raise TaskError(f"{path}:{ln}: expected a JSON object (a record), got {type(rec).__name__}")
+        for ln, rec in jsonl_objects(path):
             rec.setdefault("id", f"{path.name}:{ln}")
             recs.append(rec)
         return cls.from_records(recs, name=name or path.stem, instruction=instruction)
