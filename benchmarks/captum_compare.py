@@ -72,46 +72,79 @@ def main() -> None:
             site = q.site
             t_cap, diffs, overlaps = 0.0, [], []
             for layer in layers:
+
                 def forward(x: torch.Tensor, layer: int = layer) -> torch.Tensor:
                     def hook(act: torch.Tensor, hook: Any) -> torch.Tensor:
                         act = act.clone()
                         act[:, site] = x
                         return act
+
                     logits = ad.forward(toks.expand(x.shape[0], -1), fwd_hooks=[(ad.hook_names[layer], hook)])
                     return target_fn(letter_scores(logits[:, site], q.letter_ids), q.gold, "ce")
 
                 a = acts[layer][None].to(ad.device)
                 t0 = time.perf_counter()
-                cap = IntegratedGradients(forward).attribute(a, baselines=torch.zeros_like(a), n_steps=args.steps,
-                                                             method="riemann_right",
-                                                             internal_batch_size=args.steps)[0].float().cpu()
+                cap = (
+                    IntegratedGradients(forward)
+                    .attribute(
+                        a,
+                        baselines=torch.zeros_like(a),
+                        n_steps=args.steps,
+                        method="riemann_right",
+                        internal_batch_size=args.steps,
+                    )[0]
+                    .float()
+                    .cpu()
+                )
                 t_cap += time.perf_counter() - t0
                 ref = ours[layer]
                 diffs.append(float((cap - ref).abs().max() / ref.abs().max()))
                 k = max(1, round(0.01 * ref.numel()))
-                overlaps.append(len(set(cap.abs().topk(k).indices.tolist()) & set(ref.abs().topk(k).indices.tolist())) / k)
-            rows.append({"tokens": len(q.prompt), "forward_s": t_fwd, "ours_s": t_ours,
-                         "captum_s_all_layers": t_cap * ad.n_layers / len(layers),
-                         "max_rel_diff": max(diffs), "top1pct_overlap": min(overlaps)})
+                overlaps.append(
+                    len(set(cap.abs().topk(k).indices.tolist()) & set(ref.abs().topk(k).indices.tolist())) / k
+                )
+            rows.append(
+                {
+                    "tokens": len(q.prompt),
+                    "forward_s": t_fwd,
+                    "ours_s": t_ours,
+                    "captum_s_all_layers": t_cap * ad.n_layers / len(layers),
+                    "max_rel_diff": max(diffs),
+                    "top1pct_overlap": min(overlaps),
+                }
+            )
             print(rows[-1], flush=True)
     med = {k: statistics.median(r[k] for r in rows) for k in ("forward_s", "ours_s", "captum_s_all_layers")}
-    out = {"prompts": rows, "median": med, "steps": args.steps, "timed_layers": layers, "n_layers": ad.n_layers,
-           "captum": captum.__version__, "versions": _versions(), "threads": args.threads,
-           "load_avg": os.getloadavg()}
+    out = {
+        "prompts": rows,
+        "median": med,
+        "steps": args.steps,
+        "timed_layers": layers,
+        "n_layers": ad.n_layers,
+        "captum": captum.__version__,
+        "versions": _versions(),
+        "threads": args.threads,
+        "load_avg": os.getloadavg(),
+    }
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / "captum_compare_smollm2.json").write_text(json.dumps(out, indent=1))
-    md = [f"# captum IntegratedGradients vs tl_neuronllm fast IG (SmolLM2-135M, MMLU, m = {args.steps} right-Riemann)",
-          "",
-          f"{len(rows)} prompts of {min(r['tokens'] for r in rows)}-{max(r['tokens'] for r in rows)} tokens, "
-          f"{args.threads} thread(s), captum {captum.__version__}, load average {os.getloadavg()[0]:.1f}; captum "
-          f"timed on layers {layers} and extrapolated to {ad.n_layers}. Medians.", "",
-          "| method | s / prompt | x forward |", "|---|---:|---:|",
-          f"| plain forward | {med['forward_s']:.3f} | 1.0 |",
-          f"| tl_neuronllm fast IG (all layers) | {med['ours_s']:.2f} | {med['ours_s'] / med['forward_s']:.1f} |",
-          f"| captum IntegratedGradients, layer by layer | {med['captum_s_all_layers']:.1f} | "
-          f"{med['captum_s_all_layers'] / med['forward_s']:.0f} |", "",
-          f"Agreement on the timed layers: max relative difference {max(r['max_rel_diff'] for r in rows):.1e}, "
-          f"top-1% overlap {min(r['top1pct_overlap'] for r in rows):.3f} (worst prompt)."]
+    md = [
+        f"# captum IntegratedGradients vs tl_neuronllm fast IG (SmolLM2-135M, MMLU, m = {args.steps} right-Riemann)",
+        "",
+        f"{len(rows)} prompts of {min(r['tokens'] for r in rows)}-{max(r['tokens'] for r in rows)} tokens, "
+        f"{args.threads} thread(s), captum {captum.__version__}, load average {os.getloadavg()[0]:.1f}; captum "
+        f"timed on layers {layers} and extrapolated to {ad.n_layers}. Medians.",
+        "",
+        "| method | s / prompt | x forward |",
+        "|---|---:|---:|",
+        f"| plain forward | {med['forward_s']:.3f} | 1.0 |",
+        f"| tl_neuronllm fast IG (all layers) | {med['ours_s']:.2f} | {med['ours_s'] / med['forward_s']:.1f} |",
+        f"| captum IntegratedGradients, layer by layer | {med['captum_s_all_layers']:.1f} | "
+        f"{med['captum_s_all_layers'] / med['forward_s']:.0f} |",
+        "",
+        f"Agreement on the timed layers: max relative difference {max(r['max_rel_diff'] for r in rows):.1e}, "
+        f"top-1% overlap {min(r['top1pct_overlap'] for r in rows):.3f} (worst prompt).",
+    ]
     (Path(args.out) / "captum_compare_smollm2.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 

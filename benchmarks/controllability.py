@@ -39,11 +39,13 @@ def groups(kind: str, mode: str, k: int, sweeps: bool) -> list[tuple[dict[str, A
     """
     if kind == "testbed":
         main = {"z": 0.05, "ambiguity": 0.25}
-        ce = [("neuronllm (defaults: z=1%, strict filter)", {}),
-              ("neuronllm z=0.05 amb=0.25", main),
-              ("ablation: no ambiguity filter", {"z": 0.05, "ambiguity": None}),
-              ("ablation: strict filter", {"z": 0.05, "ambiguity": 0.0}),
-              ("ablation: P=1 (no augmentation)", {**main, "proxies": [0]})]
+        ce = [
+            ("neuronllm (defaults: z=1%, strict filter)", {}),
+            ("neuronllm z=0.05 amb=0.25", main),
+            ("ablation: no ambiguity filter", {"z": 0.05, "ambiguity": None}),
+            ("ablation: strict filter", {"z": 0.05, "ambiguity": 0.0}),
+            ("ablation: P=1 (no augmentation)", {**main, "proxies": [0]}),
+        ]
         if sweeps:
             ce += [(f"sweep: z={z}", {"z": z, "ambiguity": 0.25}) for z in (0.02, 0.1, 0.2)]
             ce += [(f"sweep: K={kk}", {**main, "k": kk}) for kk in (k // 2, 2 * k)]
@@ -69,20 +71,39 @@ def eval_rows(model: Any, result: Any, held: Task, demos: Task, n_random: int) -
     ev = evaluate(model, result, held, demos=demos, progress=False, n_random=n_random, n_boot=1000)
     rows = []
     for r in ev.rows:
-        rows.append({
-            "condition": r.name, "available": r.available, "n_good": r.n_good, "n_bad": r.n_bad,
-            "accuracy": r.metrics.get("accuracy"), "gold_prob": r.metrics.get("gold_prob"),
-            "d_acc": r.delta.get("accuracy"), "d_acc_ci": r.delta_ci.get("accuracy"),
-            "d_gold": r.delta.get("gold_prob"), "d_gold_ci": r.delta_ci.get("gold_prob"),
-            "random_d_acc": (r.random.get("metrics", {}).get("delta_accuracy") or {}).get("mean"),
-            "random_d_gold": (r.random.get("metrics", {}).get("delta_gold_prob") or {}).get("mean"),
-            "changed": r.metrics.get("changed"),
-        })
+        rows.append(
+            {
+                "condition": r.name,
+                "available": r.available,
+                "n_good": r.n_good,
+                "n_bad": r.n_bad,
+                "accuracy": r.metrics.get("accuracy"),
+                "gold_prob": r.metrics.get("gold_prob"),
+                "d_acc": r.delta.get("accuracy"),
+                "d_acc_ci": r.delta_ci.get("accuracy"),
+                "d_gold": r.delta.get("gold_prob"),
+                "d_gold_ci": r.delta_ci.get("gold_prob"),
+                "random_d_acc": (r.random.get("metrics", {}).get("delta_accuracy") or {}).get("mean"),
+                "random_d_gold": (r.random.get("metrics", {}).get("delta_gold_prob") or {}).get("mean"),
+                "changed": r.metrics.get("changed"),
+            }
+        )
     return rows
 
 
-def run_task(model: Any, ident: Task, held: Task, demos: Task, k: int, base: dict[str, Any], kind: str,
-             mode: str, sweeps: bool, n_random: int, only: set[str]) -> list[dict[str, Any]]:
+def run_task(
+    model: Any,
+    ident: Task,
+    held: Task,
+    demos: Task,
+    k: int,
+    base: dict[str, Any],
+    kind: str,
+    mode: str,
+    sweeps: bool,
+    n_random: int,
+    only: set[str],
+) -> list[dict[str, Any]]:
     out = []
     for opts, variants in groups(kind, mode, k, sweeps):
         variants = [v for v in variants if not only or v[0] in only]
@@ -99,8 +120,16 @@ def run_task(model: Any, ident: Task, held: Task, demos: Task, k: int, base: dic
                 ro = dict(ropts)
                 kk = ro.pop("k", None)
                 r = rescore(result, k=kk, **ro) if ro else result.with_k(kk)
-            out.append({"method": label, "identify_seconds": seconds, "n_good": len(r.good), "n_bad": len(r.bad),
-                        "k": r.config.get("k", k), "rows": eval_rows(model, r, held, demos, n_random)})
+            out.append(
+                {
+                    "method": label,
+                    "identify_seconds": seconds,
+                    "n_good": len(r.good),
+                    "n_bad": len(r.bad),
+                    "k": r.config.get("k", k),
+                    "rows": eval_rows(model, r, held, demos, n_random),
+                }
+            )
     return out
 
 
@@ -116,9 +145,13 @@ HEADLINE = ("suppress_good", "suppress_bad")
 
 def summary_table(runs: list[dict[str, Any]]) -> list[str]:
     """One line per task x method: Δ gold probability of the two suppressions vs their random sets."""
-    out = ["## Summary: suppressing the identified set, held-out Δ gold probability [95% interval] (matched random "
-           "sets' mean); Δ accuracy", "", "| task | method | good/bad set size | suppress good | suppress bad |",
-           "|---|---|---|---|---|"]
+    out = [
+        "## Summary: suppressing the identified set, held-out Δ gold probability [95% interval] (matched random "
+        "sets' mean); Δ accuracy",
+        "",
+        "| task | method | good/bad set size | suppress good | suppress bad |",
+        "|---|---|---|---|---|",
+    ]
     for run in runs:
         for m in run["methods"]:
             cells = []
@@ -128,32 +161,45 @@ def summary_table(runs: list[dict[str, Any]]) -> list[str]:
                     cells.append("n/a")
                     continue
                 cells.append(f"{fmt(r['d_gold'], r['d_gold_ci'])} ({fmt(r['random_d_gold'])}); acc {r['d_acc']:+.3f}")
-            out.append(f"| {run['task']} {run['mode']} | {m['method']} | {m['n_good']}/{m['n_bad']} | {cells[0]} | "
-                       f"{cells[1]} |")
+            out.append(
+                f"| {run['task']} {run['mode']} | {m['method']} | {m['n_good']}/{m['n_bad']} | {cells[0]} | "
+                f"{cells[1]} |"
+            )
     return out + [""]
 
 
 def to_markdown(runs: list[dict[str, Any]], meta: dict[str, Any]) -> str:
-    out = ["# Controllability: held-out effects of interventions, every method (same harness, same splits)", "",
-           f"Run {meta.get('date', '?')} (torch {meta.get('torch', '?')}); Δ against the no-intervention baseline, "
-           "paired bootstrap 95% intervals; random = matched random sets (same per-layer counts), mean over seeds. "
-           "Rows marked ablation/sweep re-form the sets from the same attributions (`rescore`), so their "
-           "identify time is the shared attribution run's.", ""]
+    out = [
+        "# Controllability: held-out effects of interventions, every method (same harness, same splits)",
+        "",
+        f"Run {meta.get('date', '?')} (torch {meta.get('torch', '?')}); Δ against the no-intervention baseline, "
+        "paired bootstrap 95% intervals; random = matched random sets (same per-layer counts), mean over seeds. "
+        "Rows marked ablation/sweep re-form the sets from the same attributions (`rescore`), so their "
+        "identify time is the shared attribution run's.",
+        "",
+    ]
     out += summary_table(runs)
     for run in runs:
-        out += [f"## {run['task']} ({run['mode']}, k={run['k']}, {run['n_identify']} identify / "
-                f"{run['n_heldout']} held-out items, base accuracy {run['base_accuracy']:.3f})", "",
-                "| method | condition | neurons | Δacc | random Δacc | Δgold p | random Δgold p | changed | identify s |",
-                "|---|---|---|---|---|---|---|---|---|"]
+        out += [
+            f"## {run['task']} ({run['mode']}, k={run['k']}, {run['n_identify']} identify / "
+            f"{run['n_heldout']} held-out items, base accuracy {run['base_accuracy']:.3f})",
+            "",
+            "| method | condition | neurons | Δacc | random Δacc | Δgold p | random Δgold p | changed | identify s |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
         for m in run["methods"]:
             for r in m["rows"][1:]:
                 if not r["available"]:
-                    out.append(f"| {m['method']} | {r['condition']} | | n/a | | n/a | | | {m['identify_seconds']:.1f} |")
+                    out.append(
+                        f"| {m['method']} | {r['condition']} | | n/a | | n/a | | | {m['identify_seconds']:.1f} |"
+                    )
                     continue
-                out.append(f"| {m['method']} | {r['condition']} | {r['n_good']}g/{r['n_bad']}b | "
-                           f"{fmt(r['d_acc'], r['d_acc_ci'])} | "
-                           f"{fmt(r['random_d_acc'])} | {fmt(r['d_gold'], r['d_gold_ci'])} | {fmt(r['random_d_gold'])} | "
-                           f"{r['changed']:.2f} | {m['identify_seconds']:.1f} |")
+                out.append(
+                    f"| {m['method']} | {r['condition']} | {r['n_good']}g/{r['n_bad']}b | "
+                    f"{fmt(r['d_acc'], r['d_acc_ci'])} | "
+                    f"{fmt(r['random_d_acc'])} | {fmt(r['d_gold'], r['d_gold_ci'])} | {fmt(r['random_d_gold'])} | "
+                    f"{r['changed']:.2f} | {m['identify_seconds']:.1f} |"
+                )
         out.append("")
     return "\n".join(out)
 
@@ -169,14 +215,23 @@ def plot(runs: list[dict[str, Any]], path: Path) -> Path:
     for i, run in enumerate(runs):
         ax = fig.add_subplot(nrow, ncol, i + 1)
         names = [m["method"] for m in run["methods"]]
-        for j, (cond, color, dy) in enumerate((("suppress_good", "tab:blue", -0.18), ("suppress_bad", "tab:red", 0.18))):
+        for _j, (cond, color, dy) in enumerate(
+            (("suppress_good", "tab:blue", -0.18), ("suppress_bad", "tab:red", 0.18))
+        ):
             for y, m in enumerate(run["methods"]):
                 r = next(x for x in m["rows"] if x["condition"] == cond)
                 if not r["available"]:
                     continue
                 lo, hi = r["d_gold_ci"] or (r["d_gold"], r["d_gold"])
-                ax.errorbar(r["d_gold"], y + dy, xerr=[[r["d_gold"] - lo], [hi - r["d_gold"]]], fmt="o", ms=3,
-                            color=color, label=cond.replace("_", " ") if y == 0 else None)
+                ax.errorbar(
+                    r["d_gold"],
+                    y + dy,
+                    xerr=[[r["d_gold"] - lo], [hi - r["d_gold"]]],
+                    fmt="o",
+                    ms=3,
+                    color=color,
+                    label=cond.replace("_", " ") if y == 0 else None,
+                )
                 if r["random_d_gold"] is not None:
                     ax.plot([r["random_d_gold"]] * 2, [y + dy - 0.12, y + dy + 0.12], color="0.5", lw=1.5)
         ax.axvline(0, color="k", lw=0.6)
@@ -221,8 +276,9 @@ def main() -> None:
     if args.merge:
         parts = [json.loads(Path(p).read_text()) for p in args.merge]
         runs = [r for p in parts for r in p["runs"]]
-        meta.update(date=max(p.get("date", "") for p in parts),
-                    wall_seconds=sum(p.get("wall_seconds", 0.0) for p in parts))
+        meta.update(
+            date=max(p.get("date", "") for p in parts), wall_seconds=sum(p.get("wall_seconds", 0.0) for p in parts)
+        )
         write(runs, out, meta)
         return
     torch.set_num_threads(1)
@@ -235,30 +291,69 @@ def main() -> None:
         tb = load_testbed(name)
         ident, held, demos = tb.splits(0)
         print(f"testbed {name}", flush=True)
-        methods = run_task(tb.model, ident, held, demos, args.k, {"token_format": tb.token_format, "n_shots": 1},
-                           "testbed", "letter", True, args.n_random, only)
-        runs.append({"task": f"testbed:{name}", "mode": "letter", "k": args.k, "n_identify": len(ident),
-                     "n_heldout": len(held), "methods": methods,
-                     "base_accuracy": methods[0]["rows"][0]["accuracy"]})
+        methods = run_task(
+            tb.model,
+            ident,
+            held,
+            demos,
+            args.k,
+            {"token_format": tb.token_format, "n_shots": 1},
+            "testbed",
+            "letter",
+            True,
+            args.n_random,
+            only,
+        )
+        runs.append(
+            {
+                "task": f"testbed:{name}",
+                "mode": "letter",
+                "k": args.k,
+                "n_identify": len(ident),
+                "n_heldout": len(held),
+                "methods": methods,
+                "base_accuracy": methods[0]["rows"][0]["accuracy"],
+            }
+        )
     if args.real:
         from tl_neuronllm.datasets import load_real_task_records
         from tl_neuronllm.hub import load_smollm2
 
         model = load_smollm2()
-        settings = {"letter": (50, {"steps": 4, "ig_rule": "gauss"}),
-                    "cloze": (500, {"steps": 2, "ig_rule": "gauss", "mode": "cloze", "show_options": False,
-                                    "n_proxies": 1})}
+        settings = {
+            "letter": (50, {"steps": 4, "ig_rule": "gauss"}),
+            "cloze": (500, {"steps": 2, "ig_rule": "gauss", "mode": "cloze", "show_options": False, "n_proxies": 1}),
+        }
         for tname in [t for t in args.real_tasks.split(",") if t]:
             task = Task.from_records(load_real_task_records(tname), name=tname)
             ident, held, demos = task.split(args.n_identify, args.n_heldout, n_demo=1, seed=0)
             for mode in [m for m in args.real_modes.split(",") if m]:
                 k, base = settings[mode]
                 print(f"smollm2 {tname} {mode}", flush=True)
-                methods = run_task(model, ident, held, demos, k, base, "real", mode,
-                                   tname in args.real_sweeps.split(","), args.real_n_random, only)
-                runs.append({"task": f"smollm2:{tname}", "mode": mode, "k": k, "n_identify": len(ident),
-                             "n_heldout": len(held), "methods": methods,
-                             "base_accuracy": methods[0]["rows"][0]["accuracy"]})
+                methods = run_task(
+                    model,
+                    ident,
+                    held,
+                    demos,
+                    k,
+                    base,
+                    "real",
+                    mode,
+                    tname in args.real_sweeps.split(","),
+                    args.real_n_random,
+                    only,
+                )
+                runs.append(
+                    {
+                        "task": f"smollm2:{tname}",
+                        "mode": mode,
+                        "k": k,
+                        "n_identify": len(ident),
+                        "n_heldout": len(held),
+                        "methods": methods,
+                        "base_accuracy": methods[0]["rows"][0]["accuracy"],
+                    }
+                )
     meta["wall_seconds"] = time.perf_counter() - t_start
     write(runs, out, meta)
 

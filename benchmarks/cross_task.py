@@ -22,11 +22,26 @@ import torch
 TASKS: dict[str, tuple[str, dict[str, Any]]] = {
     "openbookqa": ("knowledge", {"mode": "cloze", "show_options": False, "n_proxies": 1}),
     "commonsenseqa": ("commonsense", {"mode": "cloze", "show_options": False, "n_proxies": 1}),
-    "imdb": ("sentiment", {"mode": "cloze", "show_options": False, "n_proxies": 1, "n_shots": 0,
-                           "instruction": "Read the movie review and say whether its sentiment is positive or "
-                                          "negative."}),
-    "boolq": ("reading_comprehension", {"mode": "cloze", "show_options": False, "n_proxies": 1, "n_shots": 0,
-                                        "instruction": "Read the passage and answer the question with yes or no."}),
+    "imdb": (
+        "sentiment",
+        {
+            "mode": "cloze",
+            "show_options": False,
+            "n_proxies": 1,
+            "n_shots": 0,
+            "instruction": "Read the movie review and say whether its sentiment is positive or negative.",
+        },
+    ),
+    "boolq": (
+        "reading_comprehension",
+        {
+            "mode": "cloze",
+            "show_options": False,
+            "n_proxies": 1,
+            "n_shots": 0,
+            "instruction": "Read the passage and answer the question with yes or no.",
+        },
+    ),
 }
 COMMON = {"steps": 2, "ig_rule": "gauss", "kv_cache": "auto"}
 
@@ -42,11 +57,11 @@ def load(n_ident: int, n_held: int) -> tuple[Any, dict[str, tuple[Any, Any, Any]
 
 def probe(args: argparse.Namespace) -> None:
     """Accuracy of the plain model on IMDB / BoolQ under a few prompt formats (forward passes only)."""
+    from tl_neuronllm import hub
     from tl_neuronllm.adapter import ModelAdapter
     from tl_neuronllm.answers import predict
     from tl_neuronllm.datasets import load_real_task
     from tl_neuronllm.pipeline import IdentifyConfig, build_queries
-    from tl_neuronllm import hub
 
     model = hub.load_smollm2()
     out = []
@@ -55,7 +70,9 @@ def probe(args: argparse.Namespace) -> None:
         instr = TASKS[name][1]["instruction"]
         formats = {
             "cloze, default instruction": dict(mode="cloze", show_options=False, n_proxies=1, n_shots=0),
-            "cloze, task instruction": dict(mode="cloze", show_options=False, n_proxies=1, n_shots=0, instruction=instr),
+            "cloze, task instruction": dict(
+                mode="cloze", show_options=False, n_proxies=1, n_shots=0, instruction=instr
+            ),
             "letter, task instruction": dict(mode="letter", n_proxies=2, n_shots=0, instruction=instr),
         }
         if args.probe_formats:
@@ -77,9 +94,18 @@ def probe(args: argparse.Namespace) -> None:
             lp = torch.stack([p.log() for p in probs])
             cal = (lp - lp.mean(0)).argmax(1).tolist()
             acc_cal = sum(int(c == q.gold) for c, q in zip(cal, flat)) / len(flat)
-            row = {"task": name, "format": label, "n_items": len(task), "n_questions": len(flat), "accuracy": acc,
-                   "accuracy_calibrated": acc_cal, "gold_prob": gold_p, "share_first_option": share_first,
-                   "seconds": time.perf_counter() - t0, "base_rate_gold_first": sum(g == 0 for g in gold_opt) / len(flat)}
+            row = {
+                "task": name,
+                "format": label,
+                "n_items": len(task),
+                "n_questions": len(flat),
+                "accuracy": acc,
+                "accuracy_calibrated": acc_cal,
+                "gold_prob": gold_p,
+                "share_first_option": share_first,
+                "seconds": time.perf_counter() - t0,
+                "base_rate_gold_first": sum(g == 0 for g in gold_opt) / len(flat),
+            }
             print(json.dumps(row), flush=True)
             out.append(row)
     Path(args.out).mkdir(parents=True, exist_ok=True)
@@ -97,10 +123,21 @@ def identify_all(args: argparse.Namespace) -> None:
         t0 = time.perf_counter()
         res = identify(model, ident, k=args.k, demos=demo, keep_attributions=True, progress=False, **COMMON, **opts)
         res.save(Path(args.out) / name / "result")
-        print(json.dumps({"task": name, "family": family, "seconds": time.perf_counter() - t0,
-                          "accuracy": res.stats.get("accuracy"), "gold_prob": res.stats.get("gold_prob"),
-                          "n_good": len(res.good), "n_bad": len(res.bad),
-                          "fast_paths": res.stats.get("fast_paths")}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "task": name,
+                    "family": family,
+                    "seconds": time.perf_counter() - t0,
+                    "accuracy": res.stats.get("accuracy"),
+                    "gold_prob": res.stats.get("gold_prob"),
+                    "n_good": len(res.good),
+                    "n_bad": len(res.bad),
+                    "fast_paths": res.stats.get("fast_paths"),
+                }
+            ),
+            flush=True,
+        )
 
 
 def main() -> None:
@@ -141,18 +178,32 @@ def compare_all(args: argparse.Namespace) -> None:
     if not args.no_check:
         model, splits = load(args.n_ident, args.n_held)
         held = {n: splits[n][1].subset(range(min(args.n_check_items, len(splits[n][1])))) for n in names}
-        shared_vs_specific(model, cmp, results, held,
-                           demos={n: splits[n][2] for n in names}, n_random=args.n_random, n_boot=1000)
+        shared_vs_specific(
+            model, cmp, results, held, demos={n: splits[n][2] for n in names}, n_random=args.n_random, n_boot=1000
+        )
     cmp.config["check_seconds"] = time.perf_counter() - t0
     cmp.save(out / "comparison")
-    md = [f"# Common vs task-specific neurons, SmolLM2-135M-Instruct ({time.strftime('%Y-%m-%d')})", "",
-          "| task | family | identification items | identification accuracy | identify s | good | bad |",
-          "|---|---|---:|---:|---:|---:|---:|"]
+    md = [
+        f"# Common vs task-specific neurons, SmolLM2-135M-Instruct ({time.strftime('%Y-%m-%d')})",
+        "",
+        "| task | family | identification items | identification accuracy | identify s | good | bad |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
     for n, r in results.items():
-        md.append(f"| {n} | {TASKS[n][0]} | {r.config['task']['n_scored']} | {r.stats.get('accuracy', float('nan')):.3f} "
-                  f"| {r.stats.get('seconds', 0):.0f} | {len(r.good)} | {len(r.bad)} |")
-    md += ["", cmp.to_markdown(), "", "## Stability (no model time)", "", curve_markdown(curves), "",
-           f"versions: {json.dumps(_versions())}"]
+        md.append(
+            f"| {n} | {TASKS[n][0]} | {r.config['task']['n_scored']} | {r.stats.get('accuracy', float('nan')):.3f} "
+            f"| {r.stats.get('seconds', 0):.0f} | {len(r.good)} | {len(r.bad)} |"
+        )
+    md += [
+        "",
+        cmp.to_markdown(),
+        "",
+        "## Stability (no model time)",
+        "",
+        curve_markdown(curves),
+        "",
+        f"versions: {json.dumps(_versions())}",
+    ]
     (out / "cross_task.md").write_text("\n".join(md))
     (out / "stability.json").write_text(json.dumps({n: [s.summary() for s in c] for n, c in curves.items()}, indent=1))
     print("\n".join(md))

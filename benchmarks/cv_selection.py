@@ -24,9 +24,11 @@ import torch
 from tl_neuronllm import evaluate, identify, rescore, select_cv
 from tl_neuronllm.stability import curve_markdown, stability_curve
 
-FIXED = {"paper defaults (z=0.01, strict)": {"z": 0.01, "ambiguity": 0.0},
-         "hand-picked (z=0.05, rho=0.25)": {"z": 0.05, "ambiguity": 0.25},
-         "no filter (z=0.05)": {"z": 0.05, "ambiguity": None}}
+FIXED = {
+    "paper defaults (z=0.01, strict)": {"z": 0.01, "ambiguity": 0.0},
+    "hand-picked (z=0.05, rho=0.25)": {"z": 0.05, "ambiguity": 0.25},
+    "no filter (z=0.05)": {"z": 0.05, "ambiguity": None},
+}
 
 
 def effects(model: Any, res: Any, held: Any, demos: Any, n_random: int) -> dict[str, Any]:
@@ -38,9 +40,15 @@ def effects(model: Any, res: Any, held: Any, demos: Any, n_random: int) -> dict[
             out[name] = None
             continue
         rnd = r.random.get("metrics", {})
-        out[name] = {"d_acc": r.delta["accuracy"], "d_gold": r.delta["gold_prob"], "d_gold_ci": r.delta_ci["gold_prob"],
-                     "RAC": r.relative["RAC"], "RCC": r.relative["RCC"],
-                     "random_d_acc": rnd["delta_accuracy"]["mean"], "random_d_gold": rnd["delta_gold_prob"]["mean"]}
+        out[name] = {
+            "d_acc": r.delta["accuracy"],
+            "d_gold": r.delta["gold_prob"],
+            "d_gold_ci": r.delta_ci["gold_prob"],
+            "RAC": r.relative["RAC"],
+            "RCC": r.relative["RCC"],
+            "random_d_acc": rnd["delta_accuracy"]["mean"],
+            "random_d_gold": rnd["delta_gold_prob"]["mean"],
+        }
     return out
 
 
@@ -59,8 +67,9 @@ def main() -> None:
         t0 = time.perf_counter()
         tb = load_testbed(name)
         ident, held, demos = tb.splits(0)
-        base = identify(tb.model, ident, k=args.k, demos=demos, token_format=tb.token_format, keep_attributions=True,
-                        progress=False)
+        base = identify(
+            tb.model, ident, k=args.k, demos=demos, token_format=tb.token_format, keep_attributions=True, progress=False
+        )
         t_ident = time.perf_counter() - t0
         t1 = time.perf_counter()
         cv = select_cv(tb.model, base, ident, demos=demos, n_folds=4)
@@ -73,31 +82,62 @@ def main() -> None:
         sizes = sorted({max(2, len(ident) // 8), max(2, len(ident) // 4), max(2, len(ident) // 2)})
         for label, r in (("paper defaults", variants["paper defaults (z=0.01, strict)"]), ("CV-chosen", cv.result)):
             curves[f"{name}, {label}"] = stability_curve(r, sizes + [None], n_resamples=30)  # type: ignore[list-item]
-        runs.append({"testbed": name, "n_identify": len(ident), "n_heldout": len(held), "k": args.k,
-                     "identify_s": t_ident, "cv_s": t_cv, "cv_setting": cv.setting, "cv_table": cv.to_markdown(),
-                     "variants": rows})
-        print(json.dumps({"testbed": name, "cv_setting": cv.setting, "identify_s": round(t_ident, 1),
-                          "cv_s": round(t_cv, 1)}), flush=True)
+        runs.append(
+            {
+                "testbed": name,
+                "n_identify": len(ident),
+                "n_heldout": len(held),
+                "k": args.k,
+                "identify_s": t_ident,
+                "cv_s": t_cv,
+                "cv_setting": cv.setting,
+                "cv_table": cv.to_markdown(),
+                "variants": rows,
+            }
+        )
+        print(
+            json.dumps(
+                {"testbed": name, "cv_setting": cv.setting, "identify_s": round(t_ident, 1), "cv_s": round(t_cv, 1)}
+            ),
+            flush=True,
+        )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "cv_selection.json").write_text(json.dumps(
-        {"runs": runs, "stability": {k: [s.summary() for s in v] for k, v in curves.items()},
-         "versions": __import__("tl_neuronllm.pipeline", fromlist=["_versions"])._versions(),
-         "date": time.strftime("%Y-%m-%d")}, indent=1, default=str))
+    (out / "cv_selection.json").write_text(
+        json.dumps(
+            {
+                "runs": runs,
+                "stability": {k: [s.summary() for s in v] for k, v in curves.items()},
+                "versions": __import__("tl_neuronllm.pipeline", fromlist=["_versions"])._versions(),
+                "date": time.strftime("%Y-%m-%d"),
+            },
+            indent=1,
+            default=str,
+        )
+    )
     md = [f"# Cross-validated setting vs fixed ones, testbeds {args.testbeds} (k = {args.k})", ""]
-    f = lambda x: "n/a" if x is None else f"{x:+.3f}"  # noqa: E731
-    md += ["| testbed | setting | good / bad | suppress good: Δacc (Δgold) [random Δgold] | "
-           "suppress bad: Δacc (Δgold) [random Δgold] | Degrade RAC | Enhance RAC |", "|---|---|---|---|---|---|---|"]
+    f = lambda x: "n/a" if x is None else f"{x:+.3f}"
+    md += [
+        "| testbed | setting | good / bad | suppress good: Δacc (Δgold) [random Δgold] | "
+        "suppress bad: Δacc (Δgold) [random Δgold] | Degrade RAC | Enhance RAC |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for run in runs:
         for label, v in run["variants"].items():
             sg, sb = v["suppress_good"], v["suppress_bad"]
             dg, en = v["enhance_bad_suppress_good"], v["enhance_good_suppress_bad"]
-            cell = lambda r: "n/a" if r is None else f"{f(r['d_acc'])} ({f(r['d_gold'])}) [{f(r['random_d_gold'])}]"  # noqa: E731
-            md.append(f"| {run['testbed']} (base {v['base_accuracy']:.3f}) | {label} | {v['n_good']} / {v['n_bad']} | "
-                      f"{cell(sg)} | {cell(sb)} | {f(dg and dg['RAC'])} | {f(en and en['RAC'])} |")
+            cell = lambda r: "n/a" if r is None else f"{f(r['d_acc'])} ({f(r['d_gold'])}) [{f(r['random_d_gold'])}]"
+            md.append(
+                f"| {run['testbed']} (base {v['base_accuracy']:.3f}) | {label} | {v['n_good']} / {v['n_bad']} | "
+                f"{cell(sg)} | {cell(sb)} | {f(dg and dg['RAC'])} | {f(en and en['RAC'])} |"
+            )
     for run in runs:
-        md += ["", f"## {run['testbed']}: validated effects per setting (4 folds of {run['n_identify']} items)", "",
-               run["cv_table"]]
+        md += [
+            "",
+            f"## {run['testbed']}: validated effects per setting (4 folds of {run['n_identify']} items)",
+            "",
+            run["cv_table"],
+        ]
     md += ["", "## Stability over the number of identification items", "", curve_markdown(curves)]
     (out / "cv_selection.md").write_text("\n".join(md))
     print("\n".join(md))

@@ -43,8 +43,11 @@ def main() -> None:
     task = tb.task.subset(range(1, args.items + 1))
     ad = ModelAdapter(tb.model)
     with preserved_model_state(tb.model):
-        qs = [q for qq in build_queries(ad, task, IdentifyConfig(token_format=tb.token_format), [tb.task.items[0]])
-              for q in qq]
+        qs = [
+            q
+            for qq in build_queries(ad, task, IdentifyConfig(token_format=tb.token_format), [tb.task.items[0]])
+            for q in qq
+        ]
         refs = [ig_fast(ad, q, steps=args.ref_steps)[0] for q in qs]
         rows = []
         for rule, m in RULES:
@@ -53,20 +56,34 @@ def main() -> None:
             secs = (time.perf_counter() - t0) / len(qs)
             errs = [float((o - r).abs().max() / r.abs().max()) for o, r in zip(outs, refs)]
             l2 = [float((o - r).norm() / r.norm()) for o, r in zip(outs, refs)]
-            rows.append({"rule": rule, "m": m, "s_per_proxy": secs, "max_rel_err": sum(errs) / len(errs),
-                         "l2_rel_err": sum(l2) / len(l2),
-                         "top1pct_overlap": sum(overlap(o, r, 0.01) for o, r in zip(outs, refs)) / len(qs),
-                         "top5pct_overlap": sum(overlap(o, r, 0.05) for o, r in zip(outs, refs)) / len(qs)})
-    out = {"testbed": args.testbed, "n_neurons": ad.n_layers * ad.d_mlp, "proxies": len(qs),
-           "ref": f"riemann-{args.ref_steps}", "rows": rows}
+            rows.append(
+                {
+                    "rule": rule,
+                    "m": m,
+                    "s_per_proxy": secs,
+                    "max_rel_err": sum(errs) / len(errs),
+                    "l2_rel_err": sum(l2) / len(l2),
+                    "top1pct_overlap": sum(overlap(o, r, 0.01) for o, r in zip(outs, refs)) / len(qs),
+                    "top5pct_overlap": sum(overlap(o, r, 0.05) for o, r in zip(outs, refs)) / len(qs),
+                }
+            )
+    out = {
+        "testbed": args.testbed,
+        "n_neurons": ad.n_layers * ad.d_mlp,
+        "proxies": len(qs),
+        "ref": f"riemann-{args.ref_steps}",
+        "rows": rows,
+    }
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / f"gauss_testbed_{args.testbed}.json").write_text(json.dumps(out, indent=1))
     print(f"{args.testbed}: {out['n_neurons']} neurons, {len(qs)} proxies, reference {out['ref']}")
     print("| rule | m | s / proxy | max rel err | L2 rel err | top-1% overlap | top-5% overlap |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['rule']} | {r['m']} | {r['s_per_proxy']:.4f} | {r['max_rel_err']:.1e} | {r['l2_rel_err']:.1e} | "
-              f"{r['top1pct_overlap']:.3f} | {r['top5pct_overlap']:.3f} |")
+        print(
+            f"| {r['rule']} | {r['m']} | {r['s_per_proxy']:.4f} | {r['max_rel_err']:.1e} | {r['l2_rel_err']:.1e} | "
+            f"{r['top1pct_overlap']:.3f} | {r['top5pct_overlap']:.3f} |"
+        )
 
 
 if __name__ == "__main__":

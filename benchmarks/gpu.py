@@ -55,13 +55,27 @@ def build_model(shape: dict[str, Any], device: torch.device, dtype: torch.dtype,
     from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
     if shape["arch"] == "llama":
-        cfg = LlamaConfig(vocab_size=shape["vocab"], hidden_size=shape["d_model"], intermediate_size=shape["d_mlp"],
-                          num_hidden_layers=shape["n_layers"], num_attention_heads=shape["n_heads"],
-                          num_key_value_heads=shape["n_kv"], max_position_embeddings=4096, dtype=dtype)
+        cfg = LlamaConfig(
+            vocab_size=shape["vocab"],
+            hidden_size=shape["d_model"],
+            intermediate_size=shape["d_mlp"],
+            num_hidden_layers=shape["n_layers"],
+            num_attention_heads=shape["n_heads"],
+            num_key_value_heads=shape["n_kv"],
+            max_position_embeddings=4096,
+            dtype=dtype,
+        )
         cls, name = LlamaForCausalLM, "meta-llama/Llama-2-7b-hf"
     else:
-        cfg = GPT2Config(vocab_size=shape["vocab"], n_embd=shape["d_model"], n_inner=shape["d_mlp"],
-                         n_layer=shape["n_layers"], n_head=shape["n_heads"], n_positions=1024, dtype=dtype)
+        cfg = GPT2Config(
+            vocab_size=shape["vocab"],
+            n_embd=shape["d_model"],
+            n_inner=shape["d_mlp"],
+            n_layer=shape["n_layers"],
+            n_head=shape["n_heads"],
+            n_positions=1024,
+            dtype=dtype,
+        )
         cls, name = GPT2LMHeadModel, "gpt2"
     cfg.bos_token_id = cfg.eos_token_id = 2
     with torch.device("meta"):
@@ -70,12 +84,15 @@ def build_model(shape: dict[str, Any], device: torch.device, dtype: torch.dtype,
     torch.manual_seed(seed)
     with torch.no_grad():
         hf.init_weights()  # parameters and non-persistent buffers (rotary inv_freq), on the device
-    bad = [n for n, t in [*hf.named_parameters(), *hf.named_buffers()] if t.is_meta or not torch.isfinite(t.float()).all()]
+    bad = [
+        n for n, t in [*hf.named_parameters(), *hf.named_buffers()] if t.is_meta or not torch.isfinite(t.float()).all()
+    ]
     if bad:
         raise RuntimeError(f"uninitialised tensors after to_empty + init_weights: {bad[:5]}")
     hf.eval()
-    return TransformerBridge.boot_transformers(name, hf_model=hf, tokenizer=word_tokenizer(), device=device,
-                                               dtype=dtype).eval()
+    return TransformerBridge.boot_transformers(
+        name, hf_model=hf, tokenizer=word_tokenizer(), device=device, dtype=dtype
+    ).eval()
 
 
 def token_task(n_items: int, vocab: int, prompt_tokens: int, seed: int = 0) -> tuple[Any, Any]:
@@ -85,11 +102,17 @@ def token_task(n_items: int, vocab: int, prompt_tokens: int, seed: int = 0) -> t
     rng = random.Random(seed)
     q_len = max(4, (prompt_tokens - 2 * (4 * 6 + 4)) // 2)  # two blocks (demo + item), 4 options of 5 tokens
     lo = 16
-    recs = [{"question": [rng.randrange(lo, vocab) for _ in range(q_len)],
-             "options": [[rng.randrange(lo, vocab) for _ in range(5)] for _ in range(4)],
-             "answer": rng.randrange(4)} for _ in range(n_items + 1)]
-    fmt = TokenFormat(letters=[3, 4, 5, 6], bos=2, question_prefix=[11], option_sep=[7], answer_prefix=[12],
-                      demo_sep=[8])
+    recs = [
+        {
+            "question": [rng.randrange(lo, vocab) for _ in range(q_len)],
+            "options": [[rng.randrange(lo, vocab) for _ in range(5)] for _ in range(4)],
+            "answer": rng.randrange(4),
+        }
+        for _ in range(n_items + 1)
+    ]
+    fmt = TokenFormat(
+        letters=[3, 4, 5, 6], bos=2, question_prefix=[11], option_sep=[7], answer_prefix=[12], demo_sep=[8]
+    )
     return Task.from_records(recs, name="random-tokens"), fmt
 
 
@@ -108,11 +131,22 @@ def bench_shape(name: str, shape: dict[str, Any], args: argparse.Namespace, devi
     sync(device)
     build_s = time.perf_counter() - t0
     task, fmt = token_task(args.items, shape["vocab"], args.prompt_tokens)
-    out: dict[str, Any] = {"shape": shape, "dtype": args.dtype, "build_s": build_s, "items": args.items,
-                           "steps": args.steps, "memory_budget_mb": args.memory_budget_mb}
+    out: dict[str, Any] = {
+        "shape": shape,
+        "dtype": args.dtype,
+        "build_s": build_s,
+        "items": args.items,
+        "steps": args.steps,
+        "memory_budget_mb": args.memory_budget_mb,
+    }
     for method in args.methods.split(","):
-        cfg = IdentifyConfig(method=method, steps=args.steps, token_format=fmt, batch_size=args.batch_size,
-                             memory_budget_mb=args.memory_budget_mb)
+        cfg = IdentifyConfig(
+            method=method,
+            steps=args.steps,
+            token_format=fmt,
+            batch_size=args.batch_size,
+            memory_budget_mb=args.memory_budget_mb,
+        )
         adapter = ModelAdapter(model)
         scored, demos = choose_demos(task, cfg.n_shots, cfg.seed, None)
         with preserved_model_state(model):
@@ -125,9 +159,15 @@ def bench_shape(name: str, shape: dict[str, Any], args: argparse.Namespace, devi
             state, _, _ = run_scoring(adapter, queries, cfg, progress=False)
             sync(device)
             secs = time.perf_counter() - t
-        row = {"seconds": secs, "items_per_s": len(queries) / secs, "proxies_per_s": sum(map(len, queries)) / secs,
-               "prompt_tokens": sorted({len(q.prompt) for qs in queries for q in qs}),
-               "state_dtype": str(state.sum_member.dtype), "kv_backend": adapter.kv_backend, **adapter.fast_paths}
+        row = {
+            "seconds": secs,
+            "items_per_s": len(queries) / secs,
+            "proxies_per_s": sum(map(len, queries)) / secs,
+            "prompt_tokens": sorted({len(q.prompt) for qs in queries for q in qs}),
+            "state_dtype": str(state.sum_member.dtype),
+            "kv_backend": adapter.kv_backend,
+            **adapter.fast_paths,
+        }
         if device.type == "cuda":
             row["peak_gpu_mem_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
         out[method] = row
@@ -139,18 +179,24 @@ def bench_shape(name: str, shape: dict[str, Any], args: argparse.Namespace, devi
 
 
 def markdown(res: dict[str, Any]) -> str:
-    lines = [f"# GPU attribution throughput ({res['device']})", "",
-             f"torch {res['torch']}; random weights in {res['dtype']}; 1-shot 4-option token prompts of about "
-             f"{res['prompt_tokens']} tokens, {res['n_proxies']} proxies per item; IG with m = {res['steps']} Riemann "
-             "steps; float32 IG accumulation, float64 ACE state. Timed: the pipeline's scoring loop.", "",
-             "| model shape | method | items/s | proxies/s | peak GPU GiB | IG paths (packed / skip / letter cols) |",
-             "|---|---|---:|---:|---:|---|"]
+    lines = [
+        f"# GPU attribution throughput ({res['device']})",
+        "",
+        f"torch {res['torch']}; random weights in {res['dtype']}; 1-shot 4-option token prompts of about "
+        f"{res['prompt_tokens']} tokens, {res['n_proxies']} proxies per item; IG with m = {res['steps']} Riemann "
+        "steps; float32 IG accumulation, float64 ACE state. Timed: the pipeline's scoring loop.",
+        "",
+        "| model shape | method | items/s | proxies/s | peak GPU GiB | IG paths (packed / skip / letter cols) |",
+        "|---|---|---:|---:|---:|---|",
+    ]
     for name, r in res["shapes"].items():
         for method in res["methods"]:
             m = r[method]
             paths = f"{m['packed_rows']} / {m['skip_layers']} / {m['letter_columns']}" if method == "ig" else ""
-            lines.append(f"| {name} ({r['shape']['n_layers']}x{r['shape']['d_mlp']}) | {method} | {m['items_per_s']:.3f} | "
-                         f"{m['proxies_per_s']:.2f} | {m.get('peak_gpu_mem_gib', float('nan')):.1f} | {paths} |")
+            lines.append(
+                f"| {name} ({r['shape']['n_layers']}x{r['shape']['d_mlp']}) | {method} | {m['items_per_s']:.3f} | "
+                f"{m['proxies_per_s']:.2f} | {m.get('peak_gpu_mem_gib', float('nan')):.1f} | {paths} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -162,9 +208,15 @@ def main() -> None:
     ap.add_argument("--items", type=int, default=None, help="items per method (default 16 on GPU, 3 in smoke mode)")
     ap.add_argument("--steps", type=int, default=16)
     ap.add_argument("--prompt-tokens", type=int, default=200)
-    ap.add_argument("--batch-size", type=int, default=8, help="items per scoring batch (grad x act: prompts per forward)")
-    ap.add_argument("--memory-budget-mb", type=float, default=None,
-                    help="IG chunk budget (default on GPU: half the free memory, see attribution.auto_memory_budget_mb)")
+    ap.add_argument(
+        "--batch-size", type=int, default=8, help="items per scoring batch (grad x act: prompts per forward)"
+    )
+    ap.add_argument(
+        "--memory-budget-mb",
+        type=float,
+        default=None,
+        help="IG chunk budget (default on GPU: half the free memory, see attribution.auto_memory_budget_mb)",
+    )
     ap.add_argument("--dtype", default="bfloat16")
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
@@ -177,16 +229,24 @@ def main() -> None:
         args.memory_budget_mb = args.memory_budget_mb or 256.0
     else:
         if not torch.cuda.is_available():
-            print("benchmarks/gpu.py: no CUDA device is available (torch.cuda.is_available() is False). Run it on a "
-                  "machine with a GPU, or use --smoke for the CPU smoke mode.", file=sys.stderr)
+            print(
+                "benchmarks/gpu.py: no CUDA device is available (torch.cuda.is_available() is False). Run it on a "
+                "machine with a GPU, or use --smoke for the CPU smoke mode.",
+                file=sys.stderr,
+            )
             sys.exit(2)
         device, shapes = torch.device(args.device), SHAPES
         args.items = args.items or 16
         # default None: attribution.auto_memory_budget_mb (half the free GPU memory per IG chunk)
     res: dict[str, Any] = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu (smoke mode)",
-        "torch": torch.__version__, "dtype": args.dtype, "steps": args.steps, "prompt_tokens": args.prompt_tokens,
-        "n_proxies": 3, "methods": args.methods.split(","), "shapes": {},
+        "torch": torch.__version__,
+        "dtype": args.dtype,
+        "steps": args.steps,
+        "prompt_tokens": args.prompt_tokens,
+        "n_proxies": 3,
+        "methods": args.methods.split(","),
+        "shapes": {},
     }
     for name in args.shapes.split(","):
         res["shapes"][name] = bench_shape(name, shapes[name], args, device)

@@ -49,8 +49,9 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
         model = make_model("native", gated=True, seed=0)
         task, fmt = token_task(spec["n_items"] + 1)
         if spec["method"] is not None:
-            res = identify(model, task, token_format=fmt, method=spec["method"], steps=spec["steps"], k=10,
-                           progress=False)
+            res = identify(
+                model, task, token_format=fmt, method=spec["method"], steps=spec["steps"], k=10, progress=False
+            )
             out["n_queries"] = res.stats["n_queries"]
     else:
         from tl_neuronllm import Task
@@ -80,8 +81,9 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
 
 def measure(spec: dict[str, Any]) -> dict[str, Any]:
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True,
-                          env=env, timeout=3600)
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True, env=env, timeout=3600
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"child {spec} failed:\n{proc.stderr[-4000:]}")
     res = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -122,16 +124,23 @@ def main() -> None:
 
 def markdown(res: dict[str, Any]) -> str:
     base = next(r for r in res["items"] if r["method"] is None)
-    lines = ["# Peak memory (RSS, one fresh process per run)", "",
-             f"Tiny random boot_native model (3 layers, d_mlp 64, gated), 3 proxies per item, IG with "
-             f"{base['steps']} steps. Baseline process (model + {base['n_items']}-item task, no identify): "
-             f"{base['peak_rss_mib']:.1f} MiB.", "",
-             "| method | items | proxies | peak RSS MiB | above baseline MiB | seconds |", "|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        "# Peak memory (RSS, one fresh process per run)",
+        "",
+        f"Tiny random boot_native model (3 layers, d_mlp 64, gated), 3 proxies per item, IG with "
+        f"{base['steps']} steps. Baseline process (model + {base['n_items']}-item task, no identify): "
+        f"{base['peak_rss_mib']:.1f} MiB.",
+        "",
+        "| method | items | proxies | peak RSS MiB | above baseline MiB | seconds |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for r in res["items"]:
         if r["method"] is None:
             continue
-        lines.append(f"| {r['method']} | {r['n_items']} | {r.get('n_queries', '')} | {r['peak_rss_mib']:.1f} | "
-                     f"{r['peak_rss_mib'] - base['peak_rss_mib']:+.1f} | {r['seconds']:.1f} |")
+        lines.append(
+            f"| {r['method']} | {r['n_items']} | {r.get('n_queries', '')} | {r['peak_rss_mib']:.1f} | "
+            f"{r['peak_rss_mib'] - base['peak_rss_mib']:+.1f} | {r['seconds']:.1f} |"
+        )
     by_method: dict[str, list[dict[str, Any]]] = {}
     for r in res["items"]:
         if r["method"] is not None:
@@ -139,18 +148,27 @@ def markdown(res: dict[str, Any]) -> str:
     for m, rs in by_method.items():
         rs.sort(key=lambda r: r["n_items"])
         grow = rs[-1]["peak_rss_mib"] - rs[0]["peak_rss_mib"]
-        lines.append(f"\n{m}: {rs[0]['n_items']} -> {rs[-1]['n_items']} items changes the peak by {grow:+.1f} MiB "
-                     f"({grow * 1024 / max(rs[-1]['n_items'] - rs[0]['n_items'], 1):.1f} KiB per extra item).")
+        lines.append(
+            f"\n{m}: {rs[0]['n_items']} -> {rs[-1]['n_items']} items changes the peak by {grow:+.1f} MiB "
+            f"({grow * 1024 / max(rs[-1]['n_items'] - rs[0]['n_items'], 1):.1f} KiB per extra item)."
+        )
     if res["budget"]:
         b0 = next(r for r in res["budget"] if r["budget_mb"] is None)
-        lines += ["", "## ig_fast memory budget (SmolLM2-135M, one prompt of "
-                  f"{b0['prompt_tokens']} tokens, m = 16)", "",
-                  f"Baseline process (model loaded, one forward): {b0['peak_rss_mib']:.0f} MiB.", "",
-                  "| memory_budget_mb | peak RSS MiB | above baseline MiB | seconds |", "|---:|---:|---:|---:|"]
+        lines += [
+            "",
+            f"## ig_fast memory budget (SmolLM2-135M, one prompt of {b0['prompt_tokens']} tokens, m = 16)",
+            "",
+            f"Baseline process (model loaded, one forward): {b0['peak_rss_mib']:.0f} MiB.",
+            "",
+            "| memory_budget_mb | peak RSS MiB | above baseline MiB | seconds |",
+            "|---:|---:|---:|---:|",
+        ]
         for r in res["budget"]:
             if r["budget_mb"] is not None:
-                lines.append(f"| {r['budget_mb']:.0f} | {r['peak_rss_mib']:.0f} | {r['peak_rss_mib'] - b0['peak_rss_mib']:+.0f} | "
-                             f"{r['seconds']:.1f} |")
+                lines.append(
+                    f"| {r['budget_mb']:.0f} | {r['peak_rss_mib']:.0f} | {r['peak_rss_mib'] - b0['peak_rss_mib']:+.0f} | "
+                    f"{r['seconds']:.1f} |"
+                )
     return "\n".join(lines) + "\n"
 
 

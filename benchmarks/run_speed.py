@@ -52,17 +52,31 @@ def main() -> None:
     ev = evaluate(model, res, held, demos=demo, n_random=args.n_random, n_boot=200, progress=False)
     t_ev = time.perf_counter() - t0
     out = {
-        "label": args.label, "code": os.path.dirname(tl_neuronllm.__file__), "args": vars(args),
-        "identify_s": t_id, "identify_s_per_item": t_id / args.n_identify,
-        "evaluate_s": t_ev, "evaluate_s_per_item": t_ev / args.n_heldout,
-        "baseline_gold_prob": ev.baseline.metrics["gold_prob"], "scores_sum": float(res.scores.abs().sum()),
-        "fast_paths": res.stats.get("fast_paths"), "load_avg": os.getloadavg(),
-        "versions": res.config.get("versions"), "machine": platform.machine(), "cpus": os.cpu_count(),
+        "label": args.label,
+        "code": os.path.dirname(tl_neuronllm.__file__),
+        "args": vars(args),
+        "identify_s": t_id,
+        "identify_s_per_item": t_id / args.n_identify,
+        "evaluate_s": t_ev,
+        "evaluate_s_per_item": t_ev / args.n_heldout,
+        "baseline_gold_prob": ev.baseline.metrics["gold_prob"],
+        "scores_sum": float(res.scores.abs().sum()),
+        "fast_paths": res.stats.get("fast_paths"),
+        "load_avg": os.getloadavg(),
+        "versions": res.config.get("versions"),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
     }
     with open(args.out, "w") as fh:
         json.dump(out, fh, indent=2)
-    print(json.dumps({k: out[k] for k in ("label", "identify_s_per_item", "evaluate_s_per_item",
-                                           "baseline_gold_prob", "scores_sum")}))
+    print(
+        json.dumps(
+            {
+                k: out[k]
+                for k in ("label", "identify_s_per_item", "evaluate_s_per_item", "baseline_gold_prob", "scores_sum")
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

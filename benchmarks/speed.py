@@ -40,10 +40,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tl_neuronllm import Task  # noqa: E402
-from tl_neuronllm.adapter import ModelAdapter, preserved_model_state  # noqa: E402
-from tl_neuronllm.attribution import grad_x_act, ig_fast, ig_naive  # noqa: E402
-from tl_neuronllm.pipeline import IdentifyConfig, build_queries, choose_demos  # noqa: E402
+from tl_neuronllm import Task
+from tl_neuronllm.adapter import ModelAdapter, preserved_model_state
+from tl_neuronllm.attribution import grad_x_act, ig_fast, ig_naive
+from tl_neuronllm.pipeline import IdentifyConfig, build_queries, choose_demos
 
 TARGETS = {"fast_vs_naive_min": 50.0, "max_rel_diff": 1e-4, "fast_vs_forward_max": 10.0, "gxa_vs_forward_max": 3.0}
 
@@ -74,8 +74,16 @@ def random_smollm2_shape(records: list[dict[str, Any]], seed: int = 0) -> Any:
                     words.append(w)
     tok = word_tokenizer(words)
     torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
-                      num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=8192, tie_word_embeddings=True)
+    cfg = LlamaConfig(
+        vocab_size=49152,
+        hidden_size=576,
+        intermediate_size=1536,
+        num_hidden_layers=30,
+        num_attention_heads=9,
+        num_key_value_heads=3,
+        max_position_embeddings=8192,
+        tie_word_embeddings=True,
+    )
     hf = LlamaForCausalLM(cfg).eval()
     return TransformerBridge.boot_transformers("meta-llama/Llama-2-7b-hf", hf_model=hf, tokenizer=tok).eval()
 
@@ -116,15 +124,29 @@ def gauss_study(adapter: ModelAdapter, queries: list[Any], ref_steps: int) -> di
         for rule in ("riemann", "gauss"):
             for m in (2, 4, 8, 16, 32):
                 t, s = timed(lambda: ig_fast(adapter, q, steps=m, rule=rule)[0])
-                rows.append({"rule": rule, "steps": m, "seconds": t,
-                             f"rel_err_vs_riemann{ref_steps}": rel_diff(s, ref_r), "rel_err_vs_gauss64": rel_diff(s, ref_g),
-                             "rel_l2_err_vs_gauss64": float((s - ref_g).norm() / ref_g.norm()),
-                             "top1pct_overlap_vs_gauss64": len(set(s.flatten().abs().topk(k).indices.tolist()) & top_ref) / k})
+                rows.append(
+                    {
+                        "rule": rule,
+                        "steps": m,
+                        "seconds": t,
+                        f"rel_err_vs_riemann{ref_steps}": rel_diff(s, ref_r),
+                        "rel_err_vs_gauss64": rel_diff(s, ref_g),
+                        "rel_l2_err_vs_gauss64": float((s - ref_g).norm() / ref_g.norm()),
+                        "top1pct_overlap_vs_gauss64": len(set(s.flatten().abs().topk(k).indices.tolist()) & top_ref)
+                        / k,
+                    }
+                )
         per_prompt.append(rows)
-    mean = [{key: (statistics.mean(p[i][key] for p in per_prompt) if isinstance(v, float) else v)
-             for key, v in row.items()} for i, row in enumerate(per_prompt[0])]
-    return {"n_prompts": len(queries), "reference_gap": {f"riemann{ref_steps}_vs_gauss64": statistics.mean(gaps)},
-            "rows": mean, "per_prompt": per_prompt}
+    mean = [
+        {key: (statistics.mean(p[i][key] for p in per_prompt) if isinstance(v, float) else v) for key, v in row.items()}
+        for i, row in enumerate(per_prompt[0])
+    ]
+    return {
+        "n_prompts": len(queries),
+        "reference_gap": {f"riemann{ref_steps}_vs_gauss64": statistics.mean(gaps)},
+        "rows": mean,
+        "per_prompt": per_prompt,
+    }
 
 
 def main() -> None:
@@ -155,22 +177,36 @@ def main() -> None:
     adapter = ModelAdapter(model, hook=cfg.hook)
     scored, demos = choose_demos(Task.from_records(records, name=args.task), cfg.n_shots, cfg.seed, None)
     all_q = build_queries(adapter, scored, cfg, demos)
-    picked = [qs for qs in all_q
-              if args.min_tokens <= min(len(q.prompt) for q in qs) and max(len(q.prompt) for q in qs) <= args.max_tokens]
+    picked = [
+        qs
+        for qs in all_q
+        if args.min_tokens <= min(len(q.prompt) for q in qs) and max(len(q.prompt) for q in qs) <= args.max_tokens
+    ]
     picked = picked[: args.items]
     if len(picked) < args.items:
         picked = all_q[: args.items]
     queries = [q for qs in picked for q in qs]
     L = adapter.n_layers
     info: dict[str, Any] = {
-        "model": args.model, "model_desc": adapter.describe(), "task": args.task, "n_items": len(picked),
-        "n_proxies": cfg.n_proxies, "n_queries": len(queries), "steps": args.steps, "rule": "riemann",
-        "prompt_tokens": [len(q.prompt) for q in queries], "threads": torch.get_num_threads(),
-        "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
+        "model": args.model,
+        "model_desc": adapter.describe(),
+        "task": args.task,
+        "n_items": len(picked),
+        "n_proxies": cfg.n_proxies,
+        "n_queries": len(queries),
+        "steps": args.steps,
+        "rule": "riemann",
+        "prompt_tokens": [len(q.prompt) for q in queries],
+        "threads": torch.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
         "loadavg_start": os.getloadavg(),
     }
-    print(f"{len(queries)} prompts, {min(info['prompt_tokens'])}-{max(info['prompt_tokens'])} tokens, "
-          f"{torch.get_num_threads()} threads", flush=True)
+    print(
+        f"{len(queries)} prompts, {min(info['prompt_tokens'])}-{max(info['prompt_tokens'])} tokens, "
+        f"{torch.get_num_threads()} threads",
+        flush=True,
+    )
     res: dict[str, Any] = {"info": info}
     if args.gauss_only:
         with preserved_model_state(model):
@@ -212,14 +248,18 @@ def main() -> None:
         t_fast_sub, s_fast_sub = timed(lambda: ig_fast(adapter, queries[0], steps=args.steps, layers=lays)[0])
         if args.gauss:
             res["gauss"] = gauss_study(adapter, queries[:: cfg.n_proxies][: args.gauss_prompts], args.gauss_ref_steps)
-    med = lambda key: statistics.median(r[key] for r in per)  # noqa: E731
+    med = lambda key: statistics.median(r[key] for r in per)
     t_naive_all = t_naive_sub * L / len(lays)
     P = cfg.n_proxies
     summary = {
-        "forward_s": med("forward_s"), "grad_x_act_s": med("grad_x_act_s"), "ig_fast_s": med("ig_fast_s"),
+        "forward_s": med("forward_s"),
+        "grad_x_act_s": med("grad_x_act_s"),
+        "ig_fast_s": med("ig_fast_s"),
         "fast_vs_forward": statistics.median(r["ig_fast_s"] / r["forward_s"] for r in per),
         "grad_x_act_vs_forward": statistics.median(r["grad_x_act_s"] / r["forward_s"] for r in per),
-        "naive_layers": lays, "naive_s_measured": t_naive_sub, "naive_s_extrapolated_all_layers": t_naive_all,
+        "naive_layers": lays,
+        "naive_s_measured": t_naive_sub,
+        "naive_s_extrapolated_all_layers": t_naive_all,
         "fast_vs_naive": t_naive_all / per[0]["ig_fast_s"],
         "fast_vs_naive_same_layers": t_naive_sub / t_fast_sub,
         "max_rel_diff_fast_vs_naive": rel_diff(first_fast[lays], s_naive[lays]),
@@ -263,7 +303,8 @@ def markdown(res: dict[str, Any]) -> str:
         f"{min(toks)}-{max(toks)} tokens (1-shot, 4 options); m = {info['steps']} Riemann steps; "
         f"{info['threads']} torch thread(s), torch {info['torch']}; load average {info['loadavg_start'][0]:.1f} -> "
         f"{info['loadavg_end'][0]:.1f} (shared machine). Medians over prompts. IG shortcuts in use: "
-        + ", ".join(k for k, v in info["fast_paths"].items() if v) + ".",
+        + ", ".join(k for k, v in info["fast_paths"].items() if v)
+        + ".",
         "",
         "| method | s / prompt | x forward | items / s |",
         "|---|---:|---:|---:|",
@@ -273,8 +314,10 @@ def markdown(res: dict[str, Any]) -> str:
         f"| IG fast (exact) | {s['ig_fast_s']:.3f} | {s['fast_vs_forward']:.2f} | {s['items_per_s']['ig_fast']:.4f} |",
     ]
     if "ig_old_s" in s:
-        lines.append(f"| IG fast, previous implementation | {s['ig_old_s']:.3f} | {s['ig_old_s'] / s['forward_s']:.2f} | "
-                     f"{s['items_per_s']['ig_old']:.4f} |")
+        lines.append(
+            f"| IG fast, previous implementation | {s['ig_old_s']:.3f} | {s['ig_old_s'] / s['forward_s']:.2f} | "
+            f"{s['items_per_s']['ig_old']:.4f} |"
+        )
     lines += [
         f"| IG naive (extrapolated from {len(s['naive_layers'])} layers) | {s['naive_s_extrapolated_all_layers']:.1f} | "
         f"{s['naive_s_extrapolated_all_layers'] / s['forward_s']:.0f} | {s['items_per_s']['ig_naive_extrapolated']:.6f} |",
@@ -285,8 +328,10 @@ def markdown(res: dict[str, Any]) -> str:
         f"- max relative score difference fast vs naive: **{s['max_rel_diff_fast_vs_naive']:.1e}** (max |diff| / max |naive|)",
     ]
     if "old_vs_fast_speedup" in s:
-        lines.append(f"- new fast IG vs previous: **{s['old_vs_fast_speedup']:.2f}x** faster, max relative difference "
-                     f"{s['max_rel_diff_old_vs_fast']:.1e}")
+        lines.append(
+            f"- new fast IG vs previous: **{s['old_vs_fast_speedup']:.2f}x** faster, max relative difference "
+            f"{s['max_rel_diff_old_vs_fast']:.1e}"
+        )
     lines += ["", "Targets: " + ", ".join(f"{k}: {'met' if v else 'MISSED'}" for k, v in s["targets"].items())]
     if "gauss" in res:
         lines += ["", gauss_markdown(res["gauss"])]
@@ -296,17 +341,21 @@ def markdown(res: dict[str, Any]) -> str:
 def gauss_markdown(g: dict[str, Any]) -> str:
     ref_key = next(k for k in g["rows"][0] if k.startswith("rel_err_vs_riemann"))
     lines = [
-        f"## Gauss-Legendre vs Riemann steps (mean over {g.get('n_prompts', 1)} prompt(s))", "",
+        f"## Gauss-Legendre vs Riemann steps (mean over {g.get('n_prompts', 1)} prompt(s))",
+        "",
         f"References: Riemann with {ref_key.removeprefix('rel_err_vs_riemann')} steps and Gauss-Legendre with 64 "
         f"(they differ by {next(iter(g['reference_gap'].values())):.1e}).",
         "Errors: max |diff| / max |ref| (dominated by the few steepest neurons) and the relative L2 error; "
-        "overlap: shared fraction of the 1% largest |IG|.", "",
+        "overlap: shared fraction of the 1% largest |IG|.",
+        "",
         "| rule | m | s | max err vs Riemann ref | max err vs Gauss-64 | L2 err vs Gauss-64 | top-1% overlap |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in g["rows"]:
-        lines.append(f"| {r['rule']} | {r['steps']} | {r['seconds']:.2f} | {r[ref_key]:.1e} | {r['rel_err_vs_gauss64']:.1e} | "
-                     f"{r.get('rel_l2_err_vs_gauss64', float('nan')):.1e} | {r['top1pct_overlap_vs_gauss64']:.3f} |")
+        lines.append(
+            f"| {r['rule']} | {r['steps']} | {r['seconds']:.2f} | {r[ref_key]:.1e} | {r['rel_err_vs_gauss64']:.1e} | "
+            f"{r.get('rel_l2_err_vs_gauss64', float('nan')):.1e} | {r['top1pct_overlap_vs_gauss64']:.3f} |"
+        )
     return "\n".join(lines) + "\n"
 
 

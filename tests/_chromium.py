@@ -24,9 +24,17 @@ from pathlib import Path
 from typing import Any
 
 CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--remote-debugging-pipe"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--remote-debugging-pipe",
+]
 
 
 def find_chromium() -> str | None:
@@ -53,7 +61,7 @@ class Chromium:
         self._id = 0
         self._buf = b""
 
-    def __enter__(self) -> "Chromium":
+    def __enter__(self) -> Chromium:
         self.profile = tempfile.mkdtemp(prefix="tlnllm-chromium-")
         to_child_r, self._w = os.pipe()
         self._r, from_child_w = os.pipe()
@@ -68,24 +76,39 @@ class Chromium:
             os.dup2(hi_w, 4)
 
         self.proc = subprocess.Popen(
-            [self.exe, *FLAGS, f"--user-data-dir={self.profile}", f"--window-size={self.width},{self.height}",
-             "about:blank"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, close_fds=False,
-            preexec_fn=wire)
+            [
+                self.exe,
+                *FLAGS,
+                f"--user-data-dir={self.profile}",
+                f"--window-size={self.width},{self.height}",
+                "about:blank",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            close_fds=False,
+            preexec_fn=wire,
+        )
         os.close(hi_r)
         os.close(hi_w)
         target = self.send("Target.createTarget", url="about:blank")["targetId"]
         self.session = self.send("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
         for domain in ("Page", "Runtime", "Network"):
             self.send(f"{domain}.enable", session=True)
-        self.send("Emulation.setDeviceMetricsOverride", session=True, width=self.width, height=self.height,
-                  deviceScaleFactor=1, mobile=False)
+        self.send(
+            "Emulation.setDeviceMetricsOverride",
+            session=True,
+            width=self.width,
+            height=self.height,
+            deviceScaleFactor=1,
+            mobile=False,
+        )
         return self
 
     def __exit__(self, *exc: Any) -> None:
         try:
             self.send("Browser.close")
-        except Exception:  # noqa: BLE001 - closing anyway
+        except Exception:
             pass
         try:
             self.proc.wait(timeout=10)
@@ -153,8 +176,9 @@ class Chromium:
         params: dict[str, Any] = {"format": "png"}
         if full_page:
             h = int(self.eval("Math.ceil(document.documentElement.scrollHeight)"))
-            params.update(captureBeyondViewport=True,
-                          clip={"x": 0, "y": 0, "width": self.width, "height": max(h, 1), "scale": 1})
+            params.update(
+                captureBeyondViewport=True, clip={"x": 0, "y": 0, "width": self.width, "height": max(h, 1), "scale": 1}
+            )
         data = self.send("Page.captureScreenshot", session=True, **params)["data"]
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)

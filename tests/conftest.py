@@ -19,15 +19,53 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 WORDS = (
     ["[PAD]", "[UNK]", "[BOS]"]
     + list("ABCDEFGH")
-    + ["Question:", "Answer:", "The", "following", "are", "multiple", "choice", "questions.", "Answer", "with", "the",
-       "letter", "of", "correct", "option.", "cat", "dog", "bird", "fish", "red", "blue", "green", "yellow", "is", "what",
-       "colour", "animal", "sky", "grass", "sun", "sea", "A.", "B.", "C.", "D.", "E.", "F.", "?"]
+    + [
+        "Question:",
+        "Answer:",
+        "The",
+        "following",
+        "are",
+        "multiple",
+        "choice",
+        "questions.",
+        "Answer",
+        "with",
+        "the",
+        "letter",
+        "of",
+        "correct",
+        "option.",
+        "cat",
+        "dog",
+        "bird",
+        "fish",
+        "red",
+        "blue",
+        "green",
+        "yellow",
+        "is",
+        "what",
+        "colour",
+        "animal",
+        "sky",
+        "grass",
+        "sun",
+        "sea",
+        "A.",
+        "B.",
+        "C.",
+        "D.",
+        "E.",
+        "F.",
+        "?",
+    ]
 )
 
 
 def has_bridge() -> bool:
     try:
         from transformer_lens.model_bridge import TransformerBridge  # noqa: F401
+
         return True
     except ImportError:
         return False
@@ -36,12 +74,13 @@ def has_bridge() -> bool:
 def has_hooked() -> bool:
     try:
         from transformer_lens import HookedTransformer  # noqa: F401
+
         return True
     except ImportError:
         return False
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def word_tokenizer():
     from tl_neuronllm.testbed import word_tokenizer as build
 
@@ -66,13 +105,31 @@ def make_model(kind: str, gated: bool, seed: int = 0):
         from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
         if gated:
-            hf = LlamaForCausalLM(LlamaConfig(vocab_size=len(WORDS), hidden_size=32, intermediate_size=64,
-                                              num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
-                                              max_position_embeddings=256, initializer_range=0.2))
+            hf = LlamaForCausalLM(
+                LlamaConfig(
+                    vocab_size=len(WORDS),
+                    hidden_size=32,
+                    intermediate_size=64,
+                    num_hidden_layers=3,
+                    num_attention_heads=4,
+                    num_key_value_heads=2,
+                    max_position_embeddings=256,
+                    initializer_range=0.2,
+                )
+            )
             name = "meta-llama/Llama-2-7b-hf"
         else:
-            hf = GPT2LMHeadModel(GPT2Config(vocab_size=len(WORDS), n_embd=32, n_layer=3, n_head=4, n_positions=256,
-                                            activation_function="gelu_new", initializer_range=0.2))
+            hf = GPT2LMHeadModel(
+                GPT2Config(
+                    vocab_size=len(WORDS),
+                    n_embd=32,
+                    n_layer=3,
+                    n_head=4,
+                    n_positions=256,
+                    activation_function="gelu_new",
+                    initializer_range=0.2,
+                )
+            )
             name = "gpt2"
         hf.eval()
         return TransformerBridge.boot_transformers(name, hf_model=hf, tokenizer=word_tokenizer()).eval()
@@ -94,18 +151,24 @@ TEXT_KINDS = [k for k, ok in (("hf", has_bridge()), ("hooked-text", has_hooked()
 ALL_KINDS = TOKEN_KINDS + TEXT_KINDS
 
 
-@pytest.fixture(params=[(k, g) for k in ALL_KINDS for g in (False, True)], ids=lambda p: f"{p[0]}-{'gated' if p[1] else 'gelu'}")
+@pytest.fixture(
+    params=[(k, g) for k in ALL_KINDS for g in (False, True)], ids=lambda p: f"{p[0]}-{'gated' if p[1] else 'gelu'}"
+)
 def any_model(request):
     kind, gated = request.param
     return kind, make_model(kind, gated)
 
 
-@pytest.fixture(params=[(k, g) for k in TOKEN_KINDS for g in (False, True)], ids=lambda p: f"{p[0]}-{'gated' if p[1] else 'gelu'}")
+@pytest.fixture(
+    params=[(k, g) for k in TOKEN_KINDS for g in (False, True)], ids=lambda p: f"{p[0]}-{'gated' if p[1] else 'gelu'}"
+)
 def token_model(request):
     return make_model(*request.param)
 
 
-@pytest.fixture(params=[(k, g) for k in TEXT_KINDS for g in (False, True)], ids=lambda p: f"{p[0]}-{'gated' if p[1] else 'gelu'}")
+@pytest.fixture(
+    params=[(k, g) for k in TEXT_KINDS for g in (False, True)], ids=lambda p: f"{p[0]}-{'gated' if p[1] else 'gelu'}"
+)
 def text_model(request):
     return make_model(*request.param)
 
@@ -118,12 +181,23 @@ def token_task(n: int = 12, n_options: int = 4, seed: int = 0):
 
     rng = random.Random(seed)
     recs = []
-    for i in range(n):
+    for _i in range(n):
         opts = rng.sample(range(40, 90), n_options)
-        recs.append({"question": [rng.randrange(10, 40), rng.randrange(10, 40)], "options": [[o] for o in opts],
-                     "answer": rng.randrange(n_options)})
-    fmt = TokenFormat(letters=[1, 2, 3, 4, 5, 6][:max(n_options, 4)], bos=0, question_prefix=[7], option_sep=[8],
-                      answer_prefix=[9], demo_sep=[8])
+        recs.append(
+            {
+                "question": [rng.randrange(10, 40), rng.randrange(10, 40)],
+                "options": [[o] for o in opts],
+                "answer": rng.randrange(n_options),
+            }
+        )
+    fmt = TokenFormat(
+        letters=[1, 2, 3, 4, 5, 6][: max(n_options, 4)],
+        bos=0,
+        question_prefix=[7],
+        option_sep=[8],
+        answer_prefix=[9],
+        demo_sep=[8],
+    )
     return Task.from_records(recs, name="tokens"), fmt
 
 
@@ -139,6 +213,12 @@ def text_task(n: int = 10, seed: int = 0):
     recs = []
     for i in range(n):
         opts = rng.sample(colours, 4)
-        recs.append({"id": f"q{i}", "question": f"what is the colour of the {things[i % len(things)]} ?",
-                     "options": opts, "answer": rng.randrange(4)})
+        recs.append(
+            {
+                "id": f"q{i}",
+                "question": f"what is the colour of the {things[i % len(things)]} ?",
+                "options": opts,
+                "answer": rng.randrange(4),
+            }
+        )
     return Task.from_records(recs, name="colours")

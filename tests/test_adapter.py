@@ -3,7 +3,7 @@ guarantee that the user's model leaves every run exactly as it came in."""
 
 import pytest
 import torch
-from conftest import make_model, text_task, token_task, TEXT_KINDS
+from conftest import TEXT_KINDS, make_model, text_task, token_task
 
 from tl_neuronllm import ModelAdapter, ModelError, identify, preserved_model_state
 from tl_neuronllm.answers import Query, predict
@@ -106,7 +106,7 @@ def test_identify_leaves_model_untouched(token_model, monkeypatch, where):
     params[0].requires_grad_(False)  # a frozen embedding
     params[1].grad = torch.ones_like(params[1])  # and a stale gradient
     fired = []
-    user_hook = ("blocks.0.hook_resid_pre" if "blocks.0.hook_resid_pre" in model.hook_dict else "blocks.0.hook_in")
+    user_hook = "blocks.0.hook_resid_pre" if "blocks.0.hook_resid_pre" in model.hook_dict else "blocks.0.hook_in"
     model.hook_dict[user_hook].add_hook(lambda act, hook: fired.append(1))  # the user's own permanent hook
     snap = _snapshot(model)
     task, fmt = token_task(6)
@@ -137,7 +137,8 @@ def test_identify_leaves_model_untouched(token_model, monkeypatch, where):
     model(torch.zeros((1, 3), dtype=torch.long))
     assert len(fired) == n + 1  # the user's hook is still attached
     model.hook_dict[user_hook].remove_hooks(including_permanent=True) if hasattr(
-        model.hook_dict[user_hook], "remove_hooks") else None
+        model.hook_dict[user_hook], "remove_hooks"
+    ) else None
 
 
 def test_preserved_model_state_restores_on_error(token_model):

@@ -35,7 +35,11 @@ def test_fast_ig_equals_naive(any_model, target):
         naive = ig_naive(ad, q, steps=5, target=target)
         scale = naive.abs().max()
         assert scale > 0
-        assert torch.allclose(fast, naive, rtol=1e-4, atol=1e-5 * float(scale)), (kind, q.mode, (fast - naive).abs().max())
+        assert torch.allclose(fast, naive, rtol=1e-4, atol=1e-5 * float(scale)), (
+            kind,
+            q.mode,
+            (fast - naive).abs().max(),
+        )
         assert torch.isclose(probs.sum(), torch.tensor(1.0), atol=1e-5)
     expected = {"native": "rerun", "hf": "hf", "hooked": "tl", "hooked-text": "tl"}[kind]
     assert ad.kv_backend == expected

@@ -12,34 +12,55 @@ import pytest
 from tl_neuronllm import cli
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--model", "tiny", "--task", "synthetic", "--mode", "letter", "--no-progress", "--n-identify", "12",
-        "--n-heldout", "16", "--k", "6", "--steps", "1", "--threads", "1"]
+TINY = [
+    "--model",
+    "tiny",
+    "--task",
+    "synthetic",
+    "--mode",
+    "letter",
+    "--no-progress",
+    "--n-identify",
+    "12",
+    "--n-heldout",
+    "16",
+    "--k",
+    "6",
+    "--steps",
+    "1",
+    "--threads",
+    "1",
+]
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
     env.pop("TL_NEURONLLM_DEBUG", None)
-    return subprocess.run([sys.executable, "-m", "tl_neuronllm", *args], capture_output=True, text=True, cwd=cwd,
-                          env=env, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "tl_neuronllm", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=300
+    )
 
 
-@pytest.mark.parametrize("extra, msg", [
-    (["--steps", "0"], "argument --steps: must be >= 1, got 0"),
-    (["--z", "-1"], "argument --z: z must be a count >= 1"),
-    (["--z", "nan"], "argument --z: z = nan is a float"),
-    (["--k", "1.5"], "argument --k: k = 1.5 is a float"),
-    (["--method", "nosuch"], "method must be one of"),
-    (["--n-identify", "0"], "argument --n-identify: must be >= 1, got 0"),
-    (["--n-identify", "100"], "--n-identify 100 plus 1 demonstration item(s) exceed the 60 items"),
-    (["--threads", "-2"], "argument --threads: must be >= 1, got -2"),
-    (["--task", "nothere.jsonl"], "task file nothere.jsonl does not exist"),
-])
+@pytest.mark.parametrize(
+    "extra, msg",
+    [
+        (["--steps", "0"], "argument --steps: must be >= 1, got 0"),
+        (["--z", "-1"], "argument --z: z must be a count >= 1"),
+        (["--z", "nan"], "argument --z: z = nan is a float"),
+        (["--k", "1.5"], "argument --k: k = 1.5 is a float"),
+        (["--method", "nosuch"], "method must be one of"),
+        (["--n-identify", "0"], "argument --n-identify: must be >= 1, got 0"),
+        (["--n-identify", "100"], "--n-identify 100 plus 1 demonstration item(s) exceed the 60 items"),
+        (["--threads", "-2"], "argument --threads: must be >= 1, got -2"),
+        (["--task", "nothere.jsonl"], "task file nothere.jsonl does not exist"),
+    ],
+)
 def test_identify_user_errors_are_one_line(tmp_path, capsys, monkeypatch, extra, msg):
     args = list(TINY)
     for i in range(0, len(extra), 2):  # replace an option already in TINY
         if extra[i] in args:
             j = args.index(extra[i])
-            del args[j:j + 2]
+            del args[j : j + 2]
     # in-process (cli.main, as the console script calls it) to keep the suite fast; the subprocess test
     # below checks the same contract through `python -m tl_neuronllm`
     monkeypatch.chdir(tmp_path)
@@ -64,7 +85,16 @@ def test_unwritable_out_report_without_result_and_bad_task_file(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"question": "q", "options": {"A": "x", "B": "y"}, "answer": "A"}\n')
     args = [a for a in TINY if a not in ("--model", "tiny")]
-    r = _cli("identify", "--model", "tiny", *args[args.index("--mode"):], "--task", str(bad), "--out",
-             str(tmp_path / "o"), cwd=tmp_path)
+    r = _cli(
+        "identify",
+        "--model",
+        "tiny",
+        *args[args.index("--mode") :],
+        "--task",
+        str(bad),
+        "--out",
+        str(tmp_path / "o"),
+        cwd=tmp_path,
+    )
     assert r.returncode == 2 and "field 'options' is a dict" in r.stderr and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1

@@ -9,8 +9,11 @@ from tl_neuronllm.tasks import item_from_record
 
 
 def test_options_dict_or_set_is_refused():
-    with pytest.raises(TaskError, match=r"item 'x' \(record 0\): field 'options' is a dict, which has no fixed option "
-                                        r"order \(a dict would become its keys\)"):
+    with pytest.raises(
+        TaskError,
+        match=r"item 'x' \(record 0\): field 'options' is a dict, which has no fixed option "
+        r"order \(a dict would become its keys\)",
+    ):
         item_from_record({"id": "x", "question": "q", "options": {"A": "red", "B": "blue"}, "answer": "A"})
     with pytest.raises(TaskError, match=r"field 'options' is a set"):
         Task.from_records([{"question": "q", "options": {"red", "blue"}, "answer": 0}])
@@ -38,8 +41,10 @@ def test_csv_extra_fields_gaps_and_mixed_columns(tmp_path):
 
 def test_non_utf8_files_name_file_and_line(tmp_path):
     f = tmp_path / "latin.jsonl"
-    f.write_bytes(b'{"question": "q", "options": ["a", "b"], "answer": 0}\n'
-                  b'{"question": "caf\xe9", "options": ["a", "b"], "answer": 0}\n')
+    f.write_bytes(
+        b'{"question": "q", "options": ["a", "b"], "answer": 0}\n'
+        b'{"question": "caf\xe9", "options": ["a", "b"], "answer": 0}\n'
+    )
     with pytest.raises(TaskError, match=rf"{f}:2: not UTF-8 text \(byte 0xe9"):
         Task.from_jsonl(f)
     c = tmp_path / "latin.csv"

@@ -6,9 +6,9 @@ import json
 
 import pytest
 import torch
+from conftest import make_model, token_task
 from safetensors.torch import load_file, save_file
 
-from conftest import make_model, token_task
 from tl_neuronllm import NeuronResult, Task, TaskError, evaluate, identify
 from tl_neuronllm.result import ResultFileError
 
@@ -50,8 +50,11 @@ def test_load_refuses_altered_tensors(run, tmp_path):
     g = run[0].good[0]
     t["scores"][g.layer, g.neuron] = -5.0  # the stored good list now disagrees with the scores
     save_file(t, str(d / "tensors.safetensors"))
-    with pytest.raises(ResultFileError, match=rf"good\[0\] L{g.layer}N{g.neuron} has score .* but the scores tensor "
-                                              r"holds -5"):
+    with pytest.raises(
+        ResultFileError,
+        match=rf"good\[0\] L{g.layer}N{g.neuron} has score .* but the scores tensor "
+        r"holds -5",
+    ):
         NeuronResult.load(d)
 
 
@@ -75,7 +78,9 @@ def test_load_refuses_mismatched_state_and_format(run, tmp_path):
     meta = json.loads((d2 / "config.json").read_text())
     meta["format"] = "tl_neuronllm.NeuronResult/9"
     (d2 / "config.json").write_text(json.dumps(meta))
-    with pytest.raises(ResultFileError, match=r"format 'tl_neuronllm.NeuronResult/9' is not the one this version reads"):
+    with pytest.raises(
+        ResultFileError, match=r"format 'tl_neuronllm.NeuronResult/9' is not the one this version reads"
+    ):
         NeuronResult.load(d2)
 
 
@@ -83,7 +88,9 @@ def test_truncated_files_name_the_path(run, tmp_path):
     d = _saved(run[0], tmp_path)
     f = d / "tensors.safetensors"
     f.write_bytes(f.read_bytes()[:100])
-    with pytest.raises(ResultFileError, match=rf"{f}: cannot be read as safetensors .* truncated .* save the result again"):
+    with pytest.raises(
+        ResultFileError, match=rf"{f}: cannot be read as safetensors .* truncated .* save the result again"
+    ):
         NeuronResult.load(d)
     d2 = run[0].save(tmp_path / "r2")
     (d2 / "config.json").write_text((d2 / "config.json").read_text()[:50])
@@ -93,21 +100,26 @@ def test_truncated_files_name_the_path(run, tmp_path):
 
 def test_hooks_check_the_model_when_built_and_the_width_when_fired(run):
     result = run[0]
+    from conftest import NATIVE
     from transformer_lens.model_bridge import TransformerBridge
 
-    from conftest import NATIVE
     torch.manual_seed(0)
     deep = TransformerBridge.boot_native(dict(NATIVE, n_layers=4)).eval()
     wide = TransformerBridge.boot_native(dict(NATIVE, d_mlp=128)).eval()
-    with pytest.raises(ValueError, match=r"this result is for a model with 3 layers x 64 neurons; the given model has 4 x 64"):
+    with pytest.raises(
+        ValueError, match=r"this result is for a model with 3 layers x 64 neurons; the given model has 4 x 64"
+    ):
         result.hooks("good", model=deep)
     with pytest.raises(ValueError, match=r"3 x 128"):
         with result.suppress(wide):
             pass  # pragma: no cover
     toks = torch.tensor([[0, 7, 12, 9]])
     before = wide(toks)
-    with pytest.raises(ValueError, match=r"layer \d \(blocks.\d.mlp.hook_post\): the activation has width 128 but these "
-                                         r"interventions are for width 64"):
+    with pytest.raises(
+        ValueError,
+        match=r"layer \d \(blocks.\d.mlp.hook_post\): the activation has width 128 but these "
+        r"interventions are for width 64",
+    ):
         wide.run_with_hooks(toks, fwd_hooks=result.hooks("good"))
     assert torch.equal(wide(toks), before)
 
@@ -128,13 +140,18 @@ def test_checkpoint_of_another_model_is_refused(run, tmp_path):
 def test_heldout_overlap_is_by_content_not_id(model, run):
     result, ident, held, demo, fmt = run
     # identification items under new ids are refused
-    renamed = Task(tuple(type(it)(it.question, tuple(reversed(it.options)), len(it.options) - 1 - it.answer,
-                                  it.context, f"new{i}") for i, it in enumerate(ident.items)), name="renamed")
+    renamed = Task(
+        tuple(
+            type(it)(it.question, tuple(reversed(it.options)), len(it.options) - 1 - it.answer, it.context, f"new{i}")
+            for i, it in enumerate(ident.items)
+        ),
+        name="renamed",
+    )
     with pytest.raises(TaskError, match=r"held-out item 'new0' \(6 in all\) is an identification item"):
         evaluate(model, result, renamed, demos=demo, n_random=0, progress=False)
     # an unrelated task reusing the ids "0", "1", ... is accepted
     other, _ = token_task(6, seed=99)
-    assert set(it.id for it in other.items) & set(result.config["task"]["item_ids"])
+    assert {it.id for it in other.items} & set(result.config["task"]["item_ids"])
     ev = evaluate(model, result, other, demos=demo, n_random=0, n_boot=10, progress=False)
     assert ev.n_items == 6
 

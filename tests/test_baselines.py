@@ -12,8 +12,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from tl_neuronllm import identify
 from tl_neuronllm import baselines as bl
+from tl_neuronllm import identify
 from tl_neuronllm.answers import Query
 from tl_neuronllm.pipeline import IdentifyConfig
 from tl_neuronllm.testbed import load_testbed
@@ -22,8 +22,13 @@ NAMES = ("qr_neuron", "knowledge_neurons", "activation_contrast")
 
 
 def _queries(proxies_per_item):
-    return [[Query(prompt=(1, 2), gold=0, n_options=2, item_index=j, proxy_index=p, letter_ids=((3,), (4,)))
-             for p in range(P)] for j, P in enumerate(proxies_per_item)]
+    return [
+        [
+            Query(prompt=(1, 2), gold=0, n_options=2, item_index=j, proxy_index=p, letter_ids=((3,), (4,)))
+            for p in range(P)
+        ]
+        for j, P in enumerate(proxies_per_item)
+    ]
 
 
 def _fake_ig(monkeypatch, table, d):
@@ -136,8 +141,10 @@ def test_activation_contrast_exact(monkeypatch):
     def fake(adapter, queries, *, with_grad=True, **kw):
         assert with_grad is False
         a = torch.tensor([[acts[(q.item_index, q.proxy_index)]] for q in queries])
-        probs = [torch.tensor([0.9, 0.1]) if right[(q.item_index, q.proxy_index)] else torch.tensor([0.2, 0.8])
-                 for q in queries]
+        probs = [
+            torch.tensor([0.9, 0.1]) if right[(q.item_index, q.proxy_index)] else torch.tensor([0.2, 0.8])
+            for q in queries
+        ]
         return a, probs, a
 
     monkeypatch.setattr(bl, "grad_x_act", fake)
@@ -167,8 +174,9 @@ def test_baselines_run_through_identify(facts, name):
     ident, held, demo = facts.splits(0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # activation_contrast warns if all proxies are right
-        res = identify(facts.model, ident, demos=demo, token_format=facts.token_format, k=10, progress=False,
-                       method=name, steps=8)
+        res = identify(
+            facts.model, ident, demos=demo, token_format=facts.token_format, k=10, progress=False, method=name, steps=8
+        )
     assert res.config["method"] == name and res.scores.shape == (1, 128)
     assert res.stats["baseline_seconds"] > 0 and res.stats["n_queries"] == 3 * len(ident)
     assert 0.9 <= res.stats["accuracy"] <= 1.0  # clean option probs of the scored proxies are recorded
@@ -192,8 +200,15 @@ def test_knowledge_neurons_find_neurons_that_matter(facts):
     QR-Neuron's common-neuron filter leaves the set nearly harmless (0.99)."""
     ident, held, demo = facts.splits(0)
     base = facts.accuracy(held, demo)["accuracy"]
-    kn = identify(facts.model, ident, demos=demo, token_format=facts.token_format, k=25, progress=False,
-                  method="knowledge_neurons")
+    kn = identify(
+        facts.model,
+        ident,
+        demos=demo,
+        token_format=facts.token_format,
+        k=25,
+        progress=False,
+        method="knowledge_neurons",
+    )
     with kn.suppress(facts.model, "good"):
         hurt = facts.accuracy(held, demo)["accuracy"]
     assert base - hurt >= 0.1

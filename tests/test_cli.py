@@ -14,14 +14,38 @@ from tl_neuronllm.evaluate import EvalResult
 from tl_neuronllm.result import NeuronResult
 
 PNG = b"\x89PNG\r\n\x1a\n"
-TINY = ["--model", "tiny", "--task", "synthetic", "--mode", "letter", "--no-progress", "--n-identify", "12",
-        "--n-heldout", "16", "--k", "6", "--steps", "2", "--threads", "1"]
+TINY = [
+    "--model",
+    "tiny",
+    "--task",
+    "synthetic",
+    "--mode",
+    "letter",
+    "--no-progress",
+    "--n-identify",
+    "12",
+    "--n-heldout",
+    "16",
+    "--k",
+    "6",
+    "--steps",
+    "2",
+    "--threads",
+    "1",
+]
 EVAL = ["--n-random", "2", "--n-boot", "50"]
 
 
 def _check_outputs(out: Path) -> tuple[NeuronResult, EvalResult]:
-    for f in ("run.json", "result/config.json", "result/tensors.safetensors", "result/neurons.csv",
-              "evaluation.json", "evaluation.md", "report.md"):
+    for f in (
+        "run.json",
+        "result/config.json",
+        "result/tensors.safetensors",
+        "result/neurons.csv",
+        "evaluation.json",
+        "evaluation.md",
+        "report.md",
+    ):
         assert (out / f).is_file(), f
     for name in ("layer_counts", "ace_distribution", "interventions", "letters"):
         png = out / "figures" / f"{name}.png"
@@ -93,8 +117,9 @@ def test_errors_are_clear(tmp_path, capsys):
 
 def test_task_from_jsonl_file(tmp_path):
     f = tmp_path / "t.jsonl"
-    f.write_text("\n".join(json.dumps({"question": f"q{i}?", "options": ["a", "b", "c"], "answer": i % 3})
-                           for i in range(5)))
+    f.write_text(
+        "\n".join(json.dumps({"question": f"q{i}?", "options": ["a", "b", "c"], "answer": i % 3}) for i in range(5))
+    )
     task = cli.load_task(str(f))
     assert len(task) == 5 and task.items[2].answer == 2
 
@@ -110,8 +135,12 @@ def test_z_ambiguity_and_rescoring_from_kept_attributions(tmp_path, capsys):
     from tl_neuronllm import rescore
 
     out = tmp_path / "keep"
-    assert cli.main(["identify", *TINY, "--out", str(out), "--quiet", "--z", "5", "--ambiguity", "none",
-                     "--keep-attributions"]) == 0
+    assert (
+        cli.main(
+            ["identify", *TINY, "--out", str(out), "--quiet", "--z", "5", "--ambiguity", "none", "--keep-attributions"]
+        )
+        == 0
+    )
     kept = NeuronResult.load(out / "result")
     assert kept.config["z"] == 5 and kept.config["ambiguity"] is None and kept.attributions is not None
     assert cli.main(["evaluate", "--out", str(out), "--no-progress", *EVAL, "--z", "0.1", "--ambiguity", "0.25"]) == 0

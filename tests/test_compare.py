@@ -37,7 +37,7 @@ def test_chance_overlap_equals_enumeration(a, b, n):
     got = chance_overlap(a, b, n)
     assert got["expected_shared"] == pytest.approx(np.mean(shared), abs=1e-12)
     assert got["expected_jaccard"] == pytest.approx(np.mean(jac), abs=1e-12)
-    for s in range(0, min(a, b) + 2):
+    for s in range(min(a, b) + 2):
         assert overlap_p_value(s, a, b, n) == pytest.approx(np.mean([x >= s for x in shared]), abs=1e-12)
     with pytest.raises(ValueError, match="set sizes must be in"):
         chance_overlap(n + 1, b, n)
@@ -64,8 +64,10 @@ def test_compare_counts_shared_neurons_and_roundtrips(tmp_path):
     assert (p["n_a"], p["n_b"], p["shared"]) == (3, 4, 2) and p["jaccard"] == pytest.approx(2 / 5)
     assert p["expected_shared"] == pytest.approx(3 * 4 / 20)
     assert cmp.pair("bad", "t1", "t2")["shared"] == 0 and cmp.pair("bad", "t1", "t3")["jaccard"] == pytest.approx(0.5)
-    assert [(x["label"], x["tasks"]) for x in cmp.shared["good"]] == [("L0N1", ["t1", "t2", "t3"]),
-                                                                      ("L1N5", ["t1", "t2"])]
+    assert [(x["label"], x["tasks"]) for x in cmp.shared["good"]] == [
+        ("L0N1", ["t1", "t2", "t3"]),
+        ("L1N5", ["t1", "t2"]),
+    ]
     assert cmp.shared_layers("good") == [1, 1] and cmp.shared_layers("bad") == [1, 1]
     spec, shared = specific_and_shared(cmp, res, "t1")
     assert [x.label for x in spec] == ["L0N2"] and sorted(x.label for x in shared) == ["L0N1", "L1N5"]
@@ -101,8 +103,9 @@ def test_shared_vs_specific_evaluates_size_matched_sets_on_held_out_items():
     for seed in (0, 1):
         task, fmt = token_task(24, seed=seed)
         ident, h, demo = task.split(10, 8, n_demo=1, seed=0)
-        results[f"t{seed}"] = identify(model, ident, k=12, demos=demo, token_format=fmt, method="grad_x_act",
-                                       z=0.1, ambiguity=None, progress=False)
+        results[f"t{seed}"] = identify(
+            model, ident, k=12, demos=demo, token_format=fmt, method="grad_x_act", z=0.1, ambiguity=None, progress=False
+        )
         held[f"t{seed}"], demos[f"t{seed}"] = h, demo
     cmp = compare(results)
     with pytest.raises(KeyError, match=r"no held-out items for task\(s\) \['t1'\]"):

@@ -30,8 +30,12 @@ def test_controllability_rows_and_outputs(tmp_path, monkeypatch):
     base = {"token_format": tb.token_format, "n_shots": 1}
     only = {"neuronllm z=0.05 amb=0.25", "ablation: P=1 (no augmentation)", "sweep: K=12", "knowledge neurons"}
     methods = bench.run_task(tb.model, ident, held, demos, 25, base, "testbed", "letter", True, 1, only)
-    assert [m["method"] for m in methods] == ["neuronllm z=0.05 amb=0.25", "ablation: P=1 (no augmentation)",
-                                              "sweep: K=12", "knowledge neurons"]
+    assert [m["method"] for m in methods] == [
+        "neuronllm z=0.05 amb=0.25",
+        "ablation: P=1 (no augmentation)",
+        "sweep: K=12",
+        "knowledge neurons",
+    ]
     # the scoring ablations come from one shared attribution run ...
     assert methods[0]["identify_seconds"] == methods[1]["identify_seconds"] == methods[2]["identify_seconds"]
     # ... and select what a fresh identify with those options selects
@@ -42,8 +46,15 @@ def test_controllability_rows_and_outputs(tmp_path, monkeypatch):
     good = next(r for r in methods[0]["rows"] if r["condition"] == "suppress_good")
     assert good["d_acc"] is not None and good["d_acc_ci"][0] <= good["d_acc"] <= good["d_acc_ci"][1]
 
-    run = {"task": "testbed:facts-small", "mode": "letter", "k": 25, "n_identify": len(ident),
-           "n_heldout": len(held), "methods": methods, "base_accuracy": methods[0]["rows"][0]["accuracy"]}
+    run = {
+        "task": "testbed:facts-small",
+        "mode": "letter",
+        "k": 25,
+        "n_identify": len(ident),
+        "n_heldout": len(held),
+        "methods": methods,
+        "base_accuracy": methods[0]["rows"][0]["accuracy"],
+    }
     out = tmp_path / "ctl"
     bench.write([run], out, {"date": "test", "torch": torch.__version__, "wall_seconds": 1.0})
     md = out.with_suffix(".md").read_text()
@@ -51,8 +62,17 @@ def test_controllability_rows_and_outputs(tmp_path, monkeypatch):
     assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
     # merging two shards gives one table with both runs and summed wall time
     merged = tmp_path / "merged"
-    monkeypatch.setattr("sys.argv", ["controllability.py", "--merge", str(out.with_suffix(".json")),
-                                     str(out.with_suffix(".json")), "--out", str(merged)])
+    monkeypatch.setattr(
+        "sys.argv",
+        [
+            "controllability.py",
+            "--merge",
+            str(out.with_suffix(".json")),
+            str(out.with_suffix(".json")),
+            "--out",
+            str(merged),
+        ],
+    )
     bench.main()
     data = json.loads(merged.with_suffix(".json").read_text())
     assert len(data["runs"]) == 2 and data["wall_seconds"] == 2.0

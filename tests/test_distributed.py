@@ -42,8 +42,7 @@ def worker(out: str) -> None:
     model = make_model("native" if has_bridge() else "hooked", gated=True, seed=0)
     task, fmt = _task()
     for method in METHODS:
-        res = identify_distributed(model, task, token_format=fmt, method=method, save_to=Path(out) / method,
-                                   **OPTIONS)
+        res = identify_distributed(model, task, token_format=fmt, method=method, save_to=Path(out) / method, **OPTIONS)
         assert (res is None) == (rank != 0)
     torch.distributed.destroy_process_group()
 
@@ -51,10 +50,21 @@ def worker(out: str) -> None:
 @pytest.fixture(scope="module")
 def distributed_results(tmp_path_factory):
     out = tmp_path_factory.mktemp("dist")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(HERE), os.environ.get("PYTHONPATH", "")]),
-               OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(Path(__file__).resolve()), str(out)]
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join([str(ROOT), str(HERE), os.environ.get("PYTHONPATH", "")]),
+        OMP_NUM_THREADS="1",
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(Path(__file__).resolve()),
+        str(out),
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     return out

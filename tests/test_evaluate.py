@@ -138,7 +138,7 @@ def test_score_predictions_hand_made_case():
     item_of = [0, 0, 0, 1, 1, 1, 2, 2, 2]
     preds = [0, 1, 2, 1, 2, 3, 0, 0, 0]
     probs = []
-    for p, g in zip(preds, gold):
+    for p, _g in zip(preds, gold):
         v = np.full(4, 0.1)
         v[p] = 0.7
         probs.append(torch.tensor(v))
@@ -216,8 +216,9 @@ def test_evaluate_end_to_end_native(native_setup, tmp_path):
 def test_evaluate_matches_result_hooks_on_full_prompts(native_setup):
     """The prefix engine's suppress-good probabilities equal result.hooks(...) over full prompts."""
     model, result, held, demo = native_setup
-    ev = evaluate(model, result, held, demos=demo, n_random=0, n_boot=50, progress=False,
-                  interventions=("suppress_good",))
+    ev = evaluate(
+        model, result, held, demos=demo, n_random=0, n_boot=50, progress=False, interventions=("suppress_good",)
+    )
     ad = ModelAdapter(model)
     qs = [q for item in build_queries(ad, held, identify_config_of(result), demo[:1]) for q in item]
     probs = predict(ad, qs, fwd_hooks=lambda site: result.hooks("good", "zero", site=site))
@@ -244,7 +245,8 @@ def test_prefix_and_full_engines_agree_on_hf_cache_model(mode):
             assert ra.metrics[k] == pytest.approx(rb.metrics[k], abs=1e-5)
         if ra.random:
             assert ra.random["metrics"]["gold_prob"]["values"] == pytest.approx(
-                rb.random["metrics"]["gold_prob"]["values"], abs=1e-5)
+                rb.random["metrics"]["gold_prob"]["values"], abs=1e-5
+            )
 
 
 def test_positive_only_result_has_na_bad_rows(native_setup):
@@ -279,10 +281,20 @@ def test_evaluate_refuses_identification_items_and_checks_model(native_setup):
 
 def test_evaluate_k_override_and_positions_all(native_setup):
     model, result, held, demo = native_setup
-    ev = evaluate(model, result, held, demos=demo, k=3, n_random=1, n_boot=20, progress=False,
-                  interventions=("suppress_good",))
+    ev = evaluate(
+        model, result, held, demos=demo, k=3, n_random=1, n_boot=20, progress=False, interventions=("suppress_good",)
+    )
     assert ev.row("suppress_good").n_good == min(3, len(result.good))
-    ev_all = evaluate(model, result, held, demos=demo, n_random=1, n_boot=20, progress=False, positions="all",
-                      interventions=("suppress_good",))
+    ev_all = evaluate(
+        model,
+        result,
+        held,
+        demos=demo,
+        n_random=1,
+        n_boot=20,
+        progress=False,
+        positions="all",
+        interventions=("suppress_good",),
+    )
     assert ev_all.config["eval"]["engine"] == "full"
     assert ev_all.row("suppress_good").available

@@ -39,8 +39,14 @@ def test_fast_path_is_engaged_on_hf_models(gated, recwarn):
     for q in (letter_q[0], cloze_q[1], letter_q[3]):
         assert_equal_ig(ad, q)
     assert ad.kv_backend == "hf"
-    assert ad.fast_paths == {"prefix_cache": True, "packed_rows": True, "skip_layers": True,
-                             "letter_columns": True, "shared_prefix": True, "exact_ig": True}
+    assert ad.fast_paths == {
+        "prefix_cache": True,
+        "packed_rows": True,
+        "skip_layers": True,
+        "letter_columns": True,
+        "shared_prefix": True,
+        "exact_ig": True,
+    }
     assert ad.fast.fallbacks == []
     assert not [w for w in recwarn if issubclass(w.category, ShortcutFallbackWarning)]
 

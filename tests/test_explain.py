@@ -10,14 +10,14 @@ import random
 
 import pytest
 import torch
-
 from conftest import ALL_KINDS, make_model, text_task, token_task
+
 from tl_neuronllm import ModelError, TaskError, identify, rescore
+from tl_neuronllm.adapter import ModelAdapter
 from tl_neuronllm.answers import predict
 from tl_neuronllm.evaluate import identify_config_of
 from tl_neuronllm.explain import Explanation, direct_logit_effects, explain, selection_stability
 from tl_neuronllm.pipeline import build_queries
-from tl_neuronllm.adapter import ModelAdapter
 from tl_neuronllm.scoring import select
 
 PARAMS = [(k, g) for k in ALL_KINDS for g in (False, True)]
@@ -38,17 +38,29 @@ def _raw_weights(model, kind: str, gated: bool, layer: int):
     if kind == "hf":
         hf = model.original_model
         if gated:  # Llama: down_proj is Linear(d_mlp -> d_model), RMSNorm
-            return (f64(hf.model.layers[layer].mlp.down_proj.weight).T, f64(hf.model.norm.weight), False,
-                    f64(hf.lm_head.weight).T)
+            return (
+                f64(hf.model.layers[layer].mlp.down_proj.weight).T,
+                f64(hf.model.norm.weight),
+                False,
+                f64(hf.lm_head.weight).T,
+            )
         # GPT-2: c_proj is Conv1D with weight [d_mlp, d_model], LayerNorm
-        return (f64(hf.transformer.h[layer].mlp.c_proj.weight), f64(hf.transformer.ln_f.weight), True,
-                f64(hf.lm_head.weight).T)
-    sd = {k: v for k, v in model.state_dict().items()}
+        return (
+            f64(hf.transformer.h[layer].mlp.c_proj.weight),
+            f64(hf.transformer.ln_f.weight),
+            True,
+            f64(hf.lm_head.weight).T,
+        )
+    sd = dict(model.state_dict().items())
     if kind == "native":
         mlp = model.blocks[layer].mlp.original_component
         out = mlp.out if gated else mlp.fc_out
-        return (f64(out.original_component.weight).T, f64(model.ln_final.original_component.weight), not gated,
-                f64(model.unembed.original_component.weight).T)
+        return (
+            f64(out.original_component.weight).T,
+            f64(model.ln_final.original_component.weight),
+            not gated,
+            f64(model.unembed.original_component.weight).T,
+        )
     # HookedTransformer (TL 2.x / 3.x state-dict names)
     return (f64(sd[f"blocks.{layer}.mlp.W_out"]), f64(sd["ln_final.w"]), not gated, f64(sd["unembed.W_U"]))
 
@@ -127,8 +139,9 @@ def test_explain_matches_direct_recomputation(kind, gated, mode):
         if len(right) > 1 and len(wrong) > 1:
             var = lambda s: sum((v - sum(s) / len(s)) ** 2 for v in s) / (len(s) - 1)
             sd = math.sqrt(((len(right) - 1) * var(right) + (len(wrong) - 1) * var(wrong)) / (len(a) - 2))
-            assert x.act_effect_size == pytest.approx((sum(right) / len(right) - sum(wrong) / len(wrong)) / sd,
-                                                      rel=1e-3, abs=1e-4)
+            assert x.act_effect_size == pytest.approx(
+                (sum(right) / len(right) - sum(wrong) / len(wrong)) / sd, rel=1e-3, abs=1e-4
+            )
         # effect on each option: the letter's token forms (letter mode), the option text's first token (cloze)
         g, dsum, dla = [], [], []
         for q, av in zip(queries, a):
@@ -196,8 +209,11 @@ def test_stability_equals_bootstrap_of_rescore():
     assert any(0 < v < 1 for v in stab.values()) or all(v == 1 for v in stab.values())
     ex = explain(full, model, task, n_boot=6, seed=3)
     assert [x.stability for x in ex.neurons] == [stab[(x.layer, x.neuron)] for x in ex.neurons]
-    members = [float(full.state.n_good[x.layer, x.neuron] if x.role == "good" else full.state.n_bad[x.layer, x.neuron])
-               / int(full.state.n_items) for x in ex.neurons]
+    members = [
+        float(full.state.n_good[x.layer, x.neuron] if x.role == "good" else full.state.n_bad[x.layer, x.neuron])
+        / int(full.state.n_items)
+        for x in ex.neurons
+    ]
     assert [x.membership for x in ex.neurons] == members and all(m > 0 for m in members)
     assert selection_stability(full.with_k(4).__class__(full.scores, full.good, full.bad, full.state)) is None
     with pytest.raises(ValueError, match="n_boot"):
@@ -212,9 +228,25 @@ def test_exports_pandas_csv_markdown(tmp_path):
     df = ex.to_pandas()
     assert len(df) == len(result.good) + len(result.bad)
     assert list(df["label"]) == result.labels("both")
-    for col in ("role", "layer", "neuron", "score", "rank", "stability", "gold_effect", "distractor_effect",
-                "act_right", "act_wrong", "act_effect_size", "dla_margin", "effect_A", "effect_D", "act_gold_A",
-                "top_promoted", "top_items"):
+    for col in (
+        "role",
+        "layer",
+        "neuron",
+        "score",
+        "rank",
+        "stability",
+        "gold_effect",
+        "distractor_effect",
+        "act_right",
+        "act_wrong",
+        "act_effect_size",
+        "dla_margin",
+        "effect_A",
+        "effect_D",
+        "act_gold_A",
+        "top_promoted",
+        "top_items",
+    ):
         assert col in df.columns, col
     path = ex.to_csv(tmp_path / "ex.csv")
     rows = list(csv.DictReader(path.open()))
@@ -232,15 +264,18 @@ def test_exports_pandas_csv_markdown(tmp_path):
 
 
 def test_refuses_models_of_another_shape_and_tasks_without_the_items():
-    from transformer_lens.model_bridge import TransformerBridge
-
     from conftest import NATIVE
+    from transformer_lens.model_bridge import TransformerBridge
 
     model = make_model("native", False)
     task, opts = _task_and_options("native")
     result = identify(model, task, k=3, method="grad_x_act", progress=False, z=0.05, **opts)
-    for change, name in ((dict(d_mlp=32), "d_mlp"), (dict(n_layers=2), "n_layers"), (dict(d_vocab=120), "d_vocab"),
-                         (dict(d_model=48, d_head=12), "d_model")):
+    for change, name in (
+        (dict(d_mlp=32), "d_mlp"),
+        (dict(n_layers=2), "n_layers"),
+        (dict(d_vocab=120), "d_vocab"),
+        (dict(d_model=48, d_head=12), "d_model"),
+    ):
         other = TransformerBridge.boot_native(dict(NATIVE, **change)).eval()
         with pytest.raises(ModelError, match=name):
             result.explain(other, task)

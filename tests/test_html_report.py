@@ -13,9 +13,9 @@ import shutil
 
 import pytest
 import torch
-
 from _chromium import Chromium, find_chromium
 from conftest import make_model, token_task
+
 from tl_neuronllm import cli, evaluate, identify
 from tl_neuronllm.html_report import HIST_BINS, neuron_records, report_html
 
@@ -28,8 +28,17 @@ def report(tmp_path_factory):
     model = make_model("native", False)
     task, fmt = token_task(40)
     ident, held, demo = task.split(16, 20, n_demo=1, seed=0)
-    result = identify(model, ident, k=8, method="grad_x_act", progress=False, keep_attributions=True, z=0.05,
-                      token_format=fmt, demos=demo)
+    result = identify(
+        model,
+        ident,
+        k=8,
+        method="grad_x_act",
+        progress=False,
+        keep_attributions=True,
+        z=0.05,
+        token_format=fmt,
+        demos=demo,
+    )
     ev = evaluate(model, result, held, demos=demo, n_random=2, n_boot=50, progress=False)
     ex = result.explain(model, ident, demos=demo, n_boot=10)
     out = tmp_path_factory.mktemp("report")
@@ -49,12 +58,19 @@ def test_report_content_and_self_contained(report):
     assert path.name == "report.html"
     # no external resource: every src/href is a data: URI or a fragment, no @import / url(http)
     refs = re.findall(r'(?:src|href)\s*=\s*"([^"]*)"', html)
-    assert refs and all(r.startswith("data:") or r.startswith("#") for r in refs), refs
+    assert refs and all(r.startswith(("data:", "#")) for r in refs), refs
     assert not re.search(r"@import|url\(\s*['\"]?https?:|<link", html)
     assert html.count('src="data:image/png;base64,') == 4  # the four figures, embedded
     # what was run
-    for text in ("native", "tokens:identify", "16 identification items", "grad_x_act", "n_heldout = 20",
-                 "transformer_lens", "torch"):
+    for text in (
+        "native",
+        "tokens:identify",
+        "16 identification items",
+        "grad_x_act",
+        "n_heldout = 20",
+        "transformer_lens",
+        "torch",
+    ):
         assert text in html, text
     # the intervention table: baseline + four conditions with intervals and the random spread
     table = re.search(r'<table id="interventions".*?</table>', html, re.S).group(0)
@@ -65,8 +81,10 @@ def test_report_content_and_self_contained(report):
     assert verdicts.count("<li>") == 4 and f"suppress good: {verdict(ev.row('suppress_good'))}" in verdicts
     sup = ev.row("suppress_good")
     rnd = sup.random["metrics"]["delta_gold_prob"]
-    assert (f"{sup.delta['gold_prob']:+.3f}<br><small>[{sup.delta_ci['gold_prob'][0]:+.3f}, "
-            f"{sup.delta_ci['gold_prob'][1]:+.3f}]</small>") in table
+    assert (
+        f"{sup.delta['gold_prob']:+.3f}<br><small>[{sup.delta_ci['gold_prob'][0]:+.3f}, "
+        f"{sup.delta_ci['gold_prob'][1]:+.3f}]</small>"
+    ) in table
     assert f"{rnd['mean']:+.3f} ± {rnd['sd']:.3f}" in table and f"({rnd['min']:+.3f} … {rnd['max']:+.3f})" in table
     # the neuron data: one record per neuron, equal to the explanation
     data = _data(html)
@@ -122,7 +140,9 @@ def test_report_in_headless_chromium(report):
         assert stab == sorted((x.stability for x in ex.neurons), reverse=True)
 
         # filters: role, then layer on top of it
-        set_select = "(id, v) => { const s = document.getElementById(id); s.value = v; s.dispatchEvent(new Event('change')); }"
+        set_select = (
+            "(id, v) => { const s = document.getElementById(id); s.value = v; s.dispatchEvent(new Event('change')); }"
+        )
         b.eval(f"({set_select})('role-filter', 'bad')")
         assert b.eval(f"{rows_js}.length") == len(result.bad)
         assert set(b.eval(col(2))) == {"bad"}
@@ -130,7 +150,8 @@ def test_report_in_headless_chromium(report):
         b.eval(f"({set_select})('layer-filter', '{layer}')")
         assert sorted(b.eval(col(1))) == sorted(x.label for x in result.bad if x.layer == layer)
         assert b.eval("document.getElementById('shown').textContent").startswith(
-            f"{sum(x.layer == layer for x in result.bad)} of {n}")
+            f"{sum(x.layer == layer for x in result.bad)} of {n}"
+        )
         b.eval(f"({set_select})('layer-filter', 'all')")
         b.eval(f"({set_select})('role-filter', 'all')")
         b.eval("document.querySelector('#neurons th[data-key=score]').click()")  # back to score, descending
@@ -165,9 +186,32 @@ def test_report_in_headless_chromium(report):
 
 def test_cli_run_writes_report_html_and_ends_with_its_path(tmp_path, capsys):
     out = tmp_path / "run"
-    args = ["run", "--model", "tiny", "--task", "synthetic", "--mode", "letter", "--no-progress", "--n-identify", "12",
-            "--n-heldout", "16", "--k", "6", "--steps", "2", "--threads", "1", "--n-random", "2", "--n-boot", "50",
-            "--out", str(out)]
+    args = [
+        "run",
+        "--model",
+        "tiny",
+        "--task",
+        "synthetic",
+        "--mode",
+        "letter",
+        "--no-progress",
+        "--n-identify",
+        "12",
+        "--n-heldout",
+        "16",
+        "--k",
+        "6",
+        "--steps",
+        "2",
+        "--threads",
+        "1",
+        "--n-random",
+        "2",
+        "--n-boot",
+        "50",
+        "--out",
+        str(out),
+    ]
     assert cli.main(args) == 0
     printed = capsys.readouterr().out.strip().splitlines()
     html = out / "report.html"

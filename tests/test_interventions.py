@@ -22,6 +22,7 @@ def capture(model, hook_names, tokens, extra=()):
     def mk(name):
         def fn(act, hook):
             seen[name] = act.detach().clone()
+
         return fn
 
     with model.hooks(fwd_hooks=list(extra)):
@@ -71,7 +72,7 @@ def test_enhance_mean_set_and_all_positions(result_and_model):
 
 def test_per_row_site_positions():
     iv = Intervention(((0, 1),), "zero")
-    (name, fn), = make_hooks(["h0"], iv, site=torch.tensor([1, 3]))
+    ((name, fn),) = make_hooks(["h0"], iv, site=torch.tensor([1, 3]))
     act = torch.ones(2, 4, 3)
     out = fn(act, None)
     assert out[0, 1, 1] == 0 and out[1, 3, 1] == 0 and out.sum() == 24 - 2

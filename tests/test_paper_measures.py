@@ -34,6 +34,7 @@ def test_relative_intervals_equal_a_naive_loop_over_resamples():
     n_items, P = 30, 3
     item_of = np.repeat(np.arange(n_items), P)
     gold = rng.integers(0, 4, size=n_items * P)
+
     def probs(skill):  # the gold option boosted on a share of the questions, so some items are consistent
         out = []
         for g in gold:
@@ -69,11 +70,11 @@ def evaluation():
     tb = load_testbed("facts-lured-small")
     ident, held, demo = tb.splits(0)
     held = held.subset(range(24))
-    result = identify(tb.model, ident, k=10, demos=demo, token_format=tb.token_format, z=0.05, ambiguity=None,
-                      progress=False)
+    result = identify(
+        tb.model, ident, k=10, demos=demo, token_format=tb.token_format, z=0.05, ambiguity=None, progress=False
+    )
     ev = evaluate(tb.model, result, held, demos=demo, n_random=3, n_boot=300, progress=False)
-    qs = [q for item in build_queries(ModelAdapter(tb.model), held, identify_config_of(result), demo[:1])
-          for q in item]
+    qs = [q for item in build_queries(ModelAdapter(tb.model), held, identify_config_of(result), demo[:1]) for q in item]
     return ev, np.array([q.gold for q in qs])
 
 
@@ -114,5 +115,6 @@ def test_markdown_has_the_paper_table_and_roundtrips(evaluation, tmp_path):
     ev.save(tmp_path)
     back = EvalResult.load(tmp_path)
     assert back.to_dict() == json.loads(ev.to_json())
-    assert back.row("enhance_good_suppress_bad").relative == pytest.approx(ev.row("enhance_good_suppress_bad").relative,
-                                                                          nan_ok=True)
+    assert back.row("enhance_good_suppress_bad").relative == pytest.approx(
+        ev.row("enhance_good_suppress_bad").relative, nan_ok=True
+    )

@@ -7,8 +7,10 @@ from tl_neuronllm.proxies import AugmentConfig, PromptConfig, Renderer, proxy_pe
 
 
 def items(n=20, n_options=4):
-    return [Item(question=f"q{i}", options=tuple(f"o{i}_{j}" for j in range(n_options)), answer=i % n_options, id=f"i{i}")
-            for i in range(n)]
+    return [
+        Item(question=f"q{i}", options=tuple(f"o{i}_{j}" for j in range(n_options)), answer=i % n_options, id=f"i{i}")
+        for i in range(n)
+    ]
 
 
 @pytest.mark.parametrize("perm", ["cyclic", "random"])
@@ -60,11 +62,39 @@ def test_cloze_without_options_and_token_rendering():
     task = Task(tuple(its[1:]))
     r = Renderer(task, PromptConfig(mode="cloze", show_options=False, n_shots=0), AugmentConfig(n_proxies=1))
     assert r.render(0, task.items[0])[0].prompt.endswith("Question: q1\nAnswer:")
-    tt = Task.from_records([{"question": [10, 11], "options": [[20], [21, 22]], "answer": 1},
-                            {"question": [12], "options": [[23], [24]], "answer": 0}])
+    tt = Task.from_records(
+        [
+            {"question": [10, 11], "options": [[20], [21, 22]], "answer": 1},
+            {"question": [12], "options": [[23], [24]], "answer": 0},
+        ]
+    )
     fmt = TokenFormat(letters=[1, 2], bos=0, question_prefix=[7], option_sep=[8], answer_prefix=[9], demo_sep=[5])
     r = Renderer(tt.subset([0]), PromptConfig(token_format=fmt), AugmentConfig(n_proxies=1), [tt.items[1]])
-    assert r.render(0, tt.items[0])[0].prompt == (0, 7, 12, 1, 23, 8, 2, 24, 8, 9, 1, 5, 7, 10, 11, 1, 20, 8, 2, 21, 22, 8, 9)
+    assert r.render(0, tt.items[0])[0].prompt == (
+        0,
+        7,
+        12,
+        1,
+        23,
+        8,
+        2,
+        24,
+        8,
+        9,
+        1,
+        5,
+        7,
+        10,
+        11,
+        1,
+        20,
+        8,
+        2,
+        21,
+        22,
+        8,
+        9,
+    )
 
 
 def test_token_task_needs_format_and_enough_letters():

@@ -52,8 +52,16 @@ def obqa():
 def letter_run(smollm2, obqa):
     ident, held, demo = obqa
     result = identify(smollm2, ident, k=50, demos=demo, steps=2, ig_rule="gauss", progress=False)
-    ev = evaluate(smollm2, result, held, demos=demo, n_random=3, n_boot=500, progress=False,
-                  interventions=("suppress_good", "suppress_bad"))
+    ev = evaluate(
+        smollm2,
+        result,
+        held,
+        demos=demo,
+        n_random=3,
+        n_boot=500,
+        progress=False,
+        interventions=("suppress_good", "suppress_bad"),
+    )
     return result, ev
 
 
@@ -95,8 +103,14 @@ def test_fast_ig_is_engaged_and_equals_naive_on_smollm2(smollm2, obqa, recwarn):
         assert scale > 0
         assert torch.allclose(fast[layer], naive[layer], rtol=1e-3, atol=1e-4 * scale), layer
     assert ad.kv_backend == "hf"
-    assert ad.fast_paths == {"prefix_cache": True, "packed_rows": True, "skip_layers": True,
-                             "letter_columns": True, "shared_prefix": True, "exact_ig": True}
+    assert ad.fast_paths == {
+        "prefix_cache": True,
+        "packed_rows": True,
+        "skip_layers": True,
+        "letter_columns": True,
+        "shared_prefix": True,
+        "exact_ig": True,
+    }
     assert not [w for w in recwarn if issubclass(w.category, ShortcutFallbackWarning)]
 
 

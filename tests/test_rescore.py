@@ -42,7 +42,9 @@ def test_rescore_errors(token_model, tmp_path):
     assert r.attributions is None
     with pytest.raises(ValueError, match="keep_attributions"):
         rescore(r)
-    rk = identify(token_model, task, k=5, token_format=fmt, steps=1, n_proxies=2, keep_attributions=True, progress=False)
+    rk = identify(
+        token_model, task, k=5, token_format=fmt, steps=1, n_proxies=2, keep_attributions=True, progress=False
+    )
     with pytest.raises(ValueError, match=r"proxies must be distinct indices in \[0, 2\)"):
         rescore(rk, proxies=[0, 2])
     with pytest.raises(ValueError, match="ambiguity must be"):

@@ -30,8 +30,9 @@ OPTIONS = dict(k=8, steps=2, n_proxies=2, batch_size=1, checkpoint_every=1, prog
 
 def run(checkpoint=None, **overrides):
     task, fmt = token_task(N_ITEMS)
-    return identify(make_model(KIND, gated=True, seed=0), task, token_format=fmt, checkpoint=checkpoint,
-                    **{**OPTIONS, **overrides})
+    return identify(
+        make_model(KIND, gated=True, seed=0), task, token_format=fmt, checkpoint=checkpoint, **{**OPTIONS, **overrides}
+    )
 
 
 def assert_same(a, b):
@@ -90,10 +91,19 @@ CHILD = textwrap.dedent("""
 
 def test_sigkill_then_rerun_resumes_to_the_same_result(tmp_path, reference, monkeypatch):
     ckpt = tmp_path / "ckpt"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE.parent), str(HERE), os.environ.get("PYTHONPATH", "")]),
-               OMP_NUM_THREADS="1")
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(ckpt)], env=env, cwd=str(HERE),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join([str(HERE.parent), str(HERE), os.environ.get("PYTHONPATH", "")]),
+        OMP_NUM_THREADS="1",
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(ckpt)],
+        env=env,
+        cwd=str(HERE),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 300
         while next_item(ckpt) < 3:
@@ -183,9 +193,18 @@ CHILD_TORN = textwrap.dedent("""
 
 def test_sigkill_between_the_two_checkpoint_files(tmp_path, reference):
     ckpt = tmp_path / "ckpt"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE.parent), str(HERE), os.environ.get("PYTHONPATH", "")]),
-               OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, "-c", CHILD_TORN, str(ckpt)], env=env, cwd=str(HERE),
-                          capture_output=True, text=True, timeout=300)
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join([str(HERE.parent), str(HERE), os.environ.get("PYTHONPATH", "")]),
+        OMP_NUM_THREADS="1",
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD_TORN, str(ckpt)],
+        env=env,
+        cwd=str(HERE),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
     assert_same(run(checkpoint=ckpt), reference)

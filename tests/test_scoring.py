@@ -61,8 +61,16 @@ def test_ambiguous_neuron_dropped_strictly_and_kept_with_tolerance():
     assert st.ace(None)[0, 0] == pytest.approx(5 / 3)
 
 
-@pytest.mark.parametrize("cfg", [ScoringConfig(z=3), ScoringConfig(z=0.1), ScoringConfig(z=2, ambiguity=0.25),
-                                 ScoringConfig(candidates="threshold", tau=0.3), ScoringConfig(z=4, ambiguity=None)])
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        ScoringConfig(z=3),
+        ScoringConfig(z=0.1),
+        ScoringConfig(z=2, ambiguity=0.25),
+        ScoringConfig(candidates="threshold", tau=0.3),
+        ScoringConfig(z=4, ambiguity=None),
+    ],
+)
 def test_matches_naive_and_any_split(cfg):
     g = torch.Generator().manual_seed(0)
     ig = torch.randn(9, 3, 2, 8, generator=g)

@@ -32,8 +32,9 @@ def setup():
     model = make_model("native", False)
     task, fmt = token_task(20)
     ident, held, demo = task.split(12, 6, n_demo=1, seed=0)
-    res = identify(model, ident, k=8, demos=demo, token_format=fmt, method="grad_x_act", keep_attributions=True,
-                   progress=False)
+    res = identify(
+        model, ident, k=8, demos=demo, token_format=fmt, method="grad_x_act", keep_attributions=True, progress=False
+    )
     return model, res, ident, held, demo
 
 
@@ -45,10 +46,21 @@ def test_select_cv_equals_a_naive_fold_loop(setup, tmp_path):
         for f, fold in enumerate(cv.folds):
             train = [i for i in range(12) if i not in fold]
             # naive: a result rebuilt from the training folds' attributions, evaluated on the left-out items
-            r = rescore(dataclasses.replace(res, attributions=res.attributions[train], proxy_mask=res.proxy_mask[train]),
-                        **setting)
-            ev = evaluate(model, r, ident.subset(fold), demos=demo, n_random=0, n_boot=50, progress=False,
-                          interventions=("suppress_good", "suppress_bad"), allow_overlap=True)
+            r = rescore(
+                dataclasses.replace(res, attributions=res.attributions[train], proxy_mask=res.proxy_mask[train]),
+                **setting,
+            )
+            ev = evaluate(
+                model,
+                r,
+                ident.subset(fold),
+                demos=demo,
+                n_random=0,
+                n_boot=50,
+                progress=False,
+                interventions=("suppress_good", "suppress_bad"),
+                allow_overlap=True,
+            )
             e = cv.effects[s][f]
             assert e["d_gold_good"] == pytest.approx(ev.row("suppress_good").delta["gold_prob"], abs=1e-9)
             assert e["d_gold_bad"] == pytest.approx(ev.row("suppress_bad").delta["gold_prob"], abs=1e-9)

@@ -22,8 +22,18 @@ def kept():
     model = make_model("native", False)
     task, fmt = token_task(20)
     ident, held, demo = task.split(10, 8, n_demo=1, seed=0)
-    res = identify(model, ident, k=6, demos=demo, token_format=fmt, method="grad_x_act", z=0.05, ambiguity=0.25,
-                   keep_attributions=True, progress=False)
+    res = identify(
+        model,
+        ident,
+        k=6,
+        demos=demo,
+        token_format=fmt,
+        method="grad_x_act",
+        z=0.05,
+        ambiguity=0.25,
+        keep_attributions=True,
+        progress=False,
+    )
     return model, res, ident, held, demo, fmt
 
 
@@ -35,8 +45,17 @@ def test_rescore_on_items_equals_identify_on_that_subset(kept):
     model, res, ident, _, demo, fmt = kept
     idx = [1, 4, 5, 8]
     sub = rescore(res, items=idx)
-    fresh = identify(model, ident.subset(idx), k=6, demos=demo, token_format=fmt, method="grad_x_act", z=0.05,
-                     ambiguity=0.25, progress=False)
+    fresh = identify(
+        model,
+        ident.subset(idx),
+        k=6,
+        demos=demo,
+        token_format=fmt,
+        method="grad_x_act",
+        z=0.05,
+        ambiguity=0.25,
+        progress=False,
+    )
     assert torch.allclose(sub.scores, fresh.scores, atol=1e-6, rtol=1e-5)
     assert _sets(sub) == _sets(fresh)
     assert sub.config["task"]["item_ids"] == [ident[i].id for i in idx] == fresh.config["task"]["item_ids"]
@@ -61,7 +80,9 @@ def test_frequencies_and_jaccard_equal_a_naive_loop(kept):
             for n in range(res.d_mlp):
                 want = sum((layer, n) in s[j] for s in sets) / 7
                 assert st.frequency(layer, n, role) == pytest.approx(want, abs=1e-7)
-        pairs = [len(a[j] & b[j]) / len(a[j] | b[j]) if a[j] | b[j] else 1.0 for a, b in itertools.combinations(sets, 2)]
+        pairs = [
+            len(a[j] & b[j]) / len(a[j] | b[j]) if a[j] | b[j] else 1.0 for a, b in itertools.combinations(sets, 2)
+        ]
         got = st.mean_jaccard_good if role == "good" else st.mean_jaccard_bad
         assert got == pytest.approx(sum(pairs) / len(pairs), abs=1e-12)
     assert (st.n_items, st.n_scored, st.n_resamples, st.replace) == (6, 10, 7, False)
@@ -71,8 +92,11 @@ def test_frequencies_and_jaccard_equal_a_naive_loop(kept):
     boot = res.stability(n_resamples=5, seed=1)
     assert boot.replace and boot.n_items == 10
     sel = selection_stability(res, n_boot=5, seed=1)
-    assert sel == {(x.layer, x.neuron): boot.frequency(x.layer, x.neuron, role)
-                   for role in ("good", "bad") for x in res.neurons(role)}
+    assert sel == {
+        (x.layer, x.neuron): boot.frequency(x.layer, x.neuron, role)
+        for role in ("good", "bad")
+        for x in res.neurons(role)
+    }
 
 
 def test_csv_frequency_column_and_save_load(kept, tmp_path):
@@ -119,8 +143,14 @@ def test_planted_neurons_are_always_selected_and_agreement_grows_with_items():
     cfg = ScoringConfig(z=0.05, ambiguity=None)
     state = ACEState.zeros(L, d)
     state.update(attr, cfg)
-    res = build_result(state.ace(None), state, 5, attributions=attr, proxy_mask=torch.ones(n, 1),
-                       config={"z": 0.05, "ambiguity": None, "candidates": "topk", "tau": 0.2, "n_proxies": 1})
+    res = build_result(
+        state.ace(None),
+        state,
+        5,
+        attributions=attr,
+        proxy_mask=torch.ones(n, 1),
+        config={"z": 0.05, "ambiguity": None, "candidates": "topk", "tau": 0.2, "n_proxies": 1},
+    )
     curve = stability_curve(res, [4, 10, 40], n_resamples=20)
     for st in curve:
         assert st.frequency(0, 3, "good") == 1.0 and st.frequency(1, 7, "bad") == 1.0

@@ -14,28 +14,39 @@ def rec(**kw):
 
 
 def test_from_records_answers_in_many_forms():
-    t = Task.from_records([rec(), rec(answer="C"), rec(answer="c"), rec(answer="B. b"), rec(answer="2"),
-                           {"question": "x", "choices": ["p", "q"], "label": 0, "passage": "ctx"}])
+    t = Task.from_records(
+        [
+            rec(),
+            rec(answer="C"),
+            rec(answer="c"),
+            rec(answer="B. b"),
+            rec(answer="2"),
+            {"question": "x", "choices": ["p", "q"], "label": 0, "passage": "ctx"},
+        ]
+    )
     assert [it.answer for it in t] == [1, 2, 2, 1, 2, 0]
     assert t[5].context == "ctx" and len(t) == 6 and t[0].id == "0"
 
 
-@pytest.mark.parametrize("bad, msg", [
-    (rec(options=[]), "field 'options' is missing or empty"),
-    (rec(options=["a"], answer=0), "field 'options' has 1 option"),
-    (rec(options=["a", " a "]), "duplicate options 0 and 1"),
-    (rec(options=["a", ""], answer=0), r"field 'options\[1\]' is empty"),
-    (rec(answer=3), "field 'answer' = 3 is out of range for 3 options"),
-    (rec(answer=-1), "out of range"),
-    (rec(answer="Z!"), "neither an index, a letter nor one of the options"),
-    (rec(options=[str(i) for i in range(27)], answer=0), "at most 26"),
-    (rec(question=""), "field 'question' is empty"),
-    ({"options": ["a", "b"], "answer": 0}, "missing field 'question'"),
-    ({"question": "q", "answer": 0}, "missing field 'options'"),
-    ({"question": "q", "options": ["a", "b"]}, "missing field 'answer'"),
-    (rec(options="a, b"), "single string"),
-    (rec(question=[1, 2], options=["a", "b"], answer=0), "mixes text and token-id"),
-])
+@pytest.mark.parametrize(
+    "bad, msg",
+    [
+        (rec(options=[]), "field 'options' is missing or empty"),
+        (rec(options=["a"], answer=0), "field 'options' has 1 option"),
+        (rec(options=["a", " a "]), "duplicate options 0 and 1"),
+        (rec(options=["a", ""], answer=0), r"field 'options\[1\]' is empty"),
+        (rec(answer=3), "field 'answer' = 3 is out of range for 3 options"),
+        (rec(answer=-1), "out of range"),
+        (rec(answer="Z!"), "neither an index, a letter nor one of the options"),
+        (rec(options=[str(i) for i in range(27)], answer=0), "at most 26"),
+        (rec(question=""), "field 'question' is empty"),
+        ({"options": ["a", "b"], "answer": 0}, "missing field 'question'"),
+        ({"question": "q", "answer": 0}, "missing field 'options'"),
+        ({"question": "q", "options": ["a", "b"]}, "missing field 'answer'"),
+        (rec(options="a, b"), "single string"),
+        (rec(question=[1, 2], options=["a", "b"], answer=0), "mixes text and token-id"),
+    ],
+)
 def test_validation_errors_name_item_and_field(bad, msg):
     bad = dict(bad, id="item-7")
     with pytest.raises(TaskError, match=msg) as e:

@@ -16,10 +16,10 @@ import pytest
 import torch
 
 from tl_neuronllm import identify
+from tl_neuronllm import testbed as tbm
 from tl_neuronllm.interventions import Intervention, make_hooks
 from tl_neuronllm.proxies import AugmentConfig, PromptConfig, Renderer
 from tl_neuronllm.tasks import Item, Task
-from tl_neuronllm import testbed as tbm
 from tl_neuronllm.testbed import TESTBEDS, load_testbed, make_task
 
 # (imported through the module: pytest would collect names starting with "test"/"Test")
@@ -187,8 +187,10 @@ def test_suppressing_good_neurons_beats_random(facts):
     hurt = facts.accuracy(held, demo, fwd_hooks=lambda site: res.hooks("good", site=site))
     assert hurt_ctx == hurt  # the context manager and the per-row site hooks agree
     assert facts.accuracy(held, demo) == base  # and the hooks are gone
-    rand = [facts.accuracy(held, demo, fwd_hooks=_random_hooks(res.hook_names, res.d_mlp, res.layer_counts("good"), s))
-            for s in range(5)]
+    rand = [
+        facts.accuracy(held, demo, fwd_hooks=_random_hooks(res.hook_names, res.d_mlp, res.layer_counts("good"), s))
+        for s in range(5)
+    ]
     drop = base["accuracy"] - hurt["accuracy"]
     rand_drops = [base["accuracy"] - r["accuracy"] for r in rand]
     assert drop >= 0.12
@@ -205,8 +207,10 @@ def test_suppressing_bad_neurons_on_lured_testbed_does_not_hurt(lured):
     base = lured.accuracy(held, demo)
     with res.suppress(lured.model, "bad"):
         fixed = lured.accuracy(held, demo)
-    rand = [lured.accuracy(held, demo, fwd_hooks=_random_hooks(res.hook_names, res.d_mlp, res.layer_counts("bad"), s))
-            for s in range(3)]
+    rand = [
+        lured.accuracy(held, demo, fwd_hooks=_random_hooks(res.hook_names, res.d_mlp, res.layer_counts("bad"), s))
+        for s in range(3)
+    ]
     assert fixed["accuracy"] >= base["accuracy"]
     assert fixed["accuracy"] >= np.mean([r["accuracy"] for r in rand])
     assert fixed["gold_prob"] >= base["gold_prob"] - 0.01
@@ -218,22 +222,28 @@ def test_suppressing_bad_neurons_on_lured_testbed_does_not_hurt(lured):
 
 def test_identify_is_deterministic(facts):
     ident, _, demo = facts.splits(0)
-    runs = [identify(facts.model, ident, demos=demo, token_format=facts.token_format, k=20, progress=False, seed=3)
-            for _ in range(2)]
+    runs = [
+        identify(facts.model, ident, demos=demo, token_format=facts.token_format, k=20, progress=False, seed=3)
+        for _ in range(2)
+    ]
     assert torch.equal(runs[0].scores, runs[1].scores)
     assert runs[0].good == runs[1].good and runs[0].bad == runs[1].bad
     other = identify(facts.model, ident, demos=demo, token_format=facts.token_format, k=20, progress=False, seed=4)
     assert not torch.equal(other.scores, runs[0].scores)  # the seed picks other permutations
 
 
-@pytest.mark.parametrize("opts", [
-    dict(n_proxies=1),
-    dict(ambiguity=None),
-    dict(target="prob"),
-    dict(z=0.005),
-    dict(z=0.1),
-    dict(method="grad_x_act"),
-], ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()))
+@pytest.mark.parametrize(
+    "opts",
+    [
+        dict(n_proxies=1),
+        dict(ambiguity=None),
+        dict(target="prob"),
+        dict(z=0.005),
+        dict(z=0.1),
+        dict(method="grad_x_act"),
+    ],
+    ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()),
+)
 def test_ablation_options_run_end_to_end(facts, opts):
     ident, held, demo = facts.splits(0)
     res = identify(facts.model, ident, demos=demo, token_format=facts.token_format, k=0.05, progress=False, **opts)
@@ -254,7 +264,7 @@ def test_ambiguity_filter_and_z_change_the_candidate_pool(facts):
     strict = identify(facts.model, ident, **kw)
     loose = identify(facts.model, ident, ambiguity=None, **kw)
     wide = identify(facts.model, ident, ambiguity=None, z=0.05, **kw)
-    n = lambda r: int((r.scores != 0).sum())  # noqa: E731
+    n = lambda r: int((r.scores != 0).sum())
     assert n(strict) <= n(loose) <= n(wide)
     assert n(strict) < n(wide)
     # the filter only zeroes scores; surviving neurons keep their value

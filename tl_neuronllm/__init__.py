@@ -1,9 +1,9 @@
 """tl_neuronllm: find the good and bad MLP neurons of a TransformerLens model for a task.
 
-    from tl_neuronllm import identify, Task
-    result = identify(model, Task.from_records(records), k=100)
-    with result.suppress(model, "bad"):
-        logits = model(tokens)
+from tl_neuronllm import identify, Task
+result = identify(model, Task.from_records(records), k=100)
+with result.suppress(model, "bad"):
+    logits = model(tokens)
 """
 
 __version__ = "0.2.0"

@@ -26,8 +26,16 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from .backends import Backend, PrefixState, candidate_backends, model_device
-from .fastpaths import (FastPaths, check_row_paths, close, max_err, packed_forward, plain_rows, try_shortcut,
-                        warn_fallback)
+from .fastpaths import (
+    FastPaths,
+    check_row_paths,
+    close,
+    max_err,
+    packed_forward,
+    plain_rows,
+    try_shortcut,
+    warn_fallback,
+)
 from .memory import row_bytes
 from .tasks import LETTERS
 
@@ -167,7 +175,8 @@ class ModelAdapter:
         # a TransformerBridge: TL 4.x names past_key_values; TL 3.x's Bridge passes it on through **kwargs
         takes_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.values())
         self.is_bridge = "past_key_values" in sig or (
-            not self.is_hooked_transformer and takes_kwargs and hasattr(model, "original_model"))
+            not self.is_hooked_transformer and takes_kwargs and hasattr(model, "original_model")
+        )
         if kv_cache not in ("auto", "off"):
             raise ValueError(f"kv_cache must be 'auto' or 'off', got {kv_cache!r}")
         self._candidates = candidate_backends(model, kv_cache)
@@ -218,6 +227,7 @@ class ModelAdapter:
         def make(layer: int) -> HookFn:
             def fn(act: Tensor, hook: Any) -> None:
                 seen.setdefault(layer, []).append(int(act.shape[-1]))
+
             return fn
 
         toks = torch.zeros((1, 2), dtype=torch.long, device=self.device)
@@ -226,7 +236,9 @@ class ModelAdapter:
         for layer, name in enumerate(self.hook_names):
             widths = seen.get(layer, [])
             if len(widths) != 1:
-                raise ModelError(f"hook {name!r} (layer {layer}) fired {len(widths)} times in one forward, expected once")
+                raise ModelError(
+                    f"hook {name!r} (layer {layer}) fired {len(widths)} times in one forward, expected once"
+                )
             if widths[0] != self.d_mlp:
                 raise ModelError(
                     f"hook {name!r} (layer {layer}) has width {widths[0]}, expected d_mlp = {self.d_mlp}; "
@@ -269,7 +281,9 @@ class ModelAdapter:
             out.append(forms)
         return out
 
-    def pad_batch(self, seqs: Sequence[Sequence[int]], pad: int = 0) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, " batch"]]:
+    def pad_batch(
+        self, seqs: Sequence[Sequence[int]], pad: int = 0
+    ) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, " batch"]]:
         """Right-pad token lists into one tensor; returns tokens and lengths."""
         lengths = torch.tensor([len(s) for s in seqs], dtype=torch.long)
         if int(lengths.min()) < 1:
@@ -280,7 +294,9 @@ class ModelAdapter:
         return out.to(self.device), lengths.to(self.device)
 
     # ---- forwards -----------------------------------------------------------------------
-    def forward(self, tokens: Int[Tensor, "batch pos"], *, fwd_hooks: Sequence[tuple[str, HookFn]] = (), **kwargs: Any) -> Float[Tensor, "batch pos d_vocab"]:
+    def forward(
+        self, tokens: Int[Tensor, "batch pos"], *, fwd_hooks: Sequence[tuple[str, HookFn]] = (), **kwargs: Any
+    ) -> Float[Tensor, "batch pos d_vocab"]:
         """Logits of a plain forward pass with temporary forward hooks."""
         with self.model.hooks(fwd_hooks=list(fwd_hooks)):
             return self.model(tokens, **kwargs)
@@ -304,8 +320,10 @@ class ModelAdapter:
         ``prefix_cache``, ``packed_rows``, ``skip_layers``, ``letter_columns``, ``shared_prefix`` and
         ``exact_ig``."""
         d = self.fast.to_dict()
-        return {k: d[k] for k in ("prefix_cache", "packed_rows", "skip_layers", "letter_columns", "shared_prefix",
-                                  "exact_ig")}
+        return {
+            k: d[k]
+            for k in ("prefix_cache", "packed_rows", "skip_layers", "letter_columns", "shared_prefix", "exact_ig")
+        }
 
     def note_fallback(self, what: str, reason: str, cost: str) -> None:
         """Record and announce (one warning) a shortcut that was switched off."""
@@ -330,12 +348,16 @@ class ModelAdapter:
         if self._backend is None and len(tokens) >= 2:
             self._choose_backend(tokens)
         shared = self._shared
-        if shared is not None and self.fast.shared_prefix is not False and len(tokens) > len(shared.tokens) \
-                and tokens[: len(shared.tokens)] == shared.tokens:
+        if (
+            shared is not None
+            and self.fast.shared_prefix is not False
+            and len(tokens) > len(shared.tokens)
+            and tokens[: len(shared.tokens)] == shared.tokens
+        ):
             if self.fast.shared_prefix is None:
                 self._check_shared(shared, tokens)
             if self.fast.shared_prefix:
-                return self.backend.extend(shared, tokens[len(shared.tokens):])
+                return self.backend.extend(shared, tokens[len(shared.tokens) :])
         return self.backend.prefix(tokens)
 
     def share_prefix(self, prompts: Sequence[Sequence[int]], min_tokens: int = 8) -> int:
@@ -369,15 +391,21 @@ class ModelAdapter:
             ref = plain_rows(self, head, rows)
 
             def attempt() -> Tensor:
-                state = self.backend.extend(shared, head[len(shared.tokens):]) if len(head) > len(shared.tokens) \
+                state = (
+                    self.backend.extend(shared, head[len(shared.tokens) :])
+                    if len(head) > len(shared.tokens)
                     else shared
+                )
                 return self.backend.run_suffix(state, torch.tensor(rows, device=self.device))
 
             out, why = try_shortcut(attempt)
         self.fast.shared_prefix = out is not None and close(out, ref, self.float_dtype())
         if not self.fast.shared_prefix:
-            self.note_fallback("continuing the shared prefix", why or max_err(out, ref),
-                               "each prompt's prefix is computed from its first token")
+            self.note_fallback(
+                "continuing the shared prefix",
+                why or max_err(out, ref),
+                "each prompt's prefix is computed from its first token",
+            )
 
     def _choose_backend(self, tokens: list[int]) -> None:
         tail = min(3, len(tokens) - 1)
@@ -404,9 +432,12 @@ class ModelAdapter:
         self.fast.backend = self._backend.name
         if reasons:
             self.fast.prefix_cache = False
-            self.note_fallback("the key/value cache", "; ".join(reasons),
-                               "every continuation re-runs the prompt prefix, about (prefix + suffix) / suffix "
-                               f"times the cached cost ({len(tokens)}-token prompt here)")
+            self.note_fallback(
+                "the key/value cache",
+                "; ".join(reasons),
+                "every continuation re-runs the prompt prefix, about (prefix + suffix) / suffix "
+                f"times the cached cost ({len(tokens)}-token prompt here)",
+            )
 
     def disable_shortcuts(self, reason: str) -> bool:
         """Switch off the next shortcut, most specific first (skipping, packing and columns, the
@@ -445,8 +476,12 @@ class ModelAdapter:
         """How many rows of this length :meth:`run_rows` packs into one sequence after a prefix of this
         length (0: it runs them as a batch). As far as known before the one-time check; call after
         :meth:`prefix`. Packed sequences stay within ``cfg.n_ctx`` and any sliding attention window."""
-        if self.fast.packed_rows is False or not self.is_bridge or self.kv_backend not in ("hf", "rerun") \
-                or not prefix_len:
+        if (
+            self.fast.packed_rows is False
+            or not self.is_bridge
+            or self.kv_backend not in ("hf", "rerun")
+            or not prefix_len
+        ):
             return 0
         window = self._sliding_window()
         if window is not None and prefix_len + row_len > window:
@@ -493,9 +528,16 @@ class ModelAdapter:
         self.check_fast_paths(state, rows[0], logit_cols)
         fp = self.fast
         if fp.packed_rows and 0 < S <= T * self.packs_rows_for(P, T):
-            return packed_forward(self, state, rows, fwd_hooks=fwd_hooks, group_start=group_start,
-                                  logit_cols=logit_cols, skip=bool(fp.skip_layers),
-                                  cols_direct=bool(fp.letter_columns))
+            return packed_forward(
+                self,
+                state,
+                rows,
+                fwd_hooks=fwd_hooks,
+                group_start=group_start,
+                logit_cols=logit_cols,
+                skip=bool(fp.skip_layers),
+                cols_direct=bool(fp.letter_columns),
+            )
         suffix = torch.zeros((len(rows), T), dtype=torch.long, device=self.device)
         for i, r in enumerate(rows):
             suffix[i, : len(r)] = torch.as_tensor(list(r), dtype=torch.long)
@@ -506,6 +548,14 @@ class ModelAdapter:
 
     def row_bytes(self, prefix_len: int, suffix_len: int, *, packed_rows: int = 0) -> int:
         """Rough activation memory of one continuation row (:func:`tl_neuronllm.memory.row_bytes`)."""
-        return row_bytes(self.model.cfg, n_layers=self.n_layers, d_mlp=self.d_mlp, d_vocab=self.d_vocab,
-                         dtype=self.float_dtype(), cached=self.backend.cached, prefix_len=prefix_len,
-                         suffix_len=suffix_len, packed_rows=packed_rows)
+        return row_bytes(
+            self.model.cfg,
+            n_layers=self.n_layers,
+            d_mlp=self.d_mlp,
+            d_vocab=self.d_vocab,
+            dtype=self.float_dtype(),
+            cached=self.backend.cached,
+            prefix_len=prefix_len,
+            suffix_len=suffix_len,
+            packed_rows=packed_rows,
+        )

@@ -148,12 +148,16 @@ def make_queries(
         if n_ctx is not None:
             longest = max((len(c) for c in conts), default=0) if conts else 0
             if prompt_len + longest > n_ctx:
-                what = (f"the prompt is {prompt_len} tokens + {longest} for its longest option = "
-                        f"{prompt_len + longest}" if longest else f"the prompt is {prompt_len} tokens")
+                what = (
+                    f"the prompt is {prompt_len} tokens + {longest} for its longest option = {prompt_len + longest}"
+                    if longest
+                    else f"the prompt is {prompt_len} tokens"
+                )
                 raise ContextLengthError(
                     f"{what} (instruction, demonstrations and question, proxy {p.proxy_index}), longer than the "
                     f"model's context of {n_ctx} tokens (model.cfg.n_ctx); shorten the item or use fewer "
-                    "demonstrations (n_shots)")
+                    "demonstrations (n_shots)"
+                )
         out.append(
             Query(
                 prompt=tuple(prompt),
@@ -196,7 +200,7 @@ def cloze_scores(
     return torch.stack(out)
 
 
-def target_fn(z: Float[Tensor, "... n_options"], gold: int, target: Target = "ce") -> Float[Tensor, "..."]:
+def target_fn(z: Float[Tensor, "... n_options"], gold: int, target: Target = "ce") -> Float[Tensor, ...]:
     """F: log-softmax (``"ce"``) or softmax (``"prob"``) over the options, at the gold option."""
     if target == "ce":
         return torch.log_softmax(z, dim=-1)[..., gold]

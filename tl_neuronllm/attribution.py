@@ -39,7 +39,7 @@ from torch import Tensor
 
 from .adapter import ModelAdapter
 from .answers import Query, Target, batch_full_rows, full_rows, full_scores, suffix_scores, target_fn
-from .memory import auto_memory_budget_mb, ig_chunk_rows  # noqa: F401 - re-exported for callers
+from .memory import ig_chunk_rows
 
 Method = Literal["ig", "grad_x_act", "activation"]
 METHODS = ("ig", "grad_x_act", "activation")
@@ -64,7 +64,7 @@ def _layers(adapter: ModelAdapter, layers: Sequence[int] | None) -> list[int]:
     bad = [layer for layer in layers if not 0 <= layer < adapter.n_layers]
     if bad:
         raise ValueError(f"layer {bad[0]} is out of range for a model with {adapter.n_layers} layers")
-    return sorted(set(int(x) for x in layers))
+    return sorted({int(x) for x in layers})
 
 
 def ig_fast(
@@ -106,8 +106,16 @@ def ig_fast(
             on this model (nothing exact is left to run).
     """
     ensure_exact_ig(adapter, q, rule=rule, target=target)
-    return _ig_fast(adapter, q, steps=steps, rule=rule, target=target, layers=layers, chunk_rows=chunk_rows,
-                    memory_budget_mb=memory_budget_mb)
+    return _ig_fast(
+        adapter,
+        q,
+        steps=steps,
+        rule=rule,
+        target=target,
+        layers=layers,
+        chunk_rows=chunk_rows,
+        memory_budget_mb=memory_budget_mb,
+    )
 
 
 def ensure_exact_ig(adapter: ModelAdapter, q: Query, *, rule: Rule = "riemann", target: Target = "ce") -> None:
@@ -137,11 +145,17 @@ def ensure_exact_ig(adapter: ModelAdapter, q: Query, *, rule: Rule = "riemann", 
         if not adapter.disable_shortcuts(reason):
             adapter.fast.exact_ig = False
             if torch.finfo(adapter.float_dtype()).bits < 32:  # 16-bit rounding, not a wrong path
-                warnings.warn(f"tl_neuronllm: {reason} on a {adapter.float_dtype()} model even without shortcuts "
-                              "(16-bit rounding); scores carry that much noise", RuntimeWarning, stacklevel=3)
+                warnings.warn(
+                    f"tl_neuronllm: {reason} on a {adapter.float_dtype()} model even without shortcuts "
+                    "(16-bit rounding); scores carry that much noise",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
                 return
-            raise RuntimeError(f"tl_neuronllm cannot compute exact IG on this model: {reason} even without any "
-                               "shortcut; please report this with the model and versions")
+            raise RuntimeError(
+                f"tl_neuronllm cannot compute exact IG on this model: {reason} even without any "
+                "shortcut; please report this with the model and versions"
+            )
 
 
 def _ig_fast(
@@ -168,8 +182,9 @@ def _ig_fast(
     pairs = [(layer, a, w) for layer in lays for a, w in zip(alphas, weights)]
     clean = (-1, 1.0, 0.0)
     if chunk_rows is None:
-        chunk_rows = ig_chunk_rows(adapter, len(q.prompt) - 1, max(len(r) for r in suffix), (len(pairs) + 1) * V,
-                                   memory_budget_mb)
+        chunk_rows = ig_chunk_rows(
+            adapter, len(q.prompt) - 1, max(len(r) for r in suffix), (len(pairs) + 1) * V, memory_budget_mb
+        )
     per_chunk = max(1, chunk_rows // V - 1)
     n_chunks = max(1, -(-len(pairs) // per_chunk))
     per_chunk = -(-len(pairs) // n_chunks)  # balance the chunks
@@ -191,6 +206,7 @@ def _ig_fast(
                 x = (row_alpha[rows, None].to(a) * a).requires_grad_(True)
                 leaves[layer] = (x, a, rows)
                 return flat.index_copy(0, site, x).view(act.shape)
+
             return hook
 
         def hooks(sites: Tensor) -> list[tuple[str, Any]]:
@@ -214,7 +230,8 @@ def _ig_fast(
             x, a, rows = leaves[layer]
             gsum[layer] += (row_w[rows][:, None] * g.float().cpu()).sum(0)
             acts[layer] = a[0].float().cpu()
-        del logits, leaves, grads, F, z
+        leaves.clear()
+        del logits, grads, F, z
     assert probs is not None
     return acts * gsum, probs, acts
 
@@ -276,7 +293,11 @@ def grad_x_act(
     layers: Sequence[int] | None = None,
     batch_size: int = 8,
     with_grad: bool = True,
-) -> tuple[Float[Tensor, "n_queries n_layers d_mlp"], list[Float[Tensor, " n_options"]], Float[Tensor, "n_queries n_layers d_mlp"]]:
+) -> tuple[
+    Float[Tensor, "n_queries n_layers d_mlp"],
+    list[Float[Tensor, " n_options"]],
+    Float[Tensor, "n_queries n_layers d_mlp"],
+]:
     """``a * dF/da`` at the site for all layers, batched over queries (right-padded full rows).
 
     With ``with_grad=False`` returns the site activations themselves (method ``"activation"``).
@@ -309,6 +330,7 @@ def grad_x_act(
                 act = act.clone()
                 act[ar, site_t] = act[ar, site_t] + probe
                 return act
+
             return hook
 
         with torch.set_grad_enabled(with_grad):

@@ -82,13 +82,17 @@ BASELINES: dict[str, BaselineFn] = {}
 
 def register(name: str) -> Callable[[BaselineFn], BaselineFn]:
     """Register ``fn(adapter, queries, cfg, *, progress) -> BaselineOutput`` under ``name``."""
+
     def deco(fn: BaselineFn) -> BaselineFn:
         BASELINES[name] = fn
         return fn
+
     return deco
 
 
-def run_baseline(name: str, adapter: ModelAdapter, queries: Sequence[Sequence[Query]], cfg: Any, *, progress: bool = True) -> BaselineOutput:
+def run_baseline(
+    name: str, adapter: ModelAdapter, queries: Sequence[Sequence[Query]], cfg: Any, *, progress: bool = True
+) -> BaselineOutput:
     """Run the baseline ``name`` on tokenized proxies with the options in ``cfg`` (an IdentifyConfig)."""
     if name not in BASELINES:
         raise ValueError(f"unknown baseline {name!r}; known: {sorted(BASELINES)}")
@@ -121,15 +125,25 @@ def gold_prob_ig(
         igs, probs = [], []
         act = torch.zeros(adapter.n_layers, adapter.d_mlp, dtype=torch.float64)
         for q in qs:
-            s, pr, a = ig_fast(adapter, q, steps=cfg.steps, rule=cfg.ig_rule, target="vocab_prob", layers=cfg.layers,
-                               chunk_rows=cfg.chunk_rows, memory_budget_mb=cfg.memory_budget_mb)
+            s, pr, a = ig_fast(
+                adapter,
+                q,
+                steps=cfg.steps,
+                rule=cfg.ig_rule,
+                target="vocab_prob",
+                layers=cfg.layers,
+                chunk_rows=cfg.chunk_rows,
+                memory_budget_mb=cfg.memory_budget_mb,
+            )
             igs.append(s)
             probs.append(pr)
             act += a.double()
         yield j, torch.stack(igs), probs, act
 
 
-def coarse_sets(ig: Float[Tensor, "proxies n_layers d_mlp"], threshold: float = COARSE_THRESHOLD) -> Bool[Tensor, "proxies n_layers d_mlp"]:
+def coarse_sets(
+    ig: Float[Tensor, "proxies n_layers d_mlp"], threshold: float = COARSE_THRESHOLD
+) -> Bool[Tensor, "proxies n_layers d_mlp"]:
     """Per prompt: neurons whose attribution exceeds ``threshold`` times that prompt's maximum
     (empty when the maximum is not positive)."""
     mx = ig.flatten(1).amax(dim=1).view(-1, *([1] * (ig.ndim - 1)))
@@ -196,8 +210,12 @@ def knowledge_neuron_scores(
 # registered baselines
 # ------------------------------------------------------------------------------------------------
 def _gold_ig_baseline(
-    name: str, scores_fn: Callable[[list[Tensor]], tuple[Tensor, dict[str, Any]]], adapter: ModelAdapter,
-    queries: Sequence[Sequence[Query]], cfg: Any, progress: bool,
+    name: str,
+    scores_fn: Callable[[list[Tensor]], tuple[Tensor, dict[str, Any]]],
+    adapter: ModelAdapter,
+    queries: Sequence[Sequence[Query]],
+    cfg: Any,
+    progress: bool,
 ) -> BaselineOutput:
     """The positive-only baselines built on the IG of the gold answer's probability: collect every item's
     ``[P, n_layers, d_mlp]`` IG, then score them with ``scores_fn``."""
@@ -213,19 +231,25 @@ def _gold_ig_baseline(
 
 
 @register("qr_neuron")
-def qr_neuron(adapter: ModelAdapter, queries: Sequence[Sequence[Query]], cfg: Any, *, progress: bool = True) -> BaselineOutput:
+def qr_neuron(
+    adapter: ModelAdapter, queries: Sequence[Sequence[Query]], cfg: Any, *, progress: bool = True
+) -> BaselineOutput:
     """QR-Neuron: coarse IG sets, per-query clusters, inverse cluster frequency, common neurons dropped."""
     return _gold_ig_baseline("qr_neuron", qr_neuron_scores, adapter, queries, cfg, progress)
 
 
 @register("knowledge_neurons")
-def knowledge_neurons(adapter: ModelAdapter, queries: Sequence[Sequence[Query]], cfg: Any, *, progress: bool = True) -> BaselineOutput:
+def knowledge_neurons(
+    adapter: ModelAdapter, queries: Sequence[Sequence[Query]], cfg: Any, *, progress: bool = True
+) -> BaselineOutput:
     """Knowledge neurons: coarse IG sets refined to the neurons shared by at least half of an item's prompts."""
     return _gold_ig_baseline("knowledge_neurons", knowledge_neuron_scores, adapter, queries, cfg, progress)
 
 
 @register("activation_contrast")
-def activation_contrast(adapter: ModelAdapter, queries: Sequence[Sequence[Query]], cfg: Any, *, progress: bool = True) -> BaselineOutput:
+def activation_contrast(
+    adapter: ModelAdapter, queries: Sequence[Sequence[Query]], cfg: Any, *, progress: bool = True
+) -> BaselineOutput:
     """Mean site activation on correctly answered proxies minus that on incorrectly answered ones."""
     t0 = time.perf_counter()
     flat = [(j, q) for j, qs in enumerate(queries) for q in qs]
@@ -239,11 +263,19 @@ def activation_contrast(adapter: ModelAdapter, queries: Sequence[Sequence[Query]
     if progress:
         from tqdm.auto import tqdm
 
-        starts = tqdm(starts, total=math.ceil(len(flat) / step), desc=f"activation_contrast ({len(queries)} items)", unit="batch")
+        starts = tqdm(
+            starts, total=math.ceil(len(flat) / step), desc=f"activation_contrast ({len(queries)} items)", unit="batch"
+        )
     for b in starts:
         chunk = flat[b : b + step]
-        _, pr, acts = grad_x_act(adapter, [q for _, q in chunk], target=cfg.target, layers=cfg.layers,
-                                 batch_size=cfg.batch_size, with_grad=False)
+        _, pr, acts = grad_x_act(
+            adapter,
+            [q for _, q in chunk],
+            target=cfg.target,
+            layers=cfg.layers,
+            batch_size=cfg.batch_size,
+            with_grad=False,
+        )
         for (j, q), p, a in zip(chunk, pr, acts):
             ok = int(p.argmax()) == q.gold
             sums[ok] += a.double()
@@ -257,7 +289,13 @@ def activation_contrast(adapter: ModelAdapter, queries: Sequence[Sequence[Query]
         scores = torch.zeros(L, d)
         warnings.warn(
             f"activation_contrast: {counts[True]} correct and {counts[False]} incorrect proxies; the contrast needs "
-            "both, so no neuron is selected", stacklevel=2)
-    info = {"n_correct": counts[True], "n_incorrect": counts[False], "contrast_defined": defined,
-            "baseline_seconds": time.perf_counter() - t0}
+            "both, so no neuron is selected",
+            stacklevel=2,
+        )
+    info = {
+        "n_correct": counts[True],
+        "n_incorrect": counts[False],
+        "contrast_defined": defined,
+        "baseline_seconds": time.perf_counter() - t0,
+    }
     return BaselineOutput(scores, act_sum, probs, positive_only=False, info=info)

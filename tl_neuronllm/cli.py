@@ -72,8 +72,9 @@ def _tiny_model() -> Any:
     state = torch.random.get_rng_state()
     try:
         torch.manual_seed(1234)
-        model = TransformerBridge.boot_native(dict(d_model=32, d_head=8, n_heads=4, n_layers=2, n_ctx=128,
-                                                   d_vocab=100, d_mlp=64, act_fn="gelu"))
+        model = TransformerBridge.boot_native(
+            dict(d_model=32, d_head=8, n_heads=4, n_layers=2, n_ctx=128, d_vocab=100, d_mlp=64, act_fn="gelu")
+        )
     finally:
         torch.random.set_rng_state(state)
     model.eval()
@@ -84,8 +85,14 @@ def _tiny_task_and_format() -> tuple[Any, Any]:
     from .proxies import TokenFormat
     from .tasks import Task
 
-    recs = [{"question": [10 + i % 20, 40 + i % 7], "options": [[50 + i % 5], [60 + i % 3], [70], [80 + i % 2]],
-             "answer": i % 4} for i in range(60)]
+    recs = [
+        {
+            "question": [10 + i % 20, 40 + i % 7],
+            "options": [[50 + i % 5], [60 + i % 3], [70], [80 + i % 2]],
+            "answer": i % 4,
+        }
+        for i in range(60)
+    ]
     fmt = TokenFormat(letters=[1, 2, 3, 4], bos=0, question_prefix=[5], option_sep=[6], answer_prefix=[7], demo_sep=[8])
     return Task.from_records(recs, name="synthetic"), fmt
 
@@ -110,15 +117,17 @@ def load_task(spec: str, *, cache: str | None = None) -> Any:
     p = Path(spec)
     if p.suffix.lower() in (".jsonl", ".json", ".csv"):
         if not p.is_file():
-            raise SystemExit(f"tl-neuronllm: error: task file {spec} does not exist" if not p.exists()
-                             else f"tl-neuronllm: error: task file {spec} is not a file")
+            raise SystemExit(
+                f"tl-neuronllm: error: task file {spec} does not exist"
+                if not p.exists()
+                else f"tl-neuronllm: error: task file {spec} is not a file"
+            )
         return Task.from_csv(p) if p.suffix.lower() == ".csv" else Task.from_jsonl(p)
     from .datasets import CLASSIFICATION_TASKS, REAL_TASKS, load_real_task
 
     known = sorted(REAL_TASKS) + sorted(CLASSIFICATION_TASKS)
     if spec.lower() not in known:
-        raise SystemExit(f"tl-neuronllm: unknown task {spec!r}; give one of {', '.join(known)} "
-                         "or a .jsonl / .csv file")
+        raise SystemExit(f"tl-neuronllm: unknown task {spec!r}; give one of {', '.join(known)} or a .jsonl / .csv file")
     return load_real_task(spec, cache=cache)
 
 
@@ -128,8 +137,10 @@ def split_task(task: Any, run: dict[str, Any]) -> tuple[Any, Any, Any]:
     n_demo = max(1, int(run["n_shots"]))
     n_id = int(run["n_identify"])
     if n_id + n_demo > n:
-        raise SystemExit(f"tl-neuronllm: error: --n-identify {n_id} plus {n_demo} demonstration item(s) exceed the "
-                         f"{n} items of task {task.name!r}")
+        raise SystemExit(
+            f"tl-neuronllm: error: --n-identify {n_id} plus {n_demo} demonstration item(s) exceed the "
+            f"{n} items of task {task.name!r}"
+        )
     n_held = run.get("n_heldout")
     if n_held is not None:
         n_held = min(int(n_held), n - n_id - n_demo)
@@ -169,11 +180,24 @@ def cmd_identify(args: argparse.Namespace, model: Any = None) -> tuple[Any, Any,
     if args.n_proxies is None:
         args.n_proxies = 1 if args.mode == "cloze" and not args.show_options else 3
     run = {
-        "model": args.model, "task": args.task, "mode": args.mode, "show_options": args.show_options,
-        "n_identify": args.n_identify, "n_heldout": args.n_heldout, "n_shots": args.n_shots,
-        "n_proxies": args.n_proxies, "method": args.method, "steps": args.steps, "ig_rule": args.ig_rule,
-        "k": args.k, "z": args.z, "ambiguity": args.ambiguity, "keep_attributions": args.keep_attributions,
-        "split_seed": args.split_seed, "seed": args.seed, "cache": args.cache,
+        "model": args.model,
+        "task": args.task,
+        "mode": args.mode,
+        "show_options": args.show_options,
+        "n_identify": args.n_identify,
+        "n_heldout": args.n_heldout,
+        "n_shots": args.n_shots,
+        "n_proxies": args.n_proxies,
+        "method": args.method,
+        "steps": args.steps,
+        "ig_rule": args.ig_rule,
+        "k": args.k,
+        "z": args.z,
+        "ambiguity": args.ambiguity,
+        "keep_attributions": args.keep_attributions,
+        "split_seed": args.split_seed,
+        "seed": args.seed,
+        "cache": args.cache,
         "version": __version__,
     }
     t0 = time.perf_counter()
@@ -183,27 +207,58 @@ def cmd_identify(args: argparse.Namespace, model: Any = None) -> tuple[Any, Any,
     # every option, the task and the split are checked before the model is built
     from .pipeline import IdentifyConfig
 
-    IdentifyConfig.from_options(mode=args.mode, show_options=args.show_options, n_shots=args.n_shots,
-                                n_proxies=args.n_proxies, method=args.method, steps=args.steps, ig_rule=args.ig_rule,
-                                seed=args.seed, z=_num(args.z), ambiguity=args.ambiguity, **options)
+    IdentifyConfig.from_options(
+        mode=args.mode,
+        show_options=args.show_options,
+        n_shots=args.n_shots,
+        n_proxies=args.n_proxies,
+        method=args.method,
+        steps=args.steps,
+        ig_rule=args.ig_rule,
+        seed=args.seed,
+        z=_num(args.z),
+        ambiguity=args.ambiguity,
+        **options,
+    )
     if args.model not in (_TINY, "smollm2"):
         load_model(args.model)  # raises the "unknown model" message without building anything
     task = load_task(args.task, cache=args.cache)
     ident, held, demo = split_task(task, run)
     model = model if model is not None else load_model(args.model, cache=args.cache)
-    _say(args, f"identify: {len(ident)} items of {task.name} ({len(task)} in all), mode {args.mode}, "
-               f"method {args.method} (steps {args.steps}, {args.ig_rule}), k={args.k}")
-    result = identify(model, ident, k=_num(args.k), demos=demo, progress=args.progress, mode=args.mode,
-                      show_options=args.show_options, n_shots=args.n_shots, n_proxies=args.n_proxies,
-                      method=args.method, steps=args.steps, ig_rule=args.ig_rule, seed=args.seed, z=_num(args.z),
-                      ambiguity=args.ambiguity, keep_attributions=args.keep_attributions, **options)
+    _say(
+        args,
+        f"identify: {len(ident)} items of {task.name} ({len(task)} in all), mode {args.mode}, "
+        f"method {args.method} (steps {args.steps}, {args.ig_rule}), k={args.k}",
+    )
+    result = identify(
+        model,
+        ident,
+        k=_num(args.k),
+        demos=demo,
+        progress=args.progress,
+        mode=args.mode,
+        show_options=args.show_options,
+        n_shots=args.n_shots,
+        n_proxies=args.n_proxies,
+        method=args.method,
+        steps=args.steps,
+        ig_rule=args.ig_rule,
+        seed=args.seed,
+        z=_num(args.z),
+        ambiguity=args.ambiguity,
+        keep_attributions=args.keep_attributions,
+        **options,
+    )
     result.save(out / RESULT_DIR)
     run["identify_seconds"] = time.perf_counter() - t0
     run["n_heldout_available"] = 0 if held is None else len(held)
     (out / RUN_JSON).write_text(json.dumps(run, indent=2))
     _say(args, result.summary())
-    _say(args, f"identification accuracy {result.stats.get('accuracy', float('nan')):.3f}, consistent "
-               f"{result.stats.get('consistent_accuracy', float('nan')):.3f}; saved {out / RESULT_DIR}")
+    _say(
+        args,
+        f"identification accuracy {result.stats.get('accuracy', float('nan')):.3f}, consistent "
+        f"{result.stats.get('consistent_accuracy', float('nan')):.3f}; saved {out / RESULT_DIR}",
+    )
     return model, result, run
 
 
@@ -228,8 +283,9 @@ def _read_run(out: Path) -> dict[str, Any]:
     try:
         return json.loads(f.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise SystemExit(f"tl-neuronllm: error: {f} is not valid JSON ({e}); rerun `tl-neuronllm identify --out "
-                         f"{out}`") from None
+        raise SystemExit(
+            f"tl-neuronllm: error: {f} is not valid JSON ({e}); rerun `tl-neuronllm identify --out {out}`"
+        ) from None
 
 
 def cmd_evaluate(args: argparse.Namespace, model: Any = None, result: Any = None) -> Any:
@@ -250,24 +306,41 @@ def cmd_evaluate(args: argparse.Namespace, model: Any = None, result: Any = None
         raise SystemExit("tl-neuronllm: no held-out items left; lower --n-identify or --n-heldout")
     from .evaluate import EvalConfig
 
-    EvalConfig(n_random=args.n_random, factor=args.factor, n_boot=args.n_boot, seed=args.seed)  # checked before the model
+    EvalConfig(
+        n_random=args.n_random, factor=args.factor, n_boot=args.n_boot, seed=args.seed
+    )  # checked before the model
     model = model if model is not None else load_model(run["model"], cache=run.get("cache"))
     _say(args, f"evaluate: {len(held)} held-out items, {args.n_random} random sets per condition")
     k = getattr(args, "k", None) if args.command == "evaluate" else None
-    rescore_opts = {name: getattr(args, name) for name in ("z", "ambiguity")
-                    if args.command == "evaluate" and getattr(args, name, _UNSET) is not _UNSET}
+    rescore_opts = {
+        name: getattr(args, name)
+        for name in ("z", "ambiguity")
+        if args.command == "evaluate" and getattr(args, name, _UNSET) is not _UNSET
+    }
     if rescore_opts:
         from .pipeline import rescore
 
         if result.attributions is None:
-            raise SystemExit("tl-neuronllm: --z / --ambiguity re-form the sets from kept attributions; identify with "
-                             "--keep-attributions first")
+            raise SystemExit(
+                "tl-neuronllm: --z / --ambiguity re-form the sets from kept attributions; identify with "
+                "--keep-attributions first"
+            )
         if "z" in rescore_opts:
             rescore_opts["z"] = _num(rescore_opts["z"])
         result = rescore(result, **rescore_opts)
         _say(args, f"re-formed the sets from the kept attributions: {rescore_opts}")
-    ev = evaluate(model, result, held, demos=demo, progress=args.progress, n_random=args.n_random,
-                  factor=args.factor, n_boot=args.n_boot, seed=args.seed, k=None if k is None else _num(k))
+    ev = evaluate(
+        model,
+        result,
+        held,
+        demos=demo,
+        progress=args.progress,
+        n_random=args.n_random,
+        factor=args.factor,
+        n_boot=args.n_boot,
+        seed=args.seed,
+        k=None if k is None else _num(k),
+    )
     ev.save(out)
     _say(args, f"evaluation took {time.perf_counter() - t0:.1f} s; saved {out / 'evaluation.json'}")
     return ev
@@ -316,8 +389,11 @@ def _explain(args: argparse.Namespace, result: Any, run: dict[str, Any], model: 
     explanation = result.explain(model, ident, demos=demo)
     explanation.to_csv(out / "explanation.csv")
     (out / "explanation.md").write_text(explanation.to_markdown(10))
-    _say(args, f"explained {len(explanation)} neurons on {len(ident)} identification items in "
-               f"{time.perf_counter() - t0:.1f} s; saved {out / 'explanation.csv'}")
+    _say(
+        args,
+        f"explained {len(explanation)} neurons on {len(ident)} identification items in "
+        f"{time.perf_counter() - t0:.1f} s; saved {out / 'explanation.csv'}",
+    )
     return explanation
 
 
@@ -331,9 +407,11 @@ def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
     print()
     print(ev.table())
     print()
-    print(f"wall time {total:.0f} s (identify {run['identify_seconds']:.0f} s, evaluate {ev.seconds:.0f} s); "
-          f"outputs in {Path(args.out).resolve()}: result/, evaluation.md, evaluation.json, figures/, report.md, "
-          f"explanation.csv, {path.name}")
+    print(
+        f"wall time {total:.0f} s (identify {run['identify_seconds']:.0f} s, evaluate {ev.seconds:.0f} s); "
+        f"outputs in {Path(args.out).resolve()}: result/, evaluation.md, evaluation.json, figures/, report.md, "
+        f"explanation.csv, {path.name}"
+    )
     print(f"open the report: {path.resolve().as_uri()}")
     return {"result": result, "evaluation": ev, "report": path, "seconds": total}
 
@@ -376,6 +454,7 @@ def _count_or_fraction(name: str) -> Any:
         except ValueError as e:
             msg = str(e) if "must" in str(e) else f"{name} must be an int count or a fraction in (0, 1), got {x!r}"
             raise argparse.ArgumentTypeError(msg) from None
+
     parse.__name__ = name
     return parse
 
@@ -389,6 +468,7 @@ def _int_at_least(low: int) -> Any:
         if v < low:
             raise argparse.ArgumentTypeError(f"must be >= {low}, got {v}")
         return v
+
     parse.__name__ = f"integer >= {low}"
     return parse
 
@@ -414,66 +494,135 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=DEFAULT_OUT, help=f"output directory (default ./{DEFAULT_OUT}/)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     p.add_argument("--quiet", action="store_true", help="print only the final table")
-    p.add_argument("--threads", type=_int_at_least(1), default=None,
-                   help="torch CPU threads (default: 1 if the machine is already busy, else torch's default)")
+    p.add_argument(
+        "--threads",
+        type=_int_at_least(1),
+        default=None,
+        help="torch CPU threads (default: 1 if the machine is already busy, else torch's default)",
+    )
     p.add_argument("--seed", type=int, default=DEFAULTS["seed"], help="seed of permutations, random sets and bootstrap")
 
 
 def _identify_args(p: argparse.ArgumentParser) -> None:
     d = DEFAULTS
     p.add_argument("--model", default=d["model"], help="model: smollm2 (default)")
-    p.add_argument("--task", default=d["task"],
-                   help=f"real task (mmlu, openbookqa, piqa, siqa, commonsenseqa, imdb, boolq) or a .jsonl/.csv file "
-                        f"(default {d['task']})")
+    p.add_argument(
+        "--task",
+        default=d["task"],
+        help=f"real task (mmlu, openbookqa, piqa, siqa, commonsenseqa, imdb, boolq) or a .jsonl/.csv file "
+        f"(default {d['task']})",
+    )
     p.add_argument("--mode", choices=("letter", "cloze"), default=d["mode"], help=f"answer mode (default {d['mode']})")
-    p.add_argument("--show-options", dest="show_options", action=argparse.BooleanOptionalAction, default=None,
-                   help="cloze mode: list the lettered options in the prompt (default: no; SmolLM2 scores worse "
-                        "with them listed)")
-    p.add_argument("--n-identify", type=_int_at_least(1), default=d["n_identify"], help=f"identification items (default {d['n_identify']})")
-    p.add_argument("--n-heldout", type=_int_at_least(0), default=d["n_heldout"], help=f"held-out items (default {d['n_heldout']})")
-    p.add_argument("--n-shots", type=_int_at_least(0), default=d["n_shots"], help="demonstrations per prompt (default 1)")
-    p.add_argument("--n-proxies", type=_int_at_least(1), default=None,
-                   help="proxies per item (default 3; 1 in cloze mode without listed options, where all proxies "
-                        "would be the same prompt)")
-    p.add_argument("--method", default=d["method"], help="attribution: ig (default), grad_x_act, activation, or a baseline")
+    p.add_argument(
+        "--show-options",
+        dest="show_options",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="cloze mode: list the lettered options in the prompt (default: no; SmolLM2 scores worse with them listed)",
+    )
+    p.add_argument(
+        "--n-identify",
+        type=_int_at_least(1),
+        default=d["n_identify"],
+        help=f"identification items (default {d['n_identify']})",
+    )
+    p.add_argument(
+        "--n-heldout", type=_int_at_least(0), default=d["n_heldout"], help=f"held-out items (default {d['n_heldout']})"
+    )
+    p.add_argument(
+        "--n-shots", type=_int_at_least(0), default=d["n_shots"], help="demonstrations per prompt (default 1)"
+    )
+    p.add_argument(
+        "--n-proxies",
+        type=_int_at_least(1),
+        default=None,
+        help="proxies per item (default 3; 1 in cloze mode without listed options, where all proxies "
+        "would be the same prompt)",
+    )
+    p.add_argument(
+        "--method", default=d["method"], help="attribution: ig (default), grad_x_act, activation, or a baseline"
+    )
     p.add_argument("--steps", type=_int_at_least(1), default=d["steps"], help=f"IG steps (default {d['steps']})")
-    p.add_argument("--ig-rule", choices=("riemann", "gauss"), default=d["ig_rule"],
-                   help=f"IG quadrature (default {d['ig_rule']})")
-    p.add_argument("--k", type=_count_or_fraction("k"), default=d["k"], help=f"good/bad set size: a count or a fraction < 1 (default {d['k']})")
-    p.add_argument("--z", type=_count_or_fraction("z"), default=d["z"], help="per-item candidates of each sign: a fraction < 1 of all neurons or a "
-                                               f"count (default {d['z']})")
-    p.add_argument("--ambiguity", type=_ambiguity, default=d["ambiguity"],
-                   help="ambiguity filter: 0 strict (default), rho in (0, 0.5], or none")
-    p.add_argument("--keep-attributions", action="store_true",
-                   help="keep per-item attributions in the result so `evaluate --z/--ambiguity` can re-form the sets")
+    p.add_argument(
+        "--ig-rule", choices=("riemann", "gauss"), default=d["ig_rule"], help=f"IG quadrature (default {d['ig_rule']})"
+    )
+    p.add_argument(
+        "--k",
+        type=_count_or_fraction("k"),
+        default=d["k"],
+        help=f"good/bad set size: a count or a fraction < 1 (default {d['k']})",
+    )
+    p.add_argument(
+        "--z",
+        type=_count_or_fraction("z"),
+        default=d["z"],
+        help=f"per-item candidates of each sign: a fraction < 1 of all neurons or a count (default {d['z']})",
+    )
+    p.add_argument(
+        "--ambiguity",
+        type=_ambiguity,
+        default=d["ambiguity"],
+        help="ambiguity filter: 0 strict (default), rho in (0, 0.5], or none",
+    )
+    p.add_argument(
+        "--keep-attributions",
+        action="store_true",
+        help="keep per-item attributions in the result so `evaluate --z/--ambiguity` can re-form the sets",
+    )
     p.add_argument("--split-seed", type=int, default=d["split_seed"], help="seed of the identify/held-out/demo split")
-    p.add_argument("--cache", default=None, help="cache directory for the model and data (default: see tl_neuronllm.hub)")
+    p.add_argument(
+        "--cache", default=None, help="cache directory for the model and data (default: see tl_neuronllm.hub)"
+    )
 
 
 def _evaluate_args(p: argparse.ArgumentParser, *, heldout: bool) -> None:
     d = DEFAULTS
     if heldout:
-        p.add_argument("--n-heldout", type=_int_at_least(0), default=None, help="held-out items (default: as identified)")
-        p.add_argument("--k", type=_count_or_fraction("k"), default=None, help="re-select the good/bad sets with this size (default: as identified)")
-        p.add_argument("--z", type=_count_or_fraction("z"), default=_UNSET, help="re-form the sets with this per-item candidate size (needs "
-                                                   "identify --keep-attributions)")
-        p.add_argument("--ambiguity", type=_ambiguity, default=_UNSET,
-                       help="re-form the sets with this ambiguity filter (a number or none; needs --keep-attributions)")
-    p.add_argument("--n-random", type=_int_at_least(0), default=d["n_random"], help=f"random sets per condition (default {d['n_random']})")
+        p.add_argument(
+            "--n-heldout", type=_int_at_least(0), default=None, help="held-out items (default: as identified)"
+        )
+        p.add_argument(
+            "--k",
+            type=_count_or_fraction("k"),
+            default=None,
+            help="re-select the good/bad sets with this size (default: as identified)",
+        )
+        p.add_argument(
+            "--z",
+            type=_count_or_fraction("z"),
+            default=_UNSET,
+            help="re-form the sets with this per-item candidate size (needs identify --keep-attributions)",
+        )
+        p.add_argument(
+            "--ambiguity",
+            type=_ambiguity,
+            default=_UNSET,
+            help="re-form the sets with this ambiguity filter (a number or none; needs --keep-attributions)",
+        )
+    p.add_argument(
+        "--n-random",
+        type=_int_at_least(0),
+        default=d["n_random"],
+        help=f"random sets per condition (default {d['n_random']})",
+    )
     p.add_argument("--factor", type=_finite, default=d["factor"], help="enhancement factor (default 2)")
     p.add_argument("--n-boot", type=_int_at_least(1), default=d["n_boot"], help="bootstrap resamples (default 2000)")
 
 
 def _report_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--no-explain", dest="explain", action="store_false",
-                   help="report.html without the neurons' explanations (they need the model)")
+    p.add_argument(
+        "--no-explain",
+        dest="explain",
+        action="store_false",
+        help="report.html without the neurons' explanations (they need the model)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tl-neuronllm",
         description="Find the good and bad MLP neurons of a model for a multiple-choice task (NeuronLLM) and "
-                    "test them with interventions on held-out items. Without a subcommand: `run` with defaults.",
+        "test them with interventions on held-out items. Without a subcommand: `run` with defaults.",
     )
     parser.add_argument("--version", action="version", version=f"tl-neuronllm {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="{run,identify,evaluate,report}")

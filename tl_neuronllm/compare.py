@@ -70,8 +70,14 @@ def overlap_p_value(shared: int, a: int, b: int, n: int) -> float:
     """Probability that random sets of sizes ``a`` and ``b`` among ``n`` share at least ``shared`` items
     (the upper tail of the hypergeometric distribution)."""
     lo = max(shared, 0, a + b - n)
-    return float(min(1.0, sum(math.exp(_log_comb(a, k) + _log_comb(n - a, b - k) - _log_comb(n, b))
-                              for k in range(lo, min(a, b) + 1))))
+    return float(
+        min(
+            1.0,
+            sum(
+                math.exp(_log_comb(a, k) + _log_comb(n - a, b - k) - _log_comb(n, b)) for k in range(lo, min(a, b) + 1)
+            ),
+        )
+    )
 
 
 @dataclass
@@ -130,32 +136,45 @@ class Comparison:
     # ---- views ----------------------------------------------------------------------------
     def to_markdown(self) -> str:
         """The overlap table, the shared neurons per layer and (when run) the intervention check."""
-        lines = ["| set | task A | task B | size A | size B | shared | Jaccard | chance shared | chance Jaccard | "
-                 "p (overlap >= shared) |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+        lines = [
+            "| set | task A | task B | size A | size B | shared | Jaccard | chance shared | chance Jaccard | "
+            "p (overlap >= shared) |",
+            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
         for p in self.pairs:
-            lines.append(f"| {p['role']} | {p['task_a']} | {p['task_b']} | {p['n_a']} | {p['n_b']} | {p['shared']} | "
-                         f"{p['jaccard']:.3f} | {p['expected_shared']:.1f} | {p['expected_jaccard']:.4f} | "
-                         f"{p['p_value']:.2g} |")
+            lines.append(
+                f"| {p['role']} | {p['task_a']} | {p['task_b']} | {p['n_a']} | {p['n_b']} | {p['shared']} | "
+                f"{p['jaccard']:.3f} | {p['expected_shared']:.1f} | {p['expected_jaccard']:.4f} | "
+                f"{p['p_value']:.2g} |"
+            )
         for role in ROLES:
             by_n: dict[int, int] = {}
             for x in self.shared[role]:
                 by_n[len(x["tasks"])] = by_n.get(len(x["tasks"]), 0) + 1
             per_layer = self.shared_layers(role)
             nz = ", ".join(f"L{i}: {c}" for i, c in enumerate(per_layer) if c)
-            lines += ["", f"{role} neurons in the sets of >= 2 tasks: {len(self.shared[role])} "
-                      f"({', '.join(f'{c} in {n} tasks' for n, c in sorted(by_n.items(), reverse=True)) or 'none'}); "
-                      f"by layer: {nz or '-'}"]
+            lines += [
+                "",
+                f"{role} neurons in the sets of >= 2 tasks: {len(self.shared[role])} "
+                f"({', '.join(f'{c} in {n} tasks' for n, c in sorted(by_n.items(), reverse=True)) or 'none'}); "
+                f"by layer: {nz or '-'}",
+            ]
         if self.checks:
-            lines += ["", "| task | specific good | shared good | suppressed (each) | Δacc specific | Δacc shared | "
-                      "Δgold p specific | Δgold p shared | random Δgold p (specific / shared) |",
-                      "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-            f = lambda x: "n/a" if x is None else f"{x:+.3f}"  # noqa: E731
+            lines += [
+                "",
+                "| task | specific good | shared good | suppressed (each) | Δacc specific | Δacc shared | "
+                "Δgold p specific | Δgold p shared | random Δgold p (specific / shared) |",
+                "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+            ]
+            f = lambda x: "n/a" if x is None else f"{x:+.3f}"
             for c in self.checks:
-                lines.append(f"| {c['task']} | {c['n_specific']} | {c['n_shared']} | {c['n_each']} | "
-                             f"{f(c.get('specific', {}).get('d_acc'))} | {f(c.get('shared', {}).get('d_acc'))} | "
-                             f"{f(c.get('specific', {}).get('d_gold'))} | {f(c.get('shared', {}).get('d_gold'))} | "
-                             f"{f(c.get('specific', {}).get('random_d_gold'))} / "
-                             f"{f(c.get('shared', {}).get('random_d_gold'))} |")
+                lines.append(
+                    f"| {c['task']} | {c['n_specific']} | {c['n_shared']} | {c['n_each']} | "
+                    f"{f(c.get('specific', {}).get('d_acc'))} | {f(c.get('shared', {}).get('d_acc'))} | "
+                    f"{f(c.get('specific', {}).get('d_gold'))} | {f(c.get('shared', {}).get('d_gold'))} | "
+                    f"{f(c.get('specific', {}).get('random_d_gold'))} / "
+                    f"{f(c.get('shared', {}).get('random_d_gold'))} |"
+                )
         return "\n".join(lines) + "\n"
 
     def heatmap(self, path: str | Path) -> Path:
@@ -179,8 +198,12 @@ class Comparison:
                 jac[i, j] = jac[j, i] = p["jaccard"]
                 cnt[i][j] = cnt[j][i] = p["shared"]
             off = jac[~torch.eye(T, dtype=torch.bool)]
-            im = ax.imshow(jac.numpy(), vmin=0, vmax=max(0.05, float(off.max()) if off.numel() else 0.05),
-                           cmap="Blues" if role == "good" else "Reds")
+            im = ax.imshow(
+                jac.numpy(),
+                vmin=0,
+                vmax=max(0.05, float(off.max()) if off.numel() else 0.05),
+                cmap="Blues" if role == "good" else "Reds",
+            )
             for i in range(T):
                 for j in range(T):
                     ax.text(j, i, str(cnt[i][j]), ha="center", va="center", fontsize=8)
@@ -205,15 +228,16 @@ class Comparison:
         """Write ``comparison.safetensors`` (memberships), ``comparison.json`` and ``comparison.md``."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        save_file({f"members.{r}": self.members[r].to(torch.uint8).contiguous() for r in ROLES},
-                  str(path / COMPARE_FILE))
+        save_file(
+            {f"members.{r}": self.members[r].to(torch.uint8).contiguous() for r in ROLES}, str(path / COMPARE_FILE)
+        )
         meta = {k: v for k, v in asdict(self).items() if k != "members"}
         (path / COMPARE_JSON).write_text(json.dumps({"format": COMPARE_FORMAT, **meta}, indent=1, default=str))
         (path / "comparison.md").write_text(self.to_markdown())
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "Comparison":
+    def load(cls, path: str | Path) -> Comparison:
         """Read a :class:`Comparison` written by :meth:`save`.
 
         Raises:
@@ -262,11 +286,15 @@ def compare(results: Mapping[str, NeuronResult]) -> Comparison:
     model0 = r0.config.get("model", {}).get("model_name")
     for name, r in zip(names[1:], res[1:]):
         if (r.n_layers, r.d_mlp) != (r0.n_layers, r0.d_mlp):
-            raise ValueError(f"results[{name!r}] is for {r.n_layers} x {r.d_mlp} neurons but results[{first!r}] for "
-                             f"{r0.n_layers} x {r0.d_mlp}: compare results of one model")
+            raise ValueError(
+                f"results[{name!r}] is for {r.n_layers} x {r.d_mlp} neurons but results[{first!r}] for "
+                f"{r0.n_layers} x {r0.d_mlp}: compare results of one model"
+            )
         if r.config.get("hook", "hook_post") != r0.config.get("hook", "hook_post"):
-            raise ValueError(f"results[{name!r}] uses hook {r.config.get('hook')!r} but results[{first!r}] "
-                             f"{r0.config.get('hook')!r}: their neurons are not the same units")
+            raise ValueError(
+                f"results[{name!r}] uses hook {r.config.get('hook')!r} but results[{first!r}] "
+                f"{r0.config.get('hook')!r}: their neurons are not the same units"
+            )
         m = r.config.get("model", {}).get("model_name")
         if m and model0 and m != model0:
             raise ValueError(f"results[{name!r}] is for model {m!r} but results[{first!r}] for {model0!r}")
@@ -279,9 +307,19 @@ def compare(results: Mapping[str, NeuronResult]) -> Comparison:
             ma, mb = members[role][i], members[role][j]
             na, nb, shared = int(ma.sum()), int(mb.sum()), int((ma & mb).sum())
             union = int((ma | mb).sum())
-            pairs.append({"role": role, "task_a": a, "task_b": b, "n_a": na, "n_b": nb, "shared": shared,
-                          "jaccard": shared / union if union else 0.0, **chance_overlap(na, nb, N),
-                          "p_value": overlap_p_value(shared, na, nb, N)})
+            pairs.append(
+                {
+                    "role": role,
+                    "task_a": a,
+                    "task_b": b,
+                    "n_a": na,
+                    "n_b": nb,
+                    "shared": shared,
+                    "jaccard": shared / union if union else 0.0,
+                    **chance_overlap(na, nb, N),
+                    "p_value": overlap_p_value(shared, na, nb, N),
+                }
+            )
     shared: dict[str, list[dict[str, Any]]] = {}
     for role in ROLES:
         count = members[role].sum(0)
@@ -292,15 +330,28 @@ def compare(results: Mapping[str, NeuronResult]) -> Comparison:
         rows.sort(key=lambda x: (-len(x["tasks"]), x["layer"], x["neuron"]))
         shared[role] = rows
     keys = ("k", "z", "ambiguity", "mode", "method", "n_proxies", "steps", "ig_rule")
-    config = {"model": r0.config.get("model", {}), "versions": _versions(),
-              "per_task": {n: {k: r.config.get(k) for k in keys} | {"n_scored": r.config.get("task", {}).get("n_scored")}
-                           for n, r in zip(names, res)}}
-    return Comparison(tasks=names, n_layers=L, d_mlp=d, members=members, pairs=pairs, shared=shared,
-                      config=json.loads(json.dumps(config, default=str)))
+    config = {
+        "model": r0.config.get("model", {}),
+        "versions": _versions(),
+        "per_task": {
+            n: {k: r.config.get(k) for k in keys} | {"n_scored": r.config.get("task", {}).get("n_scored")}
+            for n, r in zip(names, res)
+        },
+    }
+    return Comparison(
+        tasks=names,
+        n_layers=L,
+        d_mlp=d,
+        members=members,
+        pairs=pairs,
+        shared=shared,
+        config=json.loads(json.dumps(config, default=str)),
+    )
 
 
-def specific_and_shared(comparison: Comparison, results: Mapping[str, NeuronResult], task: str,
-                        role: str = "good") -> tuple[list[Any], list[Any]]:
+def specific_and_shared(
+    comparison: Comparison, results: Mapping[str, NeuronResult], task: str, role: str = "good"
+) -> tuple[list[Any], list[Any]]:
     """A task's ``role`` neurons split into task-specific ones (in no other task's set) and shared ones (in
     at least one other task's set), each best-scored first.
 
@@ -310,7 +361,7 @@ def specific_and_shared(comparison: Comparison, results: Mapping[str, NeuronResu
     if task not in comparison.tasks:
         raise KeyError(f"task {task!r} is not in the comparison; tasks: {comparison.tasks}")
     t = comparison.tasks.index(task)
-    others = torch.cat([comparison.members[role][:t], comparison.members[role][t + 1:]]).any(0)
+    others = torch.cat([comparison.members[role][:t], comparison.members[role][t + 1 :]]).any(0)
     neurons = results[task].neurons(role)  # type: ignore[arg-type]
     specific = [x for x in neurons if not bool(others[x.layer, x.neuron])]
     shared = [x for x in neurons if bool(others[x.layer, x.neuron])]
@@ -360,7 +411,9 @@ def shared_vs_specific(
     if missing:
         raise KeyError(f"no held-out items for task(s) {missing}; give heldout={{task: Task}} for every compared task")
     for t in comparison.tasks:
-        if t not in results or not torch.equal(results[t].mask("good"), comparison.members["good"][comparison.tasks.index(t)]):
+        if t not in results or not torch.equal(
+            results[t].mask("good"), comparison.members["good"][comparison.tasks.index(t)]
+        ):
             raise ValueError(f"results[{t!r}] is not the result that was compared (its good set differs)")
     rows = []
     for t in comparison.tasks:
@@ -370,15 +423,28 @@ def shared_vs_specific(
         if m >= max(1, min_size):
             for label, subset in (("specific", specific[:m]), ("shared", shared[:m])):
                 sub = dataclasses.replace(results[t], good=list(subset), bad=[])
-                ev = evaluate(model, sub, heldout[t], demos=(demos or {}).get(t), n_random=n_random,
-                              interventions=("suppress_good",), progress=progress, **eval_options)
+                ev = evaluate(
+                    model,
+                    sub,
+                    heldout[t],
+                    demos=(demos or {}).get(t),
+                    n_random=n_random,
+                    interventions=("suppress_good",),
+                    progress=progress,
+                    **eval_options,
+                )
                 r = ev.row("suppress_good")
                 rnd = r.random.get("metrics", {})
-                row[label] = {"d_acc": r.delta["accuracy"], "d_gold": r.delta["gold_prob"],
-                              "d_acc_ci": r.delta_ci["accuracy"], "d_gold_ci": r.delta_ci["gold_prob"],
-                              "random_d_acc": rnd.get("delta_accuracy", {}).get("mean"),
-                              "random_d_gold": rnd.get("delta_gold_prob", {}).get("mean"),
-                              "base_accuracy": ev.baseline.metrics["accuracy"], "neurons": [x.label for x in subset]}
+                row[label] = {
+                    "d_acc": r.delta["accuracy"],
+                    "d_gold": r.delta["gold_prob"],
+                    "d_acc_ci": r.delta_ci["accuracy"],
+                    "d_gold_ci": r.delta_ci["gold_prob"],
+                    "random_d_acc": rnd.get("delta_accuracy", {}).get("mean"),
+                    "random_d_gold": rnd.get("delta_gold_prob", {}).get("mean"),
+                    "base_accuracy": ev.baseline.metrics["accuracy"],
+                    "neurons": [x.label for x in subset],
+                }
         rows.append(row)
     comparison.checks = rows
     return rows

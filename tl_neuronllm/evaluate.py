@@ -88,8 +88,12 @@ PAPER_NAMES = {"enhance_good_suppress_bad": "Enhance", "enhance_bad_suppress_goo
 #: Relative measures (our reading of the paper's RAC / RCC): key -> the metric they are relative changes of.
 RELATIVE = {"RAC": "accuracy", "RCC": "consistent_accuracy"}
 #: The direction method.md expects: +1 scores rise, -1 scores fall.
-EXPECTED_DIRECTION = {"suppress_good": -1, "suppress_bad": 1, "enhance_good_suppress_bad": 1,
-                      "enhance_bad_suppress_good": -1}
+EXPECTED_DIRECTION = {
+    "suppress_good": -1,
+    "suppress_bad": 1,
+    "enhance_good_suppress_bad": 1,
+    "enhance_bad_suppress_good": -1,
+}
 METRICS = ("accuracy", "gold_prob", "consistent_accuracy", "changed")
 
 
@@ -271,7 +275,7 @@ class EvalConfig:
         check_float("memory_budget_mb", self.memory_budget_mb, low=0, low_open=True)
 
     @classmethod
-    def from_options(cls, config: "EvalConfig | None" = None, **options: Any) -> "EvalConfig":
+    def from_options(cls, config: EvalConfig | None = None, **options: Any) -> EvalConfig:
         """A config from keyword options (unknown names raise a ``TypeError`` listing the valid ones)."""
         return config_from_options(cls, config, options)
 
@@ -343,7 +347,7 @@ class EvalRow:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "EvalRow":
+    def from_dict(cls, d: dict[str, Any]) -> EvalRow:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
 
@@ -395,7 +399,7 @@ class EvalResult:
         return json.dumps(self.to_dict(), indent=indent, default=str)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "EvalResult":
+    def from_dict(cls, d: dict[str, Any]) -> EvalResult:
         names = {f.name for f in fields(cls)}
         kw = {k: v for k, v in d.items() if k in names}
         kw["rows"] = [EvalRow.from_dict(r) for r in d["rows"]]
@@ -410,7 +414,7 @@ class EvalResult:
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "EvalResult":
+    def load(cls, path: str | Path) -> EvalResult:
         """Read an evaluation saved with :meth:`save` (a directory or the JSON file)."""
         path = Path(path)
         f = path / EVAL_JSON if path.is_dir() else path
@@ -419,8 +423,10 @@ class EvalResult:
         try:
             return cls.from_dict(json.loads(f.read_text(encoding="utf-8")))
         except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
-            raise ValueError(f"{f}: not a readable evaluation ({type(e).__name__}: {e}); the file is truncated or "
-                             "edited: run the evaluation again") from None
+            raise ValueError(
+                f"{f}: not a readable evaluation ({type(e).__name__}: {e}); the file is truncated or "
+                "edited: run the evaluation again"
+            ) from None
 
     # ---- views --------------------------------------------------------------------------
     def _letters_str(self, counts: dict[str, float], total: int) -> str:
@@ -431,8 +437,22 @@ class EvalResult:
     def table_rows(self) -> list[list[str]]:
         """The compact table: header row, then one row per condition."""
         ci = int(round(100 * self.config.get("eval", {}).get("ci", 0.95)))
-        head = ["condition", "neurons", "accuracy", f"{ci}% CI", "Δacc", "random Δacc", "gold p", "Δgold p",
-                "random Δgold p", "consistent", "changed", "random changed", "McNemar p", "letters"]
+        head = [
+            "condition",
+            "neurons",
+            "accuracy",
+            f"{ci}% CI",
+            "Δacc",
+            "random Δacc",
+            "gold p",
+            "Δgold p",
+            "random Δgold p",
+            "consistent",
+            "changed",
+            "random changed",
+            "McNemar p",
+            "letters",
+        ]
         out = [head]
         for r in self.rows:
             if not r.available:
@@ -446,31 +466,32 @@ class EvalResult:
                 x = rnd.get(key)
                 return f"{x['mean']:{'+' if sign else ''}.3f}±{x['sd']:.3f}" if x else ""
 
-            out.append([
-                r.description,
-                "-" if base else f"{r.n_good}g/{r.n_bad}b",
-                f"{m['accuracy']:.3f}",
-                f"[{r.ci['accuracy'][0]:.3f}, {r.ci['accuracy'][1]:.3f}]",
-                "" if base else f"{r.delta['accuracy']:+.3f}",
-                spread("delta_accuracy"),
-                f"{m['gold_prob']:.3f}",
-                "" if base else f"{r.delta['gold_prob']:+.3f}",
-                spread("delta_gold_prob"),
-                f"{m['consistent_accuracy']:.3f}",
-                "" if base else f"{m['changed']:.3f}",
-                spread("changed", sign=False),
-                "" if base else _fmt_p(r.mcnemar.get("p", float("nan"))),
-                self._letters_str(r.letters, self.n_queries),
-            ])
+            out.append(
+                [
+                    r.description,
+                    "-" if base else f"{r.n_good}g/{r.n_bad}b",
+                    f"{m['accuracy']:.3f}",
+                    f"[{r.ci['accuracy'][0]:.3f}, {r.ci['accuracy'][1]:.3f}]",
+                    "" if base else f"{r.delta['accuracy']:+.3f}",
+                    spread("delta_accuracy"),
+                    f"{m['gold_prob']:.3f}",
+                    "" if base else f"{r.delta['gold_prob']:+.3f}",
+                    spread("delta_gold_prob"),
+                    f"{m['consistent_accuracy']:.3f}",
+                    "" if base else f"{m['changed']:.3f}",
+                    spread("changed", sign=False),
+                    "" if base else _fmt_p(r.mcnemar.get("p", float("nan"))),
+                    self._letters_str(r.letters, self.n_queries),
+                ]
+            )
         return out
 
     def paper_rows(self) -> list[list[str]]:
         """The paper's measures: header, then per intervention its name (Degrade / Enhance for the joint
         conditions), RAC and RCC with paired bootstrap intervals, and the random sets' mean RAC / RCC."""
         ci = int(round(100 * self.config.get("eval", {}).get("ci", 0.95)))
-        out = [["condition", "paper name", "RAC", f"RAC {ci}% CI", "random RAC", "RCC", f"RCC {ci}% CI",
-                "random RCC"]]
-        fmt = lambda x: "n/a" if x is None or x != x else f"{x:+.3f}"  # noqa: E731
+        out = [["condition", "paper name", "RAC", f"RAC {ci}% CI", "random RAC", "RCC", f"RCC {ci}% CI", "random RCC"]]
+        fmt = lambda x: "n/a" if x is None or x != x else f"{x:+.3f}"
         for r in self.rows[1:]:
             if not r.available or not r.relative:
                 out.append([r.description, r.paper_name or "-", "n/a", "", "", "n/a", "", ""])
@@ -479,8 +500,11 @@ class EvalResult:
             cells = [r.description, r.paper_name or "-"]
             for key in RELATIVE:
                 lo, hi = r.relative_ci.get(key, [float("nan")] * 2)
-                cells += [fmt(r.relative[key]), f"[{fmt(lo)}, {fmt(hi)}]" if lo == lo else "",
-                          fmt(rnd[key]["mean"]) if key in rnd else ""]
+                cells += [
+                    fmt(r.relative[key]),
+                    f"[{fmt(lo)}, {fmt(hi)}]" if lo == lo else "",
+                    fmt(rnd[key]["mean"]) if key in rnd else "",
+                ]
             out.append(cells)
         return out
 
@@ -490,8 +514,10 @@ class EvalResult:
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
         lines.insert(1, "  ".join("-" * w for w in widths))
-        title = (f"{self.task}: {self.n_items} held-out items x proxies = {self.n_queries} questions, mode {self.mode}, "
-                 f"random control: {self.config.get('eval', {}).get('n_random', 0)} seeds")
+        title = (
+            f"{self.task}: {self.n_items} held-out items x proxies = {self.n_queries} questions, mode {self.mode}, "
+            f"random control: {self.config.get('eval', {}).get('n_random', 0)} seeds"
+        )
         return title + "\n" + "\n".join(lines)
 
     def to_markdown(self) -> str:
@@ -513,9 +539,14 @@ class EvalResult:
             "",
         ]
         paper = self.paper_rows()
-        md += ["", "Relative changes against the baseline (RAC: accuracy, RCC: consistent accuracy; our reading "
-               "of the paper's measures; Degrade = suppress good + enhance bad, Enhance = enhance good + suppress bad):",
-               "", "| " + " | ".join(paper[0]) + " |", "|" + "---|" * len(paper[0])]
+        md += [
+            "",
+            "Relative changes against the baseline (RAC: accuracy, RCC: consistent accuracy; our reading "
+            "of the paper's measures; Degrade = suppress good + enhance bad, Enhance = enhance good + suppress bad):",
+            "",
+            "| " + " | ".join(paper[0]) + " |",
+            "|" + "---|" * len(paper[0]),
+        ]
         md += ["| " + " | ".join(paper_row) + " |" for paper_row in paper[1:]]
         legend = [
             "",
@@ -570,7 +601,7 @@ class Scored:
             "consistent_accuracy": (self.consistent, np.ones(len(self.consistent))),
         }
 
-    def intervals(self, indices: np.ndarray, ci: float, minus: "Scored | None" = None) -> dict[str, list[float]]:
+    def intervals(self, indices: np.ndarray, ci: float, minus: Scored | None = None) -> dict[str, list[float]]:
         """Bootstrap intervals of the metrics (of the paired differences to ``minus``)."""
         mine = self.item_vectors()
         other = minus.item_vectors() if minus is not None else None
@@ -581,7 +612,7 @@ class Scored:
             out[k] = list(bootstrap_ci(v, w, indices=indices, ci=ci))
         return out
 
-    def relative_intervals(self, indices: np.ndarray, ci: float, base: "Scored") -> dict[str, list[float]]:
+    def relative_intervals(self, indices: np.ndarray, ci: float, base: Scored) -> dict[str, list[float]]:
         """Paired bootstrap intervals of RAC and RCC (:data:`RELATIVE`) against ``base``: per resample of
         the items, ``(sum here - sum base) / sum base`` (resamples whose baseline sum is 0 are left out)."""
         mine, other = self.item_vectors(), base.item_vectors()
@@ -597,7 +628,7 @@ class Scored:
             out[name] = [float(lo), float(hi)]
         return out
 
-    def mcnemar(self, base: "Scored", level: Literal["correct", "consistent"] = "correct") -> dict[str, float]:
+    def mcnemar(self, base: Scored, level: Literal["correct", "consistent"] = "correct") -> dict[str, float]:
         """Exact McNemar test vs ``base``: ``b`` = right there, wrong here; ``c`` = the reverse."""
         x, y = getattr(base, level), getattr(self, level)
         b = int(((x == 1) & (y == 0)).sum())
@@ -659,8 +690,9 @@ def letter_counts(pred: Sequence[int] | np.ndarray, n_options: int) -> dict[str,
 Condition = list[Intervention]
 
 
-def _site_hooks(hook_names: Sequence[str], conditions: Sequence[Condition], V: int,
-                sites: Tensor) -> list[tuple[str, Any]]:
+def _site_hooks(
+    hook_names: Sequence[str], conditions: Sequence[Condition], V: int, sites: Tensor
+) -> list[tuple[str, Any]]:
     """One hook per layer applying condition ``c``'s :func:`make_hooks` hooks at the sites of rows
     ``c*V..(c+1)*V``, given as flat indices into ``act.reshape(-1, d_mlp)`` (packed or batched rows)."""
     per_layer: dict[str, list[tuple[Tensor, Any]]] = {}
@@ -678,6 +710,7 @@ def _site_hooks(hook_names: Sequence[str], conditions: Sequence[Condition], V: i
                 r = rows.to(flat.device)
                 flat[r] = fn(flat[r][:, None], hook)[:, 0]
             return flat.view(act.shape)
+
         return hook
 
     return [(name, make(entries)) for name, entries in per_layer.items()]
@@ -694,8 +727,11 @@ def _probs_prefix(adapter: ModelAdapter, q: Query, conditions: Sequence[Conditio
     out = []
     for c0 in range(0, len(conditions), per_chunk):
         chunk = conditions[c0 : c0 + per_chunk]
-        logits = adapter.run_rows(state, suffix * len(chunk),
-                                  fwd_hooks=lambda sites, chunk=chunk: _site_hooks(adapter.hook_names, chunk, V, sites))
+        logits = adapter.run_rows(
+            state,
+            suffix * len(chunk),
+            fwd_hooks=lambda sites, chunk=chunk: _site_hooks(adapter.hook_names, chunk, V, sites),
+        )
         z = suffix_scores(logits, q, len(chunk))
         out.append(torch.softmax(z.float(), dim=-1).cpu())
         del logits
@@ -712,9 +748,14 @@ def _probs_full(adapter: ModelAdapter, queries: Sequence[Query], cond: Condition
 # ------------------------------------------------------------------------------------------------
 # evaluate
 # ------------------------------------------------------------------------------------------------
-def _role_interventions(neurons: dict[str, list[tuple[int, int]]], spec: tuple[tuple[str, str], ...], cfg: EvalConfig) -> Condition:
-    return [Intervention(tuple(neurons[role]), mode, cfg.factor, None, cfg.positions) for role, mode in spec
-            if neurons[role]]
+def _role_interventions(
+    neurons: dict[str, list[tuple[int, int]]], spec: tuple[tuple[str, str], ...], cfg: EvalConfig
+) -> Condition:
+    return [
+        Intervention(tuple(neurons[role]), mode, cfg.factor, None, cfg.positions)
+        for role, mode in spec
+        if neurons[role]
+    ]
 
 
 def _check_disjoint(result: NeuronResult, heldout: Task, demo_items: Sequence[Item]) -> None:
@@ -803,8 +844,11 @@ def evaluate(
         roles = {role for role, _ in spec}
         missing = [r for r in roles if not ident[r]]
         if missing:
-            na[name] = ("positive-only method: no bad set" if positive_only and "bad" in missing
-                        else f"no {' / '.join(sorted(missing))} neurons")
+            na[name] = (
+                "positive-only method: no bad set"
+                if positive_only and "bad" in missing
+                else f"no {' / '.join(sorted(missing))} neurons"
+            )
             continue
         names.append(name)
         conds.append(_role_interventions(ident, spec, cfg))
@@ -848,10 +892,16 @@ def evaluate(
     gold = np.array([q.gold for q in flat])
     boot = bootstrap_indices(n_items, cfg.n_boot, cfg.seed)
     base = score_predictions(probs[0], gold, item_of, n_items)
-    rows: list[EvalRow] = [EvalRow(
-        "baseline", "baseline", metrics=base.metrics, ci=base.intervals(boot, cfg.ci),
-        letters=letter_counts(base.pred, n_opt), predictions=base.pred.tolist(),
-    )]
+    rows: list[EvalRow] = [
+        EvalRow(
+            "baseline",
+            "baseline",
+            metrics=base.metrics,
+            ci=base.intervals(boot, cfg.ci),
+            letters=letter_counts(base.pred, n_opt),
+            predictions=base.pred.tolist(),
+        )
+    ]
     index = {n: i for i, n in enumerate(names)}
     for name in cfg.interventions:
         desc = INTERVENTIONS[name][0]
@@ -879,17 +929,26 @@ def evaluate(
                 "metrics": {k: _spread(v) for k, v in per_seed.items()},
                 "letters_mean": {letters[i]: float(let_sum[i] / cfg.n_random) for i in range(n_opt)},
             }
-        rows.append(EvalRow(
-            name, desc, n_good=len(ident["good"]) if "good" in roles else 0,
-            n_bad=len(ident["bad"]) if "bad" in roles else 0, metrics=sc.metrics,
-            ci=sc.intervals(boot, cfg.ci),
-            delta={k: sc.metrics[k] - base.metrics[k] for k in ("accuracy", "gold_prob", "consistent_accuracy")},
-            delta_ci=sc.intervals(boot, cfg.ci, minus=base),
-            relative={rk: relative_change(sc.metrics[k], base.metrics[k]) for rk, k in RELATIVE.items()},
-            relative_ci=sc.relative_intervals(boot, cfg.ci, base), paper_name=PAPER_NAMES.get(name, ""),
-            mcnemar=sc.mcnemar(base, "correct"), mcnemar_consistent=sc.mcnemar(base, "consistent"),
-            letters=letter_counts(sc.pred, n_opt), random=rnd, predictions=sc.pred.tolist(),
-        ))
+        rows.append(
+            EvalRow(
+                name,
+                desc,
+                n_good=len(ident["good"]) if "good" in roles else 0,
+                n_bad=len(ident["bad"]) if "bad" in roles else 0,
+                metrics=sc.metrics,
+                ci=sc.intervals(boot, cfg.ci),
+                delta={k: sc.metrics[k] - base.metrics[k] for k in ("accuracy", "gold_prob", "consistent_accuracy")},
+                delta_ci=sc.intervals(boot, cfg.ci, minus=base),
+                relative={rk: relative_change(sc.metrics[k], base.metrics[k]) for rk, k in RELATIVE.items()},
+                relative_ci=sc.relative_intervals(boot, cfg.ci, base),
+                paper_name=PAPER_NAMES.get(name, ""),
+                mcnemar=sc.mcnemar(base, "correct"),
+                mcnemar_consistent=sc.mcnemar(base, "consistent"),
+                letters=letter_counts(sc.pred, n_opt),
+                random=rnd,
+                predictions=sc.pred.tolist(),
+            )
+        )
 
     tcfg = result.config.get("task", {})
     info = {
@@ -901,22 +960,39 @@ def evaluate(
         "positive_only": positive_only,
         "identify_task": tcfg.get("name"),
         "n_scored": tcfg.get("n_scored"),
-        "identify_stats": {k: result.stats[k] for k in ("accuracy", "gold_prob", "consistent_accuracy", "seconds")
-                           if k in result.stats},
+        "identify_stats": {
+            k: result.stats[k] for k in ("accuracy", "gold_prob", "consistent_accuracy", "seconds") if k in result.stats
+        },
     }
     ecfg = asdict(cfg)
     ecfg["engine"] = engine
     return EvalResult(
-        rows=rows, task=scored.name, mode=icfg.mode, n_items=n_items, n_queries=len(flat), letters=letters,
-        config={"eval": ecfg, "identify": icfg.to_dict(), "demo_ids": [d.id for d in demo_items],
-                "item_ids": [it.id for it in scored.items], "kv_backend": adapter.kv_backend,
-                "fast_paths": adapter.fast.to_dict(), "versions": _versions()},
-        result_info=info, seconds=time.perf_counter() - t0,
+        rows=rows,
+        task=scored.name,
+        mode=icfg.mode,
+        n_items=n_items,
+        n_queries=len(flat),
+        letters=letters,
+        config={
+            "eval": ecfg,
+            "identify": icfg.to_dict(),
+            "demo_ids": [d.id for d in demo_items],
+            "item_ids": [it.id for it in scored.items],
+            "kv_backend": adapter.kv_backend,
+            "fast_paths": adapter.fast.to_dict(),
+            "versions": _versions(),
+        },
+        result_info=info,
+        seconds=time.perf_counter() - t0,
     )
 
 
 def _spread(values: Sequence[float]) -> dict[str, Any]:
     v = np.asarray(values, dtype=np.float64)
-    return {"mean": float(v.mean()), "sd": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
-            "min": float(v.min()), "max": float(v.max()), "values": [float(x) for x in v]}
-
+    return {
+        "mean": float(v.mean()),
+        "sd": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
+        "min": float(v.min()),
+        "max": float(v.max()),
+        "values": [float(x) for x in v],
+    }

@@ -116,9 +116,7 @@ def final_norm(model: Any) -> tuple[bool, Tensor | None]:
 
 
 @torch.no_grad()
-def direct_logit_effects(
-    model: Any, neurons: Sequence[tuple[int, int]]
-) -> Float[Tensor, "n_neurons d_vocab"]:
+def direct_logit_effects(model: Any, neurons: Sequence[tuple[int, int]]) -> Float[Tensor, "n_neurons d_vocab"]:
     """Logit-lens effect of each neuron's output direction on every vocabulary token.
 
     For neuron ``(l, i)``: ``v = W_out[l, i]``; for LayerNorm models ``v -= v.mean()``; ``v *=
@@ -290,8 +288,20 @@ class Explanation:
     def to_markdown(self, n: int = 10) -> str:
         """A markdown table of the top ``n`` neurons of each role."""
         mode = self.info.get("mode", "letter")
-        head = ["neuron", "role", "ACE", "stability", "gold eff.", "distr. eff.", "DLA margin", "act right",
-                "act wrong", "d", "promotes", "suppresses"]
+        head = [
+            "neuron",
+            "role",
+            "ACE",
+            "stability",
+            "gold eff.",
+            "distr. eff.",
+            "DLA margin",
+            "act right",
+            "act wrong",
+            "d",
+            "promotes",
+            "suppresses",
+        ]
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for role in ("good", "bad"):
             for x in [x for x in self.neurons if x.role == role][:n]:
@@ -300,11 +310,14 @@ class Explanation:
                 lines.append(
                     f"| {x.label} | {x.role} | {x.score:.3g} | {stab} | {x.gold_effect:+.3f} | "
                     f"{x.distractor_effect:+.3f} | {x.dla_margin:+.3f} | {x.act_right:.3f} | {x.act_wrong:.3f} | "
-                    f"{_fmt(x.act_effect_size, '+.2f')} | {toks(x.top_promoted)} | {toks(x.top_suppressed)} |")
-        note = (f"Direct effects (logit lens of W_out through the final norm, direct path only) on the option "
-                f"{'letters' if mode == 'letter' else 'texts’ first tokens'}; activations on "
-                f"{self.info.get('n_questions', '?')} questions of {self.info.get('n_items', '?')} items "
-                f"({self.info.get('n_right', '?')} answered right).")
+                    f"{_fmt(x.act_effect_size, '+.2f')} | {toks(x.top_promoted)} | {toks(x.top_suppressed)} |"
+                )
+        note = (
+            f"Direct effects (logit lens of W_out through the final norm, direct path only) on the option "
+            f"{'letters' if mode == 'letter' else 'texts’ first tokens'}; activations on "
+            f"{self.info.get('n_questions', '?')} questions of {self.info.get('n_items', '?')} items "
+            f"({self.info.get('n_right', '?')} answered right)."
+        )
         return "\n".join(lines) + "\n\n" + note + "\n"
 
     def summary(self) -> dict[str, Any]:
@@ -343,18 +356,24 @@ def _check_shape(result: NeuronResult, model: Any) -> None:
     if cfg is None:
         raise ModelError(f"{type(model).__name__} is not a TransformerLens model (no cfg)")
     rec = result.config.get("model", {})
-    want = {"n_layers": result.n_layers, "d_mlp": result.d_mlp, "d_model": rec.get("d_model"),
-            "d_vocab": rec.get("d_vocab")}
+    want = {
+        "n_layers": result.n_layers,
+        "d_mlp": result.d_mlp,
+        "d_model": rec.get("d_model"),
+        "d_vocab": rec.get("d_vocab"),
+    }
     for name, v in want.items():
         got = getattr(cfg, name, None)
         if v and got is not None and int(got) != int(v):
             raise ModelError(
                 f"this result is for a model with {name} = {v} ({result.n_layers} layers x {result.d_mlp} neurons); "
-                f"the given model has {name} = {got}")
+                f"the given model has {name} = {got}"
+            )
 
 
-def _select_items(result: NeuronResult, task: Task, demos: Task | Sequence[Item] | None, items: Items,
-                  n_shots: int, seed: int) -> tuple[Task, list[Item]]:
+def _select_items(
+    result: NeuronResult, task: Task, demos: Task | Sequence[Item] | None, items: Items, n_shots: int, seed: int
+) -> tuple[Task, list[Item]]:
     """The items to explain on and the demonstrations the identification run used."""
     from .pipeline import choose_demos
 
@@ -368,8 +387,10 @@ def _select_items(result: NeuronResult, task: Task, demos: Task | Sequence[Item]
     elif "demo_ids" in rec:
         missing = [d for d in demo_ids if d not in by_id]
         if missing and n_shots:
-            raise TaskError(f"the identification run's demonstration item {missing[0]!r} is not in task "
-                            f"{task.name!r}; pass demos= (the identification run's demos)")
+            raise TaskError(
+                f"the identification run's demonstration item {missing[0]!r} is not in task "
+                f"{task.name!r}; pass demos= (the identification run's demos)"
+            )
         demo_items = [by_id[d] for d in demo_ids]
     else:  # an old result without recorded ids: draw the demos as identify did
         return choose_demos(task, n_shots, seed, None)
@@ -383,8 +404,10 @@ def _select_items(result: NeuronResult, task: Task, demos: Task | Sequence[Item]
         else:
             missing = [i for i in ids if i not in by_id]
             if missing:
-                raise TaskError(f"identification item {missing[0]!r} ({len(missing)} of {len(ids)}) is not in task "
-                                f"{task.name!r}; pass the task the result was identified on, or items='all'")
+                raise TaskError(
+                    f"identification item {missing[0]!r} ({len(missing)} of {len(ids)}) is not in task "
+                    f"{task.name!r}; pass the task the result was identified on, or items='all'"
+                )
             chosen = [by_id[i] for i in ids]
     else:
         raise ValueError(f"items must be 'identified' or 'all', got {items!r}")
@@ -406,7 +429,7 @@ def _token_str(model: Any, t: int) -> str:
         return f"#{t}"
     try:
         return tok.decode([int(t)])
-    except Exception:  # noqa: BLE001 - any tokenizer failure: show the id
+    except Exception:
         return f"#{t}"
 
 
@@ -421,7 +444,9 @@ def _cohen_d(a: Tensor, b: Tensor) -> Tensor:
     return torch.where(sd > 0, d, torch.full_like(d, float("nan")))
 
 
-def selection_stability(result: NeuronResult, *, n_boot: int = 50, seed: int = 0) -> dict[tuple[int, int], float] | None:
+def selection_stability(
+    result: NeuronResult, *, n_boot: int = 50, seed: int = 0
+) -> dict[tuple[int, int], float] | None:
     """Share of bootstrap resamples of the identification items that select each good / bad neuron again.
 
     Each resample draws the items with replacement and re-forms the per-item candidates, the
@@ -440,13 +465,17 @@ def selection_stability(result: NeuronResult, *, n_boot: int = 50, seed: int = 0
     if n_boot < 1:
         raise ValueError(f"n_boot must be >= 1, got {n_boot}")
     st = stability(result, n_resamples=n_boot, seed=seed)
-    return {(x.layer, x.neuron): st.frequency(x.layer, x.neuron, role)
-            for role in ("good", "bad") for x in result.neurons(role)}  # type: ignore[arg-type]
+    return {
+        (x.layer, x.neuron): st.frequency(x.layer, x.neuron, role)
+        for role in ("good", "bad")
+        for x in result.neurons(role)
+    }  # type: ignore[arg-type]
 
 
 @torch.no_grad()
-def _site_activations(adapter: ModelAdapter, queries: Sequence[Query], neurons: Sequence[tuple[int, int]],
-                      batch_size: int) -> tuple[Tensor, list[Tensor]]:
+def _site_activations(
+    adapter: ModelAdapter, queries: Sequence[Query], neurons: Sequence[tuple[int, int]], batch_size: int
+) -> tuple[Tensor, list[Tensor]]:
     """Site activations ``[questions, neurons]`` of the given neurons and the option probabilities."""
     by_layer: dict[int, list[int]] = {}
     for j, (layer, _) in enumerate(neurons):
@@ -466,6 +495,7 @@ def _site_activations(adapter: ModelAdapter, queries: Sequence[Query], neurons: 
 
             def hook(act: Tensor, hook: Any) -> None:
                 got[layer] = act[first, site_t][:, cols].detach().to("cpu", torch.float64)
+
             return hook
 
         hooks = [(adapter.hook_names[layer], make(layer)) for layer in by_layer]
@@ -570,8 +600,9 @@ def explain(
     item_order = list(dict.fromkeys(item_of))
     item_idx = torch.tensor([item_order.index(i) for i in item_of])
     n_per_item = torch.bincount(item_idx, minlength=len(item_order)).double()
-    item_mean = torch.zeros(len(item_order), len(keys), dtype=torch.float64).index_add_(0, item_idx, acts) \
-        / n_per_item[:, None]
+    item_mean = (
+        torch.zeros(len(item_order), len(keys), dtype=torch.float64).index_add_(0, item_idx, acts) / n_per_item[:, None]
+    )
     by_id = {it.id: it for it in scored.items}
     k_top = min(top_tokens, effects.shape[1])
     n_items = int(result.state.n_items) or 1
@@ -582,33 +613,56 @@ def explain(
         down = (-effects[j]).topk(k_top)
         members = result.state.n_good if role == "good" else result.state.n_bad
         order = item_mean[:, j].abs().argsort(descending=True)[:top_items]
-        out.append(NeuronExplanation(
-            label=x.label, role=role, layer=x.layer, neuron=x.neuron, score=float(x.score), rank=rank,
-            membership=float(members[x.layer, x.neuron]) / n_items,
-            stability=None if stability is None else stability[(x.layer, x.neuron)],
-            option_effects={} if letter_eff is None else {LETTERS[o]: float(letter_eff[j, o]) for o in range(n_opt)},
-            gold_effect=float(gold[j].mean()), distractor_effect=float(distr[j].mean()),
-            top_promoted=[(_token_str(model, int(t)), float(v)) for v, t in zip(up.values, up.indices)],
-            top_suppressed=[(_token_str(model, int(t)), float(-v)) for v, t in zip(down.values, down.indices)],
-            n_right=int(correct.sum()), n_wrong=int((~correct).sum()),
-            act_mean=float(acts[:, j].mean()),
-            act_right=float(right[:, j].mean()) if len(right) else nan,
-            act_wrong=float(wrong[:, j].mean()) if len(wrong) else nan,
-            act_effect_size=float(d[j]),
-            act_by_gold_letter={LETTERS[o]: float(acts[gold_letter == o, j].mean())
-                                for o in range(n_opt) if bool((gold_letter == o).any())},
-            letter_dla={} if letter_eff is None else {LETTERS[o]: float(acts[:, j].mean() * letter_eff[j, o])
-                                                      for o in range(n_opt)},
-            dla_gold=float((A[j] * gold[j]).mean()), dla_distractors=float((A[j] * distr[j]).mean()),
-            dla_margin=float((A[j] * (gold[j] - distr[j])).mean()),
-            top_items=[(item_order[int(i)], float(item_mean[int(i), j]), _snippet(by_id[item_order[int(i)]]))
-                       for i in order],
-        ))
+        out.append(
+            NeuronExplanation(
+                label=x.label,
+                role=role,
+                layer=x.layer,
+                neuron=x.neuron,
+                score=float(x.score),
+                rank=rank,
+                membership=float(members[x.layer, x.neuron]) / n_items,
+                stability=None if stability is None else stability[(x.layer, x.neuron)],
+                option_effects={}
+                if letter_eff is None
+                else {LETTERS[o]: float(letter_eff[j, o]) for o in range(n_opt)},
+                gold_effect=float(gold[j].mean()),
+                distractor_effect=float(distr[j].mean()),
+                top_promoted=[(_token_str(model, int(t)), float(v)) for v, t in zip(up.values, up.indices)],
+                top_suppressed=[(_token_str(model, int(t)), float(-v)) for v, t in zip(down.values, down.indices)],
+                n_right=int(correct.sum()),
+                n_wrong=int((~correct).sum()),
+                act_mean=float(acts[:, j].mean()),
+                act_right=float(right[:, j].mean()) if len(right) else nan,
+                act_wrong=float(wrong[:, j].mean()) if len(wrong) else nan,
+                act_effect_size=float(d[j]),
+                act_by_gold_letter={
+                    LETTERS[o]: float(acts[gold_letter == o, j].mean())
+                    for o in range(n_opt)
+                    if bool((gold_letter == o).any())
+                },
+                letter_dla={}
+                if letter_eff is None
+                else {LETTERS[o]: float(acts[:, j].mean() * letter_eff[j, o]) for o in range(n_opt)},
+                dla_gold=float((A[j] * gold[j]).mean()),
+                dla_distractors=float((A[j] * distr[j]).mean()),
+                dla_margin=float((A[j] * (gold[j] - distr[j])).mean()),
+                top_items=[
+                    (item_order[int(i)], float(item_mean[int(i), j]), _snippet(by_id[item_order[int(i)]]))
+                    for i in order
+                ],
+            )
+        )
     centre, w = final_norm(model)
     info = {
         "model": result.config.get("model", {}).get("model_name", type(model).__name__),
-        "task": scored.name, "mode": cfg.mode, "hook": hook, "items": items,
-        "n_items": len(scored), "n_questions": len(queries), "n_right": int(correct.sum()),
+        "task": scored.name,
+        "mode": cfg.mode,
+        "hook": hook,
+        "items": items,
+        "n_items": len(scored),
+        "n_questions": len(queries),
+        "n_right": int(correct.sum()),
         "norm": ("centred, " if centre else "") + ("times ln_final.w" if w is not None else "no norm weight"),
         "stability_boot": n_boot if stability is not None else 0,
     }

@@ -115,7 +115,10 @@ def warn_fallback(what: str, reason: str, cost: str, stacklevel: int = 3) -> Non
     """The one warning a switched-off shortcut gives."""
     warnings.warn(
         f"tl_neuronllm: {what} does not reproduce the plain forward on this model ({reason}) with {versions_line()}; "
-        f"running without it (exact, slower: {cost}).", ShortcutFallbackWarning, stacklevel=stacklevel)
+        f"running without it (exact, slower: {cost}).",
+        ShortcutFallbackWarning,
+        stacklevel=stacklevel,
+    )
 
 
 def close(a: Tensor, b: Tensor, dtype: torch.dtype) -> bool:
@@ -142,8 +145,9 @@ def max_err(a: Tensor, b: Tensor) -> str:
 # ------------------------------------------------------------------------------------------------
 # the plain reference
 # ------------------------------------------------------------------------------------------------
-def plain_rows(adapter: "ModelAdapter", prefix: Sequence[int], rows: Sequence[Sequence[int]],
-               fwd_hooks: HooksArg = ()) -> Float[Tensor, "rows pos d_vocab"]:
+def plain_rows(
+    adapter: ModelAdapter, prefix: Sequence[int], rows: Sequence[Sequence[int]], fwd_hooks: HooksArg = ()
+) -> Float[Tensor, "rows pos d_vocab"]:
     """Logits at the row positions of ``prefix + row`` for each row: right-padded full sequences, no
     cache, no packing; rows shorter than the longest repeat their last position (as packed rows do)."""
     P, T = len(prefix), max(len(r) for r in rows)
@@ -159,7 +163,7 @@ def plain_rows(adapter: "ModelAdapter", prefix: Sequence[int], rows: Sequence[Se
 # packed rows and skipped layers
 # ------------------------------------------------------------------------------------------------
 def packed_forward(
-    adapter: "ModelAdapter",
+    adapter: ModelAdapter,
     state: PrefixState,
     rows: Sequence[Sequence[int]],
     *,
@@ -204,9 +208,11 @@ def packed_forward(
     unembed = unembed_linear(adapter.model) if cols is not None and cols_direct else None
     taken: list[Tensor] = []
     if unembed is not None:
+
         def take(module: Any, args: tuple) -> tuple:  # keep the input, unembed nothing
             taken.append(args[0])
             return (args[0][..., :0, :], *args[1:])
+
         handles.append(unembed.register_forward_pre_hook(take))
     try:
         with adapter.backend.calling(), adapter.model.hooks(fwd_hooks=hooks):
@@ -229,8 +235,9 @@ def unembed_linear(model: Any) -> torch.nn.Linear | None:
     return lin if isinstance(lin, torch.nn.Linear) else None
 
 
-def skip_hooks(adapter: "ModelAdapter", group_start: Sequence[int] | None, lengths: list[int], off: int,
-               kv_off: int) -> list[Any]:
+def skip_hooks(
+    adapter: ModelAdapter, group_start: Sequence[int] | None, lengths: list[int], off: int, kv_off: int
+) -> list[Any]:
     """Forward pre-hooks on the blocks that hold only the started row groups in the sequence."""
     if group_start is None or max(group_start) == 0:
         return []
@@ -279,11 +286,13 @@ def skip_hooks(adapter: "ModelAdapter", group_start: Sequence[int] | None, lengt
     return [blocks[j].register_forward_pre_hook(make(j), with_kwargs=True) for j in range(adapter.n_layers)]
 
 
-def scale_rows_hook(sites: Tensor) -> "HookFn":
+def scale_rows_hook(sites: Tensor) -> HookFn:
     """A hook halving the activation at flat positions ``sites`` (the checks' probe)."""
+
     def hook(act: Tensor, hook: Any) -> Tensor:
         flat = act.reshape(-1, act.shape[-1])
         return flat.index_copy(0, sites.to(flat.device), 0.5 * flat[sites.to(flat.device)]).view(act.shape)
+
     return hook
 
 
@@ -300,8 +309,9 @@ def try_shortcut(fn: Callable[[], Tensor]) -> tuple[Tensor | None, str]:
         return None, f"raised {type(e).__name__}: {e}"
 
 
-def check_row_paths(adapter: "ModelAdapter", state: PrefixState, row: Sequence[int],
-                    logit_cols: Sequence[int] | None = None) -> None:
+def check_row_paths(
+    adapter: ModelAdapter, state: PrefixState, row: Sequence[int], logit_cols: Sequence[int] | None = None
+) -> None:
     """Check packing, skipping and (with ``logit_cols``) the partial unembedding against the plain
     forward of ``state.tokens + row``, each once per adapter; switch off and warn on disagreement."""
     fp = adapter.fast
@@ -311,15 +321,14 @@ def check_row_paths(adapter: "ModelAdapter", state: PrefixState, row: Sequence[i
         _check_cols(adapter, state, row, logit_cols)
 
 
-def _check_packing(adapter: "ModelAdapter", state: PrefixState, row: Sequence[int]) -> None:
+def _check_packing(adapter: ModelAdapter, state: PrefixState, row: Sequence[int]) -> None:
     fp, dtype = adapter.fast, adapter.float_dtype()
     with torch.no_grad():
         ref = plain_rows(adapter, state.tokens, [row, row])
         packed, why = try_shortcut(lambda: packed_forward(adapter, state, [row, row]))
         fp.packed_rows = packed is not None and close(packed, ref, dtype)
         if not fp.packed_rows:
-            adapter.note_fallback("packed rows", why or max_err(packed, ref),
-                                  "each row becomes its own batch entry")
+            adapter.note_fallback("packed rows", why or max_err(packed, ref), "each row becomes its own batch entry")
             fp.skip_layers = False
             return
         if adapter.n_layers < 2 or fp.skip_layers is not None:
@@ -329,16 +338,20 @@ def _check_packing(adapter: "ModelAdapter", state: PrefixState, row: Sequence[in
         def hooks(first: Tensor) -> list[tuple[str, Any]]:  # scale copy g at its start block, at its site
             return [(adapter.hook_names[s], scale_rows_hook(first[g : g + 1])) for g, s in enumerate(starts) if g]
 
-        skipped, why = try_shortcut(lambda: packed_forward(adapter, state, [row] * 3, fwd_hooks=hooks,
-                                                       group_start=starts, skip=True))
+        skipped, why = try_shortcut(
+            lambda: packed_forward(adapter, state, [row] * 3, fwd_hooks=hooks, group_start=starts, skip=True)
+        )
         full = plain_rows(adapter, state.tokens, [row] * 3, fwd_hooks=hooks)
         fp.skip_layers = skipped is not None and close(skipped, full, dtype)
         if not fp.skip_layers:
-            adapter.note_fallback("skipping blocks for continuation rows", why or max_err(skipped, full),
-                                  f"every IG row runs all {adapter.n_layers} blocks, about 2x the block passes")
+            adapter.note_fallback(
+                "skipping blocks for continuation rows",
+                why or max_err(skipped, full),
+                f"every IG row runs all {adapter.n_layers} blocks, about 2x the block passes",
+            )
 
 
-def _check_cols(adapter: "ModelAdapter", state: PrefixState, row: Sequence[int], cols: Sequence[int]) -> None:
+def _check_cols(adapter: ModelAdapter, state: PrefixState, row: Sequence[int], cols: Sequence[int]) -> None:
     fp = adapter.fast
     if unembed_linear(adapter.model) is None:
         fp.letter_columns = False
@@ -348,5 +361,6 @@ def _check_cols(adapter: "ModelAdapter", state: PrefixState, row: Sequence[int],
         part, why = try_shortcut(lambda: packed_forward(adapter, state, [row, row], logit_cols=cols, cols_direct=True))
         fp.letter_columns = part is not None and close(part, ref, adapter.float_dtype())
         if not fp.letter_columns:
-            adapter.note_fallback("unembedding only the letter columns", why or max_err(part, ref),
-                                  "the full unembedding is computed")
+            adapter.note_fallback(
+                "unembedding only the letter columns", why or max_err(part, ref), "the full unembedding is computed"
+            )

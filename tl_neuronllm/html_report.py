@@ -62,25 +62,46 @@ def neuron_records(result: NeuronResult, explanation: Any = None) -> list[dict[s
     """
     roles = [("good", n) for n in result.good] + [("bad", n) for n in result.bad]
     if explanation is not None and [x.label for x in explanation.neurons] != [n.label for _, n in roles]:
-        raise ValueError("the explanation is not of this result: its neurons differ from the result's good and bad sets")
+        raise ValueError(
+            "the explanation is not of this result: its neurons differ from the result's good and bad sets"
+        )
     out = []
     counters = {"good": 0, "bad": 0}
     for j, (role, n) in enumerate(roles):
         counters[role] += 1
-        rec: dict[str, Any] = {"label": n.label, "role": role, "layer": n.layer, "neuron": n.neuron,
-                               "score": float(n.score), "rank": counters[role], "stability": None}
+        rec: dict[str, Any] = {
+            "label": n.label,
+            "role": role,
+            "layer": n.layer,
+            "neuron": n.neuron,
+            "score": float(n.score),
+            "rank": counters[role],
+            "stability": None,
+        }
         if explanation is not None:
             x = explanation.neurons[j]
             acts = [float(v) for v in explanation.activations[:, j]]
             rec.update(
-                stability=x.stability, membership=x.membership, gold_effect=x.gold_effect,
-                distractor_effect=x.distractor_effect, dla_gold=x.dla_gold, dla_distractors=x.dla_distractors,
-                dla_margin=x.dla_margin, act_mean=x.act_mean, act_right=x.act_right, act_wrong=x.act_wrong,
-                d=x.act_effect_size, n_right=x.n_right, n_wrong=x.n_wrong, option_effects=x.option_effects,
+                stability=x.stability,
+                membership=x.membership,
+                gold_effect=x.gold_effect,
+                distractor_effect=x.distractor_effect,
+                dla_gold=x.dla_gold,
+                dla_distractors=x.dla_distractors,
+                dla_margin=x.dla_margin,
+                act_mean=x.act_mean,
+                act_right=x.act_right,
+                act_wrong=x.act_wrong,
+                d=x.act_effect_size,
+                n_right=x.n_right,
+                n_wrong=x.n_wrong,
+                option_effects=x.option_effects,
                 act_by_gold_letter=x.act_by_gold_letter,
                 letter_dla=x.letter_dla,
-                promoted=[list(t) for t in x.top_promoted], suppressed=[list(t) for t in x.top_suppressed],
-                items=[list(t) for t in x.top_items], hist=_histogram(acts, list(explanation.correct)),
+                promoted=[list(t) for t in x.top_promoted],
+                suppressed=[list(t) for t in x.top_suppressed],
+                items=[list(t) for t in x.top_items],
+                hist=_histogram(acts, list(explanation.correct)),
             )
         out.append(_clean(rec))
     return out
@@ -99,38 +120,62 @@ def _num(v: Any, spec: str = ".3f") -> str:
     return format(float(v), spec)
 
 
-def _run_section(result: NeuronResult, evaluation: EvalResult | None, run_info: dict[str, Any] | None,
-                 explanation: Any) -> str:
+def _run_section(
+    result: NeuronResult, evaluation: EvalResult | None, run_info: dict[str, Any] | None, explanation: Any
+) -> str:
     c, st = result.config, result.stats
     m, t = c.get("model", {}), c.get("task", {})
     rows = [
-        ("model", f"{m.get('model_name', '?')} ({m.get('model_class', '?')}; {m.get('n_layers', '?')} layers × "
-                  f"{m.get('d_mlp', '?')} neurons at {m.get('hook', 'hook_post')}, "
-                  f"{'gated' if m.get('gated_mlp') else 'plain'} MLP, act {m.get('act_fn', '?')})"),
-        ("task", f"{t.get('name', '?')}: {t.get('n_scored', '?')} identification items × {c.get('n_proxies', '?')} "
-                 f"proxies ({st.get('n_queries', '?')} questions), {c.get('n_shots', '?')}-shot, mode "
-                 f"{c.get('mode', '?')}" + (f", options listed: {c.get('show_options')}" if c.get("mode") == "cloze" else "")),
-        ("method", f"{c.get('method', '?')} (steps {c.get('steps', '?')}, {c.get('ig_rule', '?')}), target "
-                   f"{c.get('target', '?')}, z = {c.get('z', '?')}, ambiguity filter {c.get('ambiguity', '?')}, "
-                   f"k = {c.get('k', '?')}: {len(result.good)} good, {len(result.bad)} bad, seed {c.get('seed', '?')}"),
-        ("model on the identification items", f"accuracy {_num(st.get('accuracy'))}, consistent "
-                                              f"{_num(st.get('consistent_accuracy'))}, gold probability "
-                                              f"{_num(st.get('gold_prob'))}; {_num(st.get('seconds'), '.1f')} s"),
+        (
+            "model",
+            f"{m.get('model_name', '?')} ({m.get('model_class', '?')}; {m.get('n_layers', '?')} layers × "
+            f"{m.get('d_mlp', '?')} neurons at {m.get('hook', 'hook_post')}, "
+            f"{'gated' if m.get('gated_mlp') else 'plain'} MLP, act {m.get('act_fn', '?')})",
+        ),
+        (
+            "task",
+            f"{t.get('name', '?')}: {t.get('n_scored', '?')} identification items × {c.get('n_proxies', '?')} "
+            f"proxies ({st.get('n_queries', '?')} questions), {c.get('n_shots', '?')}-shot, mode "
+            f"{c.get('mode', '?')}"
+            + (f", options listed: {c.get('show_options')}" if c.get("mode") == "cloze" else ""),
+        ),
+        (
+            "method",
+            f"{c.get('method', '?')} (steps {c.get('steps', '?')}, {c.get('ig_rule', '?')}), target "
+            f"{c.get('target', '?')}, z = {c.get('z', '?')}, ambiguity filter {c.get('ambiguity', '?')}, "
+            f"k = {c.get('k', '?')}: {len(result.good)} good, {len(result.bad)} bad, seed {c.get('seed', '?')}",
+        ),
+        (
+            "model on the identification items",
+            f"accuracy {_num(st.get('accuracy'))}, consistent "
+            f"{_num(st.get('consistent_accuracy'))}, gold probability "
+            f"{_num(st.get('gold_prob'))}; {_num(st.get('seconds'), '.1f')} s",
+        ),
     ]
     if run_info:
         rows.append(("split", ", ".join(f"{k} = {v}" for k, v in run_info.items())))
     if evaluation is not None:
         e = evaluation.config.get("eval", {})
-        rows.append(("held-out evaluation", f"{evaluation.n_items} items × proxies = {evaluation.n_queries} questions, "
-                                            f"{e.get('n_random', '?')} random sets per condition, {e.get('n_boot', '?')} "
-                                            f"bootstrap resamples, enhance factor {e.get('factor', '?')}, "
-                                            f"{evaluation.seconds:.1f} s"))
+        rows.append(
+            (
+                "held-out evaluation",
+                f"{evaluation.n_items} items × proxies = {evaluation.n_queries} questions, "
+                f"{e.get('n_random', '?')} random sets per condition, {e.get('n_boot', '?')} "
+                f"bootstrap resamples, enhance factor {e.get('factor', '?')}, "
+                f"{evaluation.seconds:.1f} s",
+            )
+        )
     if explanation is not None:
         i = explanation.info
-        rows.append(("explanations", f"activations on {i.get('n_questions')} questions of {i.get('n_items')} "
-                                     f"{i.get('items')} items ({i.get('n_right')} answered right); direct effects: "
-                                     f"W_out row {i.get('norm')}, times W_U (direct path only); stability from "
-                                     f"{i.get('stability_boot') or 'no'} bootstrap resamples"))
+        rows.append(
+            (
+                "explanations",
+                f"activations on {i.get('n_questions')} questions of {i.get('n_items')} "
+                f"{i.get('items')} items ({i.get('n_right')} answered right); direct effects: "
+                f"W_out row {i.get('norm')}, times W_U (direct path only); stability from "
+                f"{i.get('stability_boot') or 'no'} bootstrap resamples",
+            )
+        )
     versions = c.get("versions", {})
     if versions:
         rows.append(("versions", ", ".join(f"{k} {v}" for k, v in versions.items())))
@@ -148,12 +193,25 @@ def _interval(ci: Any) -> str:
 def _eval_section(ev: EvalResult) -> str:
     from .report import verdict
 
-    head = ["condition", "neurons", "accuracy [95% CI]", "Δ accuracy [95% CI]", "random Δ accuracy", "gold p",
-            "Δ gold p [95% CI]", "random Δ gold p", "consistent", "changed (random)", "McNemar p"]
+    head = [
+        "condition",
+        "neurons",
+        "accuracy [95% CI]",
+        "Δ accuracy [95% CI]",
+        "random Δ accuracy",
+        "gold p",
+        "Δ gold p [95% CI]",
+        "random Δ gold p",
+        "consistent",
+        "changed (random)",
+        "McNemar p",
+    ]
     trs, verdicts = [], []
     for r in ev.rows:
         if not r.available:
-            trs.append(f'<tr class="na"><td>{_e(r.description)}</td><td colspan="{len(head) - 1}">n/a: {_e(r.note)}</td></tr>')
+            trs.append(
+                f'<tr class="na"><td>{_e(r.description)}</td><td colspan="{len(head) - 1}">n/a: {_e(r.note)}</td></tr>'
+            )
             continue
         m, base = r.metrics, r.name == "baseline"
         rnd = r.random.get("metrics", {}) if r.random else {}
@@ -168,7 +226,9 @@ def _eval_section(ev: EvalResult) -> str:
         exp = "" if base else (' class="up"' if EXPECTED_DIRECTION.get(r.name, 0) > 0 else ' class="down"')
         changed_r = rnd.get("changed")
         d_acc = "" if base else f"{r.delta['accuracy']:+.3f}<br><small>{_interval(r.delta_ci.get('accuracy'))}</small>"
-        d_gold = "" if base else f"{r.delta['gold_prob']:+.3f}<br><small>{_interval(r.delta_ci.get('gold_prob'))}</small>"
+        d_gold = (
+            "" if base else f"{r.delta['gold_prob']:+.3f}<br><small>{_interval(r.delta_ci.get('gold_prob'))}</small>"
+        )
         changed = "" if base else f"{m['changed']:.3f}" + (f" ({changed_r['mean']:.3f})" if changed_r else "")
         neurons = "–" if base else f"{r.n_good} good / {r.n_bad} bad"
         cells = [
@@ -188,26 +248,34 @@ def _eval_section(ev: EvalResult) -> str:
             verdicts.append(f"<li>{_e(r.description)}: {_e(verdict(r))}</li>")
         trs.append(f"<tr>{''.join(cells)}</tr>")
     ths = "".join(f"<th>{_e(h)}</th>" for h in head)
-    return (f'<div class="scroll"><table id="interventions" class="grid"><thead><tr>{ths}</tr></thead>'
-            f'<tbody>{"".join(trs)}</tbody></table></div>'
-            f'<p class="note">{ev.n_items} held-out items, mode {_e(ev.mode)}. Intervals: percentile bootstrap over '
-            "items (paired for Δ). Random: mean ± sd (min … max) over same-size neuron sets with the same per-layer "
-            "counts. Condition names in blue are expected to raise the scores, in red to lower them.</p>"
-            f'<p class="note">Gold probability against the expected direction and the random sets:</p>'
-            f'<ul class="note" id="verdicts">{"".join(verdicts)}</ul>')
+    return (
+        f'<div class="scroll"><table id="interventions" class="grid"><thead><tr>{ths}</tr></thead>'
+        f"<tbody>{''.join(trs)}</tbody></table></div>"
+        f'<p class="note">{ev.n_items} held-out items, mode {_e(ev.mode)}. Intervals: percentile bootstrap over '
+        "items (paired for Δ). Random: mean ± sd (min … max) over same-size neuron sets with the same per-layer "
+        "counts. Condition names in blue are expected to raise the scores, in red to lower them.</p>"
+        f'<p class="note">Gold probability against the expected direction and the random sets:</p>'
+        f'<ul class="note" id="verdicts">{"".join(verdicts)}</ul>'
+    )
 
 
 def _figures_section(figures: dict[str, Path]) -> str:
-    captions = {"layer_counts": "good and bad neurons per layer", "ace_distribution": "ACE scores",
-                "interventions": "intervention effects against the random sets", "letters": "predicted letters"}
+    captions = {
+        "layer_counts": "good and bad neurons per layer",
+        "ace_distribution": "ACE scores",
+        "interventions": "intervention effects against the random sets",
+        "letters": "predicted letters",
+    }
     out = []
     for name, path in figures.items():
         p = Path(path)
         if not p.is_file():
             continue
         data = base64.b64encode(p.read_bytes()).decode()
-        out.append(f'<figure><img alt="{_e(captions.get(name, name))}" src="data:image/png;base64,{data}">'
-                   f"<figcaption>{_e(captions.get(name, name))}</figcaption></figure>")
+        out.append(
+            f'<figure><img alt="{_e(captions.get(name, name))}" src="data:image/png;base64,{data}">'
+            f"<figcaption>{_e(captions.get(name, name))}</figcaption></figure>"
+        )
     return "".join(out)
 
 
@@ -375,9 +443,18 @@ _JS = r"""
 
 
 def _neuron_section(records: list[dict[str, Any]], n_layers: int) -> str:
-    heads = [("rank", "rank"), ("label", "neuron"), ("role", "role"), ("layer", "layer"), ("neuron", "index"),
-             ("score", "ACE score"), ("stability", "stability"), ("dla_margin", "DLA margin"), ("d", "d right−wrong"),
-             ("promoted", "promotes")]
+    heads = [
+        ("rank", "rank"),
+        ("label", "neuron"),
+        ("role", "role"),
+        ("layer", "layer"),
+        ("neuron", "index"),
+        ("score", "ACE score"),
+        ("stability", "stability"),
+        ("dla_margin", "DLA margin"),
+        ("d", "d right−wrong"),
+        ("promoted", "promotes"),
+    ]
     ths = "".join(f'<th data-key="{k}">{_e(h)}</th>' for k, h in heads)
     layers = sorted({r["layer"] for r in records})
     opts = "".join(f'<option value="{x}">{x}</option>' for x in layers)
@@ -447,15 +524,20 @@ def report_html(
         f"<h1>{_e(title)}</h1>",
         '<p class="note">Good neurons raise the model\'s preference for the correct option over the distractors; '
         "bad neurons push toward the distractors (signed integrated-gradient ACE score, NeuronLLM).</p>",
-        "<h2>What was run</h2>", _run_section(result, evaluation, run_info, explanation),
+        "<h2>What was run</h2>",
+        _run_section(result, evaluation, run_info, explanation),
     ]
     if evaluation is not None:
         parts += ["<h2>Held-out interventions</h2>", _eval_section(evaluation)]
     fig_html = _figures_section(figures)
     if fig_html:
         parts += ["<h2>Figures</h2>", fig_html]
-    parts += [f"<h2>Neurons ({len(result.good)} good, {len(result.bad)} bad)</h2>",
-              _neuron_section(records, result.n_layers), f"<script>{_JS}</script>", "</body></html>"]
+    parts += [
+        f"<h2>Neurons ({len(result.good)} good, {len(result.bad)} bad)</h2>",
+        _neuron_section(records, result.n_layers),
+        f"<script>{_JS}</script>",
+        "</body></html>",
+    ]
     path = out / filename
     path.write_text("\n".join(parts), encoding="utf-8")
     return path

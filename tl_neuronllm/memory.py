@@ -20,8 +20,18 @@ def auto_memory_budget_mb(device: torch.device) -> float:
     return 1024.0
 
 
-def row_bytes(cfg: Any, *, n_layers: int, d_mlp: int, d_vocab: int, dtype: torch.dtype, cached: bool,
-              prefix_len: int, suffix_len: int, packed_rows: int = 0) -> int:
+def row_bytes(
+    cfg: Any,
+    *,
+    n_layers: int,
+    d_mlp: int,
+    d_vocab: int,
+    dtype: torch.dtype,
+    cached: bool,
+    prefix_len: int,
+    suffix_len: int,
+    packed_rows: int = 0,
+) -> int:
     """Rough activation memory of one continuation row.
 
     Args:
@@ -45,8 +55,9 @@ def row_bytes(cfg: Any, *, n_layers: int, d_mlp: int, d_vocab: int, dtype: torch
     return int(n_layers * per_layer * elem + suffix_len * d_vocab * 8)
 
 
-def ig_chunk_rows(adapter: Any, prefix_len: int, suffix_len: int, n_rows: int,
-                  memory_budget_mb: float | None = None) -> int:
+def ig_chunk_rows(
+    adapter: Any, prefix_len: int, suffix_len: int, n_rows: int, memory_budget_mb: float | None = None
+) -> int:
     """Continuation rows per IG forward so that a chunk's activations fit ``memory_budget_mb``.
 
     Packed rows widen every row's attention by the chunk's other rows, so the size is a fixed point

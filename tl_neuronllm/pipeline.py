@@ -116,11 +116,13 @@ class IdentifyConfig:
             object.__setattr__(self, "layers", layers)
         if self.mode == "cloze" and not self.show_options and self.n_proxies > 1:
             # without listed options every permutation renders the same prompt
-            warnings.warn("cloze mode with show_options=False: all proxies would be the same prompt; using n_proxies=1",
-                          stacklevel=3)
+            warnings.warn(
+                "cloze mode with show_options=False: all proxies would be the same prompt; using n_proxies=1",
+                stacklevel=3,
+            )
             object.__setattr__(self, "n_proxies", 1)
         # these validate themselves
-        self.scoring, self.prompt, self.augment  # noqa: B018
+        _ = (self.scoring, self.prompt, self.augment)
 
     @property
     def scoring(self) -> ScoringConfig:
@@ -140,7 +142,7 @@ class IdentifyConfig:
         return d
 
     @classmethod
-    def from_options(cls, config: "IdentifyConfig | None" = None, **options: Any) -> "IdentifyConfig":
+    def from_options(cls, config: IdentifyConfig | None = None, **options: Any) -> IdentifyConfig:
         """A config from keyword options (unknown names raise a ``TypeError`` listing the valid ones)."""
         return config_from_options(cls, config, options)
 
@@ -153,7 +155,9 @@ def check_layers(layers: Sequence[int] | None, n_layers: int) -> None:
     """
     bad = [x for x in layers or () if not 0 <= x < n_layers]
     if bad:
-        raise ValueError(f"layers: layer {bad[0]} is out of range for a model with {n_layers} layers (0..{n_layers - 1})")
+        raise ValueError(
+            f"layers: layer {bad[0]} is out of range for a model with {n_layers} layers (0..{n_layers - 1})"
+        )
 
 
 def require_autograd(what: str) -> None:
@@ -163,8 +167,10 @@ def require_autograd(what: str) -> None:
         RuntimeError: naming the call, inside ``torch.inference_mode()``.
     """
     if torch.is_inference_mode_enabled():
-        raise RuntimeError(f"{what} cannot run inside torch.inference_mode(): attributions need autograd (taken "
-                           "with respect to activations, never into your parameters); call it outside that block")
+        raise RuntimeError(
+            f"{what} cannot run inside torch.inference_mode(): attributions need autograd (taken "
+            "with respect to activations, never into your parameters); call it outside that block"
+        )
 
 
 def config_from_options(cls: type, config: Any, options: dict[str, Any]) -> Any:
@@ -191,13 +197,17 @@ def choose_demos(task: Task, n_shots: int, seed: int, demos: Task | Sequence[Ite
             raise TaskError(f"item {clash[0]!r} is both a demo and a scored item; demos must come from other items")
         return task, demo_items
     if len(task) <= n_shots:
-        raise TaskError(f"task {task.name!r} has {len(task)} item(s): too few to take {n_shots} demo(s) and score the rest")
+        raise TaskError(
+            f"task {task.name!r} has {len(task)} item(s): too few to take {n_shots} demo(s) and score the rest"
+        )
     idx = random.Random(f"demos:{seed}").sample(range(len(task)), n_shots)
     rest = [i for i in range(len(task)) if i not in idx]
     return task.subset(rest), [task.items[i] for i in idx]
 
 
-def build_queries(adapter: ModelAdapter, task: Task, cfg: IdentifyConfig, demo_items: Sequence[Item]) -> list[list[Query]]:
+def build_queries(
+    adapter: ModelAdapter, task: Task, cfg: IdentifyConfig, demo_items: Sequence[Item]
+) -> list[list[Query]]:
     """Render and tokenize every item's proxies: ``[item][proxy]``."""
     renderer = Renderer(task, cfg.prompt, cfg.augment, demo_items)
     letters = cfg.token_format.letters if cfg.token_format is not None else None
@@ -228,15 +238,29 @@ def attribute_item_batch(
     if cfg.method == "ig":
         for i, qs in enumerate(batch):
             for p, q in enumerate(qs):
-                s, pr, a = ig_fast(adapter, q, steps=cfg.steps, rule=cfg.ig_rule, target=cfg.target, layers=cfg.layers,
-                                   chunk_rows=cfg.chunk_rows, memory_budget_mb=cfg.memory_budget_mb)
+                s, pr, a = ig_fast(
+                    adapter,
+                    q,
+                    steps=cfg.steps,
+                    rule=cfg.ig_rule,
+                    target=cfg.target,
+                    layers=cfg.layers,
+                    chunk_rows=cfg.chunk_rows,
+                    memory_budget_mb=cfg.memory_budget_mb,
+                )
                 ig[i, p], mask[i, p] = s, 1.0
                 probs[i].append(pr)
                 act_sum += a.double()
     else:
         flat = [(i, p, q) for i, qs in enumerate(batch) for p, q in enumerate(qs)]
-        s, pr, a = grad_x_act(adapter, [q for _, _, q in flat], target=cfg.target, layers=cfg.layers,
-                              batch_size=cfg.batch_size, with_grad=cfg.method == "grad_x_act")
+        s, pr, a = grad_x_act(
+            adapter,
+            [q for _, _, q in flat],
+            target=cfg.target,
+            layers=cfg.layers,
+            batch_size=cfg.batch_size,
+            with_grad=cfg.method == "grad_x_act",
+        )
         for j, (i, p, _) in enumerate(flat):
             ig[i, p], mask[i, p] = s[j], 1.0
             probs[i].append(pr[j])
@@ -260,7 +284,8 @@ def check_finite_attributions(ig: Tensor, mask: Tensor, start: int, item_ids: Se
     raise ModelError(
         f"non-finite attribution ({float(ig[i, p, layer, n])}) at layer {layer} (neuron {n}) for item {name} "
         f"(proxy {p}); layers with non-finite values in this batch: {layers}. The model produces nan/inf "
-        "activations or gradients on this prompt (check its weights and dtype); no scores were formed")
+        "activations or gradients on this prompt (check its weights and dtype); no scores were formed"
+    )
 
 
 def check_finite_probs(probs: Sequence[Sequence[Tensor]], item_ids: Sequence[str], what: str) -> None:
@@ -273,8 +298,10 @@ def check_finite_probs(probs: Sequence[Sequence[Tensor]], item_ids: Sequence[str
         for p, pr in enumerate(ps):
             if not bool(torch.isfinite(pr).all()):
                 name = repr(item_ids[i]) if i < len(item_ids) else f"#{i}"
-                raise ModelError(f"{what}: the model's option probabilities are non-finite ({pr.tolist()}) for item "
-                                 f"{name} (proxy {p}); the model produces nan/inf logits (check its weights and dtype)")
+                raise ModelError(
+                    f"{what}: the model's option probabilities are non-finite ({pr.tolist()}) for item "
+                    f"{name} (proxy {p}); the model produces nan/inf logits (check its weights and dtype)"
+                )
 
 
 def _progress(it: Iterable[Any], total: int, enabled: bool, desc: str) -> Iterable[Any]:
@@ -396,12 +423,16 @@ class Checkpoint:
                 meta = fh.metadata() or {}
             t = load_file(str(ten_f))
             state = ACEState.from_tensors({k[6:]: v for k, v in t.items() if k.startswith("state.")})
-            probs = [[p[: int(n)] for p, n in zip(t["probs"][i], t["n_options"][i]) if n > 0]
-                     for i in range(t["probs"].shape[0])]
+            probs = [
+                [p[: int(n)] for p, n in zip(t["probs"][i], t["n_options"][i]) if n > 0]
+                for i in range(t["probs"].shape[0])
+            ]
             next_item = int(meta["next_item"])
         except Exception as e:  # safetensors' own error types for truncated / foreign files, missing keys
-            raise ResultFileError(f"checkpoint {ten_f} cannot be read ({type(e).__name__}: {e}); it is truncated or "
-                                  "not a tl_neuronllm checkpoint: delete it to start the run afresh") from None
+            raise ResultFileError(
+                f"checkpoint {ten_f} cannot be read ({type(e).__name__}: {e}); it is truncated or "
+                "not a tl_neuronllm checkpoint: delete it to start the run afresh"
+            ) from None
         if meta.get("fingerprint") != self.fingerprint:
             raise ValueError(
                 f"checkpoint {self.path} was written by a run with other arguments or another model (weights, task "
@@ -409,7 +440,9 @@ class Checkpoint:
             )
         return next_item, state, t["act_sum"], probs
 
-    def save(self, next_item: int, state: ACEState, act_sum: Tensor, probs: Sequence[Sequence[Tensor]], force: bool = False) -> None:
+    def save(
+        self, next_item: int, state: ACEState, act_sum: Tensor, probs: Sequence[Sequence[Tensor]], force: bool = False
+    ) -> None:
         self._n += 1
         if not force and self._n % self.every:
             return
@@ -451,8 +484,16 @@ def score_resumable(
     start, state, act_sum, done_probs = 0, None, None, []
     on_batch = None
     if checkpoint is not None:
-        ckpt = Checkpoint(checkpoint, {"config": cfg.to_dict(), "model": adapter.describe(),
-                                       "weights": model_fingerprint(adapter.model), **fingerprint}, checkpoint_every)
+        ckpt = Checkpoint(
+            checkpoint,
+            {
+                "config": cfg.to_dict(),
+                "model": adapter.describe(),
+                "weights": model_fingerprint(adapter.model),
+                **fingerprint,
+            },
+            checkpoint_every,
+        )
         loaded = ckpt.load()
         if loaded is not None:
             start, state, act_sum, done_probs = loaded
@@ -460,16 +501,29 @@ def score_resumable(
         def on_batch(next_item: int, st: ACEState, a: Tensor, probs: list[list[Tensor]]) -> None:
             ckpt.save(next_item, st, a, done_probs + probs, force=next_item >= len(queries))
 
-    state, act_sum, probs = run_scoring(adapter, queries, cfg, state=state, act_sum=act_sum, start=start,
-                                        progress=progress, on_batch=on_batch, kept=kept, item_ids=item_ids)
+    state, act_sum, probs = run_scoring(
+        adapter,
+        queries,
+        cfg,
+        state=state,
+        act_sum=act_sum,
+        start=start,
+        progress=progress,
+        on_batch=on_batch,
+        kept=kept,
+        item_ids=item_ids,
+    )
     return state, act_sum, done_probs + probs
 
 
 def stack_kept(kept: Sequence[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
     """Concatenate per-batch ``(attributions, proxy_mask)``, padding the proxy axis to the widest batch."""
     P = max(ig.shape[1] for ig, _ in kept)
-    pad = lambda t: torch.nn.functional.pad(t, (0, 0, 0, 0, 0, P - t.shape[1])) if t.ndim == 4 else \
-        torch.nn.functional.pad(t, (0, P - t.shape[1]))
+    pad = lambda t: (
+        torch.nn.functional.pad(t, (0, 0, 0, 0, 0, P - t.shape[1]))
+        if t.ndim == 4
+        else torch.nn.functional.pad(t, (0, P - t.shape[1]))
+    )
     return torch.cat([pad(ig) for ig, _ in kept]), torch.cat([pad(m) for _, m in kept])
 
 
@@ -531,11 +585,15 @@ def identify(
         raise TaskError(f"task must be a tl_neuronllm.Task, got {type(task).__name__}; use Task.from_records(...)")
     require_autograd("identify")
     if keep_attributions and checkpoint is not None:
-        raise ValueError("keep_attributions=True cannot resume from a checkpoint (snapshots hold only the streaming "
-                         "sums); drop one of the two")
+        raise ValueError(
+            "keep_attributions=True cannot resume from a checkpoint (snapshots hold only the streaming "
+            "sums); drop one of the two"
+        )
     if keep_attributions and cfg.method in BASELINES:
-        raise ValueError(f"keep_attributions=True needs method 'ig', 'grad_x_act' or 'activation'; the baseline "
-                         f"{cfg.method!r} has no per-item attributions to keep")
+        raise ValueError(
+            f"keep_attributions=True needs method 'ig', 'grad_x_act' or 'activation'; the baseline "
+            f"{cfg.method!r} has no per-item attributions to keep"
+        )
     t0 = time.perf_counter()
     adapter = ModelAdapter(model, hook=cfg.hook, kv_cache=cfg.kv_cache)
     check_layers(cfg.layers, adapter.n_layers)
@@ -549,25 +607,66 @@ def identify(
             out = run_baseline(cfg.method, adapter, queries, cfg, progress=progress)
             state = ACEState.zeros(adapter.n_layers, adapter.d_mlp)
             state.n_items += len(queries)
-            return finish_result(adapter, scored, demo_items, queries, cfg, k, state, out.act_sum, out.probs,
-                                 time.perf_counter() - t0, scores=out.scores,
-                                 extra={"positive_only": out.positive_only, **out.info})
+            return finish_result(
+                adapter,
+                scored,
+                demo_items,
+                queries,
+                cfg,
+                k,
+                state,
+                out.act_sum,
+                out.probs,
+                time.perf_counter() - t0,
+                scores=out.scores,
+                extra={"positive_only": out.positive_only, **out.info},
+            )
         fingerprint = {"items": [it.to_record() for it in scored.items], "demos": [d.to_record() for d in demo_items]}
         kept: list[tuple[Tensor, Tensor]] | None = [] if keep_attributions else None
-        state, act_sum, probs = score_resumable(adapter, queries, cfg, checkpoint=checkpoint,
-                                                checkpoint_every=checkpoint_every, fingerprint=fingerprint,
-                                                progress=progress, kept=kept,
-                                                item_ids=[it.id for it in scored.items])
+        state, act_sum, probs = score_resumable(
+            adapter,
+            queries,
+            cfg,
+            checkpoint=checkpoint,
+            checkpoint_every=checkpoint_every,
+            fingerprint=fingerprint,
+            progress=progress,
+            kept=kept,
+            item_ids=[it.id for it in scored.items],
+        )
     attributions, proxy_mask = stack_kept(kept) if kept else (None, None)
-    return finish_result(adapter, scored, demo_items, queries, cfg, k, state, act_sum, probs, time.perf_counter() - t0,
-                         attributions=attributions, proxy_mask=proxy_mask)
+    return finish_result(
+        adapter,
+        scored,
+        demo_items,
+        queries,
+        cfg,
+        k,
+        state,
+        act_sum,
+        probs,
+        time.perf_counter() - t0,
+        attributions=attributions,
+        proxy_mask=proxy_mask,
+    )
 
 
 def finish_result(
-    adapter: ModelAdapter, scored: Task, demo_items: Sequence[Item], queries: Sequence[Sequence[Query]],
-    cfg: IdentifyConfig, k: int | float, state: ACEState, act_sum: Tensor, probs: Sequence[Sequence[Tensor]] | None,
-    seconds: float, *, scores: Tensor | None = None, extra: dict[str, Any] | None = None,
-    attributions: Tensor | None = None, proxy_mask: Tensor | None = None,
+    adapter: ModelAdapter,
+    scored: Task,
+    demo_items: Sequence[Item],
+    queries: Sequence[Sequence[Query]],
+    cfg: IdentifyConfig,
+    k: int | float,
+    state: ACEState,
+    act_sum: Tensor,
+    probs: Sequence[Sequence[Tensor]] | None,
+    seconds: float,
+    *,
+    scores: Tensor | None = None,
+    extra: dict[str, Any] | None = None,
+    attributions: Tensor | None = None,
+    proxy_mask: Tensor | None = None,
 ) -> NeuronResult:
     """Turn the final streaming state (or a baseline's ``scores``) into a :class:`NeuronResult`."""
     n_queries = sum(len(qs) for qs in queries)
@@ -575,12 +674,19 @@ def finish_result(
         scores = state.ace(cfg.ambiguity)
     if not bool(torch.isfinite(scores).all()):
         layer = int((~torch.isfinite(scores)).nonzero()[0, 0])
-        raise ModelError(f"non-finite neuron scores at layer {layer} ({cfg.method}); the model produces nan/inf "
-                         "activations or gradients (check its weights and dtype)")
+        raise ModelError(
+            f"non-finite neuron scores at layer {layer} ({cfg.method}); the model produces nan/inf "
+            "activations or gradients (check its weights and dtype)"
+        )
     if probs:
         check_finite_probs(probs, [it.id for it in scored.items], "identify")
-    stats: dict[str, Any] = {"seconds": seconds, "n_queries": n_queries, "kv_backend": adapter.kv_backend,
-                             "fast_paths": adapter.fast.to_dict(), **(extra or {})}
+    stats: dict[str, Any] = {
+        "seconds": seconds,
+        "n_queries": n_queries,
+        "kv_backend": adapter.kv_backend,
+        "fast_paths": adapter.fast.to_dict(),
+        **(extra or {}),
+    }
     if probs:
         stats.update(identification_stats(queries, probs))
     config = {
@@ -597,8 +703,16 @@ def finish_result(
         "versions": _versions(),
     }
     config = json.loads(json.dumps(config, default=str))  # plain JSON values, as after save/load
-    return build_result(scores, state, k, act_mean=(act_sum / max(n_queries, 1)).float(), config=config, stats=stats,
-                        attributions=attributions, proxy_mask=proxy_mask)
+    return build_result(
+        scores,
+        state,
+        k,
+        act_mean=(act_sum / max(n_queries, 1)).float(),
+        config=config,
+        stats=stats,
+        attributions=attributions,
+        proxy_mask=proxy_mask,
+    )
 
 
 _KEEP = object()
@@ -659,8 +773,10 @@ def rescore(
         sel = [check_int(f"items[{j}]", x) for j, x in enumerate(items)]
         bad = [x for x in sel if not 0 <= x < attr.shape[0]]
         if not sel or bad:
-            raise ValueError(f"items must be indices in [0, {attr.shape[0]}) of the result's scored items (at least "
-                             f"one), got {bad[0] if bad else 'none'}")
+            raise ValueError(
+                f"items must be indices in [0, {attr.shape[0]}) of the result's scored items (at least "
+                f"one), got {bad[0] if bad else 'none'}"
+            )
         attr, mask = attr[sel], mask[sel]
         if isinstance(task_cfg, dict):
             task_cfg = dict(task_cfg, n_scored=len(sel))
@@ -670,12 +786,27 @@ def rescore(
     state = ACEState.zeros(result.n_layers, result.d_mlp)
     state.update(attr, scoring, mask)
     k = c.get("k", 100) if k is None else k
-    config = dict(c, candidates=scoring.candidates, z=scoring.z, tau=scoring.tau, ambiguity=scoring.ambiguity,
-                  n_proxies=n_proxies, rescored=True)
+    config = dict(
+        c,
+        candidates=scoring.candidates,
+        z=scoring.z,
+        tau=scoring.tau,
+        ambiguity=scoring.ambiguity,
+        n_proxies=n_proxies,
+        rescored=True,
+    )
     if items is not None and task_cfg is not None:
         config["task"] = task_cfg
-    return build_result(state.ace(scoring.ambiguity), state, k, act_mean=result.act_mean, config=config,
-                        stats=dict(result.stats), attributions=attr, proxy_mask=mask)
+    return build_result(
+        state.ace(scoring.ambiguity),
+        state,
+        k,
+        act_mean=result.act_mean,
+        config=config,
+        stats=dict(result.stats),
+        attributions=attr,
+        proxy_mask=mask,
+    )
 
 
 def _versions() -> dict[str, str]:

@@ -34,9 +34,7 @@ from typing import Literal
 
 from .tasks import LETTERS, Item, Task, TaskError
 
-DEFAULT_INSTRUCTION = (
-    "The following are multiple choice questions. Answer with the letter of the correct option."
-)
+DEFAULT_INSTRUCTION = "The following are multiple choice questions. Answer with the letter of the correct option."
 DEFAULT_CLOZE_INSTRUCTION = "The following are multiple choice questions. Answer with the correct option."
 
 

@@ -72,11 +72,15 @@ def plot_ace_distribution(result: NeuronResult, path: str | Path) -> Path:
         lin = float(np.quantile(np.abs(nz), 0.5)) or 1e-12
         ax.set_xscale("symlog", linthresh=lin)
         hi = float(np.abs(nz).max())
-        edges = np.concatenate([-np.geomspace(hi, lin, 30), np.linspace(-lin, lin, 11)[1:-1], np.geomspace(lin, hi, 30)])
+        edges = np.concatenate(
+            [-np.geomspace(hi, lin, 30), np.linspace(-lin, lin, 11)[1:-1], np.geomspace(lin, hi, 30)]
+        )
         ax.hist(nz[nz > 0], bins=edges, color=_GOOD, alpha=0.85, label=f"positive ({int((nz > 0).sum())})")
         ax.hist(nz[nz < 0], bins=edges, color=_BAD, alpha=0.85, label=f"negative ({int((nz < 0).sum())})")
         if result.good:
-            ax.axvline(result.good[-1].score, color=_GOOD, ls="--", lw=1, label=f"good cut-off (top {len(result.good)})")
+            ax.axvline(
+                result.good[-1].score, color=_GOOD, ls="--", lw=1, label=f"good cut-off (top {len(result.good)})"
+            )
         if result.bad:
             ax.axvline(result.bad[-1].score, color=_BAD, ls="--", lw=1, label=f"bad cut-off (bottom {len(result.bad)})")
         ax.set_yscale("log")
@@ -113,12 +117,30 @@ def plot_interventions(evaluation: EvalResult, path: str | Path) -> Path:
             else:
                 val, (lo, hi) = r.delta[metric], r.delta_ci[metric]
             err = None if lo is None else [[val - lo], [hi - val]]
-            ax.errorbar(val, yi + 0.15, xerr=err, fmt="o", color=_GOOD if EXPECTED_DIRECTION[r.name] > 0 else _BAD,
-                        capsize=3, label="identified" if yi == y[0] else None)
-            rm = r.random.get("metrics", {}).get("changed" if metric == "changed" else f"delta_{metric}") if r.random else None
+            ax.errorbar(
+                val,
+                yi + 0.15,
+                xerr=err,
+                fmt="o",
+                color=_GOOD if EXPECTED_DIRECTION[r.name] > 0 else _BAD,
+                capsize=3,
+                label="identified" if yi == y[0] else None,
+            )
+            rm = (
+                r.random.get("metrics", {}).get("changed" if metric == "changed" else f"delta_{metric}")
+                if r.random
+                else None
+            )
             if rm:
-                ax.errorbar(rm["mean"], yi - 0.15, xerr=[[rm["mean"] - rm["min"]], [rm["max"] - rm["mean"]]], fmt="s",
-                            color=_RAND, capsize=3, label="random (mean, min-max)" if yi == y[0] else None)
+                ax.errorbar(
+                    rm["mean"],
+                    yi - 0.15,
+                    xerr=[[rm["mean"] - rm["min"]], [rm["max"] - rm["mean"]]],
+                    fmt="s",
+                    color=_RAND,
+                    capsize=3,
+                    label="random (mean, min-max)" if yi == y[0] else None,
+                )
         if metric != "changed":
             ax.axvline(0, color="black", lw=0.6)
         ax.xaxis.set_major_locator(MaxNLocator(4))
@@ -127,10 +149,12 @@ def plot_interventions(evaluation: EvalResult, path: str | Path) -> Path:
         ax.set_xlabel(label)
         ax.set_ylim(-0.6, len(rows) - 0.4)
     axes[0].legend(frameon=False, fontsize=8, loc="best")
-    fig.suptitle(f"{evaluation.task}: interventions on {evaluation.n_items} held-out items "
-                 f"(baseline accuracy {evaluation.baseline.metrics['accuracy']:.3f}, mode {evaluation.mode})\n"
-                 f"bars: 95% bootstrap intervals; colour: expected to raise (blue) or lower (red) the scores",
-                 fontsize=9)
+    fig.suptitle(
+        f"{evaluation.task}: interventions on {evaluation.n_items} held-out items "
+        f"(baseline accuracy {evaluation.baseline.metrics['accuracy']:.3f}, mode {evaluation.mode})\n"
+        f"bars: 95% bootstrap intervals; colour: expected to raise (blue) or lower (red) the scores",
+        fontsize=9,
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     return path
@@ -198,8 +222,10 @@ def _neuron_table(result: NeuronResult, n: int = 10) -> list[str]:
     for i in range(min(n, max(len(result.good), len(result.bad)))):
         g = result.good[i] if i < len(result.good) else None
         b = result.bad[i] if i < len(result.bad) else None
-        lines.append(f"| {i + 1} | {g.label if g else ''} | {f'{g.score:.3g}' if g else ''} | "
-                     f"{b.label if b else ''} | {f'{b.score:.3g}' if b else ''} |")
+        lines.append(
+            f"| {i + 1} | {g.label if g else ''} | {f'{g.score:.3g}' if g else ''} | "
+            f"{b.label if b else ''} | {f'{b.score:.3g}' if b else ''} |"
+        )
     return lines
 
 
@@ -223,8 +249,8 @@ def report_markdown(
         f"- model: {model.get('model_name', '?')} ({model.get('n_layers', '?')} layers x {model.get('d_mlp', '?')} "
         f"neurons at `{model.get('hook', 'hook_post')}`)",
         f"- method: {c.get('method', '?')} (steps {c.get('steps', '?')}, rule {c.get('ig_rule', '?')}), target "
-        f"{c.get('target', '?')}, mode {c.get('mode', '?')}" + (f", options listed: {c.get('show_options')}"
-                                                                 if c.get("mode") == "cloze" else ""),
+        f"{c.get('target', '?')}, mode {c.get('mode', '?')}"
+        + (f", options listed: {c.get('show_options')}" if c.get("mode") == "cloze" else ""),
         f"- items scored: {task.get('n_scored', '?')} x {c.get('n_proxies', '?')} proxies ({st.get('n_queries', '?')} "
         f"questions), {c.get('n_shots', '?')}-shot, seed {c.get('seed', '?')}",
         f"- k = {c.get('k', '?')}: {len(result.good)} good and {len(result.bad)} bad neurons"
@@ -236,8 +262,12 @@ def report_markdown(
     if run_info:
         lines.append(f"- run: {', '.join(f'{k}={v}' for k, v in run_info.items())}")
     lines += ["", *_neuron_table(result), ""]
-    lines += ["Good per layer: " + str(result.layer_counts("good")), "",
-              "Bad per layer: " + str(result.layer_counts("bad")), ""]
+    lines += [
+        "Good per layer: " + str(result.layer_counts("good")),
+        "",
+        "Bad per layer: " + str(result.layer_counts("bad")),
+        "",
+    ]
     figures = figures or {}
 
     def img(name: str, alt: str) -> list[str]:
@@ -294,14 +324,18 @@ def _reading(ev: EvalResult) -> list[str]:
         lo, hi = r.delta_ci["accuracy"]
         glo, ghi = r.delta_ci["gold_prob"]
         exp = "rise" if EXPECTED_DIRECTION[r.name] > 0 else "fall"
-        s = (f"- **{r.description}** ({r.n_good} good, {r.n_bad} bad; expected: scores {exp}): "
-             f"gold probability {r.delta['gold_prob']:+.3f} [{glo:+.3f}, {ghi:+.3f}], accuracy "
-             f"{r.delta['accuracy']:+.3f} [{lo:+.3f}, {hi:+.3f}] (McNemar p = {r.mcnemar['p']:.2g}), "
-             f"{100 * r.metrics['changed']:.0f}% of the predictions changed")
+        s = (
+            f"- **{r.description}** ({r.n_good} good, {r.n_bad} bad; expected: scores {exp}): "
+            f"gold probability {r.delta['gold_prob']:+.3f} [{glo:+.3f}, {ghi:+.3f}], accuracy "
+            f"{r.delta['accuracy']:+.3f} [{lo:+.3f}, {hi:+.3f}] (McNemar p = {r.mcnemar['p']:.2g}), "
+            f"{100 * r.metrics['changed']:.0f}% of the predictions changed"
+        )
         if ra and rg and rc:
-            s += (f"; {len(rc['values'])} random sets: gold probability {rg['mean']:+.3f} ± {rg['sd']:.3f} "
-                  f"(range {rg['min']:+.3f} to {rg['max']:+.3f}), accuracy {ra['mean']:+.3f} ± {ra['sd']:.3f}, "
-                  f"{100 * rc['mean']:.0f}% changed")
+            s += (
+                f"; {len(rc['values'])} random sets: gold probability {rg['mean']:+.3f} ± {rg['sd']:.3f} "
+                f"(range {rg['min']:+.3f} to {rg['max']:+.3f}), accuracy {ra['mean']:+.3f} ± {ra['sd']:.3f}, "
+                f"{100 * rc['mean']:.0f}% changed"
+            )
         s += f". Gold probability: {verdict(r)}."
         out.append(s)
     return out

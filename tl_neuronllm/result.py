@@ -129,11 +129,20 @@ class NeuronResult:
             counts[n.layer] += 1
         return counts
 
-    def with_k(self, k: int | float) -> "NeuronResult":
+    def with_k(self, k: int | float) -> NeuronResult:
         """The same scores with top-``k`` good and bad sets (count or fraction of all neurons)."""
         cfg = dict(self.config, k=k)
-        return NeuronResult(self.scores, _ranked(self.scores, k, 1), _ranked(self.scores, k, -1), self.state,
-                            self.act_mean, cfg, dict(self.stats), self.attributions, self.proxy_mask)
+        return NeuronResult(
+            self.scores,
+            _ranked(self.scores, k, 1),
+            _ranked(self.scores, k, -1),
+            self.state,
+            self.act_mean,
+            cfg,
+            dict(self.stats),
+            self.attributions,
+            self.proxy_mask,
+        )
 
     def summary(self) -> str:
         """A few lines describing the result."""
@@ -153,8 +162,15 @@ class NeuronResult:
         return self.summary()
 
     # ---- interventions ------------------------------------------------------------------
-    def intervention(self, role: Role, mode: Mode = "zero", *, factor: float = 2.0, value: float | None = None,
-                     positions: Positions = "site") -> Intervention:
+    def intervention(
+        self,
+        role: Role,
+        mode: Mode = "zero",
+        *,
+        factor: float = 2.0,
+        value: float | None = None,
+        positions: Positions = "site",
+    ) -> Intervention:
         """An :class:`Intervention` on a role's neurons."""
         values: float | Tensor | None = value
         if mode == "mean":
@@ -163,9 +179,17 @@ class NeuronResult:
             values = self.act_mean
         return Intervention(tuple((n.layer, n.neuron) for n in self.neurons(role)), mode, factor, values, positions)
 
-    def hooks(self, role: Role = "good", mode: Mode = "zero", *, factor: float = 2.0, value: float | None = None,
-              positions: Positions = "site", site: Int[Tensor, " batch"] | None = None,
-              model: Any = None) -> list[tuple[str, Any]]:
+    def hooks(
+        self,
+        role: Role = "good",
+        mode: Mode = "zero",
+        *,
+        factor: float = 2.0,
+        value: float | None = None,
+        positions: Positions = "site",
+        site: Int[Tensor, " batch"] | None = None,
+        model: Any = None,
+    ) -> list[tuple[str, Any]]:
         """Plain ``(hook_name, fn)`` forward hooks for ``run_with_hooks`` / ``model.hooks``.
 
         Give ``model`` to check, when the hooks are built, that it has this result's layers and widths
@@ -181,8 +205,16 @@ class NeuronResult:
         return make_hooks(self.hook_names, iv, site, d_mlp=self.d_mlp)
 
     @contextmanager
-    def intervene(self, model: Any, role: Role = "good", mode: Mode = "zero", *, factor: float = 2.0,
-                  value: float | None = None, positions: Positions = "site") -> Iterator[Any]:
+    def intervene(
+        self,
+        model: Any,
+        role: Role = "good",
+        mode: Mode = "zero",
+        *,
+        factor: float = 2.0,
+        value: float | None = None,
+        positions: Positions = "site",
+    ) -> Iterator[Any]:
         """Context manager applying an intervention; the hooks are removed on exit, even on error."""
         self._check_model(model)
         with intervene(model, self.hooks(role, mode, factor=factor, value=value, positions=positions, model=model)):
@@ -217,8 +249,10 @@ class NeuronResult:
         if isinstance(hook_dict, dict):
             missing = [n for n in self.hook_names if n not in hook_dict]
             if missing:
-                raise ValueError(f"the model has no hook {missing[0]!r} (layer {missing[0].split('.')[1]}), which this "
-                                 "result's neurons live on")
+                raise ValueError(
+                    f"the model has no hook {missing[0]!r} (layer {missing[0].split('.')[1]}), which this "
+                    "result's neurons live on"
+                )
 
     # ---- explanations (issue #13; implemented in explain.py) -----------------------------
     def explain(self, model: Any, task: Any, **options: Any) -> Any:
@@ -237,8 +271,9 @@ class NeuronResult:
         return explain(self, model, task, **options)
 
     # ---- stability (issue #12; implemented in stability.py) ------------------------------
-    def stability(self, *, n_items: int | None = None, n_resamples: int = 50, seed: int = 0,
-                  replace: bool | None = None) -> Any:
+    def stability(
+        self, *, n_items: int | None = None, n_resamples: int = 50, seed: int = 0, replace: bool | None = None
+    ) -> Any:
         """Selection frequency of every neuron and mean Jaccard between the sets re-formed on resamples of
         the identification items (no model time; needs ``identify(..., keep_attributions=True)``).
 
@@ -264,8 +299,10 @@ class NeuronResult:
             ValueError: a ``stability`` of another model shape.
         """
         if stability is not None and tuple(stability.frequency_good.shape) != (self.n_layers, self.d_mlp):
-            raise ValueError(f"the stability is for {tuple(stability.frequency_good.shape)} neurons, this result for "
-                             f"{(self.n_layers, self.d_mlp)}")
+            raise ValueError(
+                f"the stability is for {tuple(stability.frequency_good.shape)} neurons, this result for "
+                f"{(self.n_layers, self.d_mlp)}"
+            )
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("w", newline="") as fh:
@@ -287,8 +324,9 @@ class NeuronResult:
             tensors["act_mean"] = self.act_mean.contiguous()
         if self.attributions is not None:
             tensors["attributions"] = self.attributions.contiguous()
-            tensors["proxy_mask"] = self.proxy_mask.contiguous() if self.proxy_mask is not None else \
-                torch.ones(self.attributions.shape[:2])
+            tensors["proxy_mask"] = (
+                self.proxy_mask.contiguous() if self.proxy_mask is not None else torch.ones(self.attributions.shape[:2])
+            )
         save_file(tensors, str(path / TENSORS_FILE))
         meta = {
             "format": FORMAT,
@@ -302,7 +340,7 @@ class NeuronResult:
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "NeuronResult":
+    def load(cls, path: str | Path) -> NeuronResult:
         """Load a result saved with :meth:`save`, checking that its parts belong together.
 
         Raises:
@@ -319,25 +357,32 @@ class NeuronResult:
         try:
             t = load_file(str(ten_f))
         except Exception as e:  # safetensors raises its own error types for truncated / foreign files
-            raise ResultFileError(f"{ten_f}: cannot be read as safetensors ({type(e).__name__}: {e}); the file is "
-                                  f"truncated or not a tl_neuronllm result: {redo}") from None
+            raise ResultFileError(
+                f"{ten_f}: cannot be read as safetensors ({type(e).__name__}: {e}); the file is "
+                f"truncated or not a tl_neuronllm result: {redo}"
+            ) from None
         try:
             meta = json.loads(cfg_f.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ResultFileError(f"{cfg_f}: not valid JSON ({e}); the file is truncated or edited: {redo}") from None
         if not isinstance(meta, dict) or not str(meta.get("format", "")).startswith(FORMAT_NAME + "/"):
-            raise ResultFileError(f"{cfg_f}: not a tl_neuronllm NeuronResult (format "
-                                  f"{meta.get('format') if isinstance(meta, dict) else None!r}, expected {FORMAT!r})")
+            raise ResultFileError(
+                f"{cfg_f}: not a tl_neuronllm NeuronResult (format "
+                f"{meta.get('format') if isinstance(meta, dict) else None!r}, expected {FORMAT!r})"
+            )
         if meta["format"] != FORMAT:
-            raise ResultFileError(f"{cfg_f}: format {meta['format']!r} is not the one this version reads ({FORMAT!r}); "
-                                  "load it with the tl_neuronllm version that wrote it")
+            raise ResultFileError(
+                f"{cfg_f}: format {meta['format']!r} is not the one this version reads ({FORMAT!r}); "
+                "load it with the tl_neuronllm version that wrote it"
+            )
         for key in ("config", "good", "bad"):
             if key not in meta:
                 raise ResultFileError(f"{cfg_f}: missing field {key!r}: {redo}")
 
         def fail(msg: str) -> NoReturn:
-            raise ResultFileError(f"{path}: {msg}; the files do not belong together (edited or mixed from "
-                                  f"different runs): {redo}")
+            raise ResultFileError(
+                f"{path}: {msg}; the files do not belong together (edited or mixed from different runs): {redo}"
+            )
 
         scores = t.get("scores")
         if scores is None or scores.ndim != 2:
@@ -345,7 +390,7 @@ class NeuronResult:
         L, d = (int(x) for x in scores.shape)
         if not bool(torch.isfinite(scores).all()):
             fail("'scores' has non-finite values")
-        state_t = {k[len("state."):]: v for k, v in t.items() if k.startswith("state.")}
+        state_t = {k[len("state.") :]: v for k, v in t.items() if k.startswith("state.")}
         for f in fields(ACEState):
             v = state_t.get(f.name)
             want: tuple[int, ...] = () if f.name == "n_items" else (L, d)
@@ -377,8 +422,10 @@ class NeuronResult:
                     fail(f"{CONFIG_FILE}: {role}[{j}] = L{layer}N{neuron} is outside the {L} x {d} scores")
                 have = float(scores[layer, neuron])
                 if abs(have - score) > 1e-6 * max(1.0, abs(score)):
-                    fail(f"{CONFIG_FILE}: {role}[{j}] L{layer}N{neuron} has score {score:.9g} but the scores tensor "
-                         f"holds {have:.9g}")
+                    fail(
+                        f"{CONFIG_FILE}: {role}[{j}] L{layer}N{neuron} has score {score:.9g} but the scores tensor "
+                        f"holds {have:.9g}"
+                    )
                 out.append(Neuron(layer, neuron, score))
             lists[role] = out
         k = config.get("k") if isinstance(config, dict) else None
@@ -386,8 +433,10 @@ class NeuronResult:
             for role, sign in (("good", 1), ("bad", -1)):
                 want_ids = [(a, b) for a, b, _ in select(scores, k, sign)]  # type: ignore[arg-type]
                 if [(n.layer, n.neuron) for n in lists[role]] != want_ids:
-                    fail(f"{CONFIG_FILE}: the {role} list ({len(lists[role])} neurons) is not the top-k={k} of the "
-                         "scores tensor")
+                    fail(
+                        f"{CONFIG_FILE}: the {role} list ({len(lists[role])} neurons) is not the top-k={k} of the "
+                        "scores tensor"
+                    )
         return cls(
             scores=scores,
             good=lists["good"],
@@ -405,10 +454,26 @@ def _ranked(scores: Tensor, k: int | float, sign: Literal[1, -1]) -> list[Neuron
     return [Neuron(*x) for x in select(scores, k, sign)]
 
 
-def build_result(scores: Tensor, state: ACEState, k: int | float, *, act_mean: Tensor | None = None,
-                 config: dict[str, Any] | None = None, stats: dict[str, Any] | None = None,
-                 attributions: Tensor | None = None, proxy_mask: Tensor | None = None) -> NeuronResult:
+def build_result(
+    scores: Tensor,
+    state: ACEState,
+    k: int | float,
+    *,
+    act_mean: Tensor | None = None,
+    config: dict[str, Any] | None = None,
+    stats: dict[str, Any] | None = None,
+    attributions: Tensor | None = None,
+    proxy_mask: Tensor | None = None,
+) -> NeuronResult:
     """Assemble a :class:`NeuronResult` from ACE scores and the streaming state."""
-    return NeuronResult(scores, _ranked(scores, k, 1), _ranked(scores, k, -1), state, act_mean,
-                        dict(config or {}, k=k), dict(stats or {}), attributions, proxy_mask)
-
+    return NeuronResult(
+        scores,
+        _ranked(scores, k, 1),
+        _ranked(scores, k, -1),
+        state,
+        act_mean,
+        dict(config or {}, k=k),
+        dict(stats or {}),
+        attributions,
+        proxy_mask,
+    )

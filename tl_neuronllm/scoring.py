@@ -51,8 +51,9 @@ class ScoringConfig:
         check_choice("candidates", self.candidates, ("topk", "threshold"))
         object.__setattr__(self, "z", check_count_or_fraction("z", self.z, min_count=1))
         object.__setattr__(self, "tau", check_float("tau", self.tau, low=0, high=1, low_open=True))
-        object.__setattr__(self, "ambiguity", check_float("ambiguity", self.ambiguity, low=0, high=0.5,
-                                                          allow_none=True))
+        object.__setattr__(
+            self, "ambiguity", check_float("ambiguity", self.ambiguity, low=0, high=0.5, allow_none=True)
+        )
 
     def z_count(self, n_neurons: int) -> int:
         """Per-item candidate count for a model with ``n_neurons`` neurons."""
@@ -104,7 +105,7 @@ class ACEState:
     n_items: Int[Tensor, ""]
 
     @classmethod
-    def zeros(cls, n_layers: int, d_mlp: int) -> "ACEState":
+    def zeros(cls, n_layers: int, d_mlp: int) -> ACEState:
         f = lambda: torch.zeros(n_layers, d_mlp, dtype=torch.float64)
         i = lambda: torch.zeros(n_layers, d_mlp, dtype=torch.int64)
         return cls(f(), i(), i(), f(), f(), torch.zeros((), dtype=torch.int64))
@@ -121,7 +122,9 @@ class ACEState:
     ) -> Float[Tensor, "items n_layers d_mlp"]:
         """Add a batch of items' proxy attributions; returns their ``ES_j``."""
         if ig.ndim != 4 or tuple(ig.shape[2:]) != self.shape:
-            raise ValueError(f"expected attributions [items, proxies, {self.shape[0]}, {self.shape[1]}], got {tuple(ig.shape)}")
+            raise ValueError(
+                f"expected attributions [items, proxies, {self.shape[0]}, {self.shape[1]}], got {tuple(ig.shape)}"
+            )
         ig = ig.to(torch.float64)
         if proxy_mask is None:
             proxy_mask = torch.ones(ig.shape[:2], dtype=torch.float64)
@@ -136,7 +139,7 @@ class ACEState:
         self.n_items += es.shape[0]
         return es
 
-    def merge(self, other: "ACEState") -> "ACEState":
+    def merge(self, other: ACEState) -> ACEState:
         """The state of the union of two disjoint item shards."""
         if other.shape != self.shape:
             raise ValueError(f"cannot merge states of shapes {self.shape} and {other.shape}")
@@ -147,7 +150,7 @@ class ACEState:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
     @classmethod
-    def from_tensors(cls, t: dict[str, Tensor]) -> "ACEState":
+    def from_tensors(cls, t: dict[str, Tensor]) -> ACEState:
         return cls(**{f.name: t[f.name].clone() for f in fields(cls)})
 
     def ambiguous(self, rho: float | None) -> Float[Tensor, "n_layers d_mlp"]:

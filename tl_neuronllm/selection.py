@@ -74,13 +74,17 @@ class CVSelection:
 
     def to_markdown(self) -> str:
         """One row per setting: its options, the mean validated effects and the objective (chosen row marked)."""
-        lines = ["| setting | mean Δgold p, good suppressed | mean Δgold p, bad suppressed | mean objective | chosen |",
-                 "|---|---:|---:|---:|---|"]
+        lines = [
+            "| setting | mean Δgold p, good suppressed | mean Δgold p, bad suppressed | mean objective | chosen |",
+            "|---|---:|---:|---:|---|",
+        ]
         for i, (s, eff) in enumerate(zip(self.grid, self.effects)):
             g = sum(e["d_gold_good"] for e in eff) / len(eff)
             b = sum(e["d_gold_bad"] for e in eff) / len(eff)
-            lines.append(f"| {_fmt_setting(s)} | {g:+.4f} | {b:+.4f} | {self.mean_objective[i]:+.4f} | "
-                         f"{'**yes**' if i == self.best else ''} |")
+            lines.append(
+                f"| {_fmt_setting(s)} | {g:+.4f} | {b:+.4f} | {self.mean_objective[i]:+.4f} | "
+                f"{'**yes**' if i == self.best else ''} |"
+            )
         return "\n".join(lines) + "\n"
 
     def save(self, path: str | Path) -> Path:
@@ -94,7 +98,7 @@ class CVSelection:
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "CVSelection":
+    def load(cls, path: str | Path) -> CVSelection:
         """Read a selection written by :meth:`save` (with its result when saved).
 
         Raises:
@@ -187,11 +191,14 @@ def select_cv(
     check_choice("objective", objective, ("both", "good", "bad"))
     settings = _check_grid(grid)
     c = result.config
-    ident, demo_items = _select_items(result, task, demos, "identified", int(c.get("n_shots", 1)), int(c.get("seed", 0)))
+    ident, demo_items = _select_items(
+        result, task, demos, "identified", int(c.get("n_shots", 1)), int(c.get("seed", 0))
+    )
     n = int(result.attributions.shape[0])
     if len(ident) != n:
-        raise TaskError(f"task {task.name!r} gives {len(ident)} identification items but the result kept "
-                        f"attributions of {n}")
+        raise TaskError(
+            f"task {task.name!r} gives {len(ident)} identification items but the result kept attributions of {n}"
+        )
     folds = make_folds(n, n_folds, seed)
     opts = {"n_random": 0, "n_boot": 200, **eval_options, "interventions": ("suppress_good", "suppress_bad")}
     effects: list[list[dict[str, float]]] = [[] for _ in settings]
@@ -205,21 +212,46 @@ def select_cv(
             dg = row_g.delta.get("gold_prob", 0.0) if row_g.available else 0.0
             db = row_b.delta.get("gold_prob", 0.0) if row_b.available else 0.0
             obj = {"both": -dg + db, "good": -dg, "bad": db}[objective]
-            effects[s].append({"d_gold_good": dg, "d_gold_bad": db,
-                               "d_acc_good": row_g.delta.get("accuracy", 0.0) if row_g.available else 0.0,
-                               "d_acc_bad": row_b.delta.get("accuracy", 0.0) if row_b.available else 0.0,
-                               "n_good": len(fold_res.good), "n_bad": len(fold_res.bad), "objective": obj})
+            effects[s].append(
+                {
+                    "d_gold_good": dg,
+                    "d_gold_bad": db,
+                    "d_acc_good": row_g.delta.get("accuracy", 0.0) if row_g.available else 0.0,
+                    "d_acc_bad": row_b.delta.get("accuracy", 0.0) if row_b.available else 0.0,
+                    "n_good": len(fold_res.good),
+                    "n_bad": len(fold_res.bad),
+                    "objective": obj,
+                }
+            )
     mean_obj = [sum(e["objective"] for e in eff) / len(eff) for eff in effects]
     best = max(range(len(settings)), key=lambda i: (mean_obj[i], -i))
     chosen = rescore(result, **settings[best])
-    chosen.config["selection"] = {"method": "cv", "setting": settings[best], "n_folds": n_folds,
-                                  "objective": objective, "mean_objective": mean_obj[best]}
-    config = {"n_folds": n_folds, "seed": seed, "k": c.get("k"), "eval": {k: v for k, v in opts.items()},
-              "item_ids": [it.id for it in ident.items], "demo_ids": [d.id for d in demo_items],
-              "versions": _versions()}
-    return CVSelection(grid=json.loads(json.dumps(settings)), folds=folds, effects=effects, mean_objective=mean_obj,
-                       best=best, objective=objective, config=json.loads(json.dumps(config, default=str)),
-                       result=chosen)
+    chosen.config["selection"] = {
+        "method": "cv",
+        "setting": settings[best],
+        "n_folds": n_folds,
+        "objective": objective,
+        "mean_objective": mean_obj[best],
+    }
+    config = {
+        "n_folds": n_folds,
+        "seed": seed,
+        "k": c.get("k"),
+        "eval": dict(opts.items()),
+        "item_ids": [it.id for it in ident.items],
+        "demo_ids": [d.id for d in demo_items],
+        "versions": _versions(),
+    }
+    return CVSelection(
+        grid=json.loads(json.dumps(settings)),
+        folds=folds,
+        effects=effects,
+        mean_objective=mean_obj,
+        best=best,
+        objective=objective,
+        config=json.loads(json.dumps(config, default=str)),
+        result=chosen,
+    )
 
 
 __all__ = ["CVSelection", "DEFAULT_GRID", "make_folds", "select_cv"]

@@ -92,13 +92,15 @@ class Stability:
         """Write ``stability.safetensors`` (frequencies) and ``stability.json`` into the directory ``path``."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        save_file({"frequency_good": self.frequency_good.contiguous(), "frequency_bad": self.frequency_bad.contiguous()},
-                  str(path / STABILITY_FILE))
+        save_file(
+            {"frequency_good": self.frequency_good.contiguous(), "frequency_bad": self.frequency_bad.contiguous()},
+            str(path / STABILITY_FILE),
+        )
         (path / STABILITY_JSON).write_text(json.dumps({"format": STABILITY_FORMAT, **self.summary()}, indent=2))
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "Stability":
+    def load(cls, path: str | Path) -> Stability:
         """Read a :class:`Stability` written by :meth:`save`.
 
         Raises:
@@ -117,8 +119,9 @@ class Stability:
         return cls(t["frequency_good"], t["frequency_bad"], **meta)
 
 
-def resample_indices(n: int, n_items: int | None, n_resamples: int, seed: int,
-                     replace: bool | None = None) -> tuple[list[list[int]], bool]:
+def resample_indices(
+    n: int, n_items: int | None, n_resamples: int, seed: int, replace: bool | None = None
+) -> tuple[list[list[int]], bool]:
     """The item indices of every resample and whether they were drawn with replacement.
 
     ``n_items=None`` (or ``n``) draws ``n`` items with replacement, else ``n_items`` distinct items.
@@ -135,8 +138,9 @@ def resample_indices(n: int, n_items: int | None, n_resamples: int, seed: int,
     if replace is None:
         replace = m == n
     if not replace and m == n:
-        raise ValueError(f"n_items = {m} distinct items of {n} give the same set every time; use replace=True or "
-                         "fewer items")
+        raise ValueError(
+            f"n_items = {m} distinct items of {n} give the same set every time; use replace=True or fewer items"
+        )
     rng = random.Random(f"stability:{seed}")
     if replace:
         return [[rng.randrange(n) for _ in range(m)] for _ in range(n_resamples)], True
@@ -157,8 +161,14 @@ def mean_pairwise_jaccard(masks: Float[Tensor, "resamples neurons"]) -> float:
     return float(jac[iu[0], iu[1]].mean())
 
 
-def stability(result: "NeuronResult", *, n_items: int | None = None, n_resamples: int = 50, seed: int = 0,
-              replace: bool | None = None) -> Stability:
+def stability(
+    result: NeuronResult,
+    *,
+    n_items: int | None = None,
+    n_resamples: int = 50,
+    seed: int = 0,
+    replace: bool | None = None,
+) -> Stability:
     """Selection frequency of every neuron and mean Jaccard between resampled sets (no model time).
 
     Args:
@@ -191,38 +201,50 @@ def stability(result: "NeuronResult", *, n_items: int | None = None, n_resamples
     cfg = {key: c.get(key) for key in ("k", "z", "ambiguity", "candidates", "tau", "n_proxies", "method", "mode")}
     cfg["versions"] = _versions()
     return Stability(
-        frequency_good=masks["good"].mean(0).reshape(L, d), frequency_bad=masks["bad"].mean(0).reshape(L, d),
-        mean_jaccard_good=mean_pairwise_jaccard(masks["good"]), mean_jaccard_bad=mean_pairwise_jaccard(masks["bad"]),
-        mean_size_good=float(masks["good"].sum(1).mean()), mean_size_bad=float(masks["bad"].sum(1).mean()),
-        n_items=len(draws[0]), n_scored=n, n_resamples=len(draws), replace=replaced, seed=seed, config=cfg)
+        frequency_good=masks["good"].mean(0).reshape(L, d),
+        frequency_bad=masks["bad"].mean(0).reshape(L, d),
+        mean_jaccard_good=mean_pairwise_jaccard(masks["good"]),
+        mean_jaccard_bad=mean_pairwise_jaccard(masks["bad"]),
+        mean_size_good=float(masks["good"].sum(1).mean()),
+        mean_size_bad=float(masks["bad"].sum(1).mean()),
+        n_items=len(draws[0]),
+        n_scored=n,
+        n_resamples=len(draws),
+        replace=replaced,
+        seed=seed,
+        config=cfg,
+    )
 
 
-def stability_curve(result: "NeuronResult", sizes: Sequence[int], *, n_resamples: int = 30,
-                    seed: int = 0) -> list[Stability]:
+def stability_curve(
+    result: NeuronResult, sizes: Sequence[int], *, n_resamples: int = 30, seed: int = 0
+) -> list[Stability]:
     """:func:`stability` on subsets of each size in ``sizes`` (distinct items; the full size is a bootstrap).
 
     Raises:
         ValueError: as :func:`stability`, naming the bad size.
     """
     n = None if result.attributions is None else int(result.attributions.shape[0])
-    return [stability(result, n_items=m, n_resamples=n_resamples, seed=seed, replace=(m == n) or None)
-            for m in sizes]
+    return [stability(result, n_items=m, n_resamples=n_resamples, seed=seed, replace=(m == n) or None) for m in sizes]
 
 
 def curve_markdown(curves: dict[str, list[Stability]]) -> str:
     """A markdown table: per result name and resample size, the mean Jaccard of the good and bad sets and
     the number of neurons selected in at least 80% of the resamples."""
-    lines = ["| task | items per resample | resamples | draw | mean Jaccard good | mean Jaccard bad | "
-             "good neurons with frequency >= 0.8 | bad neurons with frequency >= 0.8 |",
-             "|---|---:|---:|---|---:|---:|---:|---:|"]
+    lines = [
+        "| task | items per resample | resamples | draw | mean Jaccard good | mean Jaccard bad | "
+        "good neurons with frequency >= 0.8 | bad neurons with frequency >= 0.8 |",
+        "|---|---:|---:|---|---:|---:|---:|---:|",
+    ]
     for name, curve in curves.items():
         for s in curve:
-            lines.append(f"| {name} | {s.n_items} of {s.n_scored} | {s.n_resamples} | "
-                         f"{'bootstrap' if s.replace else 'subsets'} | {s.mean_jaccard_good:.3f} | "
-                         f"{s.mean_jaccard_bad:.3f} | {int((s.frequency_good >= 0.8).sum())} | "
-                         f"{int((s.frequency_bad >= 0.8).sum())} |")
+            lines.append(
+                f"| {name} | {s.n_items} of {s.n_scored} | {s.n_resamples} | "
+                f"{'bootstrap' if s.replace else 'subsets'} | {s.mean_jaccard_good:.3f} | "
+                f"{s.mean_jaccard_bad:.3f} | {int((s.frequency_good >= 0.8).sum())} | "
+                f"{int((s.frequency_bad >= 0.8).sum())} |"
+            )
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["Stability", "curve_markdown", "mean_pairwise_jaccard", "resample_indices", "stability",
-           "stability_curve"]
+__all__ = ["Stability", "curve_markdown", "mean_pairwise_jaccard", "resample_indices", "stability", "stability_curve"]

@@ -17,13 +17,13 @@ import random
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 MAX_OPTIONS = 26
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 TokenSeq = tuple[int, ...]
-Text = Union[str, TokenSeq]
+Text = str | TokenSeq
 
 
 class TaskError(ValueError):
@@ -43,9 +43,7 @@ def _as_text(value: Any, where: str, fld: str, *, allow_empty: bool = False) -> 
         return tuple(int(t) for t in value)
     if hasattr(value, "tolist"):  # tensors / arrays of token ids
         return _as_text(value.tolist(), where, fld, allow_empty=allow_empty)
-    raise TaskError(
-        f"{where}: field '{fld}' must be a string or a list of token ids, got {type(value).__name__}"
-    )
+    raise TaskError(f"{where}: field '{fld}' must be a string or a list of token ids, got {type(value).__name__}")
 
 
 def jsonl_objects(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -83,8 +81,9 @@ def read_text(path: str | Path) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
         line = data[: e.start].count(b"\n") + 1
-        raise TaskError(f"{path}:{line}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}); save the "
-                        "file as UTF-8") from None
+        raise TaskError(
+            f"{path}:{line}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}); save the file as UTF-8"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -111,8 +110,10 @@ class Item:
         if self.options is None or isinstance(self.options, (str, bytes)):
             raise TaskError(f"{where}: field 'options' must be a list of options, got {self.options!r}")
         if isinstance(self.options, (Mapping, set, frozenset)):
-            raise TaskError(f"{where}: field 'options' is a {type(self.options).__name__}, which has no fixed option "
-                            "order (a dict would become its keys); give a list of options")
+            raise TaskError(
+                f"{where}: field 'options' is a {type(self.options).__name__}, which has no fixed option "
+                "order (a dict would become its keys); give a list of options"
+            )
         opts = tuple(_as_text(o, where, f"options[{i}]") for i, o in enumerate(self.options))
         if len(opts) < 2:
             raise TaskError(f"{where}: field 'options' has {len(opts)} option(s); at least 2 are needed")
@@ -152,8 +153,11 @@ class Item:
         """A hash of the item's content (context, question and the set of options; not its id or the
         option order), so that the same question under another id or option order is recognised."""
         norm = lambda v: v.strip() if isinstance(v, str) else list(v)
-        body = [norm(self.context) if self.context is not None else None, norm(self.question),
-                sorted(json.dumps(norm(o)) for o in self.options)]
+        body = [
+            norm(self.context) if self.context is not None else None,
+            norm(self.question),
+            sorted(json.dumps(norm(o)) for o in self.options),
+        ]
         return hashlib.sha1(json.dumps(body).encode("utf-8")).hexdigest()[:16]
 
     def to_record(self) -> dict[str, Any]:
@@ -192,9 +196,7 @@ def _answer_index(value: Any, options: Sequence[Any], where: str) -> int:
                 return i
         if len(s) >= 2 and s[0].upper() in LETTERS and s[1] in ".):":
             return LETTERS.index(s[0].upper())
-    raise TaskError(
-        f"{where}: field 'answer' = {value!r} is neither an index, a letter nor one of the options"
-    )
+    raise TaskError(f"{where}: field 'answer' = {value!r} is neither an index, a letter nor one of the options")
 
 
 def item_from_record(rec: Mapping[str, Any], *, index: int = 0) -> Item:
@@ -211,8 +213,10 @@ def item_from_record(rec: Mapping[str, Any], *, index: int = 0) -> Item:
     if isinstance(options, str):
         raise TaskError(f"{where}: field 'options' is a single string; give a list of options")
     if isinstance(options, (Mapping, set, frozenset)):
-        raise TaskError(f"{where}: field 'options' is a {type(options).__name__}, which has no fixed option order "
-                        "(a dict would become its keys); give a list of options")
+        raise TaskError(
+            f"{where}: field 'options' is a {type(options).__name__}, which has no fixed option order "
+            "(a dict would become its keys); give a list of options"
+        )
     if options is None or len(options) == 0:
         raise TaskError(f"{where}: field 'options' is missing or empty")
     key = next((k for k in _ANSWER_KEYS if k in rec and rec[k] is not None and rec[k] != ""), None)
@@ -245,7 +249,9 @@ class Task:
         if len(kinds) > 1:
             raise TaskError(f"task {self.name!r} mixes text items and token-id items")
         # give items stable ids when none were given
-        fixed = tuple(it if it.id else Item(it.question, it.options, it.answer, it.context, str(i)) for i, it in enumerate(items))
+        fixed = tuple(
+            it if it.id else Item(it.question, it.options, it.answer, it.context, str(i)) for i, it in enumerate(items)
+        )
         ids = [it.id for it in fixed]
         if len(set(ids)) != len(ids):
             dup = next(x for x in ids if ids.count(x) > 1)
@@ -269,20 +275,22 @@ class Task:
     def max_options(self) -> int:
         return max(it.n_options for it in self.items)
 
-    def subset(self, indices: Iterable[int], name: str | None = None) -> "Task":
+    def subset(self, indices: Iterable[int], name: str | None = None) -> Task:
         """A task with the items at ``indices`` (ids kept)."""
         return Task(tuple(self.items[i] for i in indices), name=name or self.name, instruction=self.instruction)
 
     def split(
         self, n_identify: int | float, n_heldout: int | float | None = None, *, n_demo: int = 5, seed: int = 0
-    ) -> tuple["Task", "Task", "Task"]:
+    ) -> tuple[Task, Task, Task]:
         """Deterministic disjoint (identify, heldout, demo) split after a seeded shuffle.
 
         Counts may be ints or fractions of the task. ``n_heldout=None`` takes all remaining items.
         """
         n = len(self.items)
+
         def count(x: int | float) -> int:
             return int(round(x * n)) if isinstance(x, float) and x <= 1.0 else int(x)
+
         nd = count(n_demo)
         ni = count(n_identify)
         rest = n - nd - ni
@@ -296,7 +304,11 @@ class Task:
         demo = order[:nd]
         ident = order[nd : nd + ni]
         held = order[nd + ni : nd + ni + nh]
-        mk = lambda idx, suffix: Task(tuple(self.items[i] for i in sorted(idx)), name=f"{self.name}:{suffix}", instruction=self.instruction) if idx else None
+        mk = lambda idx, suffix: (
+            Task(tuple(self.items[i] for i in sorted(idx)), name=f"{self.name}:{suffix}", instruction=self.instruction)
+            if idx
+            else None
+        )
         return mk(ident, "identify"), mk(held, "heldout"), mk(demo, "demo")
 
     def to_records(self) -> list[dict[str, Any]]:
@@ -304,7 +316,9 @@ class Task:
 
     # ---- loaders -------------------------------------------------------------------------
     @classmethod
-    def from_records(cls, records: Iterable[Mapping[str, Any]], *, name: str = "task", instruction: str | None = None) -> "Task":
+    def from_records(
+        cls, records: Iterable[Mapping[str, Any]], *, name: str = "task", instruction: str | None = None
+    ) -> Task:
         """Build a task from dicts with ``question``, ``options`` (list), ``answer`` (index, letter or text).
 
         Also reads ``choices`` for options, ``label``/``gold``/``answerKey`` for the answer and
@@ -327,7 +341,7 @@ class Task:
         context: str | None = None,
         name: str = "task",
         instruction: str | None = None,
-    ) -> "Task":
+    ) -> Task:
         """Turn classification rows into a multiple-choice task whose options are the label names
         (the paper's "question-answering-based task transformation").
 
@@ -366,8 +380,9 @@ class Task:
             keys = list(label_names)
             opts = [label_names[k] for k in keys]
         elif isinstance(label_names, (str, bytes)) or not isinstance(label_names, Sequence):
-            raise TaskError(f"label_names must be a list of option texts or a mapping label -> text, got "
-                            f"{label_names!r}")
+            raise TaskError(
+                f"label_names must be a list of option texts or a mapping label -> text, got {label_names!r}"
+            )
         else:
             keys, opts = list(range(len(label_names))), list(label_names)
         if len(opts) < 2:
@@ -380,8 +395,10 @@ class Task:
         if question is not None and (not isinstance(question, str) or not question.strip()):
             raise TaskError(f"question must be a non-empty string (the stem of every item), got {question!r}")
         if question is not None and context is not None:
-            raise TaskError("give either question= (a fixed stem; the text field becomes the passage) or context= "
-                            "(a passage field; the text field is the stem), not both")
+            raise TaskError(
+                "give either question= (a fixed stem; the text field becomes the passage) or context= "
+                "(a passage field; the text field is the stem), not both"
+            )
         lookup: dict[Any, int] = {}
         for i, key in enumerate(keys):
             lookup.setdefault(key, i)
@@ -424,7 +441,7 @@ class Task:
         return cls(tuple(out), name=name, instruction=instruction)
 
     @classmethod
-    def from_jsonl(cls, path: str | Path, *, name: str | None = None, instruction: str | None = None) -> "Task":
+    def from_jsonl(cls, path: str | Path, *, name: str | None = None, instruction: str | None = None) -> Task:
         """Read one JSON record per line (blank lines skipped); errors name the file and line.
 
         Raises:
@@ -439,7 +456,7 @@ class Task:
         return cls.from_records(recs, name=name or path.stem, instruction=instruction)
 
     @classmethod
-    def from_csv(cls, path: str | Path, *, name: str | None = None, instruction: str | None = None) -> "Task":
+    def from_csv(cls, path: str | Path, *, name: str | None = None, instruction: str | None = None) -> Task:
         """Read a CSV with columns ``question``, ``answer``, option columns ``A``, ``B``, ... (or
         ``option_0``, ``option_1``, ...) and optionally ``context`` and ``id``. Empty trailing option
         cells are ignored, so rows may have different numbers of options. A UTF-8 byte-order mark is
@@ -464,29 +481,41 @@ class Task:
         letter_cols = [c for c in cols if len(c) == 1 and c.upper() in LETTERS]
         num_cols = [c for c in cols if c.startswith("option_")]
         if letter_cols and num_cols:
-            raise TaskError(f"{path}:1: both letter option columns {letter_cols} and numbered ones {num_cols}; "
-                            "use one style")
-        bad_num = [c for c in num_cols if not c[len("option_"):].isdigit()]
+            raise TaskError(
+                f"{path}:1: both letter option columns {letter_cols} and numbered ones {num_cols}; use one style"
+            )
+        bad_num = [c for c in num_cols if not c[len("option_") :].isdigit()]
         if bad_num:
             raise TaskError(f"{path}:1: option column {bad_num[0]!r} is not option_<number>")
-        num_cols.sort(key=lambda c: int(c[len("option_"):]))
+        num_cols.sort(key=lambda c: int(c[len("option_") :]))
         opt_cols = letter_cols or num_cols
         if not opt_cols:
             raise TaskError(f"{path}: no option columns (expected A, B, ... or option_0, option_1, ...)")
-        want = [LETTERS[i] for i in range(len(letter_cols))] if letter_cols else \
-            [f"option_{i}" for i in range(len(num_cols))]
+        want = (
+            [LETTERS[i] for i in range(len(letter_cols))]
+            if letter_cols
+            else [f"option_{i}" for i in range(len(num_cols))]
+        )
         if [c.upper() for c in opt_cols] != [w.upper() for w in want]:
-            raise TaskError(f"{path}:1: option columns {opt_cols} are not consecutive from the first "
-                            f"({', '.join(want)}); a gap would shift the answer indices")
+            raise TaskError(
+                f"{path}:1: option columns {opt_cols} are not consecutive from the first "
+                f"({', '.join(want)}); a gap would shift the answer indices"
+            )
         for ln, row in enumerate(reader, 2):
             if None in row:  # more cells than header columns: csv would drop them silently
-                raise TaskError(f"{path}:{reader.line_num}: {len(row[None])} more field(s) than the {len(cols)} "
-                                f"header columns ({row[None]!r}); quote fields that contain commas")
+                raise TaskError(
+                    f"{path}:{reader.line_num}: {len(row[None])} more field(s) than the {len(cols)} "
+                    f"header columns ({row[None]!r}); quote fields that contain commas"
+                )
             opts = [row[c] for c in opt_cols]
             while opts and (opts[-1] is None or opts[-1] == ""):
                 opts.pop()
-            rec = {"id": row.get("id") or f"{path.name}:{ln}", "question": row.get("question"), "options": opts,
-                   "answer": row.get("answer")}
+            rec = {
+                "id": row.get("id") or f"{path.name}:{ln}",
+                "question": row.get("question"),
+                "options": opts,
+                "answer": row.get("answer"),
+            }
             if row.get("question") is None:
                 raise TaskError(f"{path}: missing column 'question'")
             if row.get("context"):

@@ -220,7 +220,7 @@ class TestbedConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "TestbedConfig":
+    def from_dict(cls, d: Mapping[str, Any]) -> TestbedConfig:
         names = {f.name for f in fields(cls)}
         return cls(**{k: (tuple(v) if k == "train_shots" else v) for k, v in d.items() if k in names})
 
@@ -239,13 +239,13 @@ _SMALL_MODEL = dict(d_model=64, d_mlp=128, n_heads=8, n_layers=1, steps=3000)
 #: 1-2 minutes.
 TESTBEDS: dict[str, TestbedConfig] = {
     "facts-small": TestbedConfig("facts-small", "facts", n_entities=64, **_SMALL_MODEL),
-    "facts-lured-small": TestbedConfig("facts-lured-small", "facts", n_entities=64, popular_bias=0.7,
-                                       **_SMALL_MODEL),
+    "facts-lured-small": TestbedConfig("facts-lured-small", "facts", n_entities=64, popular_bias=0.7, **_SMALL_MODEL),
     "relations-small": TestbedConfig("relations-small", "relations", n_entities=32, n_options=3, **_SMALL_MODEL),
     "facts": TestbedConfig("facts", "facts", n_entities=200, steps=8000),
     "facts-lured": TestbedConfig("facts-lured", "facts", n_entities=200, popular_bias=0.7, steps=8000),
-    "facts-biased": TestbedConfig("facts-biased", "facts", n_entities=200, letter_bias=0.7, biased_share=0.5,
-                                  steps=8000),
+    "facts-biased": TestbedConfig(
+        "facts-biased", "facts", n_entities=200, letter_bias=0.7, biased_share=0.5, steps=8000
+    ),
     "facts-noisy": TestbedConfig("facts-noisy", "facts", n_entities=200, label_noise=0.2, steps=8000),
     "facts-2layer": TestbedConfig("facts-2layer", "facts", n_entities=200, n_layers=2, steps=8000),
     "relations": TestbedConfig("relations", "relations", n_entities=100, n_options=3, steps=8000),
@@ -292,8 +292,14 @@ class Vocab:
         return self.first_value + self.n_values + self.n_entities
 
     def token_format(self) -> TokenFormat:
-        return TokenFormat(letters=self.letters, bos=self.BOS, question_prefix=(self.Q,), option_sep=(),
-                           answer_prefix=(self.ANS,), demo_sep=(self.SEP,))
+        return TokenFormat(
+            letters=self.letters,
+            bos=self.BOS,
+            question_prefix=(self.Q,),
+            option_sep=(),
+            answer_prefix=(self.ANS,),
+            demo_sep=(self.SEP,),
+        )
 
     def names(self) -> list[str]:
         """A readable name per token id (for printing prompts)."""
@@ -354,8 +360,14 @@ def _make_task(cfg: TestbedConfig, vocab: Vocab, facts: _Facts) -> Task:
         distr = [others[i] for i in rng.permutation(len(others))[: cfg.n_options - 1]]
         pos = int(rng.integers(0, cfg.n_options))
         opts = distr[:pos] + [gold] + distr[pos:]
-        items.append(Item(question=tuple(int(t) for t in facts.questions[f]),
-                          options=tuple((vocab.value(v),) for v in opts), answer=pos, id=facts.ids[f]))
+        items.append(
+            Item(
+                question=tuple(int(t) for t in facts.questions[f]),
+                options=tuple((vocab.value(v),) for v in opts),
+                answer=pos,
+                id=facts.ids[f],
+            )
+        )
     return Task(tuple(items), name=cfg.name)
 
 
@@ -384,9 +396,9 @@ class _Sampler:
         shown = np.take_along_axis(opts, perm, axis=1)
         gold_letter = np.argmax(perm == 0, axis=1)
         pairs = np.stack([np.broadcast_to(self.letters, (B, O)), self.vocab.first_value + shown], axis=2)
-        toks = np.concatenate([
-            np.full((B, 1), self.vocab.Q), questions, pairs.reshape(B, 2 * O),
-            np.full((B, 1), self.vocab.ANS)], axis=1)
+        toks = np.concatenate(
+            [np.full((B, 1), self.vocab.Q), questions, pairs.reshape(B, 2 * O), np.full((B, 1), self.vocab.ANS)], axis=1
+        )
         return toks, gold_letter, shown
 
     def batch(self, B: int, shots: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -435,8 +447,17 @@ def _prompt_len(cfg: TestbedConfig, shots: int) -> int:
 
 def _model_dict(cfg: TestbedConfig, vocab: Vocab) -> dict[str, Any]:
     n_ctx = max(64, _prompt_len(cfg, max(cfg.train_shots) + 1))
-    return dict(d_model=cfg.d_model, d_head=cfg.d_model // cfg.n_heads, n_heads=cfg.n_heads, n_layers=cfg.n_layers,
-                n_ctx=n_ctx, d_vocab=vocab.d_vocab, d_mlp=cfg.d_mlp, act_fn=cfg.act_fn, seed=cfg.seed)
+    return dict(
+        d_model=cfg.d_model,
+        d_head=cfg.d_model // cfg.n_heads,
+        n_heads=cfg.n_heads,
+        n_layers=cfg.n_layers,
+        n_ctx=n_ctx,
+        d_vocab=vocab.d_vocab,
+        d_mlp=cfg.d_mlp,
+        act_fn=cfg.act_fn,
+        seed=cfg.seed,
+    )
 
 
 def _boot(cfg: TestbedConfig, vocab: Vocab) -> Any:
@@ -495,8 +516,9 @@ class Testbed:
     def train_seconds(self) -> float:
         return float(self.stats["train_seconds"])
 
-    def splits(self, seed: int = 0, *, n_identify: int | float = 0.4, n_heldout: int | float | None = None,
-               n_demo: int = 4) -> tuple[Task, Task, Task]:
+    def splits(
+        self, seed: int = 0, *, n_identify: int | float = 0.4, n_heldout: int | float | None = None, n_demo: int = 4
+    ) -> tuple[Task, Task, Task]:
         """Disjoint ``(identify, heldout, demo)`` tasks (seeded; see :meth:`Task.split`)."""
         return self.task.split(n_identify, n_heldout, n_demo=n_demo, seed=seed)
 
@@ -509,8 +531,16 @@ class Testbed:
             raise ValueError(f"task {task.name!r} has no {which} items")
         return task.subset(idx, name=f"{task.name}:{which}")
 
-    def queries(self, task: Task, demos: Task | Sequence[Item] | None = None, *, n_proxies: int = 3,
-                n_shots: int = 1, seed: int = 0, **options: Any) -> list[list[Any]]:
+    def queries(
+        self,
+        task: Task,
+        demos: Task | Sequence[Item] | None = None,
+        *,
+        n_proxies: int = 3,
+        n_shots: int = 1,
+        seed: int = 0,
+        **options: Any,
+    ) -> list[list[Any]]:
         """Tokenized proxies ``[item][proxy]`` of ``task``, rendered exactly as :func:`identify` does.
 
         ``demos`` default to the demo split of ``splits(seed)``; ``options`` are other
@@ -525,9 +555,17 @@ class Testbed:
         scored, demo_items = choose_demos(task, n_shots, seed, demos)
         return build_queries(ModelAdapter(self.model), scored, cfg, demo_items)
 
-    def accuracy(self, task: Task | None = None, demos: Task | Sequence[Item] | None = None, *,
-                 fwd_hooks: Any = (), n_proxies: int = 3, n_shots: int = 1, seed: int = 0,
-                 batch_size: int = 64) -> dict[str, float]:
+    def accuracy(
+        self,
+        task: Task | None = None,
+        demos: Task | Sequence[Item] | None = None,
+        *,
+        fwd_hooks: Any = (),
+        n_proxies: int = 3,
+        n_shots: int = 1,
+        seed: int = 0,
+        batch_size: int = 64,
+    ) -> dict[str, float]:
         """Accuracy of the model on ``task`` (default: held-out split of ``splits(seed)``).
 
         Args:
@@ -559,8 +597,12 @@ class Testbed:
         for item in qs:
             cons.append(all(ok[i : i + len(item)]))
             i += len(item)
-        return {"accuracy": float(np.mean(ok)), "consistent_accuracy": float(np.mean(cons)),
-                "gold_prob": float(np.mean(gold)), "n_items": len(qs)}
+        return {
+            "accuracy": float(np.mean(ok)),
+            "consistent_accuracy": float(np.mean(cons)),
+            "gold_prob": float(np.mean(gold)),
+            "n_items": len(qs),
+        }
 
     def render(self, tokens: Sequence[int]) -> str:
         """A readable string of a token-id prompt."""
@@ -568,7 +610,9 @@ class Testbed:
         return " ".join(names[int(t)] if 0 <= int(t) < len(names) else f"<{int(t)}>" for t in tokens)
 
 
-def train_testbed(cfg: TestbedConfig, *, progress: bool = False, num_threads: int | None = 1) -> tuple[Any, dict[str, Any]]:
+def train_testbed(
+    cfg: TestbedConfig, *, progress: bool = False, num_threads: int | None = 1
+) -> tuple[Any, dict[str, Any]]:
     """Train a testbed model from scratch (no cache).
 
     Args:
@@ -649,7 +693,7 @@ def _train(cfg: TestbedConfig, progress: bool) -> tuple[Any, dict[str, Any]]:
             _, agree = probe()
             history.append((step, agree))
             if bar is not None:
-                bar.set_postfix(loss=f"{np.mean(losses[-cfg.check_every:]):.3f}", probe=f"{agree:.3f}")
+                bar.set_postfix(loss=f"{np.mean(losses[-cfg.check_every :]):.3f}", probe=f"{agree:.3f}")
             if agree >= cfg.target_accuracy:
                 break
     seconds = time.perf_counter() - t0
@@ -658,7 +702,7 @@ def _train(cfg: TestbedConfig, progress: bool) -> tuple[Any, dict[str, Any]]:
     model.eval()
     net.eval()
     acc, agree = probe()
-    tail = losses[-cfg.check_every:]
+    tail = losses[-cfg.check_every :]
     stats = {
         "train_seconds": seconds,
         "steps": step,
@@ -714,8 +758,14 @@ def make_task(name: str | TestbedConfig = "facts-small") -> tuple[Task, TokenFor
     return _make_task(cfg, vocab, _make_facts(cfg, vocab)), vocab.token_format()
 
 
-def load_testbed(name: str | TestbedConfig = "facts-small", *, cache: str | os.PathLike[str] | None = None,
-                 retrain: bool = False, save: bool = True, progress: bool = False) -> Testbed:
+def load_testbed(
+    name: str | TestbedConfig = "facts-small",
+    *,
+    cache: str | os.PathLike[str] | None = None,
+    retrain: bool = False,
+    save: bool = True,
+    progress: bool = False,
+) -> Testbed:
     """A trained testbed: read from the cache, or trained (and cached) on first use.
 
     Args:
@@ -752,20 +802,34 @@ def load_testbed(name: str | TestbedConfig = "facts-small", *, cache: str | os.P
     if model is None:
         model, stats = train_testbed(cfg, progress=progress)
     model.eval()
-    tb = Testbed(cfg, model, task, vocab.token_format(), vocab, stats or {},
-                 frozenset(facts.ids[i] for i in np.flatnonzero(facts.biased)),
-                 frozenset(facts.ids[i] for i in np.flatnonzero(facts.train_answer != facts.true_answer)),
-                 path if save else None)
+    tb = Testbed(
+        cfg,
+        model,
+        task,
+        vocab.token_format(),
+        vocab,
+        stats or {},
+        frozenset(facts.ids[i] for i in np.flatnonzero(facts.biased)),
+        frozenset(facts.ids[i] for i in np.flatnonzero(facts.train_answer != facts.true_answer)),
+        path if save else None,
+    )
     if "heldout_accuracy" not in tb.stats:
         acc = tb.accuracy()
-        tb.stats.update(heldout_accuracy=acc["accuracy"], heldout_consistent_accuracy=acc["consistent_accuracy"],
-                        heldout_gold_prob=acc["gold_prob"])
+        tb.stats.update(
+            heldout_accuracy=acc["accuracy"],
+            heldout_consistent_accuracy=acc["consistent_accuracy"],
+            heldout_gold_prob=acc["gold_prob"],
+        )
         if save:
             path.parent.mkdir(parents=True, exist_ok=True)
             sd = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
             _atomic_write(path, lambda p: save_file(sd, str(p)))
-            meta = {"format_version": FORMAT_VERSION, "config": cfg.to_dict(), "stats": tb.stats,
-                    "versions": _versions()}
+            meta = {
+                "format_version": FORMAT_VERSION,
+                "config": cfg.to_dict(),
+                "stats": tb.stats,
+                "versions": _versions(),
+            }
             _atomic_write(meta_path, lambda p: p.write_text(json.dumps(meta, indent=2)))
     return tb
 
@@ -797,12 +861,15 @@ def word_tokenizer(words: Sequence[str]) -> Any:
     from tokenizers.processors import TemplateProcessing
     from transformers import PreTrainedTokenizerFast
 
-    vocab = [w for w in ("[PAD]", "[UNK]", "[BOS]") if w not in words] + [w for i, w in enumerate(words) if w not in words[:i]]
+    vocab = [w for w in ("[PAD]", "[UNK]", "[BOS]") if w not in words] + [
+        w for i, w in enumerate(words) if w not in words[:i]
+    ]
     tk = Tokenizer(models.WordLevel({w: i for i, w in enumerate(vocab)}, unk_token="[UNK]"))
     tk.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tk.post_processor = TemplateProcessing(single="[BOS] $A", special_tokens=[("[BOS]", vocab.index("[BOS]"))])
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="[BOS]", unk_token="[UNK]", pad_token="[PAD]",
-                                  add_bos_token=True)
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=tk, bos_token="[BOS]", unk_token="[UNK]", pad_token="[PAD]", add_bos_token=True
+    )
     # saved under the package cache (keyed by the vocabulary), not a temporary folder left behind in /tmp:
     # TransformerLens may reload the tokenizer from its name_or_path, so the folder must outlive this call
     key = hashlib.sha1("\n".join(vocab).encode("utf-8")).hexdigest()[:16]

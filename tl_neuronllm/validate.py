@@ -36,8 +36,16 @@ def check_int(name: str, value: Any, *, min_value: int | None = None, allow_none
     return v
 
 
-def check_float(name: str, value: Any, *, low: float | None = None, high: float | None = None,
-                low_open: bool = False, high_open: bool = False, allow_none: bool = False) -> float | None:
+def check_float(
+    name: str,
+    value: Any,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+    allow_none: bool = False,
+) -> float | None:
     """``value`` as a finite ``float`` in the given range (``bool`` and strings refused).
 
     Raises:
@@ -50,8 +58,9 @@ def check_float(name: str, value: Any, *, low: float | None = None, high: float 
     v = float(value)
     if not math.isfinite(v):
         raise ValueError(f"{name} must be a finite number, got {v}")
-    bad = (low is not None and (v < low or (low_open and v == low))) or \
-          (high is not None and (v > high or (high_open and v == high)))
+    bad = (low is not None and (v < low or (low_open and v == low))) or (
+        high is not None and (v > high or (high_open and v == high))
+    )
     if bad:
         lo = "-inf" if low is None else f"{low:g}"
         hi = "inf" if high is None else f"{high:g}"
@@ -68,18 +77,22 @@ def check_count_or_fraction(name: str, value: Any, *, min_count: int = 0) -> int
             and ``1.5`` included: write ``1`` for one) or a count below ``min_count``.
     """
     if isinstance(value, bool) or not isinstance(value, (Integral, Real)):
-        raise ValueError(f"{name} must be an int count or a float fraction in (0, 1), got {value!r} "
-                         f"({type(value).__name__})")
+        raise ValueError(
+            f"{name} must be an int count or a float fraction in (0, 1), got {value!r} ({type(value).__name__})"
+        )
     if isinstance(value, Integral):
         v = int(value)
         if v < min_count:
-            raise ValueError(f"{name} must be a count >= {min_count} (an int) or a fraction in (0, 1) (a float), "
-                             f"got {v}")
+            raise ValueError(
+                f"{name} must be a count >= {min_count} (an int) or a fraction in (0, 1) (a float), got {v}"
+            )
         return v
     f = float(value)
     if not math.isfinite(f) or not 0 < f < 1:
-        raise ValueError(f"{name} = {f!r} is a float, so it must be a fraction in (0, 1); for a count give an int "
-                         f"(e.g. {name}={int(f) if math.isfinite(f) and f >= 1 else 1})")
+        raise ValueError(
+            f"{name} = {f!r} is a float, so it must be a fraction in (0, 1); for a count give an int "
+            f"(e.g. {name}={int(f) if math.isfinite(f) and f >= 1 else 1})"
+        )
     return f
 
 

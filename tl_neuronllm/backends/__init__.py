@@ -99,7 +99,7 @@ class Backend:
             return self.model(suffix)
         if state.cache is None:
             pre = torch.tensor([state.tokens], dtype=torch.long, device=self.device).expand(suffix.shape[0], -1)
-            return self.model(torch.cat([pre, suffix], dim=1))[:, len(state.tokens):]
+            return self.model(torch.cat([pre, suffix], dim=1))[:, len(state.tokens) :]
         with self.calling():
             return self._run_cached(state, suffix)
 

@@ -36,7 +36,7 @@ def _cache_len(cache: Any) -> int | None:
     fn = getattr(cache, "get_seq_length", None)
     try:
         return int(fn()) if fn is not None else None
-    except Exception:  # noqa: BLE001 - an unreadable cache is an unusable one
+    except Exception:
         return None
 
 
@@ -106,7 +106,9 @@ class HFCacheBackend(Backend):
             logits = self.model(t, **self._continue(cache))
         n = _cache_len(cache)
         if n != len(state.tokens) + len(tokens):
-            raise CacheNotFilled(f"continuing the cache left it holding {n} of {len(state.tokens) + len(tokens)} positions")
+            raise CacheNotFilled(
+                f"continuing the cache left it holding {n} of {len(state.tokens) + len(tokens)} positions"
+            )
         return PrefixState([*state.tokens, *tokens], cache, 0, logits)
 
     def _run_cached(self, state: PrefixState, suffix: Int[Tensor, "rows pos"]) -> Float[Tensor, "rows pos d_vocab"]:

@@ -50,10 +50,14 @@ class TLCacheBackend(Backend):
     def _run_cached(self, state: PrefixState, suffix: Int[Tensor, "rows pos"]) -> Float[Tensor, "rows pos d_vocab"]:
         rows, src = suffix.shape[0], state.cache
         entries = [
-            type(e)(past_keys=e.past_keys.expand(rows, -1, -1, -1), past_values=e.past_values.expand(rows, -1, -1, -1),
-                    frozen=True)
+            type(e)(
+                past_keys=e.past_keys.expand(rows, -1, -1, -1),
+                past_values=e.past_values.expand(rows, -1, -1, -1),
+                frozen=True,
+            )
             for e in src.entries
         ]
-        cache = type(src)(entries=entries, previous_attention_mask=src.previous_attention_mask.expand(rows, -1),
-                          frozen=True)
+        cache = type(src)(
+            entries=entries, previous_attention_mask=src.previous_attention_mask.expand(rows, -1), frozen=True
+        )
         return self.model(suffix, past_kv_cache=cache, attention_mask=torch.ones_like(suffix))
