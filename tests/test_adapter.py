@@ -49,6 +49,15 @@ def test_not_a_model():
         ModelAdapter(torch.nn.Linear(2, 2))
 
 
+def test_not_a_model_names_what_it_lacks(token_model):
+    class HalfModel:
+        cfg = token_model.cfg
+        hook_dict = token_model.hook_dict
+
+    with pytest.raises(ModelError, match=r"HalfModel is not a TransformerLens model: it lacks hooks, forward \("):
+        ModelAdapter(HalfModel())
+
+
 @pytest.mark.skipif(not TEXT_KINDS, reason="no text model class")
 def test_letter_tokens_and_multi_token_letter_refused():
     model = make_model(TEXT_KINDS[0], False)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal
 
 import torch
 from jaxtyping import Float, Int
@@ -37,22 +37,11 @@ from .fastpaths import (
     warn_fallback,
 )
 from .memory import row_bytes
+from .model import HookedModel, missing_attributes
 from .tasks import LETTERS
 
 HOOK_CHOICES = ("hook_post", "hook_pre", "hook_pre_linear")
 HookFn = Callable[[Tensor, Any], Tensor | None]
-
-
-@runtime_checkable
-class HookedModel(Protocol):
-    """What tl_neuronllm needs from a model: TL's config, hook registry and hook context manager."""
-
-    cfg: Any
-    hook_dict: dict
-
-    def hooks(self, fwd_hooks: list = ..., bwd_hooks: list = ..., *args: Any, **kwargs: Any) -> Any: ...
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any: ...
 
 
 class ModelError(ValueError):
@@ -146,11 +135,12 @@ class ModelAdapter:
             or the hook's width is not ``d_mlp``.
     """
 
-    def __init__(self, model: Any, *, hook: str = "hook_post", kv_cache: Literal["auto", "off"] = "auto"):
-        if not isinstance(model, HookedModel):
+    def __init__(self, model: HookedModel, *, hook: str = "hook_post", kv_cache: Literal["auto", "off"] = "auto"):
+        missing = missing_attributes(model)
+        if missing:
             raise ModelError(
-                f"{type(model).__name__} is not a TransformerLens model: it needs cfg, hook_dict and hooks() "
-                "(a TransformerBridge or a HookedTransformer)"
+                f"{type(model).__name__} is not a TransformerLens model: it lacks {', '.join(missing)} "
+                "(a TransformerBridge or a HookedTransformer has them all)"
             )
         if hook not in HOOK_CHOICES:
             raise ModelError(f"hook must be one of {HOOK_CHOICES}, got {hook!r}")

@@ -127,7 +127,8 @@ def candidate_backends(model: Any, kv_cache: str = "auto") -> list[type[Backend]
 
     if kv_cache == "off":
         return [RerunBackend]
-    return [b for b in (HFCacheBackend, TLCacheBackend) if b.applies(model)] + [RerunBackend]
+    cached: list[type[Backend]] = [b for b in (HFCacheBackend, TLCacheBackend) if b.applies(model)]
+    return [*cached, RerunBackend]
 
 
 __all__ = ["Backend", "PrefixState", "candidate_backends", "model_device"]
