@@ -108,11 +108,12 @@ def plot_interventions(evaluation: EvalResult, path: str | Path) -> Path:
             if not r.available:
                 ax.text(0, yi, "n/a", va="center", ha="center", color="gray", fontsize=8)
                 continue
+            err: list[list[float]] | None = None
             if metric == "changed":
-                val, lo, hi = r.metrics["changed"], None, None
+                val = r.metrics["changed"]
             else:
                 val, (lo, hi) = r.delta[metric], r.delta_ci[metric]
-            err = None if lo is None else [[val - lo], [hi - val]]
+                err = [[val - lo], [hi - val]]
             ax.errorbar(
                 val,
                 yi + 0.15,

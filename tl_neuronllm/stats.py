@@ -10,6 +10,9 @@ Per condition: accuracy (argmax over the options, over all proxy questions), mea
 the share of proxy questions whose predicted option differs from a baseline, and the distribution of
 predicted letters. Intervals are percentile bootstrap intervals over *items* (all proxies of a resampled
 item travel together; the same seeded resamples for every condition, so differences are paired).
+
+Beside them, the overlap that chance gives for two random neuron sets (:func:`chance_overlap`,
+:func:`overlap_p_value`; hypergeometric), which :func:`tl_neuronllm.compare` reports.
 """
 
 from __future__ import annotations
@@ -119,6 +122,45 @@ def spread(values: Sequence[float]) -> dict[str, Any]:
         "max": float(v.max()),
         "values": [float(x) for x in v],
     }
+
+
+def _log_comb(n: int, k: int) -> float:
+    return math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
+
+
+def chance_overlap(a: int, b: int, n: int) -> dict[str, float]:
+    """Overlap of two sets of sizes ``a`` and ``b`` drawn uniformly at random from ``n`` items.
+
+    Returns:
+        ``{"expected_shared": a*b/n, "expected_jaccard": E[|A∩B| / |A∪B|]}`` (exact, hypergeometric; 0 when a
+        set is empty). The tail probability is :func:`overlap_p_value`.
+
+    Raises:
+        ValueError: for sizes outside ``[0, n]``.
+    """
+    if not (0 <= a <= n and 0 <= b <= n) or n < 1:
+        raise ValueError(f"set sizes must be in [0, n]; got a={a}, b={b}, n={n}")
+    if a == 0 or b == 0:
+        return {"expected_shared": 0.0, "expected_jaccard": 0.0}
+    ej = 0.0
+    for k in range(max(0, a + b - n), min(a, b) + 1):
+        logp = _log_comb(a, k) + _log_comb(n - a, b - k) - _log_comb(n, b)
+        ej += math.exp(logp) * k / (a + b - k)
+    return {"expected_shared": a * b / n, "expected_jaccard": ej}
+
+
+def overlap_p_value(shared: int, a: int, b: int, n: int) -> float:
+    """Probability that random sets of sizes ``a`` and ``b`` among ``n`` share at least ``shared`` items
+    (the upper tail of the hypergeometric distribution)."""
+    lo = max(shared, 0, a + b - n)
+    return float(
+        min(
+            1.0,
+            sum(
+                math.exp(_log_comb(a, k) + _log_comb(n - a, b - k) - _log_comb(n, b)) for k in range(lo, min(a, b) + 1)
+            ),
+        )
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -323,9 +365,11 @@ __all__ = [
     "accuracy_stats",
     "bootstrap_ci",
     "bootstrap_indices",
+    "chance_overlap",
     "item_accuracy",
     "letter_counts",
     "mcnemar_exact",
+    "overlap_p_value",
     "relative_change",
     "score_predictions",
     "spread",
