@@ -1,12 +1,7 @@
 """The conditions of a held-out evaluation: what is done to which neurons, as one :class:`Condition` record each.
 
-==============================  =================================================
-``baseline``                    no intervention
-``suppress_good``               good neurons x 0
-``suppress_bad``                bad neurons x 0
-``enhance_good_suppress_bad``   good neurons x ``factor`` (default 2), bad x 0 (the paper's "Enhance")
-``enhance_bad_suppress_good``   bad neurons x ``factor``, good x 0 (the paper's "Degrade")
-==============================  =================================================
+The baseline (no intervention) and the interventions of :data:`INTERVENTIONS` (suppress good, suppress bad,
+Enhance, Degrade; the table is in :mod:`tl_neuronllm.evaluate`, which documents the protocol).
 
 Each intervention runs on the identified neurons and again on ``n_random`` random neuron sets of the same size
 and the same per-layer counts (:func:`matched_random_sets`: a random stand-in for the good set and one for the

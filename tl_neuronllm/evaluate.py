@@ -14,14 +14,14 @@ proxy question is answered under these conditions:
 ``enhance_bad_suppress_good``   bad neurons x ``factor``, good x 0 (the paper's "Degrade")
 ==============================  =================================================
 
-Beside the absolute changes, every row has the relative changes against the baseline that we read the
-paper's RAC and RCC to be: ``RAC = (acc - acc_base) / acc_base`` and ``RCC = (cacc - cacc_base) /
-cacc_base`` for the consistent accuracy (``nan`` when the baseline is 0); see :func:`relative_change`.
-
 all at the site (the last prompt token), and each identified condition again with ``n_random``
 (default 5) random neuron sets of the same size and the same per-layer counts (a random stand-in
 for the good set and one for the bad set, disjoint from each other and, when the layer has room,
 from the identified neurons).
+
+Beside the absolute changes, every row has the relative changes against the baseline that we read the
+paper's RAC and RCC to be: ``RAC = (acc - acc_base) / acc_base`` and ``RCC = (cacc - cacc_base) /
+cacc_base`` for the consistent accuracy (``nan`` when the baseline is 0); see :func:`relative_change`.
 
 Per condition: accuracy (argmax over the options, over all proxy questions), mean gold probability
 (softmax over the options), consistent accuracy (share of items answered correctly on all their
@@ -42,14 +42,9 @@ Layout: :mod:`tl_neuronllm.eval_conditions` (the :class:`Condition` records and 
 :mod:`tl_neuronllm.eval_result` (:class:`EvalRow`, :class:`EvalResult` and their files) and
 :mod:`tl_neuronllm.report` (the tables); this module runs the steps and re-exports their public names.
 
-Engine: interventions act at the site only, so every position before the site is the same in all
-conditions. ``engine="prefix"`` (the default for site interventions) runs each proxy's prompt
-prefix once and all conditions as rows of one batched continuation over its key/value cache (the
-same shortcut as exact IG; on models without a cache the prefix is re-run per row, still exact).
-``engine="full"`` runs each condition over right-padded full prompts with
-:func:`tl_neuronllm.answers.predict` (required for ``positions="all"``). The two agree to float
-tolerance (tested). Either way the hooks are :func:`tl_neuronllm.interventions.make_hooks`, the same
-ones :meth:`NeuronResult.hooks` returns.
+Engine: ``engine="prefix"`` (the default for site interventions) runs each proxy's prompt prefix once and
+all conditions as continuation rows over it; ``engine="full"`` runs each condition over full prompts (required
+for ``positions="all"``). The two agree to float tolerance; see :mod:`tl_neuronllm.eval_engines`.
 """
 
 from __future__ import annotations
