@@ -80,6 +80,8 @@ def test_accuracy_stats_hand_case_and_edges():
         accuracy_stats(probs[:2], [0], [0, 0])
     with pytest.raises(ValueError, match="item 0 has 2 questions but 1 answers"):
         item_accuracy([[_Q(0), _Q(1)]], [[torch.tensor([0.6, 0.4])]])
+    with pytest.raises(ValueError, match="2 items of questions but 1 of answers"):
+        item_accuracy([[_Q(0)], [_Q(1)]], [[torch.tensor([0.6, 0.4])]])
     with pytest.raises(ValueError, match="at least one question"):
         score_predictions([], [], [])
 

@@ -223,8 +223,10 @@ def item_accuracy(queries: Sequence[Sequence[_HasGold]], probs: Sequence[Sequenc
     """:func:`accuracy_stats` of questions grouped by item (``queries[i][p]`` answered by ``probs[i][p]``).
 
     Raises:
-        ValueError: an item with a different number of questions and answers.
+        ValueError: a different number of items, or of an item's questions and answers.
     """
+    if len(queries) != len(probs):
+        raise ValueError(f"{len(queries)} items of questions but {len(probs)} of answers")
     flat_p: list[Tensor] = []
     gold: list[int] = []
     item_of: list[int] = []
