@@ -187,6 +187,7 @@ def identify_config_of(result: NeuronResult) -> IdentifyConfig:
 # steps
 # ------------------------------------------------------------------------------------------------
 def _check_disjoint(result: NeuronResult, heldout: Task, demo_items: Sequence[Item]) -> None:
+    """Refuse held-out items that are identification items or demonstrations (:class:`TaskError`)."""
     tcfg = result.config.get("task", {})
     if "item_keys" in tcfg:  # by content: the same question under another id or option order is caught
         keys = set(tcfg["item_keys"])
