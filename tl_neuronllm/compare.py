@@ -21,11 +21,10 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from jaxtyping import Bool
@@ -33,51 +32,14 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from .result import NeuronResult
+from .stats import chance_overlap, overlap_p_value
 from .tasks import Task
 
 COMPARE_FILE = "comparison.safetensors"
 COMPARE_JSON = "comparison.json"
 COMPARE_FORMAT = "tl_neuronllm.Comparison/1"
-ROLES = ("good", "bad")
-
-
-def _log_comb(n: int, k: int) -> float:
-    return math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
-
-
-def chance_overlap(a: int, b: int, n: int) -> dict[str, float]:
-    """Overlap of two sets of sizes ``a`` and ``b`` drawn uniformly at random from ``n`` items.
-
-    Returns:
-        ``{"expected_shared": a*b/n, "expected_jaccard": E[|A∩B| / |A∪B|]}`` (exact, hypergeometric; 0 when a
-        set is empty). The tail probability is :func:`overlap_p_value`.
-
-    Raises:
-        ValueError: for sizes outside ``[0, n]``.
-    """
-    if not (0 <= a <= n and 0 <= b <= n) or n < 1:
-        raise ValueError(f"set sizes must be in [0, n]; got a={a}, b={b}, n={n}")
-    if a == 0 or b == 0:
-        return {"expected_shared": 0.0, "expected_jaccard": 0.0}
-    ej = 0.0
-    for k in range(max(0, a + b - n), min(a, b) + 1):
-        logp = _log_comb(a, k) + _log_comb(n - a, b - k) - _log_comb(n, b)
-        ej += math.exp(logp) * k / (a + b - k)
-    return {"expected_shared": a * b / n, "expected_jaccard": ej}
-
-
-def overlap_p_value(shared: int, a: int, b: int, n: int) -> float:
-    """Probability that random sets of sizes ``a`` and ``b`` among ``n`` share at least ``shared`` items
-    (the upper tail of the hypergeometric distribution)."""
-    lo = max(shared, 0, a + b - n)
-    return float(
-        min(
-            1.0,
-            sum(
-                math.exp(_log_comb(a, k) + _log_comb(n - a, b - k) - _log_comb(n, b)) for k in range(lo, min(a, b) + 1)
-            ),
-        )
-    )
+SetRole = Literal["good", "bad"]
+ROLES: tuple[SetRole, SetRole] = ("good", "bad")
 
 
 @dataclass
@@ -258,21 +220,8 @@ class Comparison:
         return cls(members=members, **meta)
 
 
-def compare(results: Mapping[str, NeuronResult]) -> Comparison:
-    """Overlap of the good and bad sets of one model's results on several tasks.
-
-    Args:
-        results: Task name -> :class:`NeuronResult`, at least two, all of the same model shape and hook.
-
-    Returns:
-        A :class:`Comparison` (see its attributes; :meth:`Comparison.to_markdown`, :meth:`Comparison.heatmap`).
-
-    Raises:
-        ValueError: fewer than two results, a value that is not a NeuronResult, or results of different model
-            shapes, hooks or models (naming the two tasks).
-    """
-    from .pipeline import _versions
-
+def _check_results(results: Mapping[str, NeuronResult]) -> tuple[list[str], list[NeuronResult]]:
+    """Task names and results, refusing fewer than two or results of different models (naming the two tasks)."""
     if not isinstance(results, Mapping):
         raise ValueError(f"results must be a mapping task name -> NeuronResult, got {type(results).__name__}")
     if len(results) < 2:
@@ -298,14 +247,16 @@ def compare(results: Mapping[str, NeuronResult]) -> Comparison:
         m = r.config.get("model", {}).get("model_name")
         if m and model0 and m != model0:
             raise ValueError(f"results[{name!r}] is for model {m!r} but results[{first!r}] for {model0!r}")
-    L, d = r0.n_layers, r0.d_mlp
-    N = L * d
-    members = {role: torch.stack([r.mask(role) for r in res]) for role in ROLES}  # type: ignore[arg-type]
+    return names, res
+
+
+def _overlap_pairs(names: Sequence[str], members: Mapping[str, Tensor], n: int) -> list[dict[str, Any]]:
+    """One overlap row per role and task pair, with what chance gives for sets of those sizes among ``n``."""
     pairs = []
     for role in ROLES:
         for (i, a), (j, b) in itertools.combinations(enumerate(names), 2):
             ma, mb = members[role][i], members[role][j]
-            na, nb, shared = int(ma.sum()), int(mb.sum()), int((ma & mb).sum())
+            na, nb, n_shared = int(ma.sum()), int(mb.sum()), int((ma & mb).sum())
             union = int((ma | mb).sum())
             pairs.append(
                 {
@@ -314,12 +265,17 @@ def compare(results: Mapping[str, NeuronResult]) -> Comparison:
                     "task_b": b,
                     "n_a": na,
                     "n_b": nb,
-                    "shared": shared,
-                    "jaccard": shared / union if union else 0.0,
-                    **chance_overlap(na, nb, N),
-                    "p_value": overlap_p_value(shared, na, nb, N),
+                    "shared": n_shared,
+                    "jaccard": n_shared / union if union else 0.0,
+                    **chance_overlap(na, nb, n),
+                    "p_value": overlap_p_value(n_shared, na, nb, n),
                 }
             )
+    return pairs
+
+
+def _shared_neurons(names: Sequence[str], members: Mapping[str, Tensor]) -> dict[str, list[dict[str, Any]]]:
+    """Per role, the neurons in the sets of two or more tasks, most tasks first."""
     shared: dict[str, list[dict[str, Any]]] = {}
     for role in ROLES:
         count = members[role].sum(0)
@@ -329,6 +285,28 @@ def compare(results: Mapping[str, NeuronResult]) -> Comparison:
             rows.append({"label": f"L{layer}N{neuron}", "layer": layer, "neuron": neuron, "tasks": tasks})
         rows.sort(key=lambda x: (-len(x["tasks"]), x["layer"], x["neuron"]))
         shared[role] = rows
+    return shared
+
+
+def compare(results: Mapping[str, NeuronResult]) -> Comparison:
+    """Overlap of the good and bad sets of one model's results on several tasks.
+
+    Args:
+        results: Task name -> :class:`NeuronResult`, at least two, all of the same model shape and hook.
+
+    Returns:
+        A :class:`Comparison` (see its attributes; :meth:`Comparison.to_markdown`, :meth:`Comparison.heatmap`).
+
+    Raises:
+        ValueError: fewer than two results, a value that is not a NeuronResult, or results of different model
+            shapes, hooks or models (naming the two tasks).
+    """
+    from .pipeline import _versions
+
+    names, res = _check_results(results)
+    r0 = res[0]
+    L, d = r0.n_layers, r0.d_mlp
+    members = {role: torch.stack([r.mask(role) for r in res]) for role in ROLES}
     keys = ("k", "z", "ambiguity", "mode", "method", "n_proxies", "steps", "ig_rule")
     config = {
         "model": r0.config.get("model", {}),
@@ -343,14 +321,14 @@ def compare(results: Mapping[str, NeuronResult]) -> Comparison:
         n_layers=L,
         d_mlp=d,
         members=members,
-        pairs=pairs,
-        shared=shared,
+        pairs=_overlap_pairs(names, members, L * d),
+        shared=_shared_neurons(names, members),
         config=json.loads(json.dumps(config, default=str)),
     )
 
 
 def specific_and_shared(
-    comparison: Comparison, results: Mapping[str, NeuronResult], task: str, role: str = "good"
+    comparison: Comparison, results: Mapping[str, NeuronResult], task: str, role: SetRole = "good"
 ) -> tuple[list[Any], list[Any]]:
     """A task's ``role`` neurons split into task-specific ones (in no other task's set) and shared ones (in
     at least one other task's set), each best-scored first.
@@ -362,7 +340,7 @@ def specific_and_shared(
         raise KeyError(f"task {task!r} is not in the comparison; tasks: {comparison.tasks}")
     t = comparison.tasks.index(task)
     others = torch.cat([comparison.members[role][:t], comparison.members[role][t + 1 :]]).any(0)
-    neurons = results[task].neurons(role)  # type: ignore[arg-type]
+    neurons = results[task].neurons(role)
     specific = [x for x in neurons if not bool(others[x.layer, x.neuron])]
     shared = [x for x in neurons if bool(others[x.layer, x.neuron])]
     return specific, shared
