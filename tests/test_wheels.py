@@ -259,3 +259,24 @@ def test_load_smollm2_builds_into_fresh_cache_from_cached_wheel(monkeypatch, rea
     assert sorted(p.name for p in tmp_path.iterdir()) == [smollm2.SMOLLM2_DIRNAME, "wheels"]
     smollm2.smollm2_dir(cache=tmp_path)
     assert len(calls) == 1
+
+
+# --------------------------------------------------------------------------- the deprecated name
+
+
+def test_hub_is_a_deprecated_alias_of_wheels_and_smollm2():
+    from tl_neuronllm import hub
+
+    with pytest.warns(
+        DeprecationWarning, match=r"tl_neuronllm.hub is deprecated: import fetch_wheel from tl_neuronllm.wheels"
+    ):
+        from tl_neuronllm.hub import fetch_wheel
+    assert fetch_wheel is wheels.fetch_wheel
+    with pytest.warns(DeprecationWarning, match=r"import load_smollm2 from tl_neuronllm.smollm2"):
+        assert hub.load_smollm2 is smollm2.load_smollm2
+    with pytest.warns(DeprecationWarning, match=r"import _build_dir_atomically from tl_neuronllm.wheels"):
+        assert hub._build_dir_atomically is wheels._build_dir_atomically
+    with pytest.warns(DeprecationWarning, match=r"import SMOLLM2_HF_NAME from tl_neuronllm.smollm2"):
+        assert hub.SMOLLM2_HF_NAME == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    with pytest.raises(AttributeError, match="module 'tl_neuronllm.hub' has no attribute 'nothing_here'"):
+        hub.nothing_here  # noqa: B018
