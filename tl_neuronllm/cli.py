@@ -74,14 +74,23 @@ def register_task(name: str, load: Callable[[str | None], Any]) -> None:
 
 
 def load_model(spec: str, *, cache: str | None = None) -> Any:
-    """The model of a run: ``"smollm2"`` (SmolLM2-135M-Instruct as a TransformerBridge)."""
+    """The model of a run: ``"smollm2"`` (SmolLM2-135M-Instruct as a TransformerBridge).
+
+    Raises:
+        SystemExit: with a one-line message, for an unknown name.
+    """
     if spec not in _MODELS:
         raise SystemExit(f"tl-neuronllm: unknown model {spec!r}; available: {', '.join(sorted(_MODELS))}")
     return _MODELS[spec].load(cache)
 
 
 def load_task(spec: str, *, cache: str | None = None) -> Any:
-    """A task from a real task name (``piqa``, ``siqa``, ...) or a ``.jsonl`` / ``.csv`` file."""
+    """A task from a real task name (``piqa``, ``siqa``, ...) or a ``.jsonl`` / ``.csv`` file.
+
+    Raises:
+        SystemExit: with a one-line message, for an unknown name or a missing file.
+        TaskError: for a malformed task file.
+    """
     from .tasks import Task
 
     if spec in _TASKS:
