@@ -16,6 +16,10 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+import _scaffold  # tests/ is on sys.path (pytest inserts the rootdir of conftest.py)
+
+_scaffold.register_cli()  # the CLI's hidden tiny model and synthetic task, for every in-process CLI test
+
 WORDS = (
     ["[PAD]", "[UNK]", "[BOS]"]
     + list("ABCDEFGH")
@@ -82,9 +86,7 @@ def has_hooked() -> bool:
 
 @functools.cache
 def word_tokenizer():
-    from tl_neuronllm.testbed import word_tokenizer as build
-
-    return build(WORDS)
+    return _scaffold.word_tokenizer(WORDS)
 
 
 NATIVE = dict(d_model=32, d_head=8, n_heads=4, n_layers=3, n_ctx=256, d_vocab=100, d_mlp=64, act_fn="gelu")

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from _scaffold import RUN_CLI
 
 from tl_neuronllm import cli
 
@@ -34,10 +35,11 @@ TINY = [
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    # `python -m tl_neuronllm args` in a subprocess, with the tests' tiny model registered (tests/_scaffold.py)
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
     env.pop("TL_NEURONLLM_DEBUG", None)
     return subprocess.run(
-        [sys.executable, "-m", "tl_neuronllm", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=300
+        [sys.executable, "-c", RUN_CLI, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=300
     )
 
 

