@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 from torch import Tensor
 
+from .. import stats
 from ..proxies import TokenFormat
 from ..tasks import Item, Task
 from .config import TestbedConfig
@@ -18,33 +18,12 @@ from .data import Vocab
 __all__ = ["Testbed", "accuracy_stats"]
 
 
-# MERGE (issue 11, part 5): the testbed's only accuracy computation. Helper B is creating the shared accuracy
-# function in the evaluation statistics module; the lead swaps this function (or its one call in
-# Testbed.accuracy) for that one at merge time. The numbers must stay identical.
 def accuracy_stats(queries: Sequence[Sequence[Any]], probs: Sequence[Tensor]) -> dict[str, float]:
-    """Accuracy of option probabilities against the queries' gold options.
-
-    Args:
-        queries: Per item, its queries (each with a ``gold`` option index), in the order of ``probs``.
-        probs: One option-probability vector per query, the queries flattened item by item.
-
-    Returns:
-        ``accuracy`` (argmax right, per query), ``consistent_accuracy`` (items right on all their
-        queries), ``gold_prob`` (mean probability of the gold option), ``n_items``.
-    """
-    flat = [q for item in queries for q in item]
-    ok = [int(p.argmax()) == q.gold for q, p in zip(flat, probs)]
-    gold = [float(p[q.gold]) for q, p in zip(flat, probs)]
-    cons, i = [], 0
-    for item in queries:
-        cons.append(all(ok[i : i + len(item)]))
-        i += len(item)
-    return {
-        "accuracy": float(np.mean(ok)),
-        "consistent_accuracy": float(np.mean(cons)),
-        "gold_prob": float(np.mean(gold)),
-        "n_items": len(queries),
-    }
+    """:func:`tl_neuronllm.stats.accuracy_stats` of the queries (item by item, flattened in ``probs``),
+    with ``n_items``."""
+    item_of = [i for i, item in enumerate(queries) for _ in item]
+    gold = [q.gold for item in queries for q in item]
+    return {**stats.accuracy_stats(probs, gold, item_of, len(queries)), "n_items": len(queries)}
 
 
 @dataclass
