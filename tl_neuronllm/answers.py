@@ -1,4 +1,4 @@
-"""Answer scoring: tokenized proxies (queries), option scores, the target F and batched predictions.
+"""Answer scoring: tokenized proxies (:class:`ProxyPrompt`), option scores, the target F and batched predictions.
 
 Two answer modes:
 
@@ -33,17 +33,23 @@ Target = Literal["ce", "prob", "vocab_prob"]
 TARGETS = ("ce", "prob", "vocab_prob")
 
 
+#: Rules for the scored position of a prompt: ``"last"`` (the last prompt token, which predicts the answer).
+SITE_RULES = ("last",)
+SiteRule = Literal["last"]
+
+
 @dataclass(frozen=True)
-class Query:
-    """A tokenized proxy.
+class ProxyPrompt:
+    """A tokenized proxy: one rendered prompt of an item, its answer options and the scored position.
 
     Attributes:
-        prompt: Prompt token ids; the last one is the site.
+        prompt: Prompt token ids; by ``site_rule="last"`` the last one is the site.
         gold: Gold letter position.
         n_options: Number of options.
         item_index / proxy_index: Where the proxy came from.
         letter_ids: Per letter, its single-token ids (letter mode).
         continuations: Per letter, the option text's token ids (cloze mode).
+        site_rule: Which position is scored (see :data:`SITE_RULES`); recorded in the result as ``site``.
     """
 
     prompt: tuple[int, ...]
@@ -53,6 +59,7 @@ class Query:
     proxy_index: int = 0
     letter_ids: tuple[tuple[int, ...], ...] | None = None
     continuations: tuple[tuple[int, ...], ...] | None = None
+    site_rule: SiteRule = "last"
 
     @property
     def mode(self) -> Mode:
@@ -60,6 +67,7 @@ class Query:
 
     @property
     def site(self) -> int:
+        """Index of the scored position in :attr:`prompt`."""
         return len(self.prompt) - 1
 
     def suffixes(self) -> list[list[int]]:
@@ -68,6 +76,10 @@ class Query:
         if self.continuations is None:
             return [[s]]
         return [[s, *c] for c in self.continuations]
+
+
+#: The former name of :class:`ProxyPrompt` (it reads as the attention query to a TransformerLens user).
+Query = ProxyPrompt
 
 
 class ContextLengthError(ValueError):
@@ -101,7 +113,7 @@ def make_queries(
     mode: Mode,
     *,
     letters: Sequence[int] | None = None,
-) -> list[Query]:
+) -> list[ProxyPrompt]:
     """Tokenize proxies into queries.
 
     Args:
@@ -159,7 +171,7 @@ def make_queries(
                     "demonstrations (n_shots)"
                 )
         out.append(
-            Query(
+            ProxyPrompt(
                 prompt=tuple(prompt),
                 gold=p.gold,
                 n_options=p.n_options,
@@ -212,7 +224,7 @@ def target_fn(z: Float[Tensor, "... n_options"], gold: int, target: Target = "ce
 
 
 def suffix_scores(
-    logits: Float[Tensor, "rows pos d_vocab"], q: Query, n_groups: int, vocab_norm: bool = False
+    logits: Float[Tensor, "rows pos d_vocab"], q: ProxyPrompt, n_groups: int, vocab_norm: bool = False
 ) -> Float[Tensor, "n_groups n_options"]:
     """Option scores of ``n_groups`` repetitions of a query's suffix rows (``V`` rows each)."""
     if q.continuations is None:
@@ -223,7 +235,7 @@ def suffix_scores(
     return torch.stack([cloze_scores(lg[g], q.continuations, 0) for g in range(n_groups)])
 
 
-def full_rows(q: Query) -> tuple[list[list[int]], int]:
+def full_rows(q: ProxyPrompt) -> tuple[list[list[int]], int]:
     """Full-sequence rows of a query (prompt, or prompt + each option) and the site position."""
     if q.continuations is None:
         return [list(q.prompt)], q.site
@@ -231,7 +243,7 @@ def full_rows(q: Query) -> tuple[list[list[int]], int]:
 
 
 def full_scores(
-    logits: Float[Tensor, "rows pos d_vocab"], q: Query, site: int | Sequence[int], vocab_norm: bool = False
+    logits: Float[Tensor, "rows pos d_vocab"], q: ProxyPrompt, site: int | Sequence[int], vocab_norm: bool = False
 ) -> Float[Tensor, " n_options"]:
     """Option scores of one query from the logits of its full rows (see :func:`full_rows`)."""
     if q.continuations is None:
@@ -242,7 +254,7 @@ def full_scores(
     return cloze_scores(logits, q.continuations, s)
 
 
-def batch_full_rows(queries: Sequence[Query]) -> tuple[list[list[int]], list[int], list[int]]:
+def batch_full_rows(queries: Sequence[ProxyPrompt]) -> tuple[list[list[int]], list[int], list[int]]:
     """All full rows of several queries, with each row's site and each query's first row."""
     rows: list[list[int]] = []
     sites: list[int] = []
@@ -258,7 +270,7 @@ def batch_full_rows(queries: Sequence[Query]) -> tuple[list[list[int]], list[int
 @torch.no_grad()
 def predict(
     adapter: ModelAdapter,
-    queries: Sequence[Query],
+    queries: Sequence[ProxyPrompt],
     *,
     fwd_hooks: Sequence[tuple[str, HookFn]] | Callable[[Tensor], Sequence[tuple[str, HookFn]]] = (),
     batch_size: int = 16,
