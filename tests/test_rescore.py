@@ -53,5 +53,11 @@ def test_rescore_errors(token_model, tmp_path):
         identify(token_model, task, k=5, token_format=fmt, keep_attributions=True, checkpoint=tmp_path, progress=False)
     with pytest.raises(ValueError, match="activation_contrast"):
         identify(
-            token_model, task, k=5, token_format=fmt, keep_attributions=True, method="activation_contrast", progress=False
+            token_model,
+            task,
+            k=5,
+            token_format=fmt,
+            keep_attributions=True,
+            method="activation_contrast",
+            progress=False,
         )

@@ -121,9 +121,10 @@ class IdentifyConfig:
         return AugmentConfig(self.n_proxies, self.permutation, self.include_original, self.seed)
 
     def to_dict(self) -> dict[str, Any]:
-        """The options as plain JSON values (``layers`` a list, ``token_format`` a dict)."""
+        """The options as plain JSON values (``layers`` a list, ``token_format`` a dict of lists)."""
         d = asdict(self)
-        d["token_format"] = None if self.token_format is None else asdict(self.token_format)
+        tf = None if self.token_format is None else asdict(self.token_format)
+        d["token_format"] = None if tf is None else {k: list(v) if isinstance(v, tuple) else v for k, v in tf.items()}
         d["layers"] = None if self.layers is None else list(self.layers)
         return d
 
