@@ -14,7 +14,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from .result import ResultFileError
+from .result_files import ResultFileError
 
 
 def model_fingerprint(model: Any, *, n_tensors: int = 4, n_values: int = 4096) -> str:

@@ -38,9 +38,8 @@ import torch.distributed as dist
 from torch import Tensor
 
 from .adapter import preserved_model_state
-from .baselines import resolve
 from .config import IdentifyConfig
-from .pipeline import finish_result, score_resumable
+from .pipeline import finish_result, ready_adapter, run_fingerprint, score_resumable
 from .prepare import prepare, require_autograd
 from .reducers import Reducer
 from .result import NeuronResult
@@ -166,21 +165,14 @@ def identify_distributed(
     mine = shard_indices(len(queries), rank, world)
     shard = [queries[i] for i in mine]
     with preserved_model_state(model):
-        prep.adapter.check_widths()
-        if resolve(cfg.method)[0].continues_prefixes:
-            prep.adapter.share_prefix([q.prompt for qs in shard for q in qs])
-        fingerprint = {
-            "items": [prep.task.items[i].to_record() for i in mine],
-            "demos": [d.to_record() for d in prep.demo_items],
-            "shard": [rank, world],
-        }
+        ready_adapter(prep, cfg, shard)
         reducer, act_sum, probs = score_resumable(
             prep.adapter,
             shard,
             cfg,
             checkpoint=None if checkpoint is None else Path(checkpoint) / f"rank{rank}-of-{world}",
             checkpoint_every=checkpoint_every,
-            fingerprint=fingerprint,
+            fingerprint=run_fingerprint(prep, mine, shard=[rank, world]),
             progress=progress and rank == 0,
             item_ids=[prep.item_ids[i] for i in mine],
         )

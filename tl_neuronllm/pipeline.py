@@ -14,7 +14,7 @@ import platform
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -22,15 +22,16 @@ from torch import Tensor
 from . import __version__
 from .adapter import ModelAdapter, ModelError, preserved_model_state
 from .answers import ProxyPrompt
-from .baselines import reducer_class, resolve
+from .baselines import resolve
 from .checkpoint import Checkpoint, model_fingerprint
 from .config import IdentifyConfig, ResultConfig, config_from_options
 from .methods import AttributionOptions, correct_mask
 from .methods import attribute_items as attribute_item_batch
 from .prepare import Prepared, build_queries, check_layers, choose_demos, prepare, require_autograd
 from .reducers import ACEReducer, Reducer
+from .rescoring import rescore
 from .result import NeuronResult, build_result
-from .scoring import ACEState, ScoringConfig
+from .scoring import ACEState
 from .tasks import Item, Task, TaskError
 from .validate import check_bool, check_count_or_fraction, check_int
 
@@ -219,12 +220,41 @@ def stack_kept(kept: Sequence[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
     return torch.cat([pad(ig) for ig, _ in kept]), torch.cat([pad(m) for _, m in kept])
 
 
-def check_run_options(cfg: IdentifyConfig, *, keep_attributions: bool, checkpoint: Any) -> None:
-    """Refuse combinations of ``identify`` options that cannot work together.
+def ready_adapter(prep: Prepared, cfg: IdentifyConfig, queries: Sequence[Sequence[ProxyPrompt]]) -> None:
+    """Check the model's neuron widths, and let a method that continues prompt prefixes share theirs.
 
     Raises:
-        ValueError: ``keep_attributions`` with a checkpoint, or with a reducer that cannot be rescored.
+        ModelError: for hooks whose width is not ``d_mlp``.
     """
+    prep.adapter.check_widths()
+    if resolve(cfg.method)[0].continues_prefixes:
+        prep.adapter.share_prefix([q.prompt for qs in queries for q in qs])
+
+
+def run_fingerprint(prep: Prepared, items: Iterable[int], **extra: Any) -> dict[str, Any]:
+    """What ties a checkpoint to its run besides the config and the model: the scored items and the demos."""
+    return {
+        "items": [prep.task.items[i].to_record() for i in items],
+        "demos": [d.to_record() for d in prep.demo_items],
+        **extra,
+    }
+
+
+def check_run_options(
+    cfg: IdentifyConfig, task: Any, *, progress: Any, keep_attributions: Any, checkpoint: Any, checkpoint_every: Any
+) -> None:
+    """Refuse ``identify`` options of the wrong type, and combinations that cannot work together.
+
+    Raises:
+        ValueError: a wrong type or range; ``keep_attributions`` with a checkpoint, or with a reducer that
+            cannot be rescored. TaskError: a task that is not a :class:`Task`.
+    """
+    check_bool("progress", progress)
+    check_bool("keep_attributions", keep_attributions)
+    check_int("checkpoint_every", checkpoint_every, min_value=1)
+    if not isinstance(task, Task):
+        raise TaskError(f"task must be a tl_neuronllm.Task, got {type(task).__name__}; use Task.from_records(...)")
+    require_autograd("identify")
     if keep_attributions and checkpoint is not None:
         raise ValueError(
             "keep_attributions=True cannot resume from a checkpoint (snapshots hold only the streaming "
@@ -287,31 +317,26 @@ def identify(
     """
     cfg = IdentifyConfig.from_options(config, **options)
     k = check_count_or_fraction("k", k)
-    check_bool("progress", progress)
-    check_bool("keep_attributions", keep_attributions)
-    check_int("checkpoint_every", checkpoint_every, min_value=1)
-    if not isinstance(task, Task):
-        raise TaskError(f"task must be a tl_neuronllm.Task, got {type(task).__name__}; use Task.from_records(...)")
-    require_autograd("identify")
-    check_run_options(cfg, keep_attributions=keep_attributions, checkpoint=checkpoint)
+    check_run_options(
+        cfg,
+        task,
+        progress=progress,
+        keep_attributions=keep_attributions,
+        checkpoint=checkpoint,
+        checkpoint_every=checkpoint_every,
+    )
     t0 = time.perf_counter()
     prep = prepare(model, task, cfg, demos=demos)  # tokenizer only: errors before any model time
+    kept: list[tuple[Tensor, Tensor]] | None = [] if keep_attributions else None
     with preserved_model_state(model):
-        prep.adapter.check_widths()
-        if resolve(cfg.method)[0].continues_prefixes:
-            prep.adapter.share_prefix([q.prompt for qs in prep.queries for q in qs])
-        fingerprint = {
-            "items": [it.to_record() for it in prep.task.items],
-            "demos": [d.to_record() for d in prep.demo_items],
-        }
-        kept: list[tuple[Tensor, Tensor]] | None = [] if keep_attributions else None
+        ready_adapter(prep, cfg, prep.queries)
         reducer, act_sum, probs = score_resumable(
             prep.adapter,
             prep.queries,
             cfg,
             checkpoint=checkpoint,
             checkpoint_every=checkpoint_every,
-            fingerprint=fingerprint,
+            fingerprint=run_fingerprint(prep, range(len(prep.queries))),
             progress=progress,
             kept=kept,
             item_ids=prep.item_ids,
@@ -402,107 +427,3 @@ def _versions() -> dict[str, str]:
         except md.PackageNotFoundError:
             pass
     return out
-
-
-_KEEP = object()
-
-
-def _subset(
-    result: NeuronResult, proxies: Sequence[int] | None, items: Sequence[int] | None
-) -> tuple[Tensor, Tensor, int | None, dict[str, Any] | None]:
-    """The kept attributions and proxy mask of ``proxies`` and ``items``, the new proxy count and task record.
-
-    Raises:
-        ValueError: for out-of-range or repeated proxies, or out-of-range items.
-    """
-    assert result.attributions is not None
-    attr = result.attributions
-    mask = result.proxy_mask if result.proxy_mask is not None else torch.ones(attr.shape[:2])
-    n_proxies = None
-    if proxies is not None:
-        idx = [int(p) for p in proxies]
-        bad = [p for p in idx if not 0 <= p < attr.shape[1]]
-        if not idx or bad or len(set(idx)) != len(idx):
-            raise ValueError(f"proxies must be distinct indices in [0, {attr.shape[1]}), got {list(proxies)}")
-        attr, mask, n_proxies = attr[:, idx], mask[:, idx], len(idx)
-    task_cfg = None
-    if items is not None:
-        if isinstance(items, (str, bytes)) or not isinstance(items, Sequence):
-            raise ValueError(f"items must be a list of item indices, got {items!r}")
-        sel = [check_int(f"items[{j}]", x) for j, x in enumerate(items)]
-        bad = [x for x in sel if not 0 <= x < attr.shape[0]]
-        if not sel or bad:
-            raise ValueError(
-                f"items must be indices in [0, {attr.shape[0]}) of the result's scored items (at least "
-                f"one), got {bad[0] if bad else 'none'}"
-            )
-        attr, mask = attr[sel], mask[sel]
-        task_cfg = result.config.get("task")
-        if isinstance(task_cfg, dict):
-            task_cfg = dict(task_cfg, n_scored=len(sel))
-            for key in ("item_ids", "item_keys"):
-                if key in task_cfg and len(task_cfg[key]) == result.attributions.shape[0]:
-                    task_cfg[key] = [task_cfg[key][x] for x in sel]
-    return attr, mask, n_proxies, task_cfg
-
-
-def rescore(
-    result: NeuronResult,
-    *,
-    k: int | float | None = None,
-    z: float | None = None,
-    ambiguity: Any = _KEEP,
-    candidates: Literal["topk", "threshold"] | None = None,
-    tau: float | None = None,
-    proxies: Sequence[int] | None = None,
-    items: Sequence[int] | None = None,
-) -> NeuronResult:
-    """Re-form the candidate sets, ambiguity filter, proxy subset and item subset of a result, without the model.
-
-    Needs a result from ``identify(..., keep_attributions=True)``. Options left out keep the result's
-    values (``ambiguity=None`` switches the filter off). ``proxies=[0]`` keeps only the first proxy
-    (the original option order when ``include_original``), which is exactly ``n_proxies=1``.
-    The returned scores and sets equal the ones ``identify`` would return with those options
-    (``act_mean`` and ``stats`` stay those of the whole run, over all its proxies).
-    ``items`` (indices into the scored items, in the order of ``result.config["task"]["item_ids"]``; they may
-    repeat, as in a bootstrap resample) re-forms the scores from those items only, which is exactly
-    ``identify`` on that subset; the returned config's ``task`` then lists only those items, so
-    :func:`tl_neuronllm.evaluate` accepts the other items as held-out ones (cross-validation,
-    :mod:`tl_neuronllm.selection`). A baseline's result is re-formed by its own reducer (the ACE options
-    ``z``, ``ambiguity``, ``candidates`` and ``tau`` do not apply to it).
-
-    Raises:
-        ValueError: if the result has no kept attributions, or for out-of-range options, proxies or items.
-    """
-    if result.attributions is None:
-        raise ValueError("this result has no per-item attributions; run identify(..., keep_attributions=True)")
-    if k is not None:
-        k = check_count_or_fraction("k", k)
-    c = ResultConfig.from_dict(result.config)
-    ident = c.identify
-    scoring = ScoringConfig(
-        candidates=candidates if candidates is not None else ident.candidates,
-        z=z if z is not None else ident.z,
-        tau=tau if tau is not None else ident.tau,
-        ambiguity=ident.ambiguity if ambiguity is _KEEP else ambiguity,
-    )
-    attr, mask, n_proxies, task_cfg = _subset(result, proxies, items)
-    reducer = reducer_class(ident.method).create(result.n_layers, result.d_mlp, scoring)
-    reducer.update(attr, mask)
-    changed = dict(candidates=scoring.candidates, z=scoring.z, tau=scoring.tau, ambiguity=scoring.ambiguity)
-    c.identify = IdentifyConfig.from_dict(
-        {**ident.to_dict(), **changed, "n_proxies": n_proxies or ident.n_proxies}, strict=False
-    )
-    c["rescored"] = True
-    if task_cfg is not None:
-        c.task = task_cfg
-    return build_result(
-        reducer.result().scores,
-        reducer.state,
-        (c.k if c.k is not None else 100) if k is None else k,
-        act_mean=result.act_mean,
-        config=c,
-        stats=dict(result.stats),
-        attributions=attr,
-        proxy_mask=mask,
-    )
