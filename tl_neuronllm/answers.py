@@ -99,7 +99,8 @@ def context_length(adapter: ModelAdapter) -> int | None:
 def _untruncated_length(adapter: ModelAdapter, text: str, fallback: int) -> int:
     """Token count of ``text`` (with BOS) without the tokenizer's truncation to the context."""
     try:
-        return int(adapter.model.to_tokens(text, prepend_bos=True, truncate=False).shape[-1])
+        # TransformerLens models have to_tokens; the adapter's model protocol does not list it
+        return int(adapter.model.to_tokens(text, prepend_bos=True, truncate=False).shape[-1])  # pyright: ignore[reportAttributeAccessIssue]
     except TypeError:  # a to_tokens without ``truncate``
         tok = adapter.tokenizer
         if tok is None:

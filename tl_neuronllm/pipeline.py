@@ -182,7 +182,7 @@ def score_resumable(
         ValueError: for a checkpoint of another run or model; ``ResultFileError`` for an unreadable one.
     """
     start, reducer, act_sum, done_probs = 0, None, None, []
-    on_batch = None
+    on_batch: Callable[[int, Reducer, Tensor, list[list[Tensor]]], None] | None = None
     if checkpoint is not None:
         meta = {"config": cfg.to_dict(), "model": adapter.describe(), "weights": model_fingerprint(adapter.model)}
         ckpt = Checkpoint(checkpoint, {**meta, **fingerprint}, checkpoint_every)
@@ -191,8 +191,10 @@ def score_resumable(
             start, state, act_sum, done_probs = loaded
             reducer = resolve(cfg.method)[1].from_tensors(state, cfg.scoring)
 
-        def on_batch(next_item: int, r: Reducer, a: Tensor, probs: list[list[Tensor]]) -> None:
+        def snapshot(next_item: int, r: Reducer, a: Tensor, probs: list[list[Tensor]]) -> None:
             ckpt.save(next_item, r.tensors(), a, done_probs + probs, force=next_item >= len(queries))
+
+        on_batch = snapshot
 
     reducer, act_sum, probs = run_scoring(
         adapter,

@@ -89,7 +89,7 @@ class Reducer(ABC):
         return self
 
 
-def check_attributions(attributions: Tensor, shape: tuple[int, int]) -> None:
+def check_attributions(attributions: Tensor, shape: tuple[int, ...]) -> None:
     """Refuse attributions that are not ``[items, proxies, *shape]``.
 
     Raises:

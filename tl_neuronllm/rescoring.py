@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from torch import Tensor
@@ -36,11 +36,11 @@ def _subset(
         if not idx or bad or len(set(idx)) != len(idx):
             raise ValueError(f"proxies must be distinct indices in [0, {attr.shape[1]}), got {list(proxies)}")
         attr, mask, n_proxies = attr[:, idx], mask[:, idx], len(idx)
-    task_cfg = None
+    task_cfg: dict[str, Any] | None = None
     if items is not None:
         if isinstance(items, (str, bytes)) or not isinstance(items, Sequence):
             raise ValueError(f"items must be a list of item indices, got {items!r}")
-        sel = [check_int(f"items[{j}]", x) for j, x in enumerate(items)]
+        sel = [cast(int, check_int(f"items[{j}]", x)) for j, x in enumerate(items)]
         bad = [x for x in sel if not 0 <= x < attr.shape[0]]
         if not sel or bad:
             raise ValueError(
@@ -48,9 +48,9 @@ def _subset(
                 f"one), got {bad[0] if bad else 'none'}"
             )
         attr, mask = attr[sel], mask[sel]
-        task_cfg = result.config.get("task")
-        if isinstance(task_cfg, dict):
-            task_cfg = dict(task_cfg, n_scored=len(sel))
+        recorded = result.config.get("task")
+        if isinstance(recorded, dict):
+            task_cfg = dict(recorded, n_scored=len(sel))
             for key in ("item_ids", "item_keys"):
                 if key in task_cfg and len(task_cfg[key]) == result.attributions.shape[0]:
                     task_cfg[key] = [task_cfg[key][x] for x in sel]
