@@ -55,18 +55,19 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
             out["n_queries"] = res.stats["n_queries"]
     else:
         from tl_neuronllm import Task
-        from tl_neuronllm.adapter import ModelAdapter, preserved_model_state
+        from tl_neuronllm.adapter import preserved_model_state
         from tl_neuronllm.attribution import ig_fast
+        from tl_neuronllm.config import IdentifyConfig
         from tl_neuronllm.datasets import load_real_task_records
         from tl_neuronllm.hub import load_smollm2
-        from tl_neuronllm.pipeline import IdentifyConfig, build_queries, choose_demos
+        from tl_neuronllm.prepare import prepare
 
         model = load_smollm2()
         cfg = IdentifyConfig()
-        adapter = ModelAdapter(model)
         records = load_real_task_records("mmlu", limit=40)
-        scored, demos = choose_demos(Task.from_records(records), 1, 0, None)
-        qs = [q for item in build_queries(adapter, scored, cfg, demos) for q in item]
+        prep = prepare(model, Task.from_records(records), cfg)
+        adapter = prep.adapter
+        qs = [q for item in prep.queries for q in item]
         q = min(qs, key=lambda q: abs(len(q.prompt) - 200))
         out["prompt_tokens"] = len(q.prompt)
         with preserved_model_state(model):
