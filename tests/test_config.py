@@ -47,7 +47,7 @@ def result(token_model):
 
 
 def test_result_config_round_trips_through_save_and_load(result, tmp_path):
-    assert isinstance(result.config, ResultConfig) and result.config.site == "last"
+    assert isinstance(result.config, ResultConfig) and result.config.site == result.site == "last"
     assert result.identify_config() == result.config.identify and result.identify_config().steps == 2
     back = NeuronResult.load(result.save(tmp_path / "r"))
     assert isinstance(back.config, ResultConfig) and back.config == result.config
@@ -64,3 +64,8 @@ def test_a_result_saved_by_the_previous_version_loads_with_the_same_config(resul
     assert back.config == result.config and back.config.site == "last" and back.config.reducer == "ace"
     assert {k: back.config[k] for k in old} == old
     assert back.identify_config() == result.identify_config()
+
+
+def test_a_result_built_with_a_dict_config_gets_the_typed_record(result):
+    r = NeuronResult(result.scores, result.good, result.bad, result.state, config={"method": "grad_x_act", "k": 6})
+    assert isinstance(r.config, ResultConfig) and r.identify_config().method == "grad_x_act" and r.config["k"] == 6

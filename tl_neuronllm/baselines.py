@@ -42,7 +42,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 import torch
@@ -62,7 +62,6 @@ from .methods import (
     get_method,
 )
 from .reducers import ACEReducer, Reducer, ReducerResult, TensorReducer, check_attributions, proxy_rows
-from .scoring import ScoringConfig
 
 #: Coarse threshold of QR-Neuron and knowledge neurons (fraction of the per-prompt maximum).
 COARSE_THRESHOLD = 0.2
@@ -397,13 +396,6 @@ class ActivationContrastReducer(TensorReducer):
                 stacklevel=3,
             )
         return ReducerResult(scores, False, {"n_correct": right, "n_incorrect": wrong, "contrast_defined": defined})
-
-
-def state_fields(cls: type[Reducer]) -> list[str]:
-    """The state tensor names of a reducer class (for files written by it)."""
-    if issubclass(cls, TensorReducer):
-        return [f.name for f in fields(cls)]
-    return list(cls.create(1, 1, ScoringConfig()).tensors())
 
 
 __all__ = [

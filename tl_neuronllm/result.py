@@ -84,6 +84,10 @@ class NeuronResult:
     attributions: Float[Tensor, "items proxies n_layers d_mlp"] | None = None
     proxy_mask: Float[Tensor, "items proxies"] | None = None
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.config, ResultConfig):  # a flat dict, as earlier versions took
+            self.config = ResultConfig.from_dict(self.config)
+
     # ---- views --------------------------------------------------------------------------
     @property
     def n_layers(self) -> int:
@@ -97,6 +101,11 @@ class NeuronResult:
     def hook_names(self) -> list[str]:
         hook = self.config.get("hook", "hook_post")
         return [f"blocks.{layer}.mlp.{hook}" for layer in range(self.n_layers)]
+
+    @property
+    def site(self) -> str:
+        """The rule of the scored position (``"last"``: the last prompt token; see ``config.site``)."""
+        return self.config.site
 
     def identify_config(self) -> IdentifyConfig:
         """The :class:`~tl_neuronllm.config.IdentifyConfig` the result was identified with (its method as
