@@ -69,3 +69,14 @@ def test_a_result_saved_by_the_previous_version_loads_with_the_same_config(resul
 def test_a_result_built_with_a_dict_config_gets_the_typed_record(result):
     r = NeuronResult(result.scores, result.good, result.bad, result.state, config={"method": "grad_x_act", "k": 6})
     assert isinstance(r.config, ResultConfig) and r.identify_config().method == "grad_x_act" and r.config["k"] == 6
+
+
+def test_a_saved_config_with_refused_options_is_a_result_file_error(result, tmp_path):
+    from tl_neuronllm.result import ResultFileError
+
+    path = result.save(tmp_path / "bad")
+    meta = json.loads((path / "config.json").read_text())
+    meta["config"]["steps"] = 0
+    (path / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(ResultFileError, match=r"records options this version refuses \(steps must be >= 1"):
+        NeuronResult.load(path)

@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, NamedTuple, NoReturn
+from typing import Any, Literal, NamedTuple
 
 import torch
 from jaxtyping import Float, Int
@@ -30,9 +30,7 @@ from .result_files import (
     FORMAT_NAME,
     TENSORS_FILE,
     ResultFileError,
-    load_neuron_list,
-    load_state,
-    read_files,
+    read_result,
 )
 from .scoring import ACEState, select
 
@@ -380,57 +378,9 @@ class NeuronResult:
                 another format or version, tensors whose shapes disagree with each other or with the
                 recorded model, non-finite scores, or good/bad lists that disagree with the scores.
         """
-        path = Path(path)
-        t, meta = read_files(path)
-
-        def fail(msg: str) -> NoReturn:
-            raise ResultFileError(
-                f"{path}: {msg}; the files do not belong together (edited or mixed from different runs): save the result "
-                "again (or rerun identify)"
-            )
-
-        scores = t.get("scores")
-        if scores is None or scores.ndim != 2:
-            fail(f"{TENSORS_FILE} has no 2-D 'scores' tensor")
-        L, d = (int(x) for x in scores.shape)
-        if not bool(torch.isfinite(scores).all()):
-            fail("'scores' has non-finite values")
-        raw = meta["config"]
-        config = ResultConfig.from_dict(raw if isinstance(raw, Mapping) else {})
-        state = load_state(t, config.identify.method, L, d, fail)
-        if "act_mean" in t and tuple(t["act_mean"].shape) != (L, d):
-            fail(f"'act_mean' has shape {tuple(t['act_mean'].shape)}, expected {(L, d)}")
-        if "attributions" in t:
-            a = t["attributions"]
-            if a.ndim != 4 or tuple(a.shape[2:]) != (L, d):
-                fail(f"'attributions' has shape {tuple(a.shape)}, expected [items, proxies, {L}, {d}]")
-            if "proxy_mask" in t and tuple(t["proxy_mask"].shape) != tuple(a.shape[:2]):
-                fail(f"'proxy_mask' has shape {tuple(t['proxy_mask'].shape)}, expected {tuple(a.shape[:2])}")
-        rec = (config.model.get("n_layers"), config.model.get("d_mlp"))
-        if rec != (None, None) and rec != (L, d):
-            fail(f"{CONFIG_FILE} records a model with {rec[0]} layers x {rec[1]} neurons but the scores are {L} x {d}")
-        lists = {
-            role: [Neuron(*x) for x in load_neuron_list(meta[role], role, scores, fail)] for role in ("good", "bad")
-        }
-        if config.k is not None:
-            for role, sign in (("good", 1), ("bad", -1)):
-                want_ids = [(a, b) for a, b, _ in select(scores, config.k, sign)]  # type: ignore[arg-type]
-                if [(n.layer, n.neuron) for n in lists[role]] != want_ids:
-                    fail(
-                        f"{CONFIG_FILE}: the {role} list ({len(lists[role])} neurons) is not the top-k={config.k} "
-                        "of the scores tensor"
-                    )
-        return cls(
-            scores=scores,
-            good=lists["good"],
-            bad=lists["bad"],
-            state=state,
-            act_mean=t.get("act_mean"),
-            config=config,
-            stats=meta.get("stats", {}),
-            attributions=t.get("attributions"),
-            proxy_mask=t.get("proxy_mask"),
-        )
+        parts = read_result(Path(path))
+        good, bad = ([Neuron(*x) for x in parts.pop(role)] for role in ("good", "bad"))
+        return cls(good=good, bad=bad, **parts)
 
 
 def _ranked(scores: Tensor, k: int | float, sign: Literal[1, -1]) -> list[Neuron]:

@@ -5,15 +5,18 @@ that agree with the scores)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
+import torch
 from safetensors.torch import load_file
 from torch import Tensor
 
 from .baselines import reducer_class
+from .config import ResultConfig
 from .reducers import ACEReducer, Reducer
-from .scoring import ACEState, ScoringConfig
+from .scoring import ACEState, ScoringConfig, select
 
 TENSORS_FILE = "tensors.safetensors"
 CONFIG_FILE = "config.json"
@@ -101,3 +104,63 @@ def load_neuron_list(entries: Any, role: str, scores: Tensor, fail: Any) -> list
             )
         out.append((layer, neuron, score))
     return out
+
+
+def read_result(path: Path) -> dict[str, Any]:
+    """The parts of a saved result, checked to belong together: ``NeuronResult`` keyword arguments, with
+    ``good`` and ``bad`` as ``(layer, neuron, score)`` lists.
+
+    Raises:
+        FileNotFoundError: without the files; ResultFileError: see :meth:`NeuronResult.load`.
+    """
+    t, meta = read_files(path)
+
+    def fail(msg: str) -> NoReturn:
+        raise ResultFileError(
+            f"{path}: {msg}; the files do not belong together (edited or mixed from different runs): save the result "
+            "again (or rerun identify)"
+        )
+
+    scores = t.get("scores")
+    if scores is None or scores.ndim != 2:
+        fail(f"{TENSORS_FILE} has no 2-D 'scores' tensor")
+    L, d = (int(x) for x in scores.shape)
+    if not bool(torch.isfinite(scores).all()):
+        fail("'scores' has non-finite values")
+    raw = meta["config"]
+    try:
+        config = ResultConfig.from_dict(raw if isinstance(raw, Mapping) else {})
+    except (TypeError, ValueError) as e:
+        fail(f"{CONFIG_FILE} records options this version refuses ({e})")
+    state = load_state(t, config.identify.method, L, d, fail)
+    if "act_mean" in t and tuple(t["act_mean"].shape) != (L, d):
+        fail(f"'act_mean' has shape {tuple(t['act_mean'].shape)}, expected {(L, d)}")
+    if "attributions" in t:
+        a = t["attributions"]
+        if a.ndim != 4 or tuple(a.shape[2:]) != (L, d):
+            fail(f"'attributions' has shape {tuple(a.shape)}, expected [items, proxies, {L}, {d}]")
+        if "proxy_mask" in t and tuple(t["proxy_mask"].shape) != tuple(a.shape[:2]):
+            fail(f"'proxy_mask' has shape {tuple(t['proxy_mask'].shape)}, expected {tuple(a.shape[:2])}")
+    rec = (config.model.get("n_layers"), config.model.get("d_mlp"))
+    if rec != (None, None) and rec != (L, d):
+        fail(f"{CONFIG_FILE} records a model with {rec[0]} layers x {rec[1]} neurons but the scores are {L} x {d}")
+    lists = {role: load_neuron_list(meta[role], role, scores, fail) for role in ("good", "bad")}
+    if config.k is not None:
+        for role, sign in (("good", 1), ("bad", -1)):
+            want_ids = [(a, b) for a, b, _ in select(scores, config.k, sign)]  # type: ignore[arg-type]
+            if [(x[0], x[1]) for x in lists[role]] != want_ids:
+                fail(
+                    f"{CONFIG_FILE}: the {role} list ({len(lists[role])} neurons) is not the top-k={config.k} "
+                    "of the scores tensor"
+                )
+    return dict(
+        scores=scores,
+        good=lists["good"],
+        bad=lists["bad"],
+        state=state,
+        act_mean=t.get("act_mean"),
+        config=config,
+        stats=meta.get("stats", {}),
+        attributions=t.get("attributions"),
+        proxy_mask=t.get("proxy_mask"),
+    )
