@@ -82,6 +82,56 @@ class ProxyPrompt:
 Query = ProxyPrompt
 
 
+@dataclass
+class AnswerTally:
+    """Running sums of how the model answers the scored proxies (clean run), additive over items and shards.
+
+    Attributes:
+        n_proxies: Proxies seen.
+        n_correct: Proxies whose predicted option (argmax) is the gold one.
+        gold_prob: Sum of the gold option's probability.
+        n_consistent: Items with every proxy correct.
+        n_items: Items seen.
+    """
+
+    n_proxies: int = 0
+    n_correct: int = 0
+    gold_prob: float = 0.0
+    n_consistent: int = 0
+    n_items: int = 0
+
+    def add(self, queries: Sequence[Sequence[ProxyPrompt]], probs: Sequence[Sequence[Tensor]]) -> None:
+        """Count a batch of items: their proxies and the clean option probabilities of each."""
+        for qs, ps in zip(queries, probs):
+            ok = [int(p.argmax()) == q.gold for q, p in zip(qs, ps)]
+            for q, p in zip(qs, ps):
+                self.gold_prob += float(p[q.gold])
+            self.n_proxies += len(ok)
+            self.n_correct += sum(ok)
+            self.n_consistent += all(ok)
+            self.n_items += 1
+
+    def stats(self) -> dict[str, float]:
+        """Accuracy, mean gold probability and consistent accuracy (every proxy of an item right)."""
+        n = max(self.n_proxies, 1)
+        return {
+            "accuracy": self.n_correct / n,
+            "gold_prob": self.gold_prob / n,
+            "consistent_accuracy": self.n_consistent / max(self.n_items, 1),
+        }
+
+    def to_tensor(self) -> Float[Tensor, " 5"]:
+        """The sums as one float64 tensor (for checkpoints and all-reduce; exact for counts below 2**53)."""
+        return torch.tensor(
+            [self.n_proxies, self.n_correct, self.gold_prob, self.n_consistent, self.n_items], dtype=torch.float64
+        )
+
+    @classmethod
+    def from_tensor(cls, t: Tensor) -> AnswerTally:
+        a, b, g, c, n = (float(x) for x in t.tolist())
+        return cls(int(a), int(b), g, int(c), int(n))
+
+
 class ContextLengthError(ValueError):
     """A rendered prompt (with its longest option in cloze mode) does not fit the model's context."""
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from .answers import AnswerTally
 from .result_files import ResultFileError
 
 
@@ -44,8 +44,9 @@ def model_fingerprint(model: Any, *, n_tensors: int = 4, n_values: int = 4096) -
 class Checkpoint:
     """Periodic snapshots of the streaming state so an interrupted run can resume.
 
-    One file, ``checkpoint.safetensors``, replaced atomically: the state, the activation sum and
-    the clean option probs of the items done as tensors, and the next item and a fingerprint of the
+    One file, ``checkpoint.safetensors``, replaced atomically: the reducer's state, the activation sum
+    and the tally of the model's answers (:class:`~tl_neuronllm.answers.AnswerTally`) as tensors, all
+    of a size independent of the number of items, and the next item and a fingerprint of the
     run's arguments in its metadata (so a kill at any moment leaves either the old or the new
     snapshot, never a mix). A rerun with the same arguments continues after the last snapshot;
     other arguments raise.
@@ -59,8 +60,8 @@ class Checkpoint:
         self.every = max(1, int(every))
         self._n = 0
 
-    def load(self) -> tuple[int, dict[str, Tensor], Tensor, list[list[Tensor]]] | None:
-        """``(next_item, state tensors, act_sum, probs)`` of the last snapshot, or ``None`` when there is none.
+    def load(self) -> tuple[int, dict[str, Tensor], Tensor, AnswerTally] | None:
+        """``(next_item, state tensors, act_sum, tally)`` of the last snapshot, or ``None`` when there is none.
 
         Raises:
             ResultFileError: for an unreadable file; ValueError: for a snapshot of other arguments.
@@ -73,10 +74,7 @@ class Checkpoint:
                 meta = fh.metadata() or {}
             t = load_file(str(ten_f))
             state = {k[6:]: v for k, v in t.items() if k.startswith("state.")}
-            probs = [
-                [p[: int(n)] for p, n in zip(t["probs"][i], t["n_options"][i]) if n > 0]
-                for i in range(t["probs"].shape[0])
-            ]
+            tally = AnswerTally.from_tensor(t["answers"])
             next_item = int(meta["next_item"])
         except Exception as e:  # safetensors' own error types for truncated / foreign files, missing keys
             raise ResultFileError(
@@ -88,31 +86,24 @@ class Checkpoint:
                 f"checkpoint {self.path} was written by a run with other arguments or another model (weights, task "
                 "or options); delete it or choose another checkpoint directory"
             )
-        return next_item, state, t["act_sum"], probs
+        return next_item, state, t["act_sum"], tally
 
     def save(
         self,
         next_item: int,
         state: dict[str, Tensor],
         act_sum: Tensor,
-        probs: Sequence[Sequence[Tensor]],
+        tally: AnswerTally,
         force: bool = False,
     ) -> None:
         """Snapshot (every ``every``-th call, or when ``force``) the reducer's state tensors, the activation
-        sum and the probabilities of the items before ``next_item``."""
+        sum and the answer tally of the items before ``next_item``."""
         self._n += 1
         if not force and self._n % self.every:
             return
         self.path.mkdir(parents=True, exist_ok=True)
-        P = max((len(ps) for ps in probs), default=1)
-        O = max((len(p) for ps in probs for p in ps), default=1)
-        pt = torch.zeros(len(probs), P, O)
-        nt = torch.zeros(len(probs), P, dtype=torch.int64)
-        for i, ps in enumerate(probs):
-            for j, p in enumerate(ps):
-                pt[i, j, : len(p)], nt[i, j] = p, len(p)
         tensors = {f"state.{k}": v for k, v in state.items()}
-        tensors.update(act_sum=act_sum, probs=pt, n_options=nt)
+        tensors.update(act_sum=act_sum, answers=tally.to_tensor())
         tmp = self.path / (self.FILE + ".tmp")
         save_file(tensors, str(tmp), metadata={"next_item": str(next_item), "fingerprint": self.fingerprint})
         os.replace(tmp, self.path / self.FILE)

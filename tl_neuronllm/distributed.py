@@ -4,11 +4,11 @@ Every rank runs the same script (launch with ``torchrun``), holds its own copy o
 scores a strided shard of the items (rank ``r`` of ``W`` takes items ``r, r + W, r + 2W, ...``).
 The method's score (and every baseline's) is a streaming reduction (a :class:`~tl_neuronllm.reducers.Reducer`:
 sums of per-item terms and membership counts, all additive), so the shards combine exactly: every tensor
-of the reducer's state and the activation sum is all-reduced with ``SUM``, the clean option probabilities (for
-the identification statistics) are gathered to rank 0, and rank 0 builds the same
-:class:`~tl_neuronllm.result.NeuronResult` a single process would (equal to float tolerance: only
-the order of float64 additions differs). Demonstrations, permutations and tokenization are
-deterministic, so every rank renders the same queries without communication.
+of the reducer's state, the activation sum and the tally of the model's answers (for the identification
+statistics) is all-reduced with ``SUM``, and rank 0 builds the same :class:`~tl_neuronllm.result.NeuronResult`
+a single process would (equal to float tolerance: only the order of float64 additions differs).
+Demonstrations, permutations and tokenization are deterministic, so every rank renders the same queries
+without communication.
 
 Launch on one machine with 4 GPUs (each rank puts the model on ``cuda:LOCAL_RANK``)::
 
@@ -38,9 +38,10 @@ import torch.distributed as dist
 from torch import Tensor
 
 from .adapter import preserved_model_state
+from .answers import AnswerTally
 from .config import IdentifyConfig
 from .pipeline import finish_result, ready_adapter, run_fingerprint, score_resumable
-from .prepare import prepare, require_autograd
+from .prepare import LazyQueries, prepare, require_autograd
 from .reducers import Reducer
 from .result import NeuronResult
 from .scoring import ScoringConfig
@@ -161,36 +162,25 @@ def identify_distributed(
     rank, world = dist.get_rank(group), dist.get_world_size(group)
     t0 = time.perf_counter()
     prep = prepare(model, task, cfg, demos=demos)  # tokenizer only: errors before any model time
-    queries = prep.queries
-    mine = shard_indices(len(queries), rank, world)
-    shard = [queries[i] for i in mine]
+    mine = range(rank, len(prep.queries), world)  # strided, as shard_indices
+    shard = prep.queries.subset(mine) if isinstance(prep.queries, LazyQueries) else [prep.queries[i] for i in mine]
     with preserved_model_state(model):
         ready_adapter(prep, cfg, shard)
-        reducer, act_sum, probs = score_resumable(
+        reducer, act_sum, tally = score_resumable(
             prep.adapter,
             shard,
             cfg,
             checkpoint=None if checkpoint is None else Path(checkpoint) / f"rank{rank}-of-{world}",
             checkpoint_every=checkpoint_every,
-            fingerprint=run_fingerprint(prep, mine, shard=[rank, world]),
+            fingerprint={} if checkpoint is None else run_fingerprint(prep, mine, shard=[rank, world]),
             progress=progress and rank == 0,
             item_ids=[prep.item_ids[i] for i in mine],
         )
     reducer, act_sum = reduce_state(reducer, act_sum, group)
-    gathered: list[Any] = [None] * world
-    dst = 0 if group is None else dist.get_global_rank(group, 0)
-    dist.gather_object(
-        [[p.tolist() for p in ps] for ps in probs], gathered if rank == 0 else None, dst=dst, group=group
-    )
+    tally = AnswerTally.from_tensor(all_reduce_sum([tally.to_tensor()], group)[0])
     if rank != 0:
         return None
-    all_probs: list[list[Tensor]] = [[] for _ in queries]
-    for r, part in enumerate(gathered):
-        for i, ps in zip(shard_indices(len(queries), r, world), part):
-            all_probs[i] = [torch.tensor(p) for p in ps]
-    result = finish_result(
-        prep, cfg, k, reducer, act_sum, all_probs, time.perf_counter() - t0, extra={"world_size": world}
-    )
+    result = finish_result(prep, cfg, k, reducer, act_sum, tally, time.perf_counter() - t0, extra={"world_size": world})
     if save_to is not None:
         result.save(save_to)
     return result

@@ -21,13 +21,13 @@ from torch import Tensor
 
 from . import __version__
 from .adapter import ModelAdapter, ModelError, preserved_model_state
-from .answers import ProxyPrompt
+from .answers import AnswerTally, ProxyPrompt
 from .baselines import resolve
 from .checkpoint import Checkpoint, model_fingerprint
 from .config import IdentifyConfig, ResultConfig, config_from_options
 from .methods import AttributionOptions, correct_mask
 from .methods import attribute_items as attribute_item_batch
-from .prepare import Prepared, build_queries, check_layers, choose_demos, prepare, require_autograd
+from .prepare import Prepared, build_queries, check_layers, choose_demos, prefix_witnesses, prepare, require_autograd
 from .reducers import ACEReducer, Reducer
 from .rescoring import rescore
 from .result import NeuronResult, build_result
@@ -102,18 +102,9 @@ def identification_stats(
     queries: Sequence[Sequence[ProxyPrompt]], probs: Sequence[Sequence[Tensor]]
 ) -> dict[str, float]:
     """Accuracy, consistent accuracy and mean gold probability of the model on the scored items."""
-    correct, gold_p, consistent = [], [], []
-    for qs, ps in zip(queries, probs):
-        ok = [int(p.argmax()) == q.gold for q, p in zip(qs, ps)]
-        correct += ok
-        gold_p += [float(p[q.gold]) for q, p in zip(qs, ps)]
-        consistent.append(all(ok))
-    n = max(len(correct), 1)
-    return {
-        "accuracy": sum(correct) / n,
-        "gold_prob": sum(gold_p) / n,
-        "consistent_accuracy": sum(consistent) / max(len(consistent), 1),
-    }
+    tally = AnswerTally()
+    tally.add(queries, probs)
+    return tally.stats()
 
 
 def run_scoring(
@@ -125,40 +116,44 @@ def run_scoring(
     act_sum: Tensor | None = None,
     start: int = 0,
     progress: bool = True,
-    on_batch: Callable[[int, Reducer, Tensor, list[list[Tensor]]], None] | None = None,
+    tally: AnswerTally | None = None,
+    on_batch: Callable[[int, Reducer, Tensor, AnswerTally], None] | None = None,
     kept: list[tuple[Tensor, Tensor]] | None = None,
     item_ids: Sequence[str] | None = None,
-) -> tuple[Reducer, Tensor, list[list[Tensor]]]:
-    """Stream items ``start..`` through ``cfg.method``'s attribution into its reducer (a new one if not given).
+) -> tuple[Reducer, Tensor, AnswerTally]:
+    """Stream items ``start..`` through ``cfg.method``'s attribution into its reducer (a new one if not given),
+    the activation sum and the tally of the model's answers (running sums: nothing is kept per item).
 
-    ``on_batch(next_item, reducer, act_sum, probs)`` is called after each batch (checkpointing);
+    ``on_batch(next_item, reducer, act_sum, tally)`` is called after each batch (checkpointing);
     each batch's ``(attributions, proxy_mask)`` is appended to ``kept`` when it is given.
     ``item_ids`` name the items in errors.
 
     Returns:
-        ``(reducer, act_sum, probs)``.
+        ``(reducer, act_sum, tally)``.
 
     Raises:
-        ModelError: if an attribution is ``nan`` or ``inf`` (naming the layer and the item).
+        ModelError: if an attribution or an option probability is ``nan`` or ``inf`` (naming the item).
     """
     method, reducer_cls = resolve(cfg.method)
     reducer = reducer or reducer_cls.create(adapter.n_layers, adapter.d_mlp, cfg.scoring)
     act_sum = torch.zeros(adapter.n_layers, adapter.d_mlp, dtype=torch.float64) if act_sum is None else act_sum
     options = AttributionOptions.from_config(cfg)
-    all_probs: list[list[Tensor]] = []
+    tally = tally or AnswerTally()
     starts = range(start, len(queries), cfg.batch_size)
     for b in _progress(starts, len(starts), progress, f"identify ({cfg.method}, {len(queries)} items)"):
         batch = queries[b : b + cfg.batch_size]
         ig, mask, probs, a = attribute_item_batch(method, adapter, batch, options)
         check_finite_attributions(ig, mask, b, item_ids)
+        ids = item_ids[b : b + len(batch)] if item_ids is not None else [f"#{b + i}" for i in range(len(batch))]
+        check_finite_probs(probs, ids, "identify")
         reducer.update(ig, mask, correct_mask(batch, probs, ig.shape[1]) if reducer.needs_correct else None)
         if kept is not None:
             kept.append((ig, mask))
         act_sum += a
-        all_probs += probs
+        tally.add(batch, probs)
         if on_batch is not None:
-            on_batch(b + len(batch), reducer, act_sum, all_probs)
-    return reducer, act_sum, all_probs
+            on_batch(b + len(batch), reducer, act_sum, tally)
+    return reducer, act_sum, tally
 
 
 def score_resumable(
@@ -172,7 +167,7 @@ def score_resumable(
     progress: bool,
     kept: list[tuple[Tensor, Tensor]] | None = None,
     item_ids: Sequence[str] | None = None,
-) -> tuple[Reducer, Tensor, list[list[Tensor]]]:
+) -> tuple[Reducer, Tensor, AnswerTally]:
     """:func:`run_scoring`, snapshotting to ``checkpoint`` (if given) and resuming from it.
 
     ``fingerprint`` (with the config, the model's shape and a hash of its weights, see
@@ -181,34 +176,34 @@ def score_resumable(
     Raises:
         ValueError: for a checkpoint of another run or model; ``ResultFileError`` for an unreadable one.
     """
-    start, reducer, act_sum, done_probs = 0, None, None, []
-    on_batch: Callable[[int, Reducer, Tensor, list[list[Tensor]]], None] | None = None
+    start, reducer, act_sum, tally = 0, None, None, None
+    on_batch: Callable[[int, Reducer, Tensor, AnswerTally], None] | None = None
     if checkpoint is not None:
         meta = {"config": cfg.to_dict(), "model": adapter.describe(), "weights": model_fingerprint(adapter.model)}
         ckpt = Checkpoint(checkpoint, {**meta, **fingerprint}, checkpoint_every)
         loaded = ckpt.load()
         if loaded is not None:
-            start, state, act_sum, done_probs = loaded
+            start, state, act_sum, tally = loaded
             reducer = resolve(cfg.method)[1].from_tensors(state, cfg.scoring)
 
-        def snapshot(next_item: int, r: Reducer, a: Tensor, probs: list[list[Tensor]]) -> None:
-            ckpt.save(next_item, r.tensors(), a, done_probs + probs, force=next_item >= len(queries))
+        def snapshot(next_item: int, r: Reducer, a: Tensor, t: AnswerTally) -> None:
+            ckpt.save(next_item, r.tensors(), a, t, force=next_item >= len(queries))
 
         on_batch = snapshot
 
-    reducer, act_sum, probs = run_scoring(
+    return run_scoring(
         adapter,
         queries,
         cfg,
         reducer=reducer,
         act_sum=act_sum,
+        tally=tally,
         start=start,
         progress=progress,
         on_batch=on_batch,
         kept=kept,
         item_ids=item_ids,
     )
-    return reducer, act_sum, done_probs + probs
 
 
 def stack_kept(kept: Sequence[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
@@ -230,7 +225,10 @@ def ready_adapter(prep: Prepared, cfg: IdentifyConfig, queries: Sequence[Sequenc
     """
     prep.adapter.check_widths()
     if resolve(cfg.method)[0].continues_prefixes:
-        prep.adapter.share_prefix([q.prompt for qs in queries for q in qs])
+        same = queries is prep.queries and bool(prep.prefix_prompts)
+        prep.adapter.share_prefix(
+            prep.prefix_prompts if same else prefix_witnesses(q.prompt for qs in queries for q in qs)
+        )
 
 
 def run_fingerprint(prep: Prepared, items: Iterable[int], **extra: Any) -> dict[str, Any]:
@@ -332,13 +330,13 @@ def identify(
     kept: list[tuple[Tensor, Tensor]] | None = [] if keep_attributions else None
     with preserved_model_state(model):
         ready_adapter(prep, cfg, prep.queries)
-        reducer, act_sum, probs = score_resumable(
+        reducer, act_sum, tally = score_resumable(
             prep.adapter,
             prep.queries,
             cfg,
             checkpoint=checkpoint,
             checkpoint_every=checkpoint_every,
-            fingerprint=run_fingerprint(prep, range(len(prep.queries))),
+            fingerprint={} if checkpoint is None else run_fingerprint(prep, range(len(prep.queries))),
             progress=progress,
             kept=kept,
             item_ids=prep.item_ids,
@@ -346,7 +344,7 @@ def identify(
     attributions, proxy_mask = stack_kept(kept) if kept else (None, None)
     seconds = time.perf_counter() - t0
     return finish_result(
-        prep, cfg, k, reducer, act_sum, probs, seconds, attributions=attributions, proxy_mask=proxy_mask
+        prep, cfg, k, reducer, act_sum, tally, seconds, attributions=attributions, proxy_mask=proxy_mask
     )
 
 
@@ -356,7 +354,7 @@ def finish_result(
     k: int | float,
     reducer: Reducer,
     act_sum: Tensor,
-    probs: Sequence[Sequence[Tensor]] | None,
+    tally: AnswerTally,
     seconds: float,
     *,
     extra: dict[str, Any] | None = None,
@@ -369,7 +367,6 @@ def finish_result(
         ModelError: for non-finite scores or option probabilities.
     """
     adapter, scored, queries = prep.adapter, prep.task, prep.queries
-    n_queries = sum(len(qs) for qs in queries)
     out = reducer.result()
     scores = out.scores
     if not bool(torch.isfinite(scores).all()):
@@ -378,19 +375,17 @@ def finish_result(
             f"non-finite neuron scores at layer {layer} ({cfg.method}); the model produces nan/inf "
             "activations or gradients (check its weights and dtype)"
         )
-    if probs:
-        check_finite_probs(probs, [it.id for it in scored.items], "identify")
     stats: dict[str, Any] = {
         "seconds": seconds,
-        "n_queries": n_queries,
+        "n_queries": tally.n_proxies,
         "kv_backend": adapter.kv_backend,
         "fast_paths": adapter.fast.to_dict(),
     }
     if not isinstance(reducer, ACEReducer):  # a baseline
         stats.update(positive_only=out.positive_only, **out.info, baseline_seconds=seconds)
     stats.update(extra or {})
-    if probs:
-        stats.update(identification_stats(queries, probs))
+    if tally.n_items:
+        stats.update(tally.stats())
     config = ResultConfig(
         identify=cfg,
         model=adapter.describe(),
@@ -403,7 +398,7 @@ def finish_result(
             "item_keys": [it.content_key() for it in scored.items],
         },
         versions=_versions(),
-        site=next((q.site_rule for qs in queries for q in qs), "last"),
+        site=queries[0][0].site_rule if len(queries) and queries[0] else "last",
         reducer=reducer.name,
     )
     config = ResultConfig.from_dict(json.loads(json.dumps(config.to_dict(), default=str)))  # plain JSON values
@@ -411,7 +406,7 @@ def finish_result(
         scores,
         reducer.state,
         k,
-        act_mean=(act_sum / max(n_queries, 1)).float(),
+        act_mean=(act_sum / max(tally.n_proxies, 1)).float(),
         config=config,
         stats=stats,
         attributions=attributions,

@@ -3,14 +3,16 @@ demonstration items, and the scored items' rendered and tokenized proxies.
 
 :func:`prepare` is what ``identify``, ``identify_distributed``, ``evaluate``, the testbed and the
 benchmarks share. It uses the tokenizer only, so malformed tasks, demos and prompts longer than the
-model's context fail here, before any model time.
+model's context fail here, before any model time. The tokenized proxies are not kept: they are
+rebuilt item by item when a stage reads them (:class:`LazyQueries`), so that memory does not grow with
+the number of items.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -24,6 +26,80 @@ if TYPE_CHECKING:
     from .config import IdentifyConfig
 
 
+class LazyQueries(Sequence[list[ProxyPrompt]]):
+    """The tokenized proxies ``[item][proxy]`` of a task's items, rendered and tokenized when read.
+
+    Reading is deterministic (permutations are seeded by the item id), so every read of an item gives
+    the same prompts; only the items in ``indices`` (default all, in order) are in the sequence.
+    """
+
+    def __init__(
+        self,
+        adapter: ModelAdapter,
+        task: Task,
+        cfg: IdentifyConfig,
+        demo_items: Sequence[Item],
+        indices: range | None = None,
+    ):
+        self._adapter, self._task, self._cfg, self._demos = adapter, task, cfg, tuple(demo_items)
+        self._renderer = Renderer(task, cfg.prompt, cfg.augment, demo_items)
+        self._letters = cfg.token_format.letters if cfg.token_format is not None else None
+        self._indices = range(len(task)) if indices is None else indices
+
+    def __len__(self) -> int:
+        return len(self._indices)
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return [self._build(j) for j in self._indices[i]]
+        return self._build(self._indices[i])
+
+    def subset(self, indices: range) -> LazyQueries:
+        """The items at positions ``indices`` of this sequence (a shard)."""
+        return LazyQueries(
+            self._adapter,
+            self._task,
+            self._cfg,
+            self._demos,
+            self._indices[indices.start : indices.stop : indices.step],
+        )
+
+    def _build(self, i: int) -> list[ProxyPrompt]:
+        item = self._task.items[i]
+        try:
+            return make_queries(self._adapter, self._renderer.render(i, item), self._cfg.mode, letters=self._letters)
+        except ValueError as e:
+            raise type(e)(f"item {item.id!r}: {e}") from None
+
+
+def prefix_witnesses(prompts: Iterable[Sequence[int]]) -> list[Sequence[int]]:
+    """At most three of ``prompts`` that share the same prefix as all of them do, for
+    :meth:`ModelAdapter.share_prefix`: the first, the shortest, and the one that departs from the first
+    soonest (the shared length is set by the shortest prompt and by the earliest departure)."""
+    first: Sequence[int] | None = None
+    shortest: Sequence[int] = ()
+    departs: Sequence[int] | None = None
+    depart_at = -1
+    n = 0
+    for p in prompts:
+        n += 1
+        if first is None:
+            first, shortest = p, p
+            continue
+        if len(p) < len(shortest):
+            shortest = p
+        i, m = 0, min(len(p), len(first))
+        while i < m and p[i] == first[i]:
+            i += 1
+        if departs is None or i < depart_at:
+            departs, depart_at = p, i
+    if first is None:
+        return []
+    if n < 2 or departs is None:
+        return [first]
+    return [first, shortest, departs]
+
+
 @dataclass
 class Prepared:
     """What :func:`prepare` returns.
@@ -32,13 +108,15 @@ class Prepared:
         adapter: The model adapter (hook and key/value cache of the config).
         task: The scored items (the task less the demonstrations drawn from it).
         demo_items: The demonstration items of the prompts.
-        queries: Per scored item, its tokenized proxies ``[item][proxy]``.
+        queries: Per scored item, its tokenized proxies ``[item][proxy]`` (built when read).
+        prefix_prompts: Prompts that share the prefix all of them share (:func:`prefix_witnesses`).
     """
 
     adapter: ModelAdapter
     task: Task
     demo_items: list[Item]
-    queries: list[list[ProxyPrompt]]
+    queries: Sequence[list[ProxyPrompt]]
+    prefix_prompts: list[Sequence[int]] = field(default_factory=list)
 
     @property
     def item_ids(self) -> list[str]:
@@ -53,7 +131,8 @@ def prepare(
     demos: Task | Sequence[Item] | None = None,
     adapter: ModelAdapter | None = None,
 ) -> Prepared:
-    """The adapter, demonstrations and tokenized proxies of ``task`` under ``cfg`` (tokenizer only).
+    """The adapter, demonstrations and tokenized proxies of ``task`` under ``cfg`` (tokenizer only: every
+    prompt is tokenized once here, to refuse bad ones, and again when ``queries`` are read).
 
     Args:
         model: A TransformerLens model.
@@ -73,7 +152,9 @@ def prepare(
     adapter = adapter or ModelAdapter(model, hook=cfg.hook, kv_cache=cfg.kv_cache)
     check_layers(cfg.layers, adapter.n_layers)
     scored, demo_items = choose_demos(task, cfg.n_shots, cfg.seed, demos)
-    return Prepared(adapter, scored, demo_items, build_queries(adapter, scored, cfg, demo_items))
+    queries = LazyQueries(adapter, scored, cfg, demo_items)
+    witnesses = prefix_witnesses(q.prompt for qs in queries for q in qs)  # reads (and checks) every prompt
+    return Prepared(adapter, scored, demo_items, queries, witnesses)
 
 
 def check_layers(layers: Sequence[int] | None, n_layers: int) -> None:
@@ -148,4 +229,13 @@ def build_queries(
     return out
 
 
-__all__ = ["Prepared", "build_queries", "check_layers", "choose_demos", "prepare", "require_autograd"]
+__all__ = [
+    "LazyQueries",
+    "Prepared",
+    "build_queries",
+    "prefix_witnesses",
+    "check_layers",
+    "choose_demos",
+    "prepare",
+    "require_autograd",
+]
