@@ -5,9 +5,9 @@ Every measurement runs in a fresh subprocess and reads its peak resident set siz
 
 * ``items``: ``identify`` on a tiny random ``boot_native`` model (3 layers, d_mlp 64, gated) for
   100 and 1,000 items (3 proxies each), per method, next to a baseline process that builds the model
-  and the task but identifies nothing. The method keeps ``O(n_layers * d_mlp)`` streaming state;
-  what grows with items is only the tokenized queries and each proxy's option probabilities
-  (bytes per item).
+  and the task but identifies nothing. The method keeps ``O(n_layers * d_mlp)`` streaming state,
+  rebuilds the tokenized queries batch by batch and tallies the model's answers as running sums;
+  what grows with items is the task itself and the result's record of the item ids.
 * ``budget`` (``--budget``): peak memory of one exact-IG call (``ig_fast``) on SmolLM2-135M for a
   ~200-token prompt under several ``memory_budget_mb`` values, above a baseline process that loads
   the model and runs the prompt once: how well the automatic chunk size keeps to the budget.
