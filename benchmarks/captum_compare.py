@@ -42,19 +42,21 @@ def main() -> None:
     from captum.attr import IntegratedGradients
 
     from tl_neuronllm import Task
-    from tl_neuronllm.adapter import ModelAdapter, preserved_model_state
+    from tl_neuronllm.adapter import preserved_model_state
     from tl_neuronllm.answers import letter_scores, target_fn
     from tl_neuronllm.attribution import ig_fast
+    from tl_neuronllm.config import IdentifyConfig
     from tl_neuronllm.datasets import load_real_task_records
     from tl_neuronllm.hub import load_smollm2
-    from tl_neuronllm.pipeline import IdentifyConfig, _versions, build_queries, choose_demos
+    from tl_neuronllm.pipeline import _versions
+    from tl_neuronllm.prepare import prepare
 
     model = load_smollm2()
     task = Task.from_records(load_real_task_records("mmlu"), name="mmlu").subset(range(60))
-    ad = ModelAdapter(model)
     layers = [int(x) for x in args.layers.split(",")]
-    scored, demos = choose_demos(task, 1, 0, None)
-    queries = [qs[0] for qs in build_queries(ad, scored, IdentifyConfig(n_proxies=1), demos)]
+    prep = prepare(model, task, IdentifyConfig(n_proxies=1))
+    ad = prep.adapter
+    queries = [qs[0] for qs in prep.queries]
     # prompts of the length speed.py uses (150-260 tokens), in task order
     queries = [q for q in queries if args.min_tokens <= len(q.prompt) <= args.max_tokens][: args.prompts]
     rows: list[dict[str, Any]] = []

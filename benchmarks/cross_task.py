@@ -58,10 +58,10 @@ def load(n_ident: int, n_held: int) -> tuple[Any, dict[str, tuple[Any, Any, Any]
 def probe(args: argparse.Namespace) -> None:
     """Accuracy of the plain model on IMDB / BoolQ under a few prompt formats (forward passes only)."""
     from tl_neuronllm import hub
-    from tl_neuronllm.adapter import ModelAdapter
     from tl_neuronllm.answers import predict
+    from tl_neuronllm.config import IdentifyConfig
     from tl_neuronllm.datasets import load_real_task
-    from tl_neuronllm.pipeline import IdentifyConfig, build_queries
+    from tl_neuronllm.prepare import prepare
 
     model = hub.load_smollm2()
     out = []
@@ -79,9 +79,9 @@ def probe(args: argparse.Namespace) -> None:
             formats = {k: v for k, v in formats.items() if k.split(",")[0] in args.probe_formats.split(",")}
         for label, opts in formats.items():
             cfg = IdentifyConfig(**opts)
-            adapter = ModelAdapter(model)
             t0 = time.perf_counter()
-            qs = build_queries(adapter, task, cfg, [])
+            prep = prepare(model, task, cfg)
+            adapter, qs = prep.adapter, prep.queries
             flat = [q for item in qs for q in item]
             with torch.no_grad():
                 probs = predict(adapter, flat, batch_size=4)

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import torch
 
-from tl_neuronllm.adapter import ModelAdapter, preserved_model_state
+from tl_neuronllm.adapter import preserved_model_state
 from tl_neuronllm.attribution import ig_fast
-from tl_neuronllm.pipeline import IdentifyConfig, build_queries
+from tl_neuronllm.config import IdentifyConfig
+from tl_neuronllm.prepare import prepare
 from tl_neuronllm.testbed import load_testbed
 
 RULES = [("riemann", 8), ("riemann", 16), ("gauss", 4), ("gauss", 8), ("gauss", 16)]
@@ -41,13 +42,10 @@ def main() -> None:
     torch.set_num_threads(1)
     tb = load_testbed(args.testbed)
     task = tb.task.subset(range(1, args.items + 1))
-    ad = ModelAdapter(tb.model)
+    prep = prepare(tb.model, task, IdentifyConfig(token_format=tb.token_format), demos=[tb.task.items[0]])
+    ad = prep.adapter
     with preserved_model_state(tb.model):
-        qs = [
-            q
-            for qq in build_queries(ad, task, IdentifyConfig(token_format=tb.token_format), [tb.task.items[0]])
-            for q in qq
-        ]
+        qs = [q for qq in prep.queries for q in qq]
         refs = [ig_fast(ad, q, steps=args.ref_steps)[0] for q in qs]
         rows = []
         for rule, m in RULES:

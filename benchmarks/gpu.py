@@ -6,7 +6,7 @@ Llama-2-7B's shape (d_model 4096, d_mlp 11008, 32 layers, 32 heads, vocab 32000;
 ever built on the CPU) and a GPT-2-small shape (768, 3072, 12 layers, vocab 50257), both as
 ``TransformerBridge.boot_transformers`` over the HF model (prefix KV cache). Prompts are token-level
 1-shot 4-option questions of about ``--prompt-tokens`` tokens. The pipeline's own scoring loop
-(``pipeline.run_scoring``: attribution, per-item candidate sets, streaming ACE state) is timed, so
+(``pipeline.run_scoring``: attribution, per-item candidate sets, streaming ACE reducer) is timed, so
 the numbers are items/second of identification (``n_proxies`` proxies per item). Attributions
 are accumulated in float32 (IG step sums) and the ACE state in float64, whatever the model dtype.
 
@@ -122,8 +122,10 @@ def sync(device: torch.device) -> None:
 
 
 def bench_shape(name: str, shape: dict[str, Any], args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
-    from tl_neuronllm.adapter import ModelAdapter, preserved_model_state
-    from tl_neuronllm.pipeline import IdentifyConfig, build_queries, choose_demos, run_scoring
+    from tl_neuronllm.adapter import preserved_model_state
+    from tl_neuronllm.config import IdentifyConfig
+    from tl_neuronllm.pipeline import run_scoring
+    from tl_neuronllm.prepare import prepare
 
     dtype = getattr(torch, args.dtype)
     t0 = time.perf_counter()
@@ -147,16 +149,15 @@ def bench_shape(name: str, shape: dict[str, Any], args: argparse.Namespace, devi
             batch_size=args.batch_size,
             memory_budget_mb=args.memory_budget_mb,
         )
-        adapter = ModelAdapter(model)
-        scored, demos = choose_demos(task, cfg.n_shots, cfg.seed, None)
+        prep = prepare(model, task, cfg)
+        adapter, queries = prep.adapter, prep.queries
         with preserved_model_state(model):
-            queries = build_queries(adapter, scored, cfg, demos)
             run_scoring(adapter, queries[: max(1, cfg.batch_size // 4)], cfg, progress=False)  # warm-up, path checks
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
             sync(device)
             t = time.perf_counter()
-            state, _, _ = run_scoring(adapter, queries, cfg, progress=False)
+            reducer, _, _ = run_scoring(adapter, queries, cfg, progress=False)
             sync(device)
             secs = time.perf_counter() - t
         row = {
@@ -164,7 +165,7 @@ def bench_shape(name: str, shape: dict[str, Any], args: argparse.Namespace, devi
             "items_per_s": len(queries) / secs,
             "proxies_per_s": sum(map(len, queries)) / secs,
             "prompt_tokens": sorted({len(q.prompt) for qs in queries for q in qs}),
-            "state_dtype": str(state.sum_member.dtype),
+            "state_dtype": str(reducer.tensors()["sum_member"].dtype),
             "kv_backend": adapter.kv_backend,
             **adapter.fast_paths,
         }

@@ -5,9 +5,9 @@ Every measurement runs in a fresh subprocess and reads its peak resident set siz
 
 * ``items``: ``identify`` on a tiny random ``boot_native`` model (3 layers, d_mlp 64, gated) for
   100 and 1,000 items (3 proxies each), per method, next to a baseline process that builds the model
-  and the task but identifies nothing. The method keeps ``O(n_layers * d_mlp)`` streaming state;
-  what grows with items is only the tokenized queries and each proxy's option probabilities
-  (bytes per item).
+  and the task but identifies nothing. The method keeps ``O(n_layers * d_mlp)`` streaming state,
+  rebuilds the tokenized queries batch by batch and tallies the model's answers as running sums;
+  what grows with items is the task itself and the result's record of the item ids.
 * ``budget`` (``--budget``): peak memory of one exact-IG call (``ig_fast``) on SmolLM2-135M for a
   ~200-token prompt under several ``memory_budget_mb`` values, above a baseline process that loads
   the model and runs the prompt once: how well the automatic chunk size keeps to the budget.
@@ -55,18 +55,19 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
             out["n_queries"] = res.stats["n_queries"]
     else:
         from tl_neuronllm import Task
-        from tl_neuronllm.adapter import ModelAdapter, preserved_model_state
+        from tl_neuronllm.adapter import preserved_model_state
         from tl_neuronllm.attribution import ig_fast
+        from tl_neuronllm.config import IdentifyConfig
         from tl_neuronllm.datasets import load_real_task_records
         from tl_neuronllm.hub import load_smollm2
-        from tl_neuronllm.pipeline import IdentifyConfig, build_queries, choose_demos
+        from tl_neuronllm.prepare import prepare
 
         model = load_smollm2()
         cfg = IdentifyConfig()
-        adapter = ModelAdapter(model)
         records = load_real_task_records("mmlu", limit=40)
-        scored, demos = choose_demos(Task.from_records(records), 1, 0, None)
-        qs = [q for item in build_queries(adapter, scored, cfg, demos) for q in item]
+        prep = prepare(model, Task.from_records(records), cfg)
+        adapter = prep.adapter
+        qs = [q for item in prep.queries for q in item]
         q = min(qs, key=lambda q: abs(len(q.prompt) - 200))
         out["prompt_tokens"] = len(q.prompt)
         with preserved_model_state(model):

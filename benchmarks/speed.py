@@ -1,6 +1,6 @@
 """Speed of the attribution methods, side by side on the same model and prompts.
 
-Measures, per proxy prompt (1-shot, 4 options, rendered by ``tl_neuronllm.pipeline.build_queries``):
+Measures, per proxy prompt (1-shot, 4 options, rendered by ``tl_neuronllm.prepare.prepare``):
 
 * a plain forward pass of the prompt (no grad): the unit everything is compared with;
 * ``grad_x_act`` (one forward + one backward, all layers at once);
@@ -43,7 +43,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tl_neuronllm import Task
 from tl_neuronllm.adapter import ModelAdapter, preserved_model_state
 from tl_neuronllm.attribution import grad_x_act, ig_fast, ig_naive
-from tl_neuronllm.pipeline import IdentifyConfig, build_queries, choose_demos
+from tl_neuronllm.config import IdentifyConfig
+from tl_neuronllm.prepare import prepare
 
 TARGETS = {"fast_vs_naive_min": 50.0, "max_rel_diff": 1e-4, "fast_vs_forward_max": 10.0, "gxa_vs_forward_max": 3.0}
 
@@ -174,9 +175,8 @@ def main() -> None:
     records = load_real_task_records(args.task, limit=400)
     model = load_model(args.model, records)
     cfg = IdentifyConfig(n_shots=1)
-    adapter = ModelAdapter(model, hook=cfg.hook)
-    scored, demos = choose_demos(Task.from_records(records, name=args.task), cfg.n_shots, cfg.seed, None)
-    all_q = build_queries(adapter, scored, cfg, demos)
+    prep = prepare(model, Task.from_records(records, name=args.task), cfg)
+    adapter, all_q = prep.adapter, prep.queries
     picked = [
         qs
         for qs in all_q

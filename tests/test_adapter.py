@@ -133,7 +133,9 @@ def test_identify_leaves_model_untouched(token_model, monkeypatch, where):
                 raise Boom("interrupted")
             return orig(*a, **k)
 
-        monkeypatch.setattr(pl, "ig_fast", bad)
+        import tl_neuronllm.methods as mt
+
+        monkeypatch.setattr(mt, "ig_fast", bad)
     elif where == "scoring":
         monkeypatch.setattr(pl.ACEState, "update", lambda *a, **k: (_ for _ in ()).throw(Boom("interrupted")))
     if where == "none":

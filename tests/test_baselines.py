@@ -14,6 +14,7 @@ import torch
 
 from tl_neuronllm import baselines as bl
 from tl_neuronllm import identify
+from tl_neuronllm import methods as mt
 from tl_neuronllm.answers import Query
 from tl_neuronllm.pipeline import IdentifyConfig
 from tl_neuronllm.testbed import load_testbed
@@ -40,7 +41,7 @@ def _fake_ig(monkeypatch, table, d):
         ig = torch.tensor([table.get((q.item_index, q.proxy_index), [0.0] * d)], dtype=torch.float32)
         return ig, torch.tensor([0.6, 0.4]), torch.ones(1, d)
 
-    monkeypatch.setattr(bl, "ig_fast", fake)
+    monkeypatch.setattr(mt, "ig_fast", fake)
     return calls
 
 
@@ -147,7 +148,7 @@ def test_activation_contrast_exact(monkeypatch):
         ]
         return a, probs, a
 
-    monkeypatch.setattr(bl, "grad_x_act", fake)
+    monkeypatch.setattr(mt, "grad_x_act", fake)
     adapter = SimpleNamespace(n_layers=1, d_mlp=2)
     out = bl.run_baseline("activation_contrast", adapter, qs, IdentifyConfig(), progress=False)
     # correct: mean of [1,0], [3,1], [2,2] = [2, 1]; incorrect: [0, 4]

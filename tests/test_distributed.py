@@ -20,7 +20,7 @@ pytestmark = pytest.mark.distributed
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-METHODS = ("ig", "grad_x_act")
+METHODS = ("ig", "grad_x_act", "qr_neuron")  # a baseline reduces over the ranks like the method
 OPTIONS = dict(k=8, steps=3, n_proxies=2, batch_size=3, progress=False)
 
 

@@ -51,5 +51,13 @@ def test_rescore_errors(token_model, tmp_path):
         rescore(rk, ambiguity=0.9)
     with pytest.raises(ValueError, match="checkpoint"):
         identify(token_model, task, k=5, token_format=fmt, keep_attributions=True, checkpoint=tmp_path, progress=False)
-    with pytest.raises(ValueError, match="qr_neuron"):
-        identify(token_model, task, k=5, token_format=fmt, keep_attributions=True, method="qr_neuron", progress=False)
+    with pytest.raises(ValueError, match="activation_contrast"):
+        identify(
+            token_model,
+            task,
+            k=5,
+            token_format=fmt,
+            keep_attributions=True,
+            method="activation_contrast",
+            progress=False,
+        )

@@ -177,7 +177,7 @@ def test_other_arguments_against_a_checkpoint_raise(tmp_path, monkeypatch, chang
 CHILD_TORN = textwrap.dedent("""
     import os, signal, sys, torch
     torch.set_num_threads(1)
-    import tl_neuronllm.pipeline as pl
+    import tl_neuronllm.checkpoint as ck
     import test_resume as tr
     real, n = os.replace, [0]
     def replace(src, dst):  # die right after the 3rd snapshot lands (state and next item are one file)
@@ -186,7 +186,7 @@ CHILD_TORN = textwrap.dedent("""
             n[0] += 1
             if n[0] == 3:
                 os.kill(os.getpid(), signal.SIGKILL)
-    pl.os.replace = replace
+    ck.os.replace = replace
     tr.run(checkpoint=sys.argv[1])
 """)
 

@@ -1,4 +1,4 @@
-"""Answer scoring: tokenized proxies (queries), option scores, the target F and batched predictions.
+"""Answer scoring: tokenized proxies (:class:`ProxyPrompt`), option scores, the target F and batched predictions.
 
 Two answer modes:
 
@@ -33,17 +33,23 @@ Target = Literal["ce", "prob", "vocab_prob"]
 TARGETS = ("ce", "prob", "vocab_prob")
 
 
+#: Rules for the scored position of a prompt: ``"last"`` (the last prompt token, which predicts the answer).
+SITE_RULES = ("last",)
+SiteRule = Literal["last"]
+
+
 @dataclass(frozen=True)
-class Query:
-    """A tokenized proxy.
+class ProxyPrompt:
+    """A tokenized proxy: one rendered prompt of an item, its answer options and the scored position.
 
     Attributes:
-        prompt: Prompt token ids; the last one is the site.
+        prompt: Prompt token ids; by ``site_rule="last"`` the last one is the site.
         gold: Gold letter position.
         n_options: Number of options.
         item_index / proxy_index: Where the proxy came from.
         letter_ids: Per letter, its single-token ids (letter mode).
         continuations: Per letter, the option text's token ids (cloze mode).
+        site_rule: Which position is scored (see :data:`SITE_RULES`); recorded in the result as ``site``.
     """
 
     prompt: tuple[int, ...]
@@ -53,6 +59,7 @@ class Query:
     proxy_index: int = 0
     letter_ids: tuple[tuple[int, ...], ...] | None = None
     continuations: tuple[tuple[int, ...], ...] | None = None
+    site_rule: SiteRule = "last"
 
     @property
     def mode(self) -> Mode:
@@ -60,6 +67,7 @@ class Query:
 
     @property
     def site(self) -> int:
+        """Index of the scored position in :attr:`prompt`."""
         return len(self.prompt) - 1
 
     def suffixes(self) -> list[list[int]]:
@@ -68,6 +76,60 @@ class Query:
         if self.continuations is None:
             return [[s]]
         return [[s, *c] for c in self.continuations]
+
+
+#: The former name of :class:`ProxyPrompt` (it reads as the attention query to a TransformerLens user).
+Query = ProxyPrompt
+
+
+@dataclass
+class AnswerTally:
+    """Running sums of how the model answers the scored proxies (clean run), additive over items and shards.
+
+    Attributes:
+        n_proxies: Proxies seen.
+        n_correct: Proxies whose predicted option (argmax) is the gold one.
+        gold_prob: Sum of the gold option's probability.
+        n_consistent: Items with every proxy correct.
+        n_items: Items seen.
+    """
+
+    n_proxies: int = 0
+    n_correct: int = 0
+    gold_prob: float = 0.0
+    n_consistent: int = 0
+    n_items: int = 0
+
+    def add(self, queries: Sequence[Sequence[ProxyPrompt]], probs: Sequence[Sequence[Tensor]]) -> None:
+        """Count a batch of items: their proxies and the clean option probabilities of each."""
+        for qs, ps in zip(queries, probs):
+            ok = [int(p.argmax()) == q.gold for q, p in zip(qs, ps)]
+            for q, p in zip(qs, ps):
+                self.gold_prob += float(p[q.gold])
+            self.n_proxies += len(ok)
+            self.n_correct += sum(ok)
+            self.n_consistent += all(ok)
+            self.n_items += 1
+
+    def stats(self) -> dict[str, float]:
+        """Accuracy, mean gold probability and consistent accuracy (every proxy of an item right)."""
+        n = max(self.n_proxies, 1)
+        return {
+            "accuracy": self.n_correct / n,
+            "gold_prob": self.gold_prob / n,
+            "consistent_accuracy": self.n_consistent / max(self.n_items, 1),
+        }
+
+    def to_tensor(self) -> Float[Tensor, " 5"]:
+        """The sums as one float64 tensor (for checkpoints and all-reduce; exact for counts below 2**53)."""
+        return torch.tensor(
+            [self.n_proxies, self.n_correct, self.gold_prob, self.n_consistent, self.n_items], dtype=torch.float64
+        )
+
+    @classmethod
+    def from_tensor(cls, t: Tensor) -> AnswerTally:
+        a, b, g, c, n = (float(x) for x in t.tolist())
+        return cls(int(a), int(b), g, int(c), int(n))
 
 
 class ContextLengthError(ValueError):
@@ -87,7 +149,8 @@ def context_length(adapter: ModelAdapter) -> int | None:
 def _untruncated_length(adapter: ModelAdapter, text: str, fallback: int) -> int:
     """Token count of ``text`` (with BOS) without the tokenizer's truncation to the context."""
     try:
-        return int(adapter.model.to_tokens(text, prepend_bos=True, truncate=False).shape[-1])
+        # TransformerLens models have to_tokens; the adapter's model protocol does not list it
+        return int(adapter.model.to_tokens(text, prepend_bos=True, truncate=False).shape[-1])  # pyright: ignore[reportAttributeAccessIssue]
     except TypeError:  # a to_tokens without ``truncate``
         tok = adapter.tokenizer
         if tok is None:
@@ -101,7 +164,7 @@ def make_queries(
     mode: Mode,
     *,
     letters: Sequence[int] | None = None,
-) -> list[Query]:
+) -> list[ProxyPrompt]:
     """Tokenize proxies into queries.
 
     Args:
@@ -159,7 +222,7 @@ def make_queries(
                     "demonstrations (n_shots)"
                 )
         out.append(
-            Query(
+            ProxyPrompt(
                 prompt=tuple(prompt),
                 gold=p.gold,
                 n_options=p.n_options,
@@ -212,7 +275,7 @@ def target_fn(z: Float[Tensor, "... n_options"], gold: int, target: Target = "ce
 
 
 def suffix_scores(
-    logits: Float[Tensor, "rows pos d_vocab"], q: Query, n_groups: int, vocab_norm: bool = False
+    logits: Float[Tensor, "rows pos d_vocab"], q: ProxyPrompt, n_groups: int, vocab_norm: bool = False
 ) -> Float[Tensor, "n_groups n_options"]:
     """Option scores of ``n_groups`` repetitions of a query's suffix rows (``V`` rows each)."""
     if q.continuations is None:
@@ -223,7 +286,7 @@ def suffix_scores(
     return torch.stack([cloze_scores(lg[g], q.continuations, 0) for g in range(n_groups)])
 
 
-def full_rows(q: Query) -> tuple[list[list[int]], int]:
+def full_rows(q: ProxyPrompt) -> tuple[list[list[int]], int]:
     """Full-sequence rows of a query (prompt, or prompt + each option) and the site position."""
     if q.continuations is None:
         return [list(q.prompt)], q.site
@@ -231,7 +294,7 @@ def full_rows(q: Query) -> tuple[list[list[int]], int]:
 
 
 def full_scores(
-    logits: Float[Tensor, "rows pos d_vocab"], q: Query, site: int | Sequence[int], vocab_norm: bool = False
+    logits: Float[Tensor, "rows pos d_vocab"], q: ProxyPrompt, site: int | Sequence[int], vocab_norm: bool = False
 ) -> Float[Tensor, " n_options"]:
     """Option scores of one query from the logits of its full rows (see :func:`full_rows`)."""
     if q.continuations is None:
@@ -242,7 +305,7 @@ def full_scores(
     return cloze_scores(logits, q.continuations, s)
 
 
-def batch_full_rows(queries: Sequence[Query]) -> tuple[list[list[int]], list[int], list[int]]:
+def batch_full_rows(queries: Sequence[ProxyPrompt]) -> tuple[list[list[int]], list[int], list[int]]:
     """All full rows of several queries, with each row's site and each query's first row."""
     rows: list[list[int]] = []
     sites: list[int] = []
@@ -258,7 +321,7 @@ def batch_full_rows(queries: Sequence[Query]) -> tuple[list[list[int]], list[int
 @torch.no_grad()
 def predict(
     adapter: ModelAdapter,
-    queries: Sequence[Query],
+    queries: Sequence[ProxyPrompt],
     *,
     fwd_hooks: Sequence[tuple[str, HookFn]] | Callable[[Tensor], Sequence[tuple[str, HookFn]]] = (),
     batch_size: int = 16,

@@ -1,12 +1,15 @@
 """Peer methods as scoring variants of the same harness (same proxies, prompts and budget).
 
-Each baseline maps the tokenized proxies ``[item][proxy]`` to a ``[n_layers, d_mlp]`` score
-tensor; :func:`tl_neuronllm.identify` ranks it like ACE (``identify(model, task, method="qr_neuron")``).
+Each baseline is an attribution method (:mod:`tl_neuronllm.methods`) and a reducer
+(:mod:`tl_neuronllm.reducers`) over the same per-item ``[P, n_layers, d_mlp]`` attributions as the
+method's ACE score, so :func:`tl_neuronllm.identify` runs it through the same streaming path
+(``identify(model, task, method="qr_neuron")``), with checkpoints, ``keep_attributions`` / ``rescore``
+and ``identify_distributed``.
 Positive-only methods (QR-Neuron, knowledge neurons) return no negative scores, so their bad set is
 empty (report it as n/a). The IG baselines use the same exact prefix-cache IG as the method
-(:func:`~tl_neuronllm.attribution.ig_fast`, ``cfg.steps`` steps, ``cfg.ig_rule``) but attribute the
-gold option's probability under the full vocabulary (``target="vocab_prob"``), as the original
-papers do. Every baseline records its wall time in ``info["baseline_seconds"]``.
+(:class:`GoldProbIG`: ``cfg.steps`` steps, ``cfg.ig_rule``) but attribute the gold option's probability
+under the full vocabulary (``target="vocab_prob"``), as the original papers do. Every baseline records
+its wall time in ``info["baseline_seconds"]``.
 
 * ``"qr_neuron"`` (Chen, Dejl, Toni 2024, arXiv 2406.10868). Per proxy ``p`` of item ``j``:
   ``IG_{j,p}``; coarse set ``S_{j,p} = {w : IG_{j,p}(w) > t * max_w IG_{j,p}(w)}`` (``t = 0.2``).
@@ -26,7 +29,8 @@ papers do. Every baseline records its wall time in ``info["baseline_seconds"]``.
   mean over the incorrectly answered ones (argmax over the options, clean run). Signed: positive
   scores are neurons more active when the model is right. With no wrong (or no right) proxy the
   contrast is undefined; the scores are then zero (nothing is selected) and
-  ``info["contrast_defined"]`` is False.
+  ``info["contrast_defined"]`` is False. Its reducer needs whether each proxy was answered right,
+  which kept attributions do not hold, so its results cannot be rescored.
 
 ``grad_x_act`` (attribution patching) is ``identify(method="grad_x_act")`` and the random control
 with matched per-layer counts lives in the evaluation, so neither is repeated here.
@@ -37,17 +41,27 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar
 
 import torch
-from jaxtyping import Bool, Float
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from .adapter import ModelAdapter
-from .answers import Query
-from .attribution import grad_x_act, ig_fast
+from .answers import ProxyPrompt
+from .methods import (
+    ATTRIBUTION_METHODS,
+    Activation,
+    AttributionMethod,
+    AttributionOptions,
+    IntegratedGradients,
+    attribute_items,
+    correct_mask,
+    get_method,
+)
+from .reducers import ACEReducer, Reducer, ReducerResult, TensorReducer, check_attributions, proxy_rows
 
 #: Coarse threshold of QR-Neuron and knowledge neurons (fraction of the per-prompt maximum).
 COARSE_THRESHOLD = 0.2
@@ -59,7 +73,7 @@ REFINE_SHARE = 0.5
 
 @dataclass
 class BaselineOutput:
-    """What a baseline returns.
+    """What :func:`run_baseline` returns.
 
     Attributes:
         scores: Signed (or non-negative, for positive-only methods) scores ``[n_layers, d_mlp]``.
@@ -76,69 +90,92 @@ class BaselineOutput:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-BaselineFn = Callable[..., BaselineOutput]
-BASELINES: dict[str, BaselineFn] = {}
+@dataclass(frozen=True)
+class Baseline:
+    """A baseline: the attribution method it reduces and its reducer."""
+
+    method: type[AttributionMethod]
+    reducer: type[Reducer]
 
 
-def register(name: str) -> Callable[[BaselineFn], BaselineFn]:
-    """Register ``fn(adapter, queries, cfg, *, progress) -> BaselineOutput`` under ``name``."""
+BASELINES: dict[str, Baseline] = {}
 
-    def deco(fn: BaselineFn) -> BaselineFn:
-        BASELINES[name] = fn
-        return fn
+
+def register(name: str, method: type[AttributionMethod]) -> Callable[[type[Reducer]], type[Reducer]]:
+    """Register a reducer class as the baseline ``name`` over ``method``'s attributions (a class decorator)."""
+
+    def deco(cls: type[Reducer]) -> type[Reducer]:
+        BASELINES[name] = Baseline(method, cls)
+        return cls
 
     return deco
 
 
+def method_names() -> tuple[str, ...]:
+    """Every valid ``identify(method=...)``: the registered attribution methods, then the baselines."""
+    return tuple(ATTRIBUTION_METHODS) + tuple(sorted(BASELINES))
+
+
+def resolve(name: str) -> tuple[AttributionMethod, type[Reducer]]:
+    """The attribution method and the reducer class of ``identify(method=name)``.
+
+    Raises:
+        ValueError: for an unknown name, listing the valid ones.
+    """
+    if name in BASELINES:
+        return BASELINES[name].method(), BASELINES[name].reducer
+    if name not in ATTRIBUTION_METHODS:
+        raise ValueError(f"unknown method {name!r}; valid: {list(method_names())}")
+    return get_method(name), ACEReducer
+
+
+def reducer_class(name: str) -> type[Reducer]:
+    """The reducer class of ``identify(method=name)`` (:class:`ACEReducer` for an unregistered name)."""
+    return BASELINES[name].reducer if name in BASELINES else ACEReducer
+
+
 def run_baseline(
-    name: str, adapter: ModelAdapter, queries: Sequence[Sequence[Query]], cfg: Any, *, progress: bool = True
+    name: str, adapter: ModelAdapter, queries: Sequence[Sequence[ProxyPrompt]], cfg: Any, *, progress: bool = True
 ) -> BaselineOutput:
-    """Run the baseline ``name`` on tokenized proxies with the options in ``cfg`` (an IdentifyConfig)."""
+    """Run the baseline ``name`` on tokenized proxies with the options in ``cfg`` (an IdentifyConfig),
+    in batches of ``cfg.batch_size`` items (:func:`tl_neuronllm.identify` runs the same path).
+
+    Raises:
+        ValueError: for an unknown baseline.
+    """
     if name not in BASELINES:
         raise ValueError(f"unknown baseline {name!r}; known: {sorted(BASELINES)}")
     t0 = time.perf_counter()
-    out = BASELINES[name](adapter, queries, cfg, progress=progress)
-    out.info.setdefault("baseline_seconds", time.perf_counter() - t0)
-    return out
+    method, reducer = (
+        BASELINES[name].method(),
+        BASELINES[name].reducer.create(adapter.n_layers, adapter.d_mlp, cfg.scoring),
+    )
+    options = AttributionOptions.from_config(cfg)
+    act_sum = torch.zeros(adapter.n_layers, adapter.d_mlp, dtype=torch.float64)
+    probs: list[list[Tensor]] = []
+    for b in range(0, len(queries), cfg.batch_size):
+        batch = queries[b : b + cfg.batch_size]
+        attr, mask, pr, a = attribute_items(method, adapter, batch, options)
+        reducer.update(attr, mask, correct_mask(batch, pr, attr.shape[1]))
+        act_sum += a
+        probs += pr
+    out = reducer.result()
+    return BaselineOutput(
+        out.scores, act_sum, probs, out.positive_only, {**out.info, "baseline_seconds": time.perf_counter() - t0}
+    )
 
 
 # ------------------------------------------------------------------------------------------------
 # shared pieces
 # ------------------------------------------------------------------------------------------------
-def _items(queries: Sequence[Sequence[Query]], progress: bool, desc: str) -> Iterable[tuple[int, Sequence[Query]]]:
-    it: Iterable[tuple[int, Sequence[Query]]] = enumerate(queries)
-    if progress:
-        from tqdm.auto import tqdm
+class GoldProbIG(IntegratedGradients):
+    """Exact IG of the gold option's full-vocabulary probability (``target="vocab_prob"``), the attribution
+    of knowledge neurons and QR-Neuron."""
 
-        it = tqdm(it, total=len(queries), desc=desc, unit="item")
-    return it
+    name = "gold_prob_ig"
 
-
-def gold_prob_ig(
-    adapter: ModelAdapter, queries: Sequence[Sequence[Query]], cfg: Any, *, progress: bool = False, desc: str = "IG"
-) -> Iterable[tuple[int, Float[Tensor, "proxies n_layers d_mlp"], list[Tensor], Tensor]]:
-    """Per item: IG of the gold option's full-vocabulary probability for each proxy.
-
-    Yields ``(item index, ig [P, n_layers, d_mlp], clean option probs per proxy, site activation sum)``.
-    """
-    for j, qs in _items(queries, progress, desc):
-        igs, probs = [], []
-        act = torch.zeros(adapter.n_layers, adapter.d_mlp, dtype=torch.float64)
-        for q in qs:
-            s, pr, a = ig_fast(
-                adapter,
-                q,
-                steps=cfg.steps,
-                rule=cfg.ig_rule,
-                target="vocab_prob",
-                layers=cfg.layers,
-                chunk_rows=cfg.chunk_rows,
-                memory_budget_mb=cfg.memory_budget_mb,
-            )
-            igs.append(s)
-            probs.append(pr)
-            act += a.double()
-        yield j, torch.stack(igs), probs, act
+    def options(self, options: AttributionOptions) -> AttributionOptions:
+        return replace(options, target="vocab_prob")
 
 
 def coarse_sets(
@@ -150,35 +187,51 @@ def coarse_sets(
     return (ig > threshold * mx) & (mx > 0)
 
 
+def _cluster_and_norm(ig: Tensor, threshold: float) -> tuple[Tensor, Tensor]:
+    """QR-Neuron per item: the cluster (union of the prompts' coarse sets) and the normalised mean attribution."""
+    mean = ig.double().mean(dim=0)
+    mx = float(mean.max())
+    norm = (mean / mx).clamp(min=0) if mx > 0 else torch.zeros_like(mean)
+    return coarse_sets(ig, threshold).any(dim=0), norm
+
+
+def _qr_scores(sum_norm: Tensor, n_w: Tensor, N: int, common_share: float) -> tuple[Tensor, dict[str, Any]]:
+    common = n_w.double() > common_share * N
+    icf = torch.log(torch.tensor(float(N), dtype=torch.float64) / (n_w.double() + 1))
+    score = sum_norm * icf / N
+    score = torch.where(common | (n_w == 0), torch.zeros_like(score), score).clamp(min=0)
+    info = {
+        "n_clusters": N,
+        "mean_cluster_size": float(n_w.sum()) / N,
+        "n_clustered": int((n_w > 0).sum()),
+        "n_common_dropped": int((common & (n_w > 0)).sum()),
+    }
+    return score.float(), info
+
+
 def qr_neuron_scores(
     igs: Sequence[Float[Tensor, "proxies n_layers d_mlp"]],
     *,
     threshold: float = COARSE_THRESHOLD,
     common_share: float = COMMON_SHARE,
 ) -> tuple[Float[Tensor, "n_layers d_mlp"], dict[str, Any]]:
-    """QR-Neuron task scores from per-item proxy attributions (see the module docstring)."""
+    """QR-Neuron task scores from per-item proxy attributions (see the module docstring).
+
+    Raises:
+        ValueError: for no items.
+    """
     if not igs:
         raise ValueError("no items to score")
-    N = len(igs)
-    clusters, norm = [], []
-    for ig in igs:
-        clusters.append(coarse_sets(ig, threshold).any(dim=0))
-        mean = ig.double().mean(dim=0)
-        mx = float(mean.max())
-        norm.append((mean / mx).clamp(min=0) if mx > 0 else torch.zeros_like(mean))
-    member = torch.stack(clusters)  # [N, L, d]
+    pairs = [_cluster_and_norm(ig, threshold) for ig in igs]
+    member = torch.stack([m for m, _ in pairs])  # [N, L, d]
     n_w = member.sum(dim=0)
-    common = n_w.double() > common_share * N
-    icf = torch.log(torch.tensor(float(N), dtype=torch.float64) / (n_w.double() + 1))
-    score = (member.double() * torch.stack(norm)).sum(dim=0) * icf / N
-    score = torch.where(common | (n_w == 0), torch.zeros_like(score), score).clamp(min=0)
-    info = {
-        "n_clusters": N,
-        "mean_cluster_size": float(member.sum(dim=(1, 2)).double().mean()),
-        "n_clustered": int((n_w > 0).sum()),
-        "n_common_dropped": int((common & (n_w > 0)).sum()),
-    }
-    return score.float(), info
+    return _qr_scores((member.double() * torch.stack([n for _, n in pairs])).sum(dim=0), n_w, len(igs), common_share)
+
+
+def _refined(ig: Tensor, threshold: float, refine_share: float) -> Tensor:
+    """Knowledge neurons per item: the neurons coarse in at least ``refine_share`` of its prompts."""
+    count = coarse_sets(ig, threshold).sum(dim=0)
+    return (count >= math.ceil(refine_share * ig.shape[0] - 1e-9)) & (count > 0)
 
 
 def knowledge_neuron_scores(
@@ -187,16 +240,17 @@ def knowledge_neuron_scores(
     threshold: float = COARSE_THRESHOLD,
     refine_share: float = REFINE_SHARE,
 ) -> tuple[Float[Tensor, "n_layers d_mlp"], dict[str, Any]]:
-    """Knowledge-neuron task scores from per-item proxy attributions (see the module docstring)."""
+    """Knowledge-neuron task scores from per-item proxy attributions (see the module docstring).
+
+    Raises:
+        ValueError: for no items.
+    """
     if not igs:
         raise ValueError("no items to score")
     total = None
     sizes = []
     for ig in igs:
-        P = ig.shape[0]
-        count = coarse_sets(ig, threshold).sum(dim=0)
-        refined = count >= math.ceil(refine_share * P - 1e-9)
-        refined &= count > 0
+        refined = _refined(ig, threshold, refine_share)
         sizes.append(int(refined.sum()))
         contrib = refined.double() * ig.double().mean(dim=0).clamp(min=0)
         total = contrib if total is None else total + contrib
@@ -207,95 +261,157 @@ def knowledge_neuron_scores(
 
 
 # ------------------------------------------------------------------------------------------------
-# registered baselines
+# registered baselines: their reducers
 # ------------------------------------------------------------------------------------------------
-def _gold_ig_baseline(
-    name: str,
-    scores_fn: Callable[[list[Tensor]], tuple[Tensor, dict[str, Any]]],
-    adapter: ModelAdapter,
-    queries: Sequence[Sequence[Query]],
-    cfg: Any,
-    progress: bool,
-) -> BaselineOutput:
-    """The positive-only baselines built on the IG of the gold answer's probability: collect every item's
-    ``[P, n_layers, d_mlp]`` IG, then score them with ``scores_fn``."""
-    igs: list[Tensor] = []
-    probs: list[list[Tensor]] = []
-    act_sum = torch.zeros(adapter.n_layers, adapter.d_mlp, dtype=torch.float64)
-    for _, ig, pr, act in gold_prob_ig(adapter, queries, cfg, progress=progress, desc=f"{name} ({len(queries)} items)"):
-        igs.append(ig)
-        probs.append(pr)
-        act_sum += act
-    scores, info = scores_fn(igs)
-    return BaselineOutput(scores, act_sum, probs, positive_only=True, info=info)
+@register("qr_neuron", GoldProbIG)
+@dataclass
+class QRNeuronReducer(TensorReducer):
+    """QR-Neuron: coarse IG sets, per-query clusters, inverse cluster frequency, common neurons dropped.
+
+    Attributes:
+        sum_norm: ``sum_j 1[w in C_j] * A_j(w)`` (float64).
+        n_member: ``n_w``, the number of clusters holding ``w`` (int64).
+        n_items: The number of clusters N.
+    """
+
+    name: ClassVar[str] = "qr_neuron"
+    sum_norm: Float[Tensor, "n_layers d_mlp"]
+    n_member: Int[Tensor, "n_layers d_mlp"]
+    n_items: Int[Tensor, ""]
+
+    def update(
+        self,
+        attributions: Float[Tensor, "items proxies n_layers d_mlp"],
+        mask: Float[Tensor, "items proxies"] | None = None,
+        correct: Bool[Tensor, "items proxies"] | None = None,
+    ) -> None:
+        check_attributions(attributions, tuple(self.sum_norm.shape))
+        for i in range(attributions.shape[0]):
+            member, norm = _cluster_and_norm(proxy_rows(attributions, mask, i), COARSE_THRESHOLD)
+            self.sum_norm += member.double() * norm
+            self.n_member += member.to(torch.int64)
+            self.n_items += 1
+
+    def result(self) -> ReducerResult:
+        if self.n_items == 0:
+            raise ValueError("no items to score")
+        scores, info = _qr_scores(self.sum_norm, self.n_member, int(self.n_items), COMMON_SHARE)
+        return ReducerResult(scores, True, info)
 
 
-@register("qr_neuron")
-def qr_neuron(
-    adapter: ModelAdapter, queries: Sequence[Sequence[Query]], cfg: Any, *, progress: bool = True
-) -> BaselineOutput:
-    """QR-Neuron: coarse IG sets, per-query clusters, inverse cluster frequency, common neurons dropped."""
-    return _gold_ig_baseline("qr_neuron", qr_neuron_scores, adapter, queries, cfg, progress)
+@register("knowledge_neurons", GoldProbIG)
+@dataclass
+class KnowledgeNeuronsReducer(TensorReducer):
+    """Knowledge neurons: coarse IG sets refined to the neurons shared by at least half of an item's prompts.
+
+    Attributes:
+        total: ``sum_j 1[w in R_j] * max(mean_p IG_{j,p}(w), 0)`` (float64).
+        n_refined: The number of items whose refined set holds ``w`` (int64).
+        n_items: The number of items N.
+    """
+
+    name: ClassVar[str] = "knowledge_neurons"
+    total: Float[Tensor, "n_layers d_mlp"]
+    n_refined: Int[Tensor, "n_layers d_mlp"]
+    n_items: Int[Tensor, ""]
+
+    def update(
+        self,
+        attributions: Float[Tensor, "items proxies n_layers d_mlp"],
+        mask: Float[Tensor, "items proxies"] | None = None,
+        correct: Bool[Tensor, "items proxies"] | None = None,
+    ) -> None:
+        check_attributions(attributions, tuple(self.total.shape))
+        for i in range(attributions.shape[0]):
+            ig = proxy_rows(attributions, mask, i)
+            refined = _refined(ig, COARSE_THRESHOLD, REFINE_SHARE)
+            self.total += refined.double() * ig.double().mean(dim=0).clamp(min=0)
+            self.n_refined += refined.to(torch.int64)
+            self.n_items += 1
+
+    def result(self) -> ReducerResult:
+        if self.n_items == 0:
+            raise ValueError("no items to score")
+        n = int(self.n_items)
+        score = (self.total / n).float()
+        info = {"mean_refined_size": int(self.n_refined.sum()) / n, "n_refined_any": int((score > 0).sum())}
+        return ReducerResult(score, True, info)
 
 
-@register("knowledge_neurons")
-def knowledge_neurons(
-    adapter: ModelAdapter, queries: Sequence[Sequence[Query]], cfg: Any, *, progress: bool = True
-) -> BaselineOutput:
-    """Knowledge neurons: coarse IG sets refined to the neurons shared by at least half of an item's prompts."""
-    return _gold_ig_baseline("knowledge_neurons", knowledge_neuron_scores, adapter, queries, cfg, progress)
+@register("activation_contrast", Activation)
+@dataclass
+class ActivationContrastReducer(TensorReducer):
+    """Mean site activation on correctly answered proxies minus that on incorrectly answered ones.
+
+    Attributes:
+        sum_right / sum_wrong: Sums of the site activations of the right / wrong proxies (float64).
+        n_right / n_wrong: Their numbers (0-d int64).
+        n_items: The number of items.
+    """
+
+    name: ClassVar[str] = "activation_contrast"
+    needs_correct: ClassVar[bool] = True
+    scalars: ClassVar[tuple[str, ...]] = ("n_right", "n_wrong", "n_items")
+    sum_right: Float[Tensor, "n_layers d_mlp"]
+    sum_wrong: Float[Tensor, "n_layers d_mlp"]
+    n_right: Int[Tensor, ""]
+    n_wrong: Int[Tensor, ""]
+    n_items: Int[Tensor, ""]
+
+    def update(
+        self,
+        attributions: Float[Tensor, "items proxies n_layers d_mlp"],
+        mask: Float[Tensor, "items proxies"] | None = None,
+        correct: Bool[Tensor, "items proxies"] | None = None,
+    ) -> None:
+        check_attributions(attributions, tuple(self.sum_right.shape))
+        if correct is None:
+            raise ValueError(
+                "activation_contrast needs whether each proxy was answered right (correct=...); kept "
+                "attributions do not hold it, so its results cannot be rescored"
+            )
+        for i in range(attributions.shape[0]):
+            for p in range(attributions.shape[1]):
+                if mask is not None and not mask[i, p] > 0:
+                    continue
+                a = attributions[i, p].double()
+                if bool(correct[i, p]):
+                    self.sum_right += a
+                    self.n_right += 1
+                else:
+                    self.sum_wrong += a
+                    self.n_wrong += 1
+        self.n_items += attributions.shape[0]
+
+    def result(self) -> ReducerResult:
+        right, wrong = int(self.n_right), int(self.n_wrong)
+        defined = right > 0 and wrong > 0
+        if defined:
+            scores = (self.sum_right / right - self.sum_wrong / wrong).float()
+        else:
+            scores = torch.zeros(tuple(self.sum_right.shape))
+            warnings.warn(
+                f"activation_contrast: {right} correct and {wrong} incorrect proxies; the contrast needs "
+                "both, so no neuron is selected",
+                stacklevel=3,
+            )
+        return ReducerResult(scores, False, {"n_correct": right, "n_incorrect": wrong, "contrast_defined": defined})
 
 
-@register("activation_contrast")
-def activation_contrast(
-    adapter: ModelAdapter, queries: Sequence[Sequence[Query]], cfg: Any, *, progress: bool = True
-) -> BaselineOutput:
-    """Mean site activation on correctly answered proxies minus that on incorrectly answered ones."""
-    t0 = time.perf_counter()
-    flat = [(j, q) for j, qs in enumerate(queries) for q in qs]
-    L, d = adapter.n_layers, adapter.d_mlp
-    sums = {True: torch.zeros(L, d, dtype=torch.float64), False: torch.zeros(L, d, dtype=torch.float64)}
-    counts = {True: 0, False: 0}
-    probs: list[list[Tensor]] = [[] for _ in queries]
-    act_sum = torch.zeros(L, d, dtype=torch.float64)
-    step = max(1, cfg.batch_size * 8)
-    starts: Iterable[int] = range(0, len(flat), step)
-    if progress:
-        from tqdm.auto import tqdm
-
-        starts = tqdm(
-            starts, total=math.ceil(len(flat) / step), desc=f"activation_contrast ({len(queries)} items)", unit="batch"
-        )
-    for b in starts:
-        chunk = flat[b : b + step]
-        _, pr, acts = grad_x_act(
-            adapter,
-            [q for _, q in chunk],
-            target=cfg.target,
-            layers=cfg.layers,
-            batch_size=cfg.batch_size,
-            with_grad=False,
-        )
-        for (j, q), p, a in zip(chunk, pr, acts):
-            ok = int(p.argmax()) == q.gold
-            sums[ok] += a.double()
-            counts[ok] += 1
-            probs[j].append(p)
-            act_sum += a.double()
-    defined = counts[True] > 0 and counts[False] > 0
-    if defined:
-        scores = (sums[True] / counts[True] - sums[False] / counts[False]).float()
-    else:
-        scores = torch.zeros(L, d)
-        warnings.warn(
-            f"activation_contrast: {counts[True]} correct and {counts[False]} incorrect proxies; the contrast needs "
-            "both, so no neuron is selected",
-            stacklevel=2,
-        )
-    info = {
-        "n_correct": counts[True],
-        "n_incorrect": counts[False],
-        "contrast_defined": defined,
-        "baseline_seconds": time.perf_counter() - t0,
-    }
-    return BaselineOutput(scores, act_sum, probs, positive_only=False, info=info)
+__all__ = [
+    "BASELINES",
+    "ActivationContrastReducer",
+    "Baseline",
+    "BaselineOutput",
+    "GoldProbIG",
+    "KnowledgeNeuronsReducer",
+    "QRNeuronReducer",
+    "coarse_sets",
+    "knowledge_neuron_scores",
+    "method_names",
+    "qr_neuron_scores",
+    "reducer_class",
+    "register",
+    "resolve",
+    "run_baseline",
+]

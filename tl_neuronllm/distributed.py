@@ -2,13 +2,13 @@
 
 Every rank runs the same script (launch with ``torchrun``), holds its own copy of the model and
 scores a strided shard of the items (rank ``r`` of ``W`` takes items ``r, r + W, r + 2W, ...``).
-The method's score is a streaming reduction (:class:`~tl_neuronllm.scoring.ACEState`: sums of
-per-item terms and membership counts, all additive), so the shards combine exactly: every tensor of
-the state and the activation sum is all-reduced with ``SUM``, the clean option probabilities (for
-the identification statistics) are gathered to rank 0, and rank 0 builds the same
-:class:`~tl_neuronllm.result.NeuronResult` a single process would (equal to float tolerance: only
-the order of float64 additions differs). Demonstrations, permutations and tokenization are
-deterministic, so every rank renders the same queries without communication.
+The method's score (and every baseline's) is a streaming reduction (a :class:`~tl_neuronllm.reducers.Reducer`:
+sums of per-item terms and membership counts, all additive), so the shards combine exactly: every tensor
+of the reducer's state, the activation sum and the tally of the model's answers (for the identification
+statistics) is all-reduced with ``SUM``, and rank 0 builds the same :class:`~tl_neuronllm.result.NeuronResult`
+a single process would (equal to float tolerance: only the order of float64 additions differs).
+Demonstrations, permutations and tokenization are deterministic, so every rank renders the same queries
+without communication.
 
 Launch on one machine with 4 GPUs (each rank puts the model on ``cuda:LOCAL_RANK``)::
 
@@ -37,20 +37,15 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from .adapter import ModelAdapter, preserved_model_state
-from .baselines import BASELINES
-from .pipeline import (
-    IdentifyConfig,
-    build_queries,
-    check_layers,
-    choose_demos,
-    finish_result,
-    require_autograd,
-    score_resumable,
-)
+from .adapter import preserved_model_state
+from .answers import AnswerTally
+from .config import IdentifyConfig
+from .pipeline import finish_result, ready_adapter, run_fingerprint, score_resumable
+from .prepare import LazyQueries, prepare, require_autograd
+from .reducers import Reducer
 from .result import NeuronResult
-from .scoring import ACEState
-from .tasks import Item, Task, TaskError
+from .scoring import ScoringConfig
+from .tasks import Item, Task
 from .validate import check_count_or_fraction
 
 
@@ -111,11 +106,13 @@ def all_reduce_sum(tensors: Sequence[Tensor], group: Any = None) -> list[Tensor]
     return out
 
 
-def reduce_state(state: ACEState, act_sum: Tensor, group: Any = None) -> tuple[ACEState, Tensor]:
-    """All-reduce (sum) a shard's streaming ACE state and activation sum."""
-    names = list(state.tensors())
-    summed = all_reduce_sum([state.tensors()[n] for n in names] + [act_sum], group)
-    return ACEState.from_tensors(dict(zip(names, summed[:-1]))), summed[-1]
+def reduce_state(reducer: Reducer, act_sum: Tensor, group: Any = None) -> tuple[Reducer, Tensor]:
+    """All-reduce (sum) a shard's reducer state and activation sum."""
+    t = reducer.tensors()
+    names = list(t)
+    summed = all_reduce_sum([t[n] for n in names] + [act_sum], group)
+    scoring = getattr(reducer, "scoring", ScoringConfig())
+    return type(reducer).from_tensors(dict(zip(names, summed[:-1])), scoring), summed[-1]
 
 
 def identify_distributed(
@@ -135,8 +132,7 @@ def identify_distributed(
     """:func:`tl_neuronllm.identify` with the items sharded over the ranks of a process group.
 
     Call it on every rank with the same arguments (and a model with the same weights). The options
-    are :func:`~tl_neuronllm.identify`'s (``method``, ``steps``, ``mode``, ...); the streaming
-    baselines are not distributed.
+    are :func:`~tl_neuronllm.identify`'s (``method``, ``steps``, ``mode``, ...; baselines too).
 
     Args:
         model: This rank's copy of the model (on this rank's device).
@@ -163,62 +159,28 @@ def identify_distributed(
     cfg = IdentifyConfig.from_options(config, **options)
     k = check_count_or_fraction("k", k)
     require_autograd("identify_distributed")
-    if cfg.method in BASELINES:
-        raise NotImplementedError(f"method {cfg.method!r} is a baseline; run it with tl_neuronllm.identify")
-    if not isinstance(task, Task):
-        raise TaskError(f"task must be a tl_neuronllm.Task, got {type(task).__name__}; use Task.from_records(...)")
     rank, world = dist.get_rank(group), dist.get_world_size(group)
     t0 = time.perf_counter()
-    adapter = ModelAdapter(model, hook=cfg.hook, kv_cache=cfg.kv_cache)
-    check_layers(cfg.layers, adapter.n_layers)
-    scored, demo_items = choose_demos(task, cfg.n_shots, cfg.seed, demos)
+    prep = prepare(model, task, cfg, demos=demos)  # tokenizer only: errors before any model time
+    mine = range(rank, len(prep.queries), world)  # strided, as shard_indices
+    shard = prep.queries.subset(mine) if isinstance(prep.queries, LazyQueries) else [prep.queries[i] for i in mine]
     with preserved_model_state(model):
-        adapter.check_widths()
-        queries = build_queries(adapter, scored, cfg, demo_items)
-        mine = shard_indices(len(queries), rank, world)
-        shard = [queries[i] for i in mine]
-        if cfg.method not in ("grad_x_act", "activation"):
-            adapter.share_prefix([q.prompt for qs in shard for q in qs])
-        fingerprint = {
-            "items": [scored.items[i].to_record() for i in mine],
-            "demos": [d.to_record() for d in demo_items],
-            "shard": [rank, world],
-        }
-        state, act_sum, probs = score_resumable(
-            adapter,
+        ready_adapter(prep, cfg, shard)
+        reducer, act_sum, tally = score_resumable(
+            prep.adapter,
             shard,
             cfg,
             checkpoint=None if checkpoint is None else Path(checkpoint) / f"rank{rank}-of-{world}",
             checkpoint_every=checkpoint_every,
-            fingerprint=fingerprint,
+            fingerprint={} if checkpoint is None else run_fingerprint(prep, mine, shard=[rank, world]),
             progress=progress and rank == 0,
-            item_ids=[scored.items[i].id for i in mine],
+            item_ids=[prep.item_ids[i] for i in mine],
         )
-    state, act_sum = reduce_state(state, act_sum, group)
-    gathered: list[Any] = [None] * world
-    dst = 0 if group is None else dist.get_global_rank(group, 0)
-    dist.gather_object(
-        [[p.tolist() for p in ps] for ps in probs], gathered if rank == 0 else None, dst=dst, group=group
-    )
+    reducer, act_sum = reduce_state(reducer, act_sum, group)
+    tally = AnswerTally.from_tensor(all_reduce_sum([tally.to_tensor()], group)[0])
     if rank != 0:
         return None
-    all_probs: list[list[Tensor]] = [[] for _ in queries]
-    for r, part in enumerate(gathered):
-        for i, ps in zip(shard_indices(len(queries), r, world), part):
-            all_probs[i] = [torch.tensor(p) for p in ps]
-    result = finish_result(
-        adapter,
-        scored,
-        demo_items,
-        queries,
-        cfg,
-        k,
-        state,
-        act_sum,
-        all_probs,
-        time.perf_counter() - t0,
-        extra={"world_size": world},
-    )
+    result = finish_result(prep, cfg, k, reducer, act_sum, tally, time.perf_counter() - t0, extra={"world_size": world})
     if save_to is not None:
         result.save(save_to)
     return result

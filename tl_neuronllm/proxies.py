@@ -30,7 +30,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, cast
 
 from .tasks import LETTERS, Item, Task, TaskError
 
@@ -188,14 +188,20 @@ def _render_text_block(item: Item, perm: Sequence[int], show_options: bool) -> s
     return "\n".join(parts)
 
 
+def _ids(x: str | Sequence[int]) -> Sequence[int]:
+    """A token task's field as the token ids it holds."""
+    return cast("Sequence[int]", x)
+
+
 def _render_token_block(item: Item, perm: Sequence[int], fmt: TokenFormat, show_options: bool = True) -> list[int]:
     if show_options and len(fmt.letters) < item.n_options:
         raise TaskError(
             f"item {item.id!r}: {item.n_options} options but TokenFormat.letters has only {len(fmt.letters)}"
         )
-    toks: list[int] = list(item.context or ()) + list(fmt.question_prefix) + list(item.question)
+    # token tasks hold token ids in context, question and options (Item types them as text or ids)
+    toks: list[int] = list(_ids(item.context or ())) + list(fmt.question_prefix) + list(_ids(item.question))
     for j, o in enumerate(perm if show_options else ()):
-        toks += [fmt.letters[j], *item.options[o], *fmt.option_sep]
+        toks += [fmt.letters[j], *_ids(item.options[o]), *fmt.option_sep]
     toks += list(fmt.answer_prefix)
     return toks
 
@@ -227,7 +233,7 @@ class Renderer:
             for d in self.demos:
                 perm = tuple(range(d.n_options))
                 toks += _render_token_block(d, perm, fmt, show)
-                toks += [fmt.letters[d.answer]] if self.prompt.mode == "letter" else list(d.options[d.answer])
+                toks += [fmt.letters[d.answer]] if self.prompt.mode == "letter" else list(_ids(d.options[d.answer]))
                 toks += list(fmt.demo_sep)
             return toks
         blocks = [self.instruction] if self.instruction else []
@@ -247,7 +253,7 @@ class Renderer:
                 fmt = self.prompt.token_format
                 assert fmt is not None
                 block = _render_token_block(item, perm, fmt, show)
-                prompt: str | tuple[int, ...] = tuple(list(self._demo_prefix) + block)
+                prompt: str | tuple[int, ...] = tuple(list(_ids(self._demo_prefix)) + block)
                 opts = tuple(item.options[o] for o in perm)
             else:
                 prompt = str(self._demo_prefix) + _render_text_block(item, perm, show)

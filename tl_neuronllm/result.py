@@ -10,30 +10,32 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, NamedTuple, NoReturn
+from typing import Any, Literal, NamedTuple
 
 import torch
 from jaxtyping import Float, Int
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor
 
+from .config import IdentifyConfig, ResultConfig
 from .interventions import Intervention, Mode, Positions, intervene, make_hooks
+from .reducers import Reducer
+from .result_files import (
+    CONFIG_FILE,
+    FORMAT,
+    FORMAT_NAME,
+    TENSORS_FILE,
+    ResultFileError,
+    read_result,
+)
 from .scoring import ACEState, select
 
 Role = Literal["good", "bad", "both"]
-TENSORS_FILE = "tensors.safetensors"
-CONFIG_FILE = "config.json"
-FORMAT_NAME = "tl_neuronllm.NeuronResult"
-FORMAT = f"{FORMAT_NAME}/1"
-
-
-class ResultFileError(ValueError):
-    """A saved result (or checkpoint) that cannot be used: unreadable, truncated, another format, or
-    parts that disagree; the message names the file and what to do."""
+__all__ = ["FORMAT", "FORMAT_NAME", "Neuron", "NeuronResult", "ResultFileError", "Role", "build_result"]
 
 
 class Neuron(NamedTuple):
@@ -57,9 +59,11 @@ class NeuronResult:
         scores: Signed ACE scores ``[n_layers, d_mlp]`` (float32, CPU); > 0 good, < 0 bad.
         good: Top-k neurons by ACE with ACE > 0, best first.
         bad: Bottom-k neurons by ACE with ACE < 0, most negative first.
-        state: The streaming statistics (membership counts, ES means/stds) behind the scores.
+        state: The streaming statistics behind the scores: an :class:`ACEState` (membership counts, ES
+            means/stds), or a baseline's reducer (:mod:`tl_neuronllm.baselines`).
         act_mean: Mean site activation over the scored proxies (used by ``mode="mean"``).
-        config: The run's configuration and provenance (JSON-able).
+        config: The run's configuration and provenance (a :class:`~tl_neuronllm.config.ResultConfig`, which
+            also reads as the flat dict of earlier versions); :meth:`identify_config` gives its options.
         stats: Summary numbers of the identification run (accuracy on the scored items, time).
         attributions: Per-item, per-proxy attributions ``[items, proxies, n_layers, d_mlp]`` when the
             run kept them (``identify(..., keep_attributions=True)``); :func:`tl_neuronllm.rescore`
@@ -71,12 +75,16 @@ class NeuronResult:
     scores: Float[Tensor, "n_layers d_mlp"]
     good: list[Neuron]
     bad: list[Neuron]
-    state: ACEState
+    state: ACEState | Reducer
     act_mean: Float[Tensor, "n_layers d_mlp"] | None = None
-    config: dict[str, Any] = field(default_factory=dict)
+    config: ResultConfig = field(default_factory=ResultConfig)
     stats: dict[str, Any] = field(default_factory=dict)
     attributions: Float[Tensor, "items proxies n_layers d_mlp"] | None = None
     proxy_mask: Float[Tensor, "items proxies"] | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.config, ResultConfig):  # a flat dict, as earlier versions took
+            self.config = ResultConfig.from_dict(self.config)
 
     # ---- views --------------------------------------------------------------------------
     @property
@@ -93,13 +101,32 @@ class NeuronResult:
         return [f"blocks.{layer}.mlp.{hook}" for layer in range(self.n_layers)]
 
     @property
+    def site(self) -> str:
+        """The rule of the scored position (``"last"``: the last prompt token; see ``config.site``)."""
+        return self.config.site
+
+    def identify_config(self) -> IdentifyConfig:
+        """The :class:`~tl_neuronllm.config.IdentifyConfig` the result was identified with (its method as
+        recorded, also one not registered in this process)."""
+        return self.config.identify
+
+    def _ace_state(self) -> ACEState:
+        if not isinstance(self.state, ACEState):
+            raise ValueError(f"this result was formed by the {type(self.state).__name__}, which has no ES statistics")
+        return self.state
+
+    @property
     def es_mean(self) -> Float[Tensor, "n_layers d_mlp"]:
-        """Mean per-item attribution ``ES_j`` (before candidate sets and the ambiguity filter)."""
-        return self.state.es_mean_std()[0]
+        """Mean per-item attribution ``ES_j`` (before candidate sets and the ambiguity filter).
+
+        Raises:
+            ValueError: for a baseline's result.
+        """
+        return self._ace_state().es_mean_std()[0]
 
     @property
     def es_std(self) -> Float[Tensor, "n_layers d_mlp"]:
-        return self.state.es_mean_std()[1]
+        return self._ace_state().es_mean_std()[1]
 
     def neurons(self, role: Role) -> list[Neuron]:
         """The neurons of a role (``"both"``: good then bad)."""
@@ -131,7 +158,8 @@ class NeuronResult:
 
     def with_k(self, k: int | float) -> NeuronResult:
         """The same scores with top-``k`` good and bad sets (count or fraction of all neurons)."""
-        cfg = dict(self.config, k=k)
+        cfg = ResultConfig.from_dict(self.config)
+        cfg.k = k
         return NeuronResult(
             self.scores,
             _ranked(self.scores, k, 1),
@@ -330,7 +358,7 @@ class NeuronResult:
         save_file(tensors, str(path / TENSORS_FILE))
         meta = {
             "format": FORMAT,
-            "config": self.config,
+            "config": self.config.to_dict(),
             "stats": self.stats,
             "good": [list(n) for n in self.good],
             "bad": [list(n) for n in self.bad],
@@ -341,7 +369,8 @@ class NeuronResult:
 
     @classmethod
     def load(cls, path: str | Path) -> NeuronResult:
-        """Load a result saved with :meth:`save`, checking that its parts belong together.
+        """Load a result saved with :meth:`save` (also by an earlier version), checking that its parts
+        belong together.
 
         Raises:
             FileNotFoundError: if ``path`` lacks the result files.
@@ -349,105 +378,9 @@ class NeuronResult:
                 another format or version, tensors whose shapes disagree with each other or with the
                 recorded model, non-finite scores, or good/bad lists that disagree with the scores.
         """
-        path = Path(path)
-        ten_f, cfg_f = path / TENSORS_FILE, path / CONFIG_FILE
-        if not ten_f.exists() or not cfg_f.exists():
-            raise FileNotFoundError(f"{path} does not hold a saved NeuronResult ({TENSORS_FILE} + {CONFIG_FILE})")
-        redo = "save the result again (or rerun identify)"
-        try:
-            t = load_file(str(ten_f))
-        except Exception as e:  # safetensors raises its own error types for truncated / foreign files
-            raise ResultFileError(
-                f"{ten_f}: cannot be read as safetensors ({type(e).__name__}: {e}); the file is "
-                f"truncated or not a tl_neuronllm result: {redo}"
-            ) from None
-        try:
-            meta = json.loads(cfg_f.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ResultFileError(f"{cfg_f}: not valid JSON ({e}); the file is truncated or edited: {redo}") from None
-        if not isinstance(meta, dict) or not str(meta.get("format", "")).startswith(FORMAT_NAME + "/"):
-            raise ResultFileError(
-                f"{cfg_f}: not a tl_neuronllm NeuronResult (format "
-                f"{meta.get('format') if isinstance(meta, dict) else None!r}, expected {FORMAT!r})"
-            )
-        if meta["format"] != FORMAT:
-            raise ResultFileError(
-                f"{cfg_f}: format {meta['format']!r} is not the one this version reads ({FORMAT!r}); "
-                "load it with the tl_neuronllm version that wrote it"
-            )
-        for key in ("config", "good", "bad"):
-            if key not in meta:
-                raise ResultFileError(f"{cfg_f}: missing field {key!r}: {redo}")
-
-        def fail(msg: str) -> NoReturn:
-            raise ResultFileError(
-                f"{path}: {msg}; the files do not belong together (edited or mixed from different runs): {redo}"
-            )
-
-        scores = t.get("scores")
-        if scores is None or scores.ndim != 2:
-            fail(f"{TENSORS_FILE} has no 2-D 'scores' tensor")
-        L, d = (int(x) for x in scores.shape)
-        if not bool(torch.isfinite(scores).all()):
-            fail("'scores' has non-finite values")
-        state_t = {k[len("state.") :]: v for k, v in t.items() if k.startswith("state.")}
-        for f in fields(ACEState):
-            v = state_t.get(f.name)
-            want: tuple[int, ...] = () if f.name == "n_items" else (L, d)
-            if v is None or tuple(v.shape) != want:
-                fail(f"state tensor {f.name!r} has shape {None if v is None else tuple(v.shape)}, expected {want}")
-        for name, want in (("act_mean", (L, d)),):
-            if name in t and tuple(t[name].shape) != want:
-                fail(f"{name!r} has shape {tuple(t[name].shape)}, expected {want}")
-        if "attributions" in t:
-            a = t["attributions"]
-            if a.ndim != 4 or tuple(a.shape[2:]) != (L, d):
-                fail(f"'attributions' has shape {tuple(a.shape)}, expected [items, proxies, {L}, {d}]")
-            if "proxy_mask" in t and tuple(t["proxy_mask"].shape) != tuple(a.shape[:2]):
-                fail(f"'proxy_mask' has shape {tuple(t['proxy_mask'].shape)}, expected {tuple(a.shape[:2])}")
-        config = meta["config"]
-        model = config.get("model", {}) if isinstance(config, dict) else {}
-        rec = (model.get("n_layers"), model.get("d_mlp"))
-        if rec != (None, None) and rec != (L, d):
-            fail(f"{CONFIG_FILE} records a model with {rec[0]} layers x {rec[1]} neurons but the scores are {L} x {d}")
-        lists = {}
-        for role in ("good", "bad"):
-            out = []
-            for j, entry in enumerate(meta[role]):
-                try:
-                    layer, neuron, score = int(entry[0]), int(entry[1]), float(entry[2])
-                except (TypeError, ValueError, IndexError):
-                    fail(f"{CONFIG_FILE}: {role}[{j}] = {entry!r} is not [layer, neuron, score]")
-                if not (0 <= layer < L and 0 <= neuron < d):
-                    fail(f"{CONFIG_FILE}: {role}[{j}] = L{layer}N{neuron} is outside the {L} x {d} scores")
-                have = float(scores[layer, neuron])
-                if abs(have - score) > 1e-6 * max(1.0, abs(score)):
-                    fail(
-                        f"{CONFIG_FILE}: {role}[{j}] L{layer}N{neuron} has score {score:.9g} but the scores tensor "
-                        f"holds {have:.9g}"
-                    )
-                out.append(Neuron(layer, neuron, score))
-            lists[role] = out
-        k = config.get("k") if isinstance(config, dict) else None
-        if k is not None:
-            for role, sign in (("good", 1), ("bad", -1)):
-                want_ids = [(a, b) for a, b, _ in select(scores, k, sign)]  # type: ignore[arg-type]
-                if [(n.layer, n.neuron) for n in lists[role]] != want_ids:
-                    fail(
-                        f"{CONFIG_FILE}: the {role} list ({len(lists[role])} neurons) is not the top-k={k} of the "
-                        "scores tensor"
-                    )
-        return cls(
-            scores=scores,
-            good=lists["good"],
-            bad=lists["bad"],
-            state=ACEState.from_tensors(state_t),
-            act_mean=t.get("act_mean"),
-            config=config,
-            stats=meta.get("stats", {}),
-            attributions=t.get("attributions"),
-            proxy_mask=t.get("proxy_mask"),
-        )
+        parts = read_result(Path(path))
+        good, bad = ([Neuron(*x) for x in parts.pop(role)] for role in ("good", "bad"))
+        return cls(good=good, bad=bad, **parts)
 
 
 def _ranked(scores: Tensor, k: int | float, sign: Literal[1, -1]) -> list[Neuron]:
@@ -456,23 +389,26 @@ def _ranked(scores: Tensor, k: int | float, sign: Literal[1, -1]) -> list[Neuron
 
 def build_result(
     scores: Tensor,
-    state: ACEState,
+    state: ACEState | Reducer,
     k: int | float,
     *,
     act_mean: Tensor | None = None,
-    config: dict[str, Any] | None = None,
+    config: Mapping[str, Any] | None = None,
     stats: dict[str, Any] | None = None,
     attributions: Tensor | None = None,
     proxy_mask: Tensor | None = None,
 ) -> NeuronResult:
-    """Assemble a :class:`NeuronResult` from ACE scores and the streaming state."""
+    """Assemble a :class:`NeuronResult` from scores and the reducer's state (``config`` a
+    :class:`~tl_neuronllm.config.ResultConfig` or its flat dict; ``k`` is recorded in it)."""
+    cfg = ResultConfig.from_dict(config or {})
+    cfg.k = k
     return NeuronResult(
         scores,
         _ranked(scores, k, 1),
         _ranked(scores, k, -1),
         state,
         act_mean,
-        dict(config or {}, k=k),
+        cfg,
         dict(stats or {}),
         attributions,
         proxy_mask,

@@ -146,6 +146,47 @@ def _check_grid(grid: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def _fold_effects(
+    model: Any,
+    result: NeuronResult,
+    ident: Task,
+    demo_items: Sequence[Item],
+    folds: Sequence[Sequence[int]],
+    settings: Sequence[dict[str, Any]],
+    objective: Objective,
+    opts: dict[str, Any],
+    progress: bool,
+) -> list[list[dict[str, float]]]:
+    """Per setting and fold: the suppression effects on the fold's items of the sets re-formed on the other folds."""
+    from .evaluate import evaluate
+    from .pipeline import rescore
+
+    n = len(ident)
+    effects: list[list[dict[str, float]]] = [[] for _ in settings]
+    for f, held_idx in enumerate(folds):
+        train = [i for i in range(n) if i not in set(held_idx)]
+        fold_task = ident.subset(list(held_idx), name=f"{ident.name}:fold{f}")
+        for s, setting in enumerate(settings):
+            fold_res = rescore(result, items=train, **setting)
+            ev = evaluate(model, fold_res, fold_task, demos=demo_items, progress=progress, **opts)
+            row_g, row_b = ev.row("suppress_good"), ev.row("suppress_bad")
+            dg = row_g.delta.get("gold_prob", 0.0) if row_g.available else 0.0
+            db = row_b.delta.get("gold_prob", 0.0) if row_b.available else 0.0
+            obj = {"both": -dg + db, "good": -dg, "bad": db}[objective]
+            effects[s].append(
+                {
+                    "d_gold_good": dg,
+                    "d_gold_bad": db,
+                    "d_acc_good": row_g.delta.get("accuracy", 0.0) if row_g.available else 0.0,
+                    "d_acc_bad": row_b.delta.get("accuracy", 0.0) if row_b.available else 0.0,
+                    "n_good": len(fold_res.good),
+                    "n_bad": len(fold_res.bad),
+                    "objective": obj,
+                }
+            )
+    return effects
+
+
 def select_cv(
     model: Any,
     result: NeuronResult,
@@ -182,7 +223,6 @@ def select_cv(
         ValueError: a result without kept attributions, a malformed grid, bad ``n_folds`` / ``objective``.
         TaskError: a task that lacks the result's identification items.
     """
-    from .evaluate import evaluate
     from .explain import _select_items
     from .pipeline import _versions, rescore
 
@@ -201,28 +241,7 @@ def select_cv(
         )
     folds = make_folds(n, n_folds, seed)
     opts = {"n_random": 0, "n_boot": 200, **eval_options, "interventions": ("suppress_good", "suppress_bad")}
-    effects: list[list[dict[str, float]]] = [[] for _ in settings]
-    for f, held_idx in enumerate(folds):
-        train = [i for i in range(n) if i not in set(held_idx)]
-        fold_task = ident.subset(held_idx, name=f"{ident.name}:fold{f}")
-        for s, setting in enumerate(settings):
-            fold_res = rescore(result, items=train, **setting)
-            ev = evaluate(model, fold_res, fold_task, demos=demo_items, progress=progress, **opts)
-            row_g, row_b = ev.row("suppress_good"), ev.row("suppress_bad")
-            dg = row_g.delta.get("gold_prob", 0.0) if row_g.available else 0.0
-            db = row_b.delta.get("gold_prob", 0.0) if row_b.available else 0.0
-            obj = {"both": -dg + db, "good": -dg, "bad": db}[objective]
-            effects[s].append(
-                {
-                    "d_gold_good": dg,
-                    "d_gold_bad": db,
-                    "d_acc_good": row_g.delta.get("accuracy", 0.0) if row_g.available else 0.0,
-                    "d_acc_bad": row_b.delta.get("accuracy", 0.0) if row_b.available else 0.0,
-                    "n_good": len(fold_res.good),
-                    "n_bad": len(fold_res.bad),
-                    "objective": obj,
-                }
-            )
+    effects = _fold_effects(model, result, ident, demo_items, folds, settings, objective, opts, progress)
     mean_obj = [sum(e["objective"] for e in eff) / len(eff) for eff in effects]
     best = max(range(len(settings)), key=lambda i: (mean_obj[i], -i))
     chosen = rescore(result, **settings[best])

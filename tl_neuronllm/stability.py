@@ -23,7 +23,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from jaxtyping import Float
@@ -132,7 +132,7 @@ def resample_indices(
             ``n_items == n`` (every resample would be the same).
     """
     check_int("n_resamples", n_resamples, min_value=1)
-    m = n if n_items is None else check_int("n_items", n_items, min_value=1)
+    m = n if n_items is None else cast(int, check_int("n_items", n_items, min_value=1))
     if m > n:
         raise ValueError(f"n_items = {m} is more than the {n} identification items the result kept")
     if replace is None:

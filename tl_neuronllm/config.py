@@ -1,0 +1,260 @@
+"""Typed configuration records: :class:`IdentifyConfig` (every option of ``identify``) and
+:class:`ResultConfig` (what a :class:`~tl_neuronllm.result.NeuronResult` records about its run).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any, Literal
+
+from .adapter import HOOK_CHOICES
+from .answers import SITE_RULES, TARGETS
+from .attribution import Rule
+from .baselines import method_names, reducer_class
+from .proxies import AugmentConfig, PromptConfig, TokenFormat
+from .scoring import ScoringConfig
+from .validate import check_bool, check_choice, check_float, check_int
+
+
+@dataclass(frozen=True)
+class IdentifyConfig:
+    """Every option of :func:`identify` (defaults are the method's; see the README for the choices).
+
+    Attributes:
+        method: ``"ig"`` (exact integrated gradients, default), ``"grad_x_act"``, ``"activation"``, another
+            registered attribution method (:mod:`tl_neuronllm.methods`) or a baseline (:mod:`tl_neuronllm.baselines`).
+        mode: ``"letter"`` (option-letter logits) or ``"cloze"`` (option-text log-likelihood).
+        target: ``"ce"`` (log-softmax over options at gold, default), ``"prob"`` (softmax over
+            options) or ``"vocab_prob"`` (full-vocabulary probability of the gold answer).
+        n_proxies: Proxies per item (P, default 3), pairwise-distinct gold letters.
+        permutation: ``"cyclic"`` or ``"random"``.
+        include_original: Whether the unpermuted item is one of the proxies.
+        n_shots: Solved demonstrations in each prompt (default 1), from items not scored.
+        instruction: Instruction line (default: the task's, else a standard one).
+        token_format: Prompt format for token-level tasks.
+        show_options: Cloze mode: list the lettered options in the prompt.
+        steps: IG steps m (default 8, with ``ig_rule="gauss"``; the method's setting is 16 Riemann steps).
+        ig_rule: ``"riemann"`` (alpha_k = k/m) or ``"gauss"`` (Gauss-Legendre).
+        hook: Neuron hook: ``"hook_post"``, ``"hook_pre"`` or ``"hook_pre_linear"``.
+        layers: Layers to score (default all).
+        candidates, z, tau, ambiguity: Per-item candidate sets and ambiguity filter (:class:`ScoringConfig`).
+        seed: Seed for permutations and the demo choice.
+        batch_size: Items per scoring batch (and prompts per forward for grad_x_act / activation).
+        chunk_rows: IG continuation rows per forward (default: from ``memory_budget_mb``).
+        memory_budget_mb: Activation memory to aim for per IG chunk (default: half the free memory of a
+            CUDA device, 1024 MB on CPU).
+        kv_cache: ``"auto"`` or ``"off"`` (re-run the prefix in every row; for testing).
+    """
+
+    method: str = "ig"
+    mode: Literal["letter", "cloze"] = "letter"
+    target: Literal["ce", "prob", "vocab_prob"] = "ce"
+    n_proxies: int = 3
+    permutation: Literal["cyclic", "random"] = "cyclic"
+    include_original: bool = True
+    n_shots: int = 1
+    instruction: str | None = None
+    token_format: TokenFormat | None = None
+    show_options: bool = True
+    steps: int = 8
+    ig_rule: Rule = "gauss"
+    hook: str = "hook_post"
+    layers: tuple[int, ...] | None = None
+    candidates: Literal["topk", "threshold"] = "topk"
+    z: float = 0.01
+    tau: float = 0.2
+    ambiguity: float | None = 0.0
+    seed: int = 0
+    batch_size: int = 8
+    chunk_rows: int | None = None
+    memory_budget_mb: float | None = None
+    kv_cache: Literal["auto", "off"] = "auto"
+
+    def __post_init__(self) -> None:
+        check_choice("method", self.method, method_names())
+        check_choice("mode", self.mode, ("letter", "cloze"))
+        check_choice("target", self.target, TARGETS)
+        check_int("n_proxies", self.n_proxies, min_value=1)
+        check_choice("permutation", self.permutation, ("cyclic", "random"))
+        check_bool("include_original", self.include_original)
+        check_int("n_shots", self.n_shots, min_value=0)
+        if self.instruction is not None and not isinstance(self.instruction, str):
+            raise ValueError(f"instruction must be a string or None, got {type(self.instruction).__name__}")
+        check_bool("show_options", self.show_options)
+        check_int("steps", self.steps, min_value=1)
+        check_choice("ig_rule", self.ig_rule, ("riemann", "gauss"))
+        check_choice("hook", self.hook, HOOK_CHOICES)
+        check_int("seed", self.seed)
+        check_int("batch_size", self.batch_size, min_value=1)
+        check_int("chunk_rows", self.chunk_rows, min_value=1, allow_none=True)
+        check_float("memory_budget_mb", self.memory_budget_mb, low=0, low_open=True, allow_none=True)
+        check_choice("kv_cache", self.kv_cache, ("auto", "off"))
+        if self.layers is not None:
+            if isinstance(self.layers, (str, bytes)) or not isinstance(self.layers, Iterable):
+                raise ValueError(f"layers must be a list of layer indices or None, got {self.layers!r}")
+            layers = tuple(check_int(f"layers[{i}]", x, min_value=0) for i, x in enumerate(self.layers))
+            if not layers or len(set(layers)) != len(layers):
+                raise ValueError(f"layers must be distinct layer indices (at least one), got {list(self.layers)}")
+            object.__setattr__(self, "layers", layers)
+        if self.mode == "cloze" and not self.show_options and self.n_proxies > 1:
+            # without listed options every permutation renders the same prompt
+            warnings.warn(
+                "cloze mode with show_options=False: all proxies would be the same prompt; using n_proxies=1",
+                stacklevel=3,
+            )
+            object.__setattr__(self, "n_proxies", 1)
+        # these validate themselves
+        _ = (self.scoring, self.prompt, self.augment)
+
+    @property
+    def scoring(self) -> ScoringConfig:
+        return ScoringConfig(self.candidates, self.z, self.tau, self.ambiguity)
+
+    @property
+    def prompt(self) -> PromptConfig:
+        return PromptConfig(self.mode, self.instruction, self.n_shots, self.token_format, self.show_options)
+
+    @property
+    def augment(self) -> AugmentConfig:
+        return AugmentConfig(self.n_proxies, self.permutation, self.include_original, self.seed)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The options as plain JSON values (``layers`` a list, ``token_format`` a dict of lists)."""
+        d = asdict(self)
+        tf = None if self.token_format is None else asdict(self.token_format)
+        d["token_format"] = None if tf is None else {k: list(v) if isinstance(v, tuple) else v for k, v in tf.items()}
+        d["layers"] = None if self.layers is None else list(self.layers)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], *, strict: bool = True) -> IdentifyConfig:
+        """The config of :meth:`to_dict` (other keys are ignored; missing ones take their defaults).
+
+        With ``strict=False`` a method that is not registered in this process (a result written with a
+        custom method) is kept as recorded instead of refused.
+
+        Raises:
+            ValueError: for an invalid option (or, when ``strict``, an unknown method).
+        """
+        names = {f.name for f in fields(cls)}
+        kw = {k: v for k, v in d.items() if k in names}
+        if isinstance(kw.get("token_format"), Mapping):
+            kw["token_format"] = TokenFormat(**kw["token_format"])
+        if kw.get("layers") is not None:
+            kw["layers"] = tuple(kw["layers"])
+        method = kw.get("method", "ig")
+        if strict or method in method_names():
+            return cls(**kw)
+        out = cls(**{**kw, "method": "ig"})
+        object.__setattr__(out, "method", method)
+        return out
+
+    @classmethod
+    def from_options(cls, config: IdentifyConfig | None = None, **options: Any) -> IdentifyConfig:
+        """A config from keyword options (unknown names raise a ``TypeError`` listing the valid ones)."""
+        return config_from_options(cls, config, options)
+
+
+def config_from_options(cls: type, config: Any, options: dict[str, Any]) -> Any:
+    """``config`` (or ``cls()``) with ``options`` replacing its fields; unknown names raise a ``TypeError``."""
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(options) - names)
+    if unknown:
+        raise TypeError(f"unknown option(s) {unknown}; valid options: {sorted(names)}")
+    return replace(config or cls(), **options)
+
+
+_IDENTIFY_FIELDS = tuple(f.name for f in fields(IdentifyConfig))
+_RECORD_FIELDS = ("k", "model", "task", "versions", "site", "reducer")
+
+
+@dataclass(eq=False)
+class ResultConfig(MutableMapping[str, Any]):
+    """What a result records about its run: the :class:`IdentifyConfig`, ``k``, the model, the task,
+    the package versions, the scored site rule and the reducer.
+
+    It also reads as the flat JSON dict earlier versions stored (``config["method"]``,
+    ``config["task"]["item_ids"]``, ``config.get("z")``), which is what :meth:`to_dict` writes and
+    :meth:`from_dict` reads (a dict saved by an earlier version loads the same).
+
+    Attributes:
+        identify: The options of the run.
+        k: Size of the good and bad sets.
+        model: The model's description (name, shape, hook).
+        task: The task's name, size and the scored and demonstration item ids.
+        versions: Package versions.
+        site: The scored position's rule (:data:`tl_neuronllm.answers.SITE_RULES`; ``"last"``: the last
+            prompt token).
+        reducer: The reducer that formed the scores (``"ace"`` or a baseline's name).
+        extra: Any other recorded keys (``rescored``, ``selection``, ...).
+    """
+
+    identify: IdentifyConfig = field(default_factory=IdentifyConfig)
+    k: int | float | None = None
+    model: dict[str, Any] = field(default_factory=dict)
+    task: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, Any] = field(default_factory=dict)
+    site: str = "last"
+    reducer: str = "ace"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_choice("site", self.site, SITE_RULES)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The flat JSON dict saved in ``config.json``."""
+        return {**self.identify.to_dict(), **{k: getattr(self, k) for k in _RECORD_FIELDS}, **self.extra}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ResultConfig:
+        """The record of a flat dict (:meth:`to_dict`, or a config saved by an earlier version).
+
+        Raises:
+            ValueError: for invalid recorded options.
+        """
+        if isinstance(d, ResultConfig):
+            return replace(d, extra=dict(d.extra))
+        ident = IdentifyConfig.from_dict(d, strict=False)
+        rec = {k: d[k] for k in _RECORD_FIELDS if k in d}
+        rec.setdefault("reducer", reducer_class(ident.method).name)
+        extra = {k: v for k, v in d.items() if k not in _IDENTIFY_FIELDS and k not in _RECORD_FIELDS}
+        return cls(identify=ident, **rec, extra=extra)
+
+    # ---- the flat mapping view ------------------------------------------------------------
+    def __getitem__(self, key: str) -> Any:
+        if key in _IDENTIFY_FIELDS:
+            return self.identify.to_dict()[key]
+        if key in _RECORD_FIELDS:
+            return getattr(self, key)
+        return self.extra[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if key in _IDENTIFY_FIELDS:
+            self.identify = IdentifyConfig.from_dict({**self.identify.to_dict(), key: value}, strict=False)
+        elif key in _RECORD_FIELDS:
+            setattr(self, key, value)
+        else:
+            self.extra[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        if key in _IDENTIFY_FIELDS or key in _RECORD_FIELDS:
+            raise TypeError(f"{key!r} is a field of the result's config and cannot be deleted")
+        del self.extra[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter((*_IDENTIFY_FIELDS, *_RECORD_FIELDS, *self.extra))
+
+    def __len__(self) -> int:
+        return len(_IDENTIFY_FIELDS) + len(_RECORD_FIELDS) + len(self.extra)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Mapping):
+            return NotImplemented
+        return self.to_dict() == dict(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+__all__ = ["IdentifyConfig", "ResultConfig", "config_from_options"]
