@@ -46,10 +46,10 @@ def main() -> None:
     from tl_neuronllm.answers import letter_scores, target_fn
     from tl_neuronllm.attribution import ig_fast
     from tl_neuronllm.config import IdentifyConfig
-    from tl_neuronllm.datasets import load_real_task_records
-    from tl_neuronllm.hub import load_smollm2
     from tl_neuronllm.pipeline import _versions
     from tl_neuronllm.prepare import prepare
+    from tl_neuronllm.real_tasks import load_real_task_records
+    from tl_neuronllm.smollm2 import load_smollm2
 
     model = load_smollm2()
     task = Task.from_records(load_real_task_records("mmlu"), name="mmlu").subset(range(60))

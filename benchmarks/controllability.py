@@ -316,8 +316,8 @@ def main() -> None:
             }
         )
     if args.real:
-        from tl_neuronllm.datasets import load_real_task_records
-        from tl_neuronllm.hub import load_smollm2
+        from tl_neuronllm.real_tasks import load_real_task_records
+        from tl_neuronllm.smollm2 import load_smollm2
 
         model = load_smollm2()
         settings = {

@@ -47,23 +47,23 @@ COMMON = {"steps": 2, "ig_rule": "gauss", "kv_cache": "auto"}
 
 
 def load(n_ident: int, n_held: int) -> tuple[Any, dict[str, tuple[Any, Any, Any]]]:
-    from tl_neuronllm import hub
-    from tl_neuronllm.datasets import load_real_task
+    from tl_neuronllm.real_tasks import load_real_task
+    from tl_neuronllm.smollm2 import load_smollm2
 
-    model = hub.load_smollm2()
+    model = load_smollm2()
     splits = {name: load_real_task(name).split(n_ident, n_held, n_demo=1, seed=0) for name in TASKS}
     return model, splits
 
 
 def probe(args: argparse.Namespace) -> None:
     """Accuracy of the plain model on IMDB / BoolQ under a few prompt formats (forward passes only)."""
-    from tl_neuronllm import hub
     from tl_neuronllm.answers import predict
     from tl_neuronllm.config import IdentifyConfig
-    from tl_neuronllm.datasets import load_real_task
     from tl_neuronllm.prepare import prepare
+    from tl_neuronllm.real_tasks import load_real_task
+    from tl_neuronllm.smollm2 import load_smollm2
 
-    model = hub.load_smollm2()
+    model = load_smollm2()
     out = []
     for name in ("imdb", "boolq"):
         task = load_real_task(name).split(args.n_probe, 0, n_demo=0, seed=1)[0]

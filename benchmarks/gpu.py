@@ -44,7 +44,8 @@ SMOKE_SHAPES: dict[str, dict[str, Any]] = {
 
 def word_tokenizer() -> Any:
     """A tiny offline word-level tokenizer (the Bridge wants one; prompts are token ids anyway)."""
-    from tl_neuronllm.testbed import word_tokenizer as build
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the test scaffolding
+    from _scaffold import word_tokenizer as build
 
     return build(["[PAD]", "[UNK]", "[BOS]"] + list("ABCDEFGH") + ["Question:", "Answer:"])
 

@@ -58,9 +58,9 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
         from tl_neuronllm.adapter import preserved_model_state
         from tl_neuronllm.attribution import ig_fast
         from tl_neuronllm.config import IdentifyConfig
-        from tl_neuronllm.datasets import load_real_task_records
-        from tl_neuronllm.hub import load_smollm2
         from tl_neuronllm.prepare import prepare
+        from tl_neuronllm.real_tasks import load_real_task_records
+        from tl_neuronllm.smollm2 import load_smollm2
 
         model = load_smollm2()
         cfg = IdentifyConfig()

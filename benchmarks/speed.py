@@ -16,7 +16,7 @@ and reports items/second (an item is ``n_proxies`` prompts), the ratios against 
 forward) and the max relative score difference fast vs naive. Results go to ``speed.json`` and
 ``speed.md`` in ``--out``.
 
-    python benchmarks/speed.py                       # SmolLM2-135M (offline, see tl_neuronllm.hub)
+    python benchmarks/speed.py                       # SmolLM2-135M (offline, see tl_neuronllm.smollm2)
     python benchmarks/speed.py --model random        # random Llama of SmolLM2's shape
     python benchmarks/speed.py --old --gauss --threads 1
 
@@ -52,7 +52,7 @@ TARGETS = {"fast_vs_naive_min": 50.0, "max_rel_diff": 1e-4, "fast_vs_forward_max
 def load_model(kind: str, records: list[dict[str, Any]]) -> Any:
     """SmolLM2-135M-Instruct (``smollm2``) or a random Llama of its shape (``random``)."""
     if kind == "smollm2":
-        from tl_neuronllm.hub import load_smollm2
+        from tl_neuronllm.smollm2 import load_smollm2
 
         return load_smollm2()
     return random_smollm2_shape(records)
@@ -63,7 +63,8 @@ def random_smollm2_shape(records: list[dict[str, Any]], seed: int = 0) -> Any:
     from transformer_lens.model_bridge import TransformerBridge
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from tl_neuronllm.testbed import word_tokenizer
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the test scaffolding
+    from _scaffold import word_tokenizer
 
     words = ["[PAD]", "[UNK]", "[BOS]"] + list("ABCDEFGH")
     seen = set(words)
@@ -153,7 +154,7 @@ def gauss_study(adapter: ModelAdapter, queries: list[Any], ref_steps: int) -> di
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", choices=("smollm2", "random"), default="smollm2")
-    ap.add_argument("--task", default="mmlu", help="real task (tl_neuronllm.datasets.load_real_task_records)")
+    ap.add_argument("--task", default="mmlu", help="real task (tl_neuronllm.real_tasks.load_real_task_records)")
     ap.add_argument("--items", type=int, default=4, help="items whose proxies are timed (fast IG, grad x act, forward)")
     ap.add_argument("--steps", type=int, default=16)
     ap.add_argument("--naive-layers", default="3", help="'all' or a count of evenly spaced layers for the naive IG")
@@ -170,7 +171,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from tl_neuronllm.datasets import load_real_task_records
+    from tl_neuronllm.real_tasks import load_real_task_records
 
     records = load_real_task_records(args.task, limit=400)
     model = load_model(args.model, records)

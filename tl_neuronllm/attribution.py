@@ -38,7 +38,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from .adapter import ModelAdapter
-from .answers import Query, Target, batch_full_rows, full_rows, full_scores, suffix_scores, target_fn
+from .answers import ProxyPrompt, Target, batch_full_rows, full_rows, full_scores, suffix_scores, target_fn
 from .memory import ig_chunk_rows
 
 Method = Literal["ig", "grad_x_act", "activation"]
@@ -69,7 +69,7 @@ def _layers(adapter: ModelAdapter, layers: Sequence[int] | None) -> list[int]:
 
 def ig_fast(
     adapter: ModelAdapter,
-    q: Query,
+    q: ProxyPrompt,
     *,
     steps: int = 16,
     rule: Rule = "riemann",
@@ -118,7 +118,7 @@ def ig_fast(
     )
 
 
-def ensure_exact_ig(adapter: ModelAdapter, q: Query, *, rule: Rule = "riemann", target: Target = "ce") -> None:
+def ensure_exact_ig(adapter: ModelAdapter, q: ProxyPrompt, *, rule: Rule = "riemann", target: Target = "ce") -> None:
     """Check once per adapter, on this real query, that one layer's fast IG (every shortcut in use)
     equals :func:`ig_naive`; switch shortcuts off one by one (with a warning) until it does.
 
@@ -160,7 +160,7 @@ def ensure_exact_ig(adapter: ModelAdapter, q: Query, *, rule: Rule = "riemann", 
 
 def _ig_fast(
     adapter: ModelAdapter,
-    q: Query,
+    q: ProxyPrompt,
     *,
     steps: int,
     rule: Rule,
@@ -236,7 +236,7 @@ def _ig_fast(
     return acts * gsum, probs, acts
 
 
-def _letter_columns(q: Query, target: Target) -> tuple[list[int] | None, Query]:
+def _letter_columns(q: ProxyPrompt, target: Target) -> tuple[list[int] | None, ProxyPrompt]:
     """The vocabulary columns F needs (letter mode, options-only targets) and the query with its
     letter ids renumbered into them; ``(None, q)`` when F needs the whole vocabulary."""
     if q.letter_ids is None or target == "vocab_prob":
@@ -248,7 +248,7 @@ def _letter_columns(q: Query, target: Target) -> tuple[list[int] | None, Query]:
 
 def ig_naive(
     adapter: ModelAdapter,
-    q: Query,
+    q: ProxyPrompt,
     *,
     steps: int = 16,
     rule: Rule = "riemann",
@@ -287,7 +287,7 @@ def ig_naive(
 
 def grad_x_act(
     adapter: ModelAdapter,
-    queries: Sequence[Query],
+    queries: Sequence[ProxyPrompt],
     *,
     target: Target = "ce",
     layers: Sequence[int] | None = None,

@@ -148,7 +148,8 @@ def _set_threads(n: int | None) -> None:
 
 def cmd_identify(args: argparse.Namespace, model: Any = None) -> tuple[Any, Any, dict[str, Any]]:
     """Identify the neurons; writes ``run.json`` and ``result/``. Returns ``(model, result, run)``."""
-    from .pipeline import IdentifyConfig, identify
+    from .config import IdentifyConfig
+    from .pipeline import identify
 
     out = _writable_out(args.out)
     if args.show_options is None:

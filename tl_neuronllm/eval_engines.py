@@ -19,7 +19,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from .adapter import ModelAdapter
-from .answers import Query, predict, suffix_scores
+from .answers import ProxyPrompt, predict, suffix_scores
 from .eval_conditions import Condition
 from .interventions import make_hooks
 from .memory import ig_chunk_rows
@@ -55,7 +55,7 @@ def _site_hooks(
 
 @torch.no_grad()
 def probs_prefix(
-    adapter: ModelAdapter, q: Query, conditions: Sequence[Condition], memory_budget_mb: float
+    adapter: ModelAdapter, q: ProxyPrompt, conditions: Sequence[Condition], memory_budget_mb: float
 ) -> Float[Tensor, "conditions n_options"]:
     """Option probabilities ``[n_conditions, n_options]`` of one query, all conditions as continuation rows
     of one prefix (:meth:`ModelAdapter.run_rows`: packed into one sequence where verified)."""
@@ -78,7 +78,7 @@ def probs_prefix(
 
 
 def probs_full(
-    adapter: ModelAdapter, queries: Sequence[Query], cond: Condition, batch_size: int
+    adapter: ModelAdapter, queries: Sequence[ProxyPrompt], cond: Condition, batch_size: int
 ) -> list[Float[Tensor, " n_options"]]:
     """Option probabilities of every query under one condition, over right-padded full prompts."""
     ivs = cond.interventions
@@ -99,7 +99,7 @@ def _bar(it: Iterable[Any], progress: bool, desc: str, unit: str) -> Iterable[An
 
 def run_conditions(
     adapter: ModelAdapter,
-    queries: Sequence[Query],
+    queries: Sequence[ProxyPrompt],
     conditions: Sequence[Condition],
     *,
     engine: Engine,

@@ -51,7 +51,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -59,7 +59,8 @@ import torch
 from torch import Tensor
 
 from .adapter import ModelAdapter, preserved_model_state
-from .answers import Query
+from .answers import ProxyPrompt
+from .config import IdentifyConfig, config_from_options
 from .eval_conditions import (
     EXPECTED_DIRECTION,
     INTERVENTIONS,
@@ -71,8 +72,8 @@ from .eval_conditions import (
 )
 from .eval_engines import Engine, run_conditions
 from .eval_result import EVAL_JSON, EVAL_MD, EvalResult, EvalRow
-from .pipeline import IdentifyConfig, _versions, build_queries, check_finite_probs, choose_demos, config_from_options
-from .proxies import TokenFormat
+from .pipeline import _versions, check_finite_probs
+from .prepare import prepare
 from .result import NeuronResult
 from .stats import (
     DELTA_METRICS,
@@ -166,21 +167,9 @@ class EvalConfig:
 
 
 def identify_config_of(result: NeuronResult) -> IdentifyConfig:
-    """The :class:`IdentifyConfig` (prompt and augmentation options) a result was identified with.
-
-    Raises:
-        TypeError, ValueError: a result config that is not a valid identification config.
-    """
-    c = dict(result.config)
-    names = {f.name for f in fields(IdentifyConfig)}
-    kw = {k: v for k, v in c.items() if k in names}
-    tf = kw.get("token_format")
-    if isinstance(tf, dict):
-        kw["token_format"] = TokenFormat(**tf)
-    if kw.get("layers") is not None:
-        kw["layers"] = tuple(kw["layers"])
-    kw["method"] = "ig"  # rendering does not depend on the method; a baseline may not be registered
-    return IdentifyConfig(**kw)
+    """The :class:`IdentifyConfig` (prompt and augmentation options) a result was identified with;
+    the same as ``result.identify_config()``."""
+    return result.identify_config()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -212,7 +201,7 @@ def _check_disjoint(result: NeuronResult, heldout: Task, demo_items: Sequence[It
 class _Questions:
     """The held-out questions, flat in query order, and what every condition is scored against."""
 
-    queries: list[Query]
+    queries: list[ProxyPrompt]
     item_of: np.ndarray
     n_items: int
     n_options: int
@@ -220,7 +209,7 @@ class _Questions:
     boot: np.ndarray
 
     @classmethod
-    def of(cls, queries: Sequence[Sequence[Query]], cfg: EvalConfig) -> _Questions:
+    def of(cls, queries: Sequence[Sequence[ProxyPrompt]], cfg: EvalConfig) -> _Questions:
         flat = [q for qs in queries for q in qs]
         item_of = np.array([i for i, qs in enumerate(queries) for _ in qs])
         n_items = len(queries)
@@ -383,16 +372,15 @@ def evaluate(
     result._check_model(model)
     if cfg.k is not None:
         result = result.with_k(cfg.k)
-    icfg = identify_config_of(result)
-    adapter = ModelAdapter(model, hook=icfg.hook, kv_cache=icfg.kv_cache)
-    scored, demo_items = choose_demos(heldout, icfg.n_shots, icfg.seed, demos)
+    icfg = result.identify_config()
+    prep = prepare(model, heldout, icfg, demos=demos)  # tokenizer only: errors before any model time
+    adapter, scored, demo_items = prep.adapter, prep.task, prep.demo_items
     if not allow_overlap:
         _check_disjoint(result, scored, demo_items)
     plan = plan_conditions(
         result, cfg.interventions, factor=cfg.factor, positions=cfg.positions, n_random=cfg.n_random, seed=cfg.seed
     )
-    queries = build_queries(adapter, scored, icfg, demo_items)  # tokenizer only: errors before any model time
-    qs = _Questions.of(queries, cfg)
+    qs = _Questions.of(list(prep.queries), cfg)
     with preserved_model_state(model), torch.no_grad():
         adapter.check_widths()
         probs = run_conditions(
