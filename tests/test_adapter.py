@@ -5,7 +5,8 @@ import pytest
 import torch
 from conftest import TEXT_KINDS, make_model, text_task, token_task
 
-from tl_neuronllm import ModelAdapter, ModelError, identify, preserved_model_state
+from tl_neuronllm import ModelError, identify
+from tl_neuronllm.adapter import ModelAdapter, preserved_model_state
 from tl_neuronllm.answers import Query, predict
 
 

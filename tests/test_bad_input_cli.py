@@ -76,6 +76,7 @@ def test_identify_user_errors_are_one_line(tmp_path, capsys, monkeypatch, extra,
     assert not (tmp_path / "o" / "result").exists()
 
 
+@pytest.mark.slow
 def test_unwritable_out_report_without_result_and_bad_task_file(tmp_path):
     (tmp_path / "afile").write_text("x")
     r = _cli("identify", *TINY, "--steps", "0", cwd=tmp_path)  # argparse-level error

@@ -55,6 +55,7 @@ def _check_outputs(out: Path) -> tuple[NeuronResult, EvalResult]:
     return NeuronResult.load(out / "result"), EvalResult.load(out)
 
 
+@pytest.mark.slow
 def test_run_end_to_end_then_subcommands_reproduce_it(tmp_path, capsys):
     out = tmp_path / "run"
     assert cli.main(["run", *TINY, *EVAL, "--out", str(out)]) == 0
@@ -78,6 +79,7 @@ def test_run_end_to_end_then_subcommands_reproduce_it(tmp_path, capsys):
     assert ev2.config["item_ids"] == ev.config["item_ids"]
 
 
+@pytest.mark.slow
 def test_cloze_mode_and_fewer_heldout(tmp_path):
     out = tmp_path / "cloze"
     assert cli.main(["run", *TINY, *EVAL, "--mode", "cloze", "--out", str(out), "--quiet"]) == 0
@@ -124,6 +126,7 @@ def test_task_from_jsonl_file(tmp_path):
     assert len(task) == 5 and task.items[2].answer == 2
 
 
+@pytest.mark.slow
 def test_python_dash_m_help_and_version():
     r = subprocess.run([sys.executable, "-m", "tl_neuronllm", "--help"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "identify" in r.stdout and "evaluate" in r.stdout and "report" in r.stdout
@@ -131,6 +134,7 @@ def test_python_dash_m_help_and_version():
     assert r.returncode == 0 and "tl-neuronllm" in r.stdout
 
 
+@pytest.mark.slow
 def test_z_ambiguity_and_rescoring_from_kept_attributions(tmp_path, capsys):
     from tl_neuronllm import rescore
 

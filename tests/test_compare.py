@@ -52,6 +52,7 @@ def _result(good, bad, L=2, d=10, name="m"):
     return build_result(scores, ACEState.zeros(L, d), 10, config={"model": {"model_name": name}, "hook": "hook_post"})
 
 
+@pytest.mark.slow
 def test_compare_counts_shared_neurons_and_roundtrips(tmp_path):
     res = {
         "t1": _result([(0, 1), (0, 2), (1, 5)], [(1, 9)]),
@@ -96,6 +97,7 @@ def test_compare_refuses_bad_input():
         specific_and_shared(compare({"a": a, "b": a}), {"a": a, "b": a}, "c")
 
 
+@pytest.mark.slow
 def test_shared_vs_specific_evaluates_size_matched_sets_on_held_out_items():
     torch.manual_seed(0)
     model = make_model("native", False)

@@ -227,6 +227,7 @@ def test_evaluate_matches_result_hooks_on_full_prompts(native_setup):
     assert ev.row("suppress_good").predictions == [int(p.argmax()) for p in probs]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["letter", "cloze"])
 def test_prefix_and_full_engines_agree_on_hf_cache_model(mode):
     """The HF key/value-cache path gives the same answers as full right-padded forwards."""

@@ -89,6 +89,7 @@ CHILD = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_sigkill_then_rerun_resumes_to_the_same_result(tmp_path, reference, monkeypatch):
     ckpt = tmp_path / "ckpt"
     env = dict(
@@ -191,6 +192,7 @@ CHILD_TORN = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_sigkill_between_the_two_checkpoint_files(tmp_path, reference):
     ckpt = tmp_path / "ckpt"
     env = dict(

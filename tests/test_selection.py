@@ -38,6 +38,7 @@ def setup():
     return model, res, ident, held, demo
 
 
+@pytest.mark.slow
 def test_select_cv_equals_a_naive_fold_loop(setup, tmp_path):
     model, res, ident, held, demo = setup
     cv = select_cv(model, res, ident, demos=demo, grid=GRID, n_folds=3, seed=1, n_boot=50)

