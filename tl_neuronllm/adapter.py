@@ -51,7 +51,7 @@ class ModelError(ValueError):
 # ------------------------------------------------------------------------------------------------
 # model state safety
 # ------------------------------------------------------------------------------------------------
-def _hook_snapshot(model: torch.nn.Module) -> list[tuple[torch.nn.Module, dict[str, Any]]]:
+def _hook_snapshot(model: HookedModel | torch.nn.Module) -> list[tuple[torch.nn.Module, dict[str, Any]]]:
     snap = []
     for mod in model.modules():
         s: dict[str, Any] = {}
@@ -79,7 +79,7 @@ def _hook_restore(snap: list[tuple[torch.nn.Module, dict[str, Any]]]) -> None:
 
 
 @contextmanager
-def hooks_restored(model: Any) -> Iterator[None]:
+def hooks_restored(model: HookedModel) -> Iterator[None]:
     """Remove, on exit, every hook added to ``model``'s modules inside the block (even on error)."""
     snap = _hook_snapshot(model) if isinstance(model, torch.nn.Module) else []
     try:
@@ -89,7 +89,7 @@ def hooks_restored(model: Any) -> Iterator[None]:
 
 
 @contextmanager
-def preserved_model_state(model: Any, *, eval_mode: bool = True) -> Iterator[None]:
+def preserved_model_state(model: HookedModel, *, eval_mode: bool = True) -> Iterator[None]:
     """Run a block against ``model`` and restore its hooks, ``requires_grad``, ``.grad`` and mode.
 
     Inside the block the model is in eval mode (dropout off) and autograd is enabled. On exit,

@@ -14,10 +14,11 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from .answers import AnswerTally
+from .model import HookedModel
 from .result_files import ResultFileError
 
 
-def model_fingerprint(model: Any, *, n_tensors: int = 4, n_values: int = 4096) -> str:
+def model_fingerprint(model: HookedModel, *, n_tensors: int = 4, n_values: int = 4096) -> str:
     """A cheap hash of a model's weights: every parameter's name, shape and dtype, plus the values of
     ``n_tensors`` parameters spread over the model (``n_values`` evenly spaced entries of each).
 

@@ -31,6 +31,7 @@ from jaxtyping import Bool
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from .model import HookedModel
 from .result import NeuronResult
 from .stats import chance_overlap, overlap_p_value
 from .tasks import Task
@@ -347,7 +348,7 @@ def specific_and_shared(
 
 
 def shared_vs_specific(
-    model: Any,
+    model: HookedModel,
     comparison: Comparison,
     results: Mapping[str, NeuronResult],
     heldout: Mapping[str, Task],

@@ -40,6 +40,7 @@ from torch import Tensor
 from .adapter import preserved_model_state
 from .answers import AnswerTally
 from .config import IdentifyConfig
+from .model import HookedModel
 from .pipeline import finish_result, ready_adapter, run_fingerprint, score_resumable
 from .prepare import LazyQueries, prepare, require_autograd
 from .reducers import Reducer
@@ -116,7 +117,7 @@ def reduce_state(reducer: Reducer, act_sum: Tensor, group: Any = None) -> tuple[
 
 
 def identify_distributed(
-    model: Any,
+    model: HookedModel,
     task: Task,
     *,
     k: int | float = 100,

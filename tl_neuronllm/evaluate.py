@@ -72,6 +72,7 @@ from .eval_conditions import (
 )
 from .eval_engines import Engine, run_conditions
 from .eval_result import EVAL_JSON, EVAL_MD, EvalResult, EvalRow
+from .model import HookedModel
 from .pipeline import _versions, check_finite_probs
 from .prepare import prepare
 from .result import NeuronResult
@@ -334,7 +335,7 @@ def _run_config(
 # evaluate
 # ------------------------------------------------------------------------------------------------
 def evaluate(
-    model: Any,
+    model: HookedModel,
     result: NeuronResult,
     heldout: Task,
     *,

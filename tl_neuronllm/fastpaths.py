@@ -35,6 +35,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from .backends import PrefixState
+from .model import HookedModel
 
 if TYPE_CHECKING:
     from .adapter import HookFn, ModelAdapter
@@ -232,7 +233,7 @@ def packed_forward(
     return out[torch.minimum(off + starts[:, None] + torch.arange(T, device=dev), last[:, None])]
 
 
-def unembed_linear(model: Any) -> torch.nn.Linear | None:
+def unembed_linear(model: HookedModel) -> torch.nn.Linear | None:
     """The Bridge's unembedding as a plain ``nn.Linear`` (for computing only some columns), or ``None``."""
     lin = getattr(getattr(model, "unembed", None), "original_component", None)
     return lin if isinstance(lin, torch.nn.Linear) else None

@@ -20,6 +20,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from .adapter import _hook_snapshot
+from .model import HookedModel
 from .validate import check_choice, check_float, check_int
 
 Mode = Literal["zero", "scale", "mean", "set"]
@@ -143,7 +144,7 @@ def make_hooks(
 
 
 @contextmanager
-def own_hooks_removed(model: Any) -> Iterator[Callable[[], None]]:
+def own_hooks_removed(model: HookedModel) -> Iterator[Callable[[], None]]:
     """Remove, on exit, exactly the hooks registered between entering and calling the yielded ``mark()``.
 
     For blocks that attach their hooks and then run user code: hooks the user adds after ``mark()``
@@ -173,7 +174,7 @@ def own_hooks_removed(model: Any) -> Iterator[Callable[[], None]]:
 
 
 @contextmanager
-def intervene(model: Any, hooks: Sequence[tuple[str, Any]]) -> Iterator[Any]:
+def intervene(model: HookedModel, hooks: Sequence[tuple[str, Any]]) -> Iterator[Any]:
     """Attach ``hooks`` to ``model`` for the block; only they are removed on exit (even on error).
 
     Hooks the user adds inside the block stay: the handles registered while *our* hooks were being

@@ -27,6 +27,7 @@ from .checkpoint import Checkpoint, model_fingerprint
 from .config import IdentifyConfig, ResultConfig, config_from_options
 from .methods import AttributionOptions, correct_mask
 from .methods import attribute_items as attribute_item_batch
+from .model import HookedModel
 from .prepare import Prepared, build_queries, check_layers, choose_demos, prefix_witnesses, prepare, require_autograd
 from .reducers import ACEReducer, Reducer
 from .rescoring import rescore
@@ -268,7 +269,7 @@ def check_run_options(
 
 
 def identify(
-    model: Any,
+    model: HookedModel,
     task: Task,
     *,
     k: int | float = 100,

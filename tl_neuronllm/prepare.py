@@ -19,6 +19,7 @@ import torch
 
 from .adapter import ModelAdapter
 from .answers import ProxyPrompt, make_queries
+from .model import HookedModel
 from .proxies import Renderer
 from .tasks import Item, Task, TaskError
 
@@ -124,7 +125,7 @@ class Prepared:
 
 
 def prepare(
-    model: Any,
+    model: HookedModel,
     task: Task,
     cfg: IdentifyConfig,
     *,

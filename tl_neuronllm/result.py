@@ -23,6 +23,7 @@ from torch import Tensor
 
 from .config import IdentifyConfig, ResultConfig
 from .interventions import Intervention, Mode, Positions, intervene, make_hooks
+from .model import HookedModel
 from .reducers import Reducer
 from .result_files import (
     CONFIG_FILE,
@@ -216,7 +217,7 @@ class NeuronResult:
         value: float | None = None,
         positions: Positions = "site",
         site: Int[Tensor, " batch"] | None = None,
-        model: Any = None,
+        model: HookedModel | None = None,
     ) -> list[tuple[str, Any]]:
         """Plain ``(hook_name, fn)`` forward hooks for ``run_with_hooks`` / ``model.hooks``.
 
@@ -235,7 +236,7 @@ class NeuronResult:
     @contextmanager
     def intervene(
         self,
-        model: Any,
+        model: HookedModel,
         role: Role = "good",
         mode: Mode = "zero",
         *,
@@ -248,23 +249,25 @@ class NeuronResult:
         with intervene(model, self.hooks(role, mode, factor=factor, value=value, positions=positions, model=model)):
             yield model
 
-    def suppress(self, model: Any, role: Role = "good", *, positions: Positions = "site") -> Any:
+    def suppress(self, model: HookedModel, role: Role = "good", *, positions: Positions = "site") -> Any:
         """Zero a role's neurons (context manager)."""
         return self.intervene(model, role, "zero", positions=positions)
 
-    def enhance(self, model: Any, role: Role = "good", factor: float = 2.0, *, positions: Positions = "site") -> Any:
+    def enhance(
+        self, model: HookedModel, role: Role = "good", factor: float = 2.0, *, positions: Positions = "site"
+    ) -> Any:
         """Multiply a role's neurons by ``factor`` (context manager)."""
         return self.intervene(model, role, "scale", factor=factor, positions=positions)
 
-    def mean_ablate(self, model: Any, role: Role = "good", *, positions: Positions = "site") -> Any:
+    def mean_ablate(self, model: HookedModel, role: Role = "good", *, positions: Positions = "site") -> Any:
         """Replace a role's neurons by their mean activation over the scored items (context manager)."""
         return self.intervene(model, role, "mean", positions=positions)
 
-    def set(self, model: Any, role: Role, value: float, *, positions: Positions = "site") -> Any:
+    def set(self, model: HookedModel, role: Role, value: float, *, positions: Positions = "site") -> Any:
         """Set a role's neurons to ``value`` (context manager)."""
         return self.intervene(model, role, "set", value=value, positions=positions)
 
-    def _check_model(self, model: Any) -> None:
+    def _check_model(self, model: HookedModel) -> None:
         cfg = getattr(model, "cfg", None)
         if cfg is None:
             raise ValueError(f"{type(model).__name__} is not a TransformerLens model (no cfg)")
@@ -283,7 +286,7 @@ class NeuronResult:
                 )
 
     # ---- explanations (issue #13; implemented in explain.py) -----------------------------
-    def explain(self, model: Any, task: Any, **options: Any) -> Any:
+    def explain(self, model: HookedModel, task: Any, **options: Any) -> Any:
         """Explain the good and bad neurons: direct effect on the answer and behaviour on the task.
 
         Delegates to :func:`tl_neuronllm.explain.explain` (see there for ``options`` and every column).

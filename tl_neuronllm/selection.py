@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from .model import HookedModel
 from .result import NeuronResult
 from .tasks import Item, Task, TaskError
 from .validate import check_choice, check_int
@@ -147,7 +148,7 @@ def _check_grid(grid: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _fold_effects(
-    model: Any,
+    model: HookedModel,
     result: NeuronResult,
     ident: Task,
     demo_items: Sequence[Item],
@@ -188,7 +189,7 @@ def _fold_effects(
 
 
 def select_cv(
-    model: Any,
+    model: HookedModel,
     result: NeuronResult,
     task: Task,
     *,

@@ -28,6 +28,8 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from ..model import HookedModel
+
 
 @dataclass
 class PrefixState:
@@ -47,7 +49,7 @@ class PrefixState:
     logits: Tensor | None = field(default=None, repr=False)
 
 
-def model_device(model: Any) -> torch.device:
+def model_device(model: HookedModel) -> torch.device:
     """The device of the model's parameters (its config's device if it has none)."""
     try:
         return next(model.parameters()).device
@@ -66,11 +68,11 @@ class Backend:
     #: whether continuations skip recomputing the prefix (what makes the backend worth having)
     cached: ClassVar[bool] = True
 
-    def __init__(self, model: Any):
+    def __init__(self, model: HookedModel):
         self.model = model
 
     @classmethod
-    def applies(cls, model: Any) -> bool:
+    def applies(cls, model: HookedModel) -> bool:
         """Whether this backend can serve ``model`` at all (the run-time check decides the rest)."""
         raise NotImplementedError
 
@@ -119,7 +121,7 @@ class Backend:
         raise NotImplementedError
 
 
-def candidate_backends(model: Any, kv_cache: str = "auto") -> list[type[Backend]]:
+def candidate_backends(model: HookedModel, kv_cache: str = "auto") -> list[type[Backend]]:
     """The backends to try for ``model``, best first; the re-run backend always comes last."""
     from .hf_cache import HFCacheBackend
     from .rerun import RerunBackend

@@ -25,6 +25,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from ..model import HookedModel
 from . import Backend, PrefixState
 
 
@@ -46,7 +47,7 @@ class HFCacheBackend(Backend):
     name = "hf"
 
     @classmethod
-    def applies(cls, model: Any) -> bool:
+    def applies(cls, model: HookedModel) -> bool:
         forward, hf = getattr(model, "forward", None), getattr(model, "original_model", None)
         if forward is None or hf is None:
             return False
@@ -83,7 +84,8 @@ class HFCacheBackend(Backend):
     def _continue(self, cache: Any) -> dict[str, Any]:
         """Keywords that hand ``cache`` to the Bridge: ``cache=`` where the HF model takes it (transformers
         >= 5.24, where ``past_key_values`` is deprecated, to be removed in 5.40), else ``past_key_values=``."""
-        hf_forward = self.model.original_model.forward
+        bridge: Any = self.model  # a TransformerBridge (applies() checked it): it has original_model
+        hf_forward = bridge.original_model.forward
         if "cache" in inspect.signature(hf_forward).parameters:
             return {"cache": cache, "use_cache": True}
         return {"past_key_values": cache}

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from jaxtyping import Int
 from torch import Tensor
 
+from ..model import HookedModel
 from . import Backend, PrefixState
 
 
@@ -17,7 +16,7 @@ class RerunBackend(Backend):
     cached = False
 
     @classmethod
-    def applies(cls, model: Any) -> bool:
+    def applies(cls, model: HookedModel) -> bool:
         return True
 
     def _prefix(self, tokens: list[int], t: Int[Tensor, "1 pos"]) -> PrefixState:

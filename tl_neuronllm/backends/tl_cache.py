@@ -10,6 +10,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from ..model import HookedModel
 from . import Backend, PrefixState
 
 _CACHE_CLASSES = ("HookedTransformerKeyValueCache", "TransformerLensKeyValueCache")
@@ -22,7 +23,7 @@ class TLCacheBackend(Backend):
     name = "tl"
 
     @classmethod
-    def applies(cls, model: Any) -> bool:
+    def applies(cls, model: HookedModel) -> bool:
         forward = getattr(model, "forward", None)
         return forward is not None and "past_kv_cache" in inspect.signature(forward).parameters
 
