@@ -36,7 +36,7 @@ import torch
 from tl_neuronllm import Task, evaluate, identify, rescore
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from controllability_instances import instances_markdown  # a sibling module (the path above)
+import controllability_instances as ci  # a sibling module (the path above)
 
 Variant = tuple[str, dict[str, Any]]  # (label, rescore options; "k" may set K)
 PAPER_IG = "neuronllm defaults, the method's IG (16 Riemann steps)"
@@ -196,8 +196,8 @@ def to_markdown(runs: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     if meta.get("machine"):
         vs = ", ".join(f"{k} {v}" for k, v in meta.get("versions", {}).items())
         out += [f"Machine: {meta['machine']}; {vs}; {meta.get('torch_threads', '?')} torch thread(s).", ""]
+    out += ci.instances_markdown(runs)
     out += summary_table(runs)
-    out += instances_markdown(runs)
     for run in runs:
         out += [
             f"## {run['task']} ({run['mode']}, k={run['k']}, {run['n_identify']} identify / "
@@ -364,17 +364,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     out = Path(args.out)
-    meta = run_meta()
     if args.merge:
         parts = [json.loads(Path(p).read_text()) for p in args.merge]
         runs = [r for p in parts for r in p["runs"]]
+        meta = {k: v for k, v in parts[0].items() if k != "runs"}  # the runs' machine, versions, threads
         meta.update(
             date=max(p.get("date", "") for p in parts), wall_seconds=sum(p.get("wall_seconds", 0.0) for p in parts)
         )
         write(runs, out, meta)
         return
     torch.set_num_threads(1)
-    meta["torch_threads"] = torch.get_num_threads()
+    meta = run_meta()
     only = {m for m in args.methods.split(",") if m}
     t_start = time.perf_counter()
     runs = testbed_runs([t for t in args.testbeds.split(",") if t], args.instances, args.k, args.n_random, only)

@@ -136,7 +136,7 @@ def _runs():
 
 def test_across_instances_spread_and_order():
     bench = _bench()
-    from controllability_instances import across_instances
+    across_instances = bench.ci.across_instances
 
     agg = across_instances(_runs())
     e = next(x for x in agg if x["method"] == DEF and x["condition"] == "suppress_good")
@@ -154,8 +154,8 @@ def test_across_instances_spread_and_order():
 
 
 def test_verdict_needs_every_instance():
-    _bench()
-    from controllability_instances import across_instances, verdict
+    bench = _bench()
+    across_instances, verdict = bench.ci.across_instances, bench.ci.verdict
 
     agg = across_instances(_runs())
     # good set: lower is better; the default beats knowledge neurons on all three instances
@@ -179,7 +179,7 @@ def test_verdict_needs_every_instance():
 
 def test_instances_markdown_tables(tmp_path):
     bench = _bench()
-    from controllability_instances import instances_markdown
+    instances_markdown = bench.ci.instances_markdown
 
     md = "\n".join(instances_markdown(_runs()))
     assert "| neuronllm (defaults: z=1%, strict filter) | suppress_good | 3/2 3/2 3/2 |" in md
