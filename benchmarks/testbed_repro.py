@@ -5,7 +5,8 @@
 
 Each run trains the testbed from scratch in a fresh process (``train_testbed(cfg, num_threads=threads)``,
 with the given environment variables set before torch is imported, e.g. ``ATEN_CPU_CAPABILITY=avx2`` for
-the vectorised kernels of a CPU without AVX-512 or ``MKL_CBWR=AVX2`` for MKL's code path), saves the
+the vectorised kernels of a CPU without AVX-512, ``MKL_CBWR=AVX2`` for MKL's code path, or this script's
+``TORCH_MKLDNN=0`` to switch oneDNN off), saves the
 weights, then runs some methods of ``benchmarks/controllability.py`` on it with 1 torch thread (same splits
 as the benchmark). The parent compares every run's weights with the first run's (bitwise, max |difference|)
 and prints the held-out effects side by side. Writes ``benchmarks/results/testbed_repro.{md,json}``.
@@ -66,6 +67,8 @@ def train_one(testbed: str, threads: int, folder: Path) -> None:
     from tl_neuronllm.testbed import TESTBEDS, make_task, train_testbed
 
     torch.set_num_threads(1)
+    if os.environ.get("TORCH_MKLDNN") == "0":  # this script's switch: oneDNN off (no env var of torch's own)
+        torch.backends.mkldnn.enabled = False
     cfg = TESTBEDS[testbed]
     t0 = time.perf_counter()
     model, stats = train_testbed(cfg, num_threads=threads)

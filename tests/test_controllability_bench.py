@@ -216,3 +216,16 @@ def test_testbed_runs_train_one_config_seed_per_instance(monkeypatch):
     # the same model twice: the same numbers (evaluation is deterministic given the weights)
     strip = lambda ms: [{k: v for k, v in m.items() if k != "identify_seconds"} for m in ms]
     assert strip(runs[0]["methods"]) == strip(runs[1]["methods"])
+
+
+def test_testbed_repro_run_specs():
+    spec = importlib.util.spec_from_file_location("testbed_repro", BENCH.parent / "testbed_repro.py")
+    assert spec is not None and spec.loader is not None
+    repro = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(repro)
+    assert repro.parse_runs("a:1, b:2:X=1+Y=avx2") == [("a", 1, {}), ("b", 2, {"X": "1", "Y": "avx2"})]
+    assert [r[1] for r in repro.parse_runs(repro.DEFAULT_RUNS)] == [1, 1, 2, 2, 1, 1]
+    with pytest.raises(ValueError, match="is not ENV=VALUE"):
+        repro.parse_runs("a:1:X")
+    with pytest.raises(ValueError, match="expected label:threads"):
+        repro.parse_runs("a")
