@@ -1,6 +1,7 @@
 """Every method and ablation, same harness, same splits: held-out effects of the interventions.
 
-    python benchmarks/controllability.py                  # testbeds only (about a minute on 2 cores)
+    python benchmarks/controllability.py                  # testbeds only, 3 trained instances of each
+    python benchmarks/controllability.py --instances 1    # the shipped testbeds only (config seed 0)
     python benchmarks/controllability.py --real           # + SmolLM2 on three real tasks, letter and cloze
     python benchmarks/controllability.py --real --testbeds "" --real-tasks siqa --out /tmp/part2   # one shard
     python benchmarks/controllability.py --merge /tmp/part1.json /tmp/part2.json   # shards -> one table
@@ -14,12 +15,18 @@ activation contrast, knowledge neurons, QR-Neuron); the NeuronLLM ablations of t
 filter, P = 1, per-item candidate size z, set size K) are re-formed from the kept per-item attributions
 with :func:`tl_neuronllm.rescore`, which is exactly what ``identify`` returns with those options (tested).
 Their "identify s" column is the shared attribution time.
+
+``--instances N`` trains each testbed N times (``TestbedConfig.seed`` 0 .. N-1, seed 0 being the shipped
+one), runs every method on each instance, and adds the spread across instances and the wins that hold on
+every instance (see ``controllability_instances.py``): a trained testbed is one draw, and another CPU's
+kernels train it to other weights. The header records the machine, versions and torch thread count.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -28,7 +35,11 @@ import torch
 
 from tl_neuronllm import Task, evaluate, identify, rescore
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import controllability_instances as ci  # a sibling module (the path above)
+
 Variant = tuple[str, dict[str, Any]]  # (label, rescore options; "k" may set K)
+PAPER_IG = "neuronllm defaults, the method's IG (16 Riemann steps)"
 
 
 def groups(kind: str, mode: str, k: int, sweeps: bool) -> list[tuple[dict[str, Any], list[Variant]]]:
@@ -57,8 +68,12 @@ def groups(kind: str, mode: str, k: int, sweeps: bool) -> list[tuple[dict[str, A
         if sweeps:
             ce += [(f"sweep: z={z}", {"z": z}) for z in (0.005, 0.02)]
             ce += [(f"sweep: K={kk}", {"k": kk}) for kk in (k // 2, 2 * k)]
+    paper_ig = []
+    if kind == "testbed":  # the method's IG (identify's default is 8 Gauss-Legendre steps)
+        paper_ig = [({"steps": 16, "ig_rule": "riemann"}, [(PAPER_IG, {})])]
     return [
         ({}, ce),
+        *paper_ig,
         ({"target": "prob", **main}, [("ablation: probability target", {})]),
         ({"method": "grad_x_act", **main}, [("grad x act", {})]),
         ({"method": "activation_contrast"}, [("activation contrast", {})]),
@@ -178,6 +193,10 @@ def to_markdown(runs: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "identify time is the shared attribution run's.",
         "",
     ]
+    if meta.get("machine"):
+        vs = ", ".join(f"{k} {v}" for k, v in meta.get("versions", {}).items())
+        out += [f"Machine: {meta['machine']}; {vs}; {meta.get('torch_threads', '?')} torch thread(s).", ""]
+    out += ci.instances_markdown(runs)
     out += summary_table(runs)
     for run in runs:
         out += [
@@ -255,9 +274,75 @@ def write(runs: list[dict[str, Any]], out: Path, meta: dict[str, Any]) -> None:
     print(to_markdown(runs, meta))
 
 
-def main() -> None:
+def testbed_runs(names: list[str], instances: int, k: int, n_random: int, only: set[str]) -> list[dict[str, Any]]:
+    """Every method on ``instances`` independently trained copies of each testbed (config seeds 0 .. N-1)."""
+    from dataclasses import replace
+
+    from tl_neuronllm.testbed import TESTBEDS, load_testbed
+
+    runs = []
+    for name in names:
+        for inst in range(instances):
+            tb = load_testbed(replace(TESTBEDS[name], seed=inst))
+            ident, held, demos = tb.splits(0)
+            print(f"testbed {name} instance {inst}", flush=True)
+            base = {"token_format": tb.token_format, "n_shots": 1}
+            methods = run_task(tb.model, ident, held, demos, k, base, "testbed", "letter", True, n_random, only)
+            runs.append(
+                {
+                    "task": f"testbed:{name}" + (f"#{inst}" if instances > 1 else ""),
+                    "testbed": name,
+                    "instance": inst,
+                    "seed": inst,
+                    "train": {x: tb.stats.get(x) for x in ("converged", "steps", "train_seconds", "heldout_accuracy")},
+                    "mode": "letter",
+                    "k": k,
+                    "n_identify": len(ident),
+                    "n_heldout": len(held),
+                    "methods": methods,
+                    "base_accuracy": methods[0]["rows"][0]["accuracy"],
+                }
+            )
+    return runs
+
+
+def real_runs(args: argparse.Namespace, only: set[str]) -> list[dict[str, Any]]:
+    """SmolLM2 on the real tasks, letter and cloze."""
+    from tl_neuronllm.real_tasks import load_real_task_records
+    from tl_neuronllm.smollm2 import load_smollm2
+
+    model = load_smollm2()
+    settings = {
+        "letter": (50, {"steps": 4, "ig_rule": "gauss"}),
+        "cloze": (500, {"steps": 2, "ig_rule": "gauss", "mode": "cloze", "show_options": False, "n_proxies": 1}),
+    }
+    runs = []
+    for tname in [t for t in args.real_tasks.split(",") if t]:
+        task = Task.from_records(load_real_task_records(tname), name=tname)
+        ident, held, demos = task.split(args.n_identify, args.n_heldout, n_demo=1, seed=0)
+        for mode in [m for m in args.real_modes.split(",") if m]:
+            k, base = settings[mode]
+            print(f"smollm2 {tname} {mode}", flush=True)
+            sweeps = tname in args.real_sweeps.split(",")
+            methods = run_task(model, ident, held, demos, k, base, "real", mode, sweeps, args.real_n_random, only)
+            runs.append(
+                {
+                    "task": f"smollm2:{tname}",
+                    "mode": mode,
+                    "k": k,
+                    "n_identify": len(ident),
+                    "n_heldout": len(held),
+                    "methods": methods,
+                    "base_accuracy": methods[0]["rows"][0]["accuracy"],
+                }
+            )
+    return runs
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--testbeds", default="facts-small,facts-lured-small,relations-small")
+    ap.add_argument("--instances", type=int, default=3, help="independently trained copies of each testbed")
     ap.add_argument("--k", type=int, default=25, help="set size K on the testbeds")
     ap.add_argument("--n-random", type=int, default=5, help="random sets per condition (testbeds)")
     ap.add_argument("--real", action="store_true", help="also SmolLM2 on real tasks (letter and cloze)")
@@ -270,92 +355,68 @@ def main() -> None:
     ap.add_argument("--methods", default="", help="comma-separated labels (default: all)")
     ap.add_argument("--merge", nargs="+", default=None, help="JSON files of earlier runs to merge into one table")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "controllability"))
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    if args.instances < 1:
+        ap.error(f"--instances must be >= 1, got {args.instances}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     out = Path(args.out)
-    meta = {"date": time.strftime("%Y-%m-%d"), "torch": torch.__version__}
     if args.merge:
         parts = [json.loads(Path(p).read_text()) for p in args.merge]
         runs = [r for p in parts for r in p["runs"]]
+        meta = {k: v for k, v in parts[0].items() if k != "runs"}  # the runs' machine, versions, threads
         meta.update(
             date=max(p.get("date", "") for p in parts), wall_seconds=sum(p.get("wall_seconds", 0.0) for p in parts)
         )
         write(runs, out, meta)
         return
     torch.set_num_threads(1)
+    meta = run_meta()
     only = {m for m in args.methods.split(",") if m}
     t_start = time.perf_counter()
-    runs = []
-    from tl_neuronllm.testbed import load_testbed
-
-    for name in [t for t in args.testbeds.split(",") if t]:
-        tb = load_testbed(name)
-        ident, held, demos = tb.splits(0)
-        print(f"testbed {name}", flush=True)
-        methods = run_task(
-            tb.model,
-            ident,
-            held,
-            demos,
-            args.k,
-            {"token_format": tb.token_format, "n_shots": 1},
-            "testbed",
-            "letter",
-            True,
-            args.n_random,
-            only,
-        )
-        runs.append(
-            {
-                "task": f"testbed:{name}",
-                "mode": "letter",
-                "k": args.k,
-                "n_identify": len(ident),
-                "n_heldout": len(held),
-                "methods": methods,
-                "base_accuracy": methods[0]["rows"][0]["accuracy"],
-            }
-        )
+    runs = testbed_runs([t for t in args.testbeds.split(",") if t], args.instances, args.k, args.n_random, only)
     if args.real:
-        from tl_neuronllm.real_tasks import load_real_task_records
-        from tl_neuronllm.smollm2 import load_smollm2
-
-        model = load_smollm2()
-        settings = {
-            "letter": (50, {"steps": 4, "ig_rule": "gauss"}),
-            "cloze": (500, {"steps": 2, "ig_rule": "gauss", "mode": "cloze", "show_options": False, "n_proxies": 1}),
-        }
-        for tname in [t for t in args.real_tasks.split(",") if t]:
-            task = Task.from_records(load_real_task_records(tname), name=tname)
-            ident, held, demos = task.split(args.n_identify, args.n_heldout, n_demo=1, seed=0)
-            for mode in [m for m in args.real_modes.split(",") if m]:
-                k, base = settings[mode]
-                print(f"smollm2 {tname} {mode}", flush=True)
-                methods = run_task(
-                    model,
-                    ident,
-                    held,
-                    demos,
-                    k,
-                    base,
-                    "real",
-                    mode,
-                    tname in args.real_sweeps.split(","),
-                    args.real_n_random,
-                    only,
-                )
-                runs.append(
-                    {
-                        "task": f"smollm2:{tname}",
-                        "mode": mode,
-                        "k": k,
-                        "n_identify": len(ident),
-                        "n_heldout": len(held),
-                        "methods": methods,
-                        "base_accuracy": methods[0]["rows"][0]["accuracy"],
-                    }
-                )
+        runs += real_runs(args, only)
     meta["wall_seconds"] = time.perf_counter() - t_start
     write(runs, out, meta)
+
+
+def run_meta() -> dict[str, Any]:
+    """Date, versions, machine and thread count of a run."""
+    import importlib.metadata as md
+    import os
+    import platform
+
+    versions = {}
+    for pkg in ("transformer-lens", "transformers", "numpy"):
+        try:
+            versions[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return {
+        "date": time.strftime("%Y-%m-%d"),
+        "torch": torch.__version__,
+        "versions": versions,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {cpu_name()}, "
+        f"torch kernels {torch.backends.cpu.get_cpu_capability()}",
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+def cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), or the platform's processor string."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "?"
 
 
 if __name__ == "__main__":
