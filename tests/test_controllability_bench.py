@@ -24,6 +24,7 @@ def _bench():
     return mod
 
 
+@pytest.mark.slow
 def test_controllability_rows_and_outputs(tmp_path, monkeypatch):
     torch.set_num_threads(1)
     bench = _bench()

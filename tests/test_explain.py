@@ -296,3 +296,14 @@ def test_refuses_models_of_another_shape_and_tasks_without_the_items():
         result.explain(model, task, items="some")
     c = result.explain(model, task, items="all")
     assert c.info["n_items"] == len(task) - 1
+
+
+def test_a_baseline_result_is_explained_without_ace_membership():
+    """A baseline's reducer has no per-item candidate counts: membership is nan, the rest is computed."""
+    model = make_model("hf", False)
+    task, opts = _task_and_options("hf")
+    result = identify(model, task, k=3, method="knowledge_neurons", progress=False, **opts)
+    ex = result.explain(model, task, n_boot=0)
+    assert [r.label for r in ex.neurons] == result.labels("both")
+    assert all(math.isnan(r.membership) for r in ex.neurons)
+    assert all(math.isfinite(r.gold_effect) for r in ex.neurons)

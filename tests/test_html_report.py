@@ -184,6 +184,7 @@ def test_report_in_headless_chromium(report):
     print(f"screenshot: {shot}")
 
 
+@pytest.mark.slow
 def test_cli_run_writes_report_html_and_ends_with_its_path(tmp_path, capsys):
     out = tmp_path / "run"
     args = [

@@ -9,17 +9,17 @@ out). :func:`option_effects` reads these effects on the options of each question
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
 from .adapter import ModelError
-from .answers import Query
+from .answers import ProxyPrompt
+from .model import HookedModel
 
 
-def _w_out(model: Any, layer: int) -> Tensor:
+def _w_out(model: HookedModel, layer: int) -> Tensor:
     """``[d_mlp, d_model]`` output weights of a layer (the down-projection for gated MLPs)."""
     blocks = getattr(model, "blocks", None)
     w = None
@@ -33,7 +33,7 @@ def _w_out(model: Any, layer: int) -> Tensor:
     return w
 
 
-def final_norm(model: Any) -> tuple[bool, Tensor | None]:
+def final_norm(model: HookedModel) -> tuple[bool, Tensor | None]:
     """How the final norm acts on a direction: ``(centre, weight)``.
 
     ``centre`` is True for LayerNorm models (``cfg.normalization_type`` ``"LN"`` / ``"LNPre"``, or a
@@ -61,7 +61,7 @@ def final_norm(model: Any) -> tuple[bool, Tensor | None]:
 
 
 @torch.no_grad()
-def direct_logit_effects(model: Any, neurons: Sequence[tuple[int, int]]) -> Float[Tensor, "n_neurons d_vocab"]:
+def direct_logit_effects(model: HookedModel, neurons: Sequence[tuple[int, int]]) -> Float[Tensor, "n_neurons d_vocab"]:
     """Logit-lens effect of each neuron's output direction on every vocabulary token.
 
     For neuron ``(l, i)``: ``v = W_out[l, i]``; for LayerNorm models ``v -= v.mean()``; ``v *=
@@ -107,7 +107,7 @@ def direct_logit_effects(model: Any, neurons: Sequence[tuple[int, int]]) -> Floa
 
 
 def option_effects(
-    effects: Float[Tensor, "n_neurons d_vocab"], queries: Sequence[Query]
+    effects: Float[Tensor, "n_neurons d_vocab"], queries: Sequence[ProxyPrompt]
 ) -> tuple[Float[Tensor, "n_neurons questions"], Float[Tensor, "n_neurons questions"], Tensor | None]:
     """The direct effects on the options of each question.
 
@@ -138,7 +138,7 @@ def option_effects(
     return gold, distr, letter_eff
 
 
-def token_str(model: Any, t: int) -> str:
+def token_str(model: HookedModel, t: int) -> str:
     """The text of token ``t`` (``#t`` when the model has no tokenizer or cannot decode it)."""
     tok = getattr(model, "tokenizer", None)
     if tok is None:

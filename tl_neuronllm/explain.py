@@ -58,18 +58,21 @@ from typing import Any, Literal
 from torch import Tensor
 
 from .adapter import ModelAdapter, ModelError, preserved_model_state
-from .answers import Query
+from .answers import ProxyPrompt
 from .direct_effect import direct_logit_effects, final_norm, option_effects, token_str
 from .explanation import Explanation, NeuronExplanation
+from .model import HookedModel
 from .neuron_activity import Activity, site_activations
+from .prepare import build_queries, choose_demos
 from .result import NeuronResult
+from .scoring import ACEState
 from .stability import stability
 from .tasks import LETTERS, Item, Task, TaskError
 
 Items = Literal["identified", "all"]
 
 
-def _check_shape(result: NeuronResult, model: Any) -> None:
+def _check_shape(result: NeuronResult, model: HookedModel) -> None:
     cfg = getattr(model, "cfg", None)
     if cfg is None:
         raise ModelError(f"{type(model).__name__} is not a TransformerLens model (no cfg)")
@@ -93,8 +96,6 @@ def _select_items(
     result: NeuronResult, task: Task, demos: Task | Sequence[Item] | None, items: Items, n_shots: int, seed: int
 ) -> tuple[Task, list[Item]]:
     """The items to explain on and the demonstrations the identification run used."""
-    from .pipeline import choose_demos
-
     if not isinstance(task, Task):
         raise TaskError(f"task must be a tl_neuronllm.Task, got {type(task).__name__}")
     rec = result.config.get("task", {})
@@ -163,7 +164,7 @@ def selection_stability(
 
 
 def _direct_fields(
-    model: Any,
+    model: HookedModel,
     effects: Tensor,
     gold: Tensor,
     distr: Tensor,
@@ -192,8 +193,8 @@ def _direct_fields(
 
 def _neuron_rows(
     result: NeuronResult,
-    model: Any,
-    queries: Sequence[Query],
+    model: HookedModel,
+    queries: Sequence[ProxyPrompt],
     effects: Tensor,
     activity: Activity,
     stab: dict[tuple[int, int], float] | None,
@@ -206,13 +207,15 @@ def _neuron_rows(
     gold, distr, letter_eff = option_effects(effects, queries)  # [N, Q], [N, Q], [N, n_opt] | None
     A = activity.acts.T  # [N, Q]
     k_top = min(top_tokens, effects.shape[1])
-    n_items = int(result.state.n_items) or 1
+    # membership needs the ACE state's candidate counts; a baseline's reducer has none
+    state = result.state if isinstance(result.state, ACEState) else None
+    n_items = (int(state.n_items) or 1) if state is not None else 1
     ranked = [("good", r + 1, x) for r, x in enumerate(result.good)] + [
         ("bad", r + 1, x) for r, x in enumerate(result.bad)
     ]
     out: list[NeuronExplanation] = []
     for j, (role, rank, x) in enumerate(ranked):
-        members = result.state.n_good if role == "good" else result.state.n_bad
+        members = None if state is None else state.n_good if role == "good" else state.n_bad
         le = None if letter_eff is None else letter_eff[j]
         out.append(
             NeuronExplanation(
@@ -222,7 +225,7 @@ def _neuron_rows(
                 neuron=x.neuron,
                 score=float(x.score),
                 rank=rank,
-                membership=float(members[x.layer, x.neuron]) / n_items,
+                membership=float("nan") if members is None else float(members[x.layer, x.neuron]) / n_items,
                 stability=None if stab is None else stab[(x.layer, x.neuron)],
                 **_direct_fields(model, effects[j], gold[j], distr[j], le, A[j], n_opt, k_top),
                 **activity.fields(j, n_opt, top_items, items),
@@ -233,7 +236,7 @@ def _neuron_rows(
 
 def explain(
     result: NeuronResult,
-    model: Any,
+    model: HookedModel,
     task: Task,
     *,
     demos: Task | Sequence[Item] | None = None,
@@ -275,11 +278,8 @@ def explain(
         TaskError: the task does not hold the identification items or demonstrations.
         ValueError: bad ``items`` / ``n_boot``.
     """
-    from .evaluate import identify_config_of
-    from .pipeline import build_queries
-
     _check_shape(result, model)
-    cfg = identify_config_of(result)
+    cfg = result.identify_config()
     hook = result.config.get("hook", "hook_post")
     adapter = ModelAdapter(model, hook=hook)
     scored, demo_items = _select_items(result, task, demos, items, cfg.n_shots, cfg.seed)

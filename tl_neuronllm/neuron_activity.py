@@ -16,13 +16,13 @@ from jaxtyping import Float
 from torch import Tensor
 
 from .adapter import ModelAdapter
-from .answers import Query, batch_full_rows, full_scores
+from .answers import ProxyPrompt, batch_full_rows, full_scores
 from .tasks import LETTERS, Item
 
 
 @torch.no_grad()
 def site_activations(
-    adapter: ModelAdapter, queries: Sequence[Query], neurons: Sequence[tuple[int, int]], batch_size: int
+    adapter: ModelAdapter, queries: Sequence[ProxyPrompt], neurons: Sequence[tuple[int, int]], batch_size: int
 ) -> tuple[Float[Tensor, "questions neurons"], list[Tensor]]:
     """Site activations ``[questions, neurons]`` (float64, CPU) of the given neurons and the option probabilities."""
     by_layer: dict[int, list[int]] = {}
@@ -97,7 +97,9 @@ class Activity:
     item_mean: Tensor
 
     @classmethod
-    def of(cls, acts: Tensor, probs: Sequence[Tensor], queries: Sequence[Query], item_of: Sequence[str]) -> Activity:
+    def of(
+        cls, acts: Tensor, probs: Sequence[Tensor], queries: Sequence[ProxyPrompt], item_of: Sequence[str]
+    ) -> Activity:
         """Summarise :func:`site_activations`' output; ``item_of``: the item id of each question."""
         correct = torch.tensor([int(p.argmax()) == q.gold for p, q in zip(probs, queries)])
         item_order = list(dict.fromkeys(item_of))
