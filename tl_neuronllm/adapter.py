@@ -17,8 +17,7 @@ hooks, ``requires_grad`` flags, ``.grad`` tensors and train/eval mode.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import torch
@@ -29,15 +28,14 @@ from .backends import Backend, PrefixState, candidate_backends, model_device
 from .fastpaths import (
     FastPaths,
     check_row_paths,
-    close,
-    max_err,
+    check_shared_prefix,
+    choose_backend,
     packed_forward,
-    plain_rows,
-    try_shortcut,
     warn_fallback,
 )
 from .memory import row_bytes
 from .model import HookedModel, missing_attributes
+from .model_state import preserved_model_state
 from .tasks import LETTERS
 
 HOOK_CHOICES = ("hook_post", "hook_pre", "hook_pre_linear")
@@ -46,79 +44,6 @@ HookFn = Callable[[Tensor, Any], Tensor | None]
 
 class ModelError(ValueError):
     """The model lacks something the method needs (a hook, a width, a single-token letter)."""
-
-
-# ------------------------------------------------------------------------------------------------
-# model state safety
-# ------------------------------------------------------------------------------------------------
-def _hook_snapshot(model: HookedModel | torch.nn.Module) -> list[tuple[torch.nn.Module, dict[str, Any]]]:
-    snap = []
-    for mod in model.modules():
-        s: dict[str, Any] = {}
-        for attr in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks"):
-            d = getattr(mod, attr, None)
-            if d is not None:
-                s[attr] = set(d.keys())
-        for attr in ("fwd_hooks", "bwd_hooks"):  # TL HookPoint handle lists
-            lst = getattr(mod, attr, None)
-            if isinstance(lst, list):
-                s[attr] = list(lst)
-        snap.append((mod, s))
-    return snap
-
-
-def _hook_restore(snap: list[tuple[torch.nn.Module, dict[str, Any]]]) -> None:
-    for mod, s in snap:
-        for attr, val in s.items():
-            if attr.startswith("_"):
-                d = getattr(mod, attr)
-                for k in [k for k in d.keys() if k not in val]:
-                    del d[k]
-            else:
-                setattr(mod, attr, list(val))
-
-
-@contextmanager
-def hooks_restored(model: HookedModel) -> Iterator[None]:
-    """Remove, on exit, every hook added to ``model``'s modules inside the block (even on error)."""
-    snap = _hook_snapshot(model) if isinstance(model, torch.nn.Module) else []
-    try:
-        yield
-    finally:
-        _hook_restore(snap)
-
-
-@contextmanager
-def preserved_model_state(model: HookedModel, *, eval_mode: bool = True) -> Iterator[None]:
-    """Run a block against ``model`` and restore its hooks, ``requires_grad``, ``.grad`` and mode.
-
-    Inside the block the model is in eval mode (dropout off) and autograd is enabled. On exit,
-    normal or by exception, every hook added inside is removed, parameters get back their
-    ``requires_grad`` flags and ``.grad`` tensors, and the model its
-    train/eval mode.
-    """
-    if not isinstance(model, torch.nn.Module):
-        yield
-        return
-    modes = [(m, m.training) for m in model.modules()]  # each module's flag, not only the root's
-    params = list(model.parameters())
-    flags = [p.requires_grad for p in params]
-    grads = [p.grad for p in params]
-    try:
-        if eval_mode:
-            model.eval()
-        with torch.enable_grad(), hooks_restored(model):
-            yield
-    finally:
-        # gradients are only ever taken with torch.autograd.grad w.r.t. activations, so .grad
-        # values are never written; identities and flags are restored in case a hook changed them
-        for p, f, g in zip(params, flags, grads):
-            if p.requires_grad != f:
-                p.requires_grad_(f)
-            if p.grad is not g:
-                p.grad = g
-        for m, training in modes:
-            m.training = training
 
 
 class ModelAdapter:
@@ -336,7 +261,7 @@ class ModelAdapter:
         """
         tokens = [int(t) for t in tokens]
         if self._backend is None and len(tokens) >= 2:
-            self._choose_backend(tokens)
+            self._backend = choose_backend(self, self._candidates, tokens)
         shared = self._shared
         if (
             shared is not None
@@ -345,7 +270,7 @@ class ModelAdapter:
             and tokens[: len(shared.tokens)] == shared.tokens
         ):
             if self.fast.shared_prefix is None:
-                self._check_shared(shared, tokens)
+                check_shared_prefix(self, shared, tokens)
             if self.fast.shared_prefix:
                 return self.backend.extend(shared, tokens[len(shared.tokens) :])
         return self.backend.prefix(tokens)
@@ -373,61 +298,6 @@ class ModelAdapter:
             return 0
         self._shared = state
         return n
-
-    def _check_shared(self, shared: PrefixState, tokens: list[int]) -> None:
-        tail = min(3, len(tokens) - len(shared.tokens))
-        head, rows = tokens[:-tail], [tokens[-tail:]] * 2
-        with torch.no_grad():
-            ref = plain_rows(self, head, rows)
-
-            def attempt() -> Tensor:
-                state = (
-                    self.backend.extend(shared, head[len(shared.tokens) :])
-                    if len(head) > len(shared.tokens)
-                    else shared
-                )
-                return self.backend.run_suffix(state, torch.tensor(rows, device=self.device))
-
-            out, why = try_shortcut(attempt)
-        self.fast.shared_prefix = out is not None and close(out, ref, self.float_dtype())
-        if not self.fast.shared_prefix:
-            self.note_fallback(
-                "continuing the shared prefix",
-                why or max_err(out, ref),
-                "each prompt's prefix is computed from its first token",
-            )
-
-    def _choose_backend(self, tokens: list[int]) -> None:
-        tail = min(3, len(tokens) - 1)
-        head, rows = tokens[:-tail], [tokens[-tail:]] * 2
-        with torch.no_grad():
-            ref = plain_rows(self, head, rows)
-        reasons = []
-        for cls in self._candidates:
-            backend = cls(self.model)
-            if not backend.cached:
-                break
-
-            def attempt(backend: Backend = backend) -> Tensor:
-                state = backend.prefix(head)
-                with torch.no_grad():
-                    return backend.run_suffix(state, torch.tensor(rows, device=self.device))
-
-            out, why = try_shortcut(attempt)
-            if out is not None and close(out, ref, self.float_dtype()):
-                self._backend, self.fast.backend, self.fast.prefix_cache = backend, cls.name, True
-                return
-            reasons.append(f"{cls.name} cache: {why or max_err(out, ref)}")
-        self._backend = self._candidates[-1](self.model)
-        self.fast.backend = self._backend.name
-        if reasons:
-            self.fast.prefix_cache = False
-            self.note_fallback(
-                "the key/value cache",
-                "; ".join(reasons),
-                "every continuation re-runs the prompt prefix, about (prefix + suffix) / suffix "
-                f"times the cached cost ({len(tokens)}-token prompt here)",
-            )
 
     def disable_shortcuts(self, reason: str) -> bool:
         """Switch off the next shortcut, most specific first (skipping, packing and columns, the

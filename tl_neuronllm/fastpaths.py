@@ -34,7 +34,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from .backends import PrefixState
+from .backends import Backend, PrefixState
 from .model import HookedModel
 
 if TYPE_CHECKING:
@@ -368,3 +368,64 @@ def _check_cols(adapter: ModelAdapter, state: PrefixState, row: Sequence[int], c
             adapter.note_fallback(
                 "unembedding only the letter columns", why or max_err(part, ref), "the full unembedding is computed"
             )
+
+
+# ------------------------------------------------------------------------------------------------
+# the cache backend and the shared prefix, checked against the plain forward
+# ------------------------------------------------------------------------------------------------
+def choose_backend(adapter: ModelAdapter, candidates: Sequence[type[Backend]], tokens: list[int]) -> Backend:
+    """The first of ``candidates`` whose cached continuation of ``tokens`` equals the plain forward (the
+    last one, the re-run backend, when none does; the reasons go to a :class:`ShortcutFallbackWarning`)."""
+    tail = min(3, len(tokens) - 1)
+    head, rows = tokens[:-tail], [tokens[-tail:]] * 2
+    with torch.no_grad():
+        ref = plain_rows(adapter, head, rows)
+    reasons = []
+    for cls in candidates:
+        backend = cls(adapter.model)
+        if not backend.cached:
+            break
+
+        def attempt(backend: Backend = backend) -> Tensor:
+            state = backend.prefix(head)
+            with torch.no_grad():
+                return backend.run_suffix(state, torch.tensor(rows, device=adapter.device))
+
+        out, why = try_shortcut(attempt)
+        if out is not None and close(out, ref, adapter.float_dtype()):
+            adapter.fast.backend, adapter.fast.prefix_cache = cls.name, True
+            return backend
+        reasons.append(f"{cls.name} cache: {why or max_err(out, ref)}")
+    backend = candidates[-1](adapter.model)
+    adapter.fast.backend = backend.name
+    if reasons:
+        adapter.fast.prefix_cache = False
+        adapter.note_fallback(
+            "the key/value cache",
+            "; ".join(reasons),
+            "every continuation re-runs the prompt prefix, about (prefix + suffix) / suffix "
+            f"times the cached cost ({len(tokens)}-token prompt here)",
+        )
+    return backend
+
+
+def check_shared_prefix(adapter: ModelAdapter, shared: PrefixState, tokens: list[int]) -> None:
+    """Set ``fast.shared_prefix``: whether continuing ``shared`` to ``tokens`` equals the plain forward."""
+    tail = min(3, len(tokens) - len(shared.tokens))
+    head, rows = tokens[:-tail], [tokens[-tail:]] * 2
+    with torch.no_grad():
+        ref = plain_rows(adapter, head, rows)
+
+        def attempt() -> Tensor:
+            extra = head[len(shared.tokens) :]
+            state = adapter.backend.extend(shared, extra) if extra else shared
+            return adapter.backend.run_suffix(state, torch.tensor(rows, device=adapter.device))
+
+        out, why = try_shortcut(attempt)
+    adapter.fast.shared_prefix = out is not None and close(out, ref, adapter.float_dtype())
+    if not adapter.fast.shared_prefix:
+        adapter.note_fallback(
+            "continuing the shared prefix",
+            why or max_err(out, ref),
+            "each prompt's prefix is computed from its first token",
+        )

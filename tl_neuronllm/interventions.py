@@ -19,8 +19,8 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from .adapter import _hook_snapshot
 from .model import HookedModel
+from .model_state import _hook_snapshot
 from .validate import check_choice, check_float, check_int
 
 Mode = Literal["zero", "scale", "mean", "set"]
