@@ -188,6 +188,23 @@ def _fold_effects(
     return effects
 
 
+def _cv_config(
+    n_folds: int, seed: int, k: Any, opts: dict[str, Any], ident: Task, demo_items: Sequence[Item]
+) -> dict[str, Any]:
+    """What a :class:`CVSelection` records of its run."""
+    from .pipeline import _versions
+
+    return {
+        "n_folds": n_folds,
+        "seed": seed,
+        "k": k,
+        "eval": dict(opts.items()),
+        "item_ids": [it.id for it in ident.items],
+        "demo_ids": [d.id for d in demo_items],
+        "versions": _versions(),
+    }
+
+
 def select_cv(
     model: HookedModel,
     result: NeuronResult,
@@ -225,7 +242,7 @@ def select_cv(
         TaskError: a task that lacks the result's identification items.
     """
     from .explain import _select_items
-    from .pipeline import _versions, rescore
+    from .pipeline import rescore
 
     if result.attributions is None:
         raise ValueError("select_cv needs the per-item attributions: run identify(..., keep_attributions=True)")
@@ -253,15 +270,7 @@ def select_cv(
         "objective": objective,
         "mean_objective": mean_obj[best],
     }
-    config = {
-        "n_folds": n_folds,
-        "seed": seed,
-        "k": c.get("k"),
-        "eval": dict(opts.items()),
-        "item_ids": [it.id for it in ident.items],
-        "demo_ids": [d.id for d in demo_items],
-        "versions": _versions(),
-    }
+    config = _cv_config(n_folds, seed, c.get("k"), opts, ident, demo_items)
     return CVSelection(
         grid=json.loads(json.dumps(settings)),
         folds=folds,
