@@ -112,3 +112,11 @@ def register_cli() -> None:
 
     cli.register_model(TINY_MODEL, lambda cache: tiny_model(), token_format=tiny_task_and_format()[1])
     cli.register_task(TINY_TASK, lambda cache: tiny_task_and_format()[0])
+
+
+def tiny_cli_args(steps: int = 2) -> list[str]:
+    """The CLI options of a short run on the tiny model and the synthetic task (letter mode)."""
+    return (
+        "--model tiny --task synthetic --mode letter --no-progress --n-identify 12 --n-heldout 16 --k 6 "
+        f"--steps {steps} --threads 1"
+    ).split()

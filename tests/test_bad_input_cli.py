@@ -8,30 +8,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from _scaffold import RUN_CLI
+from _scaffold import RUN_CLI, tiny_cli_args
 
 from tl_neuronllm import cli
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = [
-    "--model",
-    "tiny",
-    "--task",
-    "synthetic",
-    "--mode",
-    "letter",
-    "--no-progress",
-    "--n-identify",
-    "12",
-    "--n-heldout",
-    "16",
-    "--k",
-    "6",
-    "--steps",
-    "1",
-    "--threads",
-    "1",
-]
+TINY = tiny_cli_args(steps=1)
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:

@@ -8,31 +8,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from _scaffold import tiny_cli_args
 
 from tl_neuronllm import cli
 from tl_neuronllm.evaluate import EvalResult
 from tl_neuronllm.result import NeuronResult
 
 PNG = b"\x89PNG\r\n\x1a\n"
-TINY = [
-    "--model",
-    "tiny",
-    "--task",
-    "synthetic",
-    "--mode",
-    "letter",
-    "--no-progress",
-    "--n-identify",
-    "12",
-    "--n-heldout",
-    "16",
-    "--k",
-    "6",
-    "--steps",
-    "2",
-    "--threads",
-    "1",
-]
+TINY = tiny_cli_args(steps=2)
 EVAL = ["--n-random", "2", "--n-boot", "50"]
 
 

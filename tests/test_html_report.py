@@ -14,6 +14,7 @@ import shutil
 import pytest
 import torch
 from _chromium import Chromium, find_chromium
+from _scaffold import tiny_cli_args
 from conftest import make_model, token_task
 
 from tl_neuronllm import cli, evaluate, identify
@@ -187,32 +188,7 @@ def test_report_in_headless_chromium(report):
 @pytest.mark.slow
 def test_cli_run_writes_report_html_and_ends_with_its_path(tmp_path, capsys):
     out = tmp_path / "run"
-    args = [
-        "run",
-        "--model",
-        "tiny",
-        "--task",
-        "synthetic",
-        "--mode",
-        "letter",
-        "--no-progress",
-        "--n-identify",
-        "12",
-        "--n-heldout",
-        "16",
-        "--k",
-        "6",
-        "--steps",
-        "2",
-        "--threads",
-        "1",
-        "--n-random",
-        "2",
-        "--n-boot",
-        "50",
-        "--out",
-        str(out),
-    ]
+    args = ["run", *tiny_cli_args(steps=2), "--n-random", "2", "--n-boot", "50", "--out", str(out)]
     assert cli.main(args) == 0
     printed = capsys.readouterr().out.strip().splitlines()
     html = out / "report.html"
