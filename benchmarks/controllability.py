@@ -308,7 +308,7 @@ def testbed_runs(names: list[str], instances: int, k: int, n_random: int, only: 
 
 def real_runs(args: argparse.Namespace, only: set[str]) -> list[dict[str, Any]]:
     """SmolLM2 on the real tasks, letter and cloze."""
-    from tl_neuronllm.real_tasks import load_real_task_records
+    from tl_neuronllm.real_tasks import load_real_task
     from tl_neuronllm.smollm2 import load_smollm2
 
     model = load_smollm2()
@@ -318,7 +318,7 @@ def real_runs(args: argparse.Namespace, only: set[str]) -> list[dict[str, Any]]:
     }
     runs = []
     for tname in [t for t in args.real_tasks.split(",") if t]:
-        task = Task.from_records(load_real_task_records(tname), name=tname)
+        task = load_real_task(tname)  # multiple-choice and classification tasks (imdb, boolq) alike
         ident, held, demos = task.split(args.n_identify, args.n_heldout, n_demo=1, seed=0)
         for mode in [m for m in args.real_modes.split(",") if m]:
             k, base = settings[mode]

@@ -68,3 +68,17 @@ def test_prefix_witnesses_give_share_prefix_the_same_length():
         w = prefix_witnesses(iter(prompts))
         assert len(w) <= 3 and w[0] == prompts[0] and shared(w) == shared(prompts)
     assert prefix_witnesses(iter([])) == []
+
+
+def test_demos_of_a_classification_task_clash_only_with_the_same_text():
+    """Classification items share their question and options; only the same text (context) is the same item."""
+    from tl_neuronllm import Task
+
+    rows = [{"text": f"review number {i} " + ("good" if i % 2 else "bad"), "label": str(i % 2)} for i in range(8)]
+    task = Task.from_classification(rows, label_names={"0": "negative", "1": "positive"}, question="Positive?")
+    demo = task.items[0]
+    rest = task.subset(list(range(1, 8)))
+    scored, demos = choose_demos(rest, 1, 0, [demo])
+    assert scored is rest and demos == [demo]
+    with pytest.raises(TaskError, match="is both a demo and a scored item"):
+        choose_demos(task, 1, 0, [demo])

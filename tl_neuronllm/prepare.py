@@ -197,8 +197,8 @@ def choose_demos(task: Task, n_shots: int, seed: int, demos: Task | Sequence[Ite
         demo_items = list(demos)[:n_shots]
         if len(demo_items) < n_shots:
             raise TaskError(f"n_shots={n_shots} but only {len(demo_items)} demo item(s) were given")
-        keys = {(d.question, d.options) for d in demo_items}
-        clash = [it.id for it in task.items if (it.question, it.options) in keys]
+        keys = {d.content_key() for d in demo_items}  # context too: classification items share question and options
+        clash = [it.id for it in task.items if it.content_key() in keys]
         if clash:
             raise TaskError(f"item {clash[0]!r} is both a demo and a scored item; demos must come from other items")
         return task, demo_items
