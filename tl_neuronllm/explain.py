@@ -63,7 +63,7 @@ from .direct_effect import direct_logit_effects, final_norm, option_effects, tok
 from .explanation import Explanation, NeuronExplanation
 from .model import HookedModel
 from .neuron_activity import Activity, site_activations
-from .prepare import build_queries, choose_demos
+from .prepare import _as_shown, build_queries, choose_demos
 from .result import NeuronResult
 from .scoring import ACEState
 from .stability import stability
@@ -113,13 +113,13 @@ def _select_items(
         demo_items = [by_id[d] for d in demo_ids]
     else:  # an old result without recorded ids: draw the demos as identify did
         return choose_demos(task, n_shots, seed, None)
-    demo_keys = {d.content_key() for d in demo_items}
+    demo_keys = {_as_shown(d) for d in demo_items}
     if items == "all":
-        chosen = [it for it in task.items if it.content_key() not in demo_keys]
+        chosen = [it for it in task.items if _as_shown(it) not in demo_keys]
     elif items == "identified":
         ids = [str(x) for x in rec.get("item_ids", [])]
         if not ids:
-            chosen = [it for it in task.items if it.content_key() not in demo_keys]
+            chosen = [it for it in task.items if _as_shown(it) not in demo_keys]
         else:
             missing = [i for i in ids if i not in by_id]
             if missing:

@@ -184,6 +184,11 @@ def require_autograd(what: str) -> None:
         )
 
 
+def _as_shown(item: Item) -> tuple[Any, ...]:
+    """What a prompt shows of an item: context (classification items differ only there), question, options."""
+    return (item.context, item.question, item.options)
+
+
 def choose_demos(task: Task, n_shots: int, seed: int, demos: Task | Sequence[Item] | None) -> tuple[Task, list[Item]]:
     """Split off the demonstration items: given ones must not be scored; otherwise draw
     ``n_shots`` items (seeded) from the task and score the rest.
@@ -197,8 +202,8 @@ def choose_demos(task: Task, n_shots: int, seed: int, demos: Task | Sequence[Ite
         demo_items = list(demos)[:n_shots]
         if len(demo_items) < n_shots:
             raise TaskError(f"n_shots={n_shots} but only {len(demo_items)} demo item(s) were given")
-        keys = {d.content_key() for d in demo_items}  # context too: classification items share question and options
-        clash = [it.id for it in task.items if it.content_key() in keys]
+        keys = {_as_shown(d) for d in demo_items}
+        clash = [it.id for it in task.items if _as_shown(it) in keys]
         if clash:
             raise TaskError(f"item {clash[0]!r} is both a demo and a scored item; demos must come from other items")
         return task, demo_items
