@@ -167,13 +167,16 @@ def main() -> None:
 
     import torch
 
+    sys.path.insert(0, str(Path(__file__).parent))
+    import controllability as ctl
+
     out_runs = []
     for (label, threads, env), f, cmp in zip(runs, folders, compare(folders)):
         data = json.loads((f / "run.json").read_text())
         out_runs.append({"label": label, "threads": threads, "env": env, **cmp, **data})
     meta = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {_cpu_name()}",
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {ctl.cpu_name()}",
         "torch": torch.__version__,
         "transformer_lens": md.version("transformer-lens"),
         "numpy": md.version("numpy"),
@@ -185,16 +188,6 @@ def main() -> None:
     md = to_markdown(args.testbed, out_runs, meta)
     out.with_suffix(".md").write_text(md)
     print(md)
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "?"
 
 
 if __name__ == "__main__":
