@@ -368,6 +368,7 @@ class ModelAdapter:
         *,
         fwd_hooks: Sequence[tuple[str, HookFn]] | Callable[[Tensor], Sequence[tuple[str, HookFn]]] = (),
         group_start: Sequence[int] | None = None,
+        group_size: int | None = None,
         logit_cols: Sequence[int] | None = None,
     ) -> Float[Tensor, "rows pos d_vocab"]:
         """Logits of many continuations of the same prefix, right-padded to ``[rows, T_max, d_vocab]``
@@ -379,7 +380,9 @@ class ModelAdapter:
         ``G = len(group_start)`` copies of the same group, copy ``g`` equal to copy 0 below block
         ``group_start[g]`` (the caller's hooks must leave it so). ``fwd_hooks`` may be a function of
         the row sites: a ``[rows]`` tensor of flat indices into ``act.reshape(-1, act.shape[-1])`` of
-        each row's first token.
+        each row's first token. ``group_size``: the rows come in consecutive groups of this many that a
+        hook treats alike (default ``len(rows) // len(group_start)`` with ``group_start``, else 1); packed
+        rows of a group share their common first tokens, so their sites may repeat.
         """
         if not rows or min(len(r) for r in rows) < 1:
             raise ValueError("run_rows needs at least one non-empty row")
@@ -394,6 +397,7 @@ class ModelAdapter:
                 rows,
                 fwd_hooks=fwd_hooks,
                 group_start=group_start,
+                group_size=group_size,
                 logit_cols=logit_cols,
                 skip=bool(fp.skip_layers),
                 cols_direct=bool(fp.letter_columns),

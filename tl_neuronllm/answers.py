@@ -71,11 +71,12 @@ class ProxyPrompt:
         return len(self.prompt) - 1
 
     def suffixes(self) -> list[list[int]]:
-        """Token rows that follow the prompt prefix: ``[site]`` (letter) or ``[site] + option`` (cloze)."""
+        """Token rows that follow the prompt prefix: ``[site]`` (letter) or ``[site] + option[:-1]`` (cloze:
+        the option's last token predicts nothing the score needs, so it is not run)."""
         s = self.prompt[-1]
         if self.continuations is None:
             return [[s]]
-        return [[s, *c] for c in self.continuations]
+        return [[s, *c[:-1]] for c in self.continuations]
 
 
 #: The former name of :class:`ProxyPrompt` (it reads as the attention query to a TransformerLens user).

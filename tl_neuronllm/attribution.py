@@ -11,7 +11,9 @@ Methods (one interface, a method name each):
   scaled variants run as one-token continuations of its key/value cache, with one hook per layer
   writing its rows' scaled activations and one ``torch.autograd.grad`` per chunk for all layers.
   Three more exact savings (:meth:`ModelAdapter.run_rows`, each checked once per model): the rows
-  are packed into one sequence with a block-diagonal attention mask (no per-row cache copies);
+  are packed into one sequence with a prefix-tree attention mask (no per-row cache copies; the cloze
+  options of one scaled variant share its site token and common first tokens, and no option's last
+  token is run, since it predicts nothing the score needs);
   the rows of layer ``l`` are identical to the clean run below block ``l``, so they join the
   sequence there (``m * L (L + 1) / 2`` block passes instead of ``m * L^2``); and in letter mode
   with an options-only target only the letter columns of the unembedding are computed.
@@ -213,12 +215,17 @@ def _ig_fast(
             out = []
             for layer in chunk_layers:
                 rows = (row_layer == layer).nonzero().squeeze(-1)
-                out.append((adapter.hook_names[layer], make_hook(layer, rows, sites[rows.to(sites.device)])))
+                # packed rows of one (layer, alpha) group share their site: one leaf per distinct site,
+                # whose gradient sums the group's rows (what separate leaves of the rows would sum to)
+                site, first = _first_of_each(sites[rows.to(sites.device)])
+                out.append((adapter.hook_names[layer], make_hook(layer, rows[first.cpu()], site)))
             return out
 
         # group l needs blocks l.. only: below, it is the clean run
         starts = [max(p[0], 0) for p in chunk]
-        logits = adapter.run_rows(state, suffix * len(chunk), fwd_hooks=hooks, group_start=starts, logit_cols=cols)
+        logits = adapter.run_rows(
+            state, suffix * len(chunk), fwd_hooks=hooks, group_start=starts, group_size=V, logit_cols=cols
+        )
         z = suffix_scores(logits, q_cols, len(chunk), target == "vocab_prob")
         F = target_fn(z, q.gold, target)
         if probs is None:
@@ -234,6 +241,15 @@ def _ig_fast(
         del logits, grads, F, z
     assert probs is not None
     return acts * gsum, probs, acts
+
+
+def _first_of_each(sites: Tensor) -> tuple[Tensor, Tensor]:
+    """The distinct values of ``sites`` (in order of first appearance) and where each first appears."""
+    uniq, inv = torch.unique(sites, return_inverse=True)
+    first = torch.full((len(uniq),), len(sites), dtype=torch.long, device=sites.device)
+    first = first.scatter_reduce(0, inv, torch.arange(len(sites), device=sites.device), reduce="amin")
+    order = first.argsort()
+    return uniq[order], first[order]
 
 
 def _letter_columns(q: ProxyPrompt, target: Target) -> tuple[list[int] | None, ProxyPrompt]:

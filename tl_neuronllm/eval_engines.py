@@ -70,6 +70,7 @@ def probs_prefix(
             state,
             suffix * len(chunk),
             fwd_hooks=lambda sites, chunk=chunk: _site_hooks(adapter.hook_names, chunk, V, sites),
+            group_size=V,
         )
         z = suffix_scores(logits, q, len(chunk))
         out.append(torch.softmax(z.float(), dim=-1).cpu())

@@ -5,7 +5,8 @@ Three exact savings sit on top of a backend's prefix (:mod:`tl_neuronllm.backend
 * **packed rows**: on a ``TransformerBridge`` the rows are packed into one sequence after the prefix;
   row ``r`` sits at positions ``P .. P + len(r) - 1`` and attends to the prefix and causally to itself
   only (a 4D additive attention mask and explicit ``position_ids``), so it computes exactly what it
-  would alone, with no per-row cache copies.
+  would alone, with no per-row cache copies. Rows of one group (the options of one query under one
+  scaling or condition) share their common first tokens: a prefix tree (:class:`PackedLayout`).
 * **skipped layers**: copies of the rows that equal copy 0 below block ``g`` join the sequence there.
 * **letter columns**: only the needed vocabulary columns of the unembedding are computed.
 
@@ -166,6 +167,64 @@ def plain_rows(
 # ------------------------------------------------------------------------------------------------
 # packed rows and skipped layers
 # ------------------------------------------------------------------------------------------------
+@dataclass
+class PackedLayout:
+    """Where each row's tokens sit in one packed sequence. Rows come in consecutive groups of
+    ``group_size``; within a group, rows that start with the same tokens share those positions (a
+    prefix tree: the cloze options of one query share the site token, and any common first tokens).
+
+    Attributes:
+        tokens: The packed tokens, group after group.
+        depth: Each packed token's position within its row(s).
+        parent: Each packed token's predecessor in its row (``-1`` for a row's first token).
+        row_nodes: For each row, the packed index of each of its tokens.
+        group_sizes: Packed tokens per group.
+    """
+
+    tokens: list[int]
+    depth: list[int]
+    parent: list[int]
+    row_nodes: list[list[int]]
+    group_sizes: list[int]
+
+    @classmethod
+    def of(cls, rows: Sequence[Sequence[int]], group_size: int = 1) -> PackedLayout:
+        """The layout of ``rows``; ``group_size=1`` shares nothing (each row packed on its own)."""
+        if group_size < 1 or len(rows) % group_size:
+            raise ValueError(f"group_size must divide the {len(rows)} rows, got {group_size}")
+        lay = cls([], [], [], [], [])
+        for g0 in range(0, len(rows), group_size):
+            first = len(lay.tokens)
+            nodes: dict[tuple[int, int], int] = {}  # (parent, token) -> packed index
+            for row in rows[g0 : g0 + group_size]:
+                par, mine = -1, []
+                for t in row:
+                    node = nodes.get((par, int(t)))
+                    if node is None:
+                        node = nodes[(par, int(t))] = len(lay.tokens)
+                        lay.tokens.append(int(t))
+                        lay.depth.append(len(mine))
+                        lay.parent.append(par)
+                    mine.append(node)
+                    par = node
+                lay.row_nodes.append(mine)
+            lay.group_sizes.append(len(lay.tokens) - first)
+        return lay
+
+    def visible(self, device: torch.device | str) -> Tensor:
+        """``[S, S]`` bool: packed token ``j`` sees ``k`` iff ``k`` is ``j`` or precedes it in its row."""
+        S = len(self.tokens)
+        parent = torch.tensor(self.parent, dtype=torch.long, device=device)
+        seen = torch.eye(S, dtype=torch.bool, device=device)
+        j = torch.arange(S, device=device)
+        cur = parent.clone()
+        while bool((cur >= 0).any()):
+            ok = cur >= 0
+            seen[j[ok], cur[ok]] = True
+            cur = torch.where(ok, parent[cur.clamp(min=0)], cur)
+        return seen
+
+
 def packed_forward(
     adapter: ModelAdapter,
     state: PrefixState,
@@ -173,6 +232,7 @@ def packed_forward(
     *,
     fwd_hooks: HooksArg = (),
     group_start: Sequence[int] | None = None,
+    group_size: int | None = None,
     logit_cols: Sequence[int] | None = None,
     skip: bool = False,
     cols_direct: bool = False,
@@ -180,34 +240,40 @@ def packed_forward(
     """Rows packed into one sequence after the prefix (see the module docstring); right-padded logits
     ``[rows, T_max, vocab]`` (``vocab = len(logit_cols)`` with ``logit_cols``).
 
-    ``skip``: copy ``g`` of the rows joins at block ``group_start[g]``; ``cols_direct``: unembed only
-    ``logit_cols`` (else the full logits are computed and indexed).
+    ``group_size``: rows come in consecutive groups of this many, and rows of one group share their
+    common first tokens (:class:`PackedLayout`; the hooks' ``sites`` then repeat within a group, so a hook
+    must treat all rows of a group alike). Default: ``len(rows) // len(group_start)`` with
+    ``group_start``, else 1 (nothing shared). ``skip``: group ``g`` joins at block ``group_start[g]``;
+    ``cols_direct``: unembed only ``logit_cols`` (else the full logits are computed and indexed).
     """
     lengths = [len(r) for r in rows]
-    T, P, S = max(lengths), len(state.tokens), sum(lengths)
+    T, P = max(lengths), len(state.tokens)
     dev = adapter.device
-    starts = torch.tensor([0, *lengths[:-1]], device=dev).cumsum(0)
-    row_id = torch.repeat_interleave(torch.arange(len(rows), device=dev), torch.tensor(lengths, device=dev))
-    pos_in_row = torch.arange(S, device=dev) - starts[row_id]
-    seq = torch.tensor([t for r in rows for t in r], dtype=torch.long, device=dev)
+    if group_size is None:
+        group_size = len(rows) // len(group_start) if group_start else 1
+    lay = PackedLayout.of(rows, group_size)
+    S = len(lay.tokens)
+    seq = torch.tensor(lay.tokens, dtype=torch.long, device=dev)
+    depth = torch.tensor(lay.depth, dtype=torch.long, device=dev)
     dtype = adapter.float_dtype()
     # new tokens see the whole prefix, and their own row up to themselves
-    own = (row_id[:, None] == row_id[None, :]) & (pos_in_row[None, :] <= pos_in_row[:, None])
-    allowed = torch.cat([torch.ones(S, P, dtype=torch.bool, device=dev), own], dim=1)
+    allowed = torch.cat([torch.ones(S, P, dtype=torch.bool, device=dev), lay.visible(dev)], dim=1)
     kwargs: dict[str, Any] = {}
     if state.cache is None:  # the prefix runs in the same sequence, causal among itself
         pre = torch.ones(P, P + S, dtype=torch.bool, device=dev).tril()
         allowed = torch.cat([pre, allowed], dim=0)
         tokens = torch.cat([torch.tensor(state.tokens, dtype=torch.long, device=dev), seq])
-        positions = torch.cat([torch.arange(P, device=dev), P + pos_in_row])
+        positions = torch.cat([torch.arange(P, device=dev), P + depth])
         off = P
     else:
-        tokens, positions, off = seq, P + pos_in_row, 0
+        tokens, positions, off = seq, P + depth, 0
         kwargs.update(adapter.backend.cache_kwargs(state))
     mask = torch.zeros(allowed.shape, dtype=dtype, device=dev).masked_fill_(~allowed, torch.finfo(dtype).min)
     kwargs.update(attention_mask=mask[None, None], position_ids=positions[None])
-    hooks = list(fwd_hooks(off + starts) if callable(fwd_hooks) else fwd_hooks)
-    handles = skip_hooks(adapter, group_start, lengths, off, P if state.cache is not None else 0) if skip else []
+    where = torch.tensor([[n[min(i, len(n) - 1)] for i in range(T)] for n in lay.row_nodes], device=dev)
+    where = where + off  # a row shorter than T repeats its last position
+    hooks = list(fwd_hooks(where[:, 0]) if callable(fwd_hooks) else fwd_hooks)
+    handles = skip_hooks(adapter, group_start, lay, off, P if state.cache is not None else 0) if skip else []
     cols = None if logit_cols is None else torch.as_tensor(list(logit_cols), dtype=torch.long, device=dev)
     unembed = unembed_linear(adapter.model) if cols is not None and cols_direct else None
     taken: list[Tensor] = []
@@ -229,8 +295,7 @@ def packed_forward(
         out = torch.nn.functional.linear(taken[0][0], unembed.weight[cols], bias)
     elif cols is not None:
         out = out[..., cols]
-    last = off + starts + torch.tensor(lengths, device=dev) - 1  # pad a row with its last position
-    return out[torch.minimum(off + starts[:, None] + torch.arange(T, device=dev), last[:, None])]
+    return out[where]
 
 
 def unembed_linear(model: HookedModel) -> torch.nn.Linear | None:
@@ -240,18 +305,19 @@ def unembed_linear(model: HookedModel) -> torch.nn.Linear | None:
 
 
 def skip_hooks(
-    adapter: ModelAdapter, group_start: Sequence[int] | None, lengths: list[int], off: int, kv_off: int
+    adapter: ModelAdapter, group_start: Sequence[int] | None, lay: PackedLayout, off: int, kv_off: int
 ) -> list[Any]:
     """Forward pre-hooks on the blocks that hold only the started row groups in the sequence."""
     if group_start is None or max(group_start) == 0:
         return []
     G = len(group_start)
-    if len(lengths) % G or lengths != lengths[: len(lengths) // G] * G:
+    S_g = lay.group_sizes[0] if lay.group_sizes else 0
+    rel = [p - (i // S_g) * S_g if p >= 0 else -1 for i, p in enumerate(lay.parent)] if S_g else []
+    if len(lay.group_sizes) != G or lay.tokens != lay.tokens[:S_g] * G or rel != rel[:S_g] * G:
         raise ValueError("group_start needs the rows to be equal groups")
     starts = [int(x) for x in group_start]
     if starts[0] != 0 or any(b < a for a, b in zip(starts, starts[1:])) or starts[-1] >= adapter.n_layers:
         raise ValueError(f"group_start must start at 0, not decrease and stay below n_layers, got {starts}")
-    S_g = sum(lengths[: len(lengths) // G])
     full_q = off + G * S_g
     blocks = getattr(adapter.model, "blocks", None)
     if blocks is None or len(blocks) != adapter.n_layers:
@@ -295,7 +361,8 @@ def scale_rows_hook(sites: Tensor) -> HookFn:
 
     def hook(act: Tensor, hook: Any) -> Tensor:
         flat = act.reshape(-1, act.shape[-1])
-        return flat.index_copy(0, sites.to(flat.device), 0.5 * flat[sites.to(flat.device)]).view(act.shape)
+        at = sites.to(flat.device).unique()  # rows of a packed group share their site
+        return flat.index_copy(0, at, 0.5 * flat[at]).view(act.shape)
 
     return hook
 
@@ -319,17 +386,26 @@ def check_row_paths(
     """Check packing, skipping and (with ``logit_cols``) the partial unembedding against the plain
     forward of ``state.tokens + row``, each once per adapter; switch off and warn on disagreement."""
     fp = adapter.fast
-    if fp.packed_rows is None and adapter.packs_rows_for(len(state.tokens), len(row)) >= 2:
+    if fp.packed_rows is None and adapter.packs_rows_for(len(state.tokens), max(len(row), 2)) >= 6:
         _check_packing(adapter, state, row)
     if logit_cols is not None and fp.letter_columns is None and fp.packed_rows:
         _check_cols(adapter, state, row, logit_cols)
 
 
+def branching_pair(adapter: ModelAdapter, row: Sequence[int]) -> list[list[int]]:
+    """``row`` and a second row that shares its first token and then differs (a packed group's
+    rows share that token): what the packing and skipping checks run."""
+    row = [int(t) for t in row]
+    alt = [row[0], (row[1] + 1) % adapter.d_vocab, *row[2:]] if len(row) > 1 else [row[0], row[0]]
+    return [row, alt]
+
+
 def _check_packing(adapter: ModelAdapter, state: PrefixState, row: Sequence[int]) -> None:
     fp, dtype = adapter.fast, adapter.float_dtype()
+    pair = branching_pair(adapter, row)
     with torch.no_grad():
-        ref = plain_rows(adapter, state.tokens, [row, row])
-        packed, why = try_shortcut(lambda: packed_forward(adapter, state, [row, row]))
+        ref = plain_rows(adapter, state.tokens, pair * 2)
+        packed, why = try_shortcut(lambda: packed_forward(adapter, state, pair * 2, group_size=2))
         fp.packed_rows = packed is not None and close(packed, ref, dtype)
         if not fp.packed_rows:
             adapter.note_fallback("packed rows", why or max_err(packed, ref), "each row becomes its own batch entry")
@@ -339,13 +415,13 @@ def _check_packing(adapter: ModelAdapter, state: PrefixState, row: Sequence[int]
             return
         starts = [0, 1, adapter.n_layers - 1]
 
-        def hooks(first: Tensor) -> list[tuple[str, Any]]:  # scale copy g at its start block, at its site
-            return [(adapter.hook_names[s], scale_rows_hook(first[g : g + 1])) for g, s in enumerate(starts) if g]
+        def hooks(first: Tensor) -> list[tuple[str, Any]]:  # scale copy g at its start block, at its sites
+            return [(adapter.hook_names[s], scale_rows_hook(first[2 * g : 2 * g + 2])) for g, s in enumerate(starts) if g]
 
         skipped, why = try_shortcut(
-            lambda: packed_forward(adapter, state, [row] * 3, fwd_hooks=hooks, group_start=starts, skip=True)
+            lambda: packed_forward(adapter, state, pair * 3, fwd_hooks=hooks, group_start=starts, skip=True)
         )
-        full = plain_rows(adapter, state.tokens, [row] * 3, fwd_hooks=hooks)
+        full = plain_rows(adapter, state.tokens, pair * 3, fwd_hooks=hooks)
         fp.skip_layers = skipped is not None and close(skipped, full, dtype)
         if not fp.skip_layers:
             adapter.note_fallback(

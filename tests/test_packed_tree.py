@@ -1,0 +1,111 @@
+"""Packed rows of one group share their common first tokens (a prefix tree), and that stays exact.
+
+The cloze options of one query under one IG scaling (or one evaluation condition) all start with the
+site token and often with more common tokens; packing them as a tree runs each shared token once. The
+reference is always the plain right-padded full-sequence forward without any cache.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import has_bridge, make_model
+
+from tl_neuronllm.adapter import ModelAdapter
+from tl_neuronllm.answers import ProxyPrompt
+from tl_neuronllm.attribution import ig_fast, ig_naive
+from tl_neuronllm.eval_conditions import Condition
+from tl_neuronllm.eval_engines import probs_full, probs_prefix
+from tl_neuronllm.fastpaths import PackedLayout, ShortcutFallbackWarning, packed_forward, plain_rows, scale_rows_hook
+
+needs_bridge = pytest.mark.skipif(not has_bridge(), reason="TransformerBridge needs TransformerLens 4.x")
+
+PREFIX = [3, 12, 13, 14, 15, 16]
+# options sharing first tokens (the site token is PREFIX's last; an option's last token is not run)
+CONTS = ((20, 20, 21), (20, 25, 22), (20, 23), (24,))
+
+
+def test_layout_shares_first_tokens_within_a_group_only():
+    rows = [[3], [3, 6], [3, 6, 7], [4, 6]]
+    lay = PackedLayout.of(rows * 2, group_size=4)
+    assert lay.tokens == [3, 6, 7, 4, 6] * 2
+    assert lay.depth == [0, 1, 2, 0, 1] * 2
+    assert lay.parent == [-1, 0, 1, -1, 3, -1, 5, 6, -1, 8]
+    assert lay.row_nodes == [[0], [0, 1], [0, 1, 2], [3, 4], [5], [5, 6], [5, 6, 7], [8, 9]]
+    assert lay.group_sizes == [5, 5]
+    seen = lay.visible("cpu")
+    assert seen[2].tolist() == [True, True, True] + [False] * 7  # its own row up to itself
+    assert seen[4].tolist() == [False] * 3 + [True, True] + [False] * 5  # not the sibling branch
+    assert not seen[:5, 5:].any() and not seen[5:, :5].any()  # groups never see each other
+    flat = PackedLayout.of(rows, 1)  # group_size 1 shares nothing: row after row
+    assert flat.tokens == [3, 3, 6, 3, 6, 7, 4, 6] and flat.group_sizes == [1, 2, 3, 2]
+    with pytest.raises(ValueError, match="group_size must divide the 4 rows"):
+        PackedLayout.of(rows, 3)
+
+
+@needs_bridge
+@pytest.mark.parametrize("gated", [False, True], ids=["gpt2", "llama"])
+def test_shared_rows_equal_the_plain_forward_with_hooks_and_skipping(gated):
+    model = make_model("hf", gated)
+    ad = ModelAdapter(model)
+    state = ad.prefix(PREFIX[:-1])
+    group = [[PREFIX[-1], *c[:-1]] for c in CONTS]
+    rows = group * 3
+    last = ad.n_layers - 1
+
+    def hooks(sites):  # copy 1 scaled at its sites in block 0, copy 2 in the last block (it joins there)
+        return [(ad.hook_names[0], scale_rows_hook(sites[4:8])), (ad.hook_names[last], scale_rows_hook(sites[8:12]))]
+
+    with torch.no_grad():
+        ref = plain_rows(ad, PREFIX[:-1], rows, fwd_hooks=hooks)
+        shared = packed_forward(ad, state, rows, fwd_hooks=hooks, group_size=4)
+        skipped = packed_forward(ad, state, rows, fwd_hooks=hooks, group_start=[0, 0, last], skip=True)
+    scale = float(ref.abs().max())
+    assert torch.allclose(shared, ref, atol=1e-5 * (1 + scale)), float((shared - ref).abs().max())
+    assert torch.allclose(skipped, ref, atol=1e-5 * (1 + scale)), float((skipped - ref).abs().max())
+    # the hooks changed something, so the equality above is not vacuous
+    assert float((ref[4:8] - ref[:4]).abs().max()) > 1e-3 and float((ref[8:12] - ref[:4]).abs().max()) > 1e-4
+    # rows s 20 20 / s 20 25 / s 20 / s (9 tokens) become a tree of 4: s, 20, then 20 | 25
+    assert PackedLayout.of(rows, 4).group_sizes == [4, 4, 4]
+
+
+@pytest.mark.parametrize("kind", ["native", "hf"])
+def test_ig_and_evaluation_with_shared_option_tokens_equal_the_references(kind):
+    if not has_bridge():
+        pytest.skip("TransformerBridge needs TransformerLens 4.x")
+    ad = ModelAdapter(make_model(kind, True))
+    q = ProxyPrompt(prompt=tuple(PREFIX), gold=1, n_options=len(CONTS), continuations=CONTS)
+    fast, probs, _ = ig_fast(ad, q, steps=3)
+    naive = ig_naive(ad, q, steps=3)
+    scale = float(naive.abs().max())
+    assert scale > 0
+    assert torch.allclose(fast, naive, rtol=1e-4, atol=1e-5 * scale), float((fast - naive).abs().max())
+    assert ad.fast_paths["packed_rows"] is True and ad.fast_paths["exact_ig"] is True
+    conds = [
+        Condition("baseline"),
+        Condition("suppress_good", {"good": [(0, 1), (1, 2), (2, 3)]}),
+        Condition("enhance_good_suppress_bad", {"good": [(1, 5)], "bad": [(0, 4), (2, 7)]}, factor=3.0),
+    ]
+    pre = probs_prefix(ad, q, conds, memory_budget_mb=64)
+    full = torch.stack([probs_full(ad, [q], c, batch_size=4)[0] for c in conds])
+    assert torch.allclose(pre, full, atol=1e-5), float((pre - full).abs().max())
+    assert torch.allclose(pre[0], probs, atol=1e-5)
+    assert float((pre[1] - pre[0]).abs().max()) > 1e-4  # the intervention shows
+
+
+@needs_bridge
+def test_a_tree_mask_that_lets_siblings_see_each_other_is_caught(monkeypatch):
+    """A packing that got the tree wrong (every packed token sees all before it) must be switched off."""
+
+    def causal(self, device):
+        n = len(self.tokens)
+        return torch.ones(n, n, dtype=torch.bool, device=device).tril()
+
+    monkeypatch.setattr(PackedLayout, "visible", causal)
+    ad = ModelAdapter(make_model("hf", True))
+    q = ProxyPrompt(prompt=tuple(PREFIX), gold=0, n_options=len(CONTS), continuations=CONTS)
+    with pytest.warns(ShortcutFallbackWarning, match="packed rows"):
+        fast, _, _ = ig_fast(ad, q, steps=2)
+    assert ad.fast_paths["packed_rows"] is False
+    naive = ig_naive(ad, q, steps=2)
+    assert torch.allclose(fast, naive, rtol=1e-4, atol=1e-5 * float(naive.abs().max()))
