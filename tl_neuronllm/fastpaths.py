@@ -416,7 +416,9 @@ def _check_packing(adapter: ModelAdapter, state: PrefixState, row: Sequence[int]
         starts = [0, 1, adapter.n_layers - 1]
 
         def hooks(first: Tensor) -> list[tuple[str, Any]]:  # scale copy g at its start block, at its sites
-            return [(adapter.hook_names[s], scale_rows_hook(first[2 * g : 2 * g + 2])) for g, s in enumerate(starts) if g]
+            return [
+                (adapter.hook_names[s], scale_rows_hook(first[2 * g : 2 * g + 2])) for g, s in enumerate(starts) if g
+            ]
 
         skipped, why = try_shortcut(
             lambda: packed_forward(adapter, state, pair * 3, fwd_hooks=hooks, group_start=starts, skip=True)
