@@ -27,13 +27,14 @@ from torch import Tensor
 from .backends import Backend, PrefixState, candidate_backends, model_device
 from .fastpaths import (
     FastPaths,
+    PackedLayout,
     check_row_paths,
     check_shared_prefix,
     choose_backend,
     packed_forward,
     warn_fallback,
 )
-from .memory import row_bytes
+from .memory import ig_chunk_rows, row_bytes
 from .model import HookedModel, missing_attributes
 from .model_state import preserved_model_state
 from .tasks import LETTERS
@@ -370,7 +371,8 @@ class ModelAdapter:
         group_start: Sequence[int] | None = None,
         group_size: int | None = None,
         logit_cols: Sequence[int] | None = None,
-    ) -> Float[Tensor, "rows pos d_vocab"]:
+        flat: bool = False,
+    ) -> Float[Tensor, "rows pos d_vocab"] | tuple[Float[Tensor, "positions d_vocab"], Int[Tensor, "rows pos"]]:
         """Logits of many continuations of the same prefix, right-padded to ``[rows, T_max, d_vocab]``
         (``[rows, T_max, len(logit_cols)]`` with ``logit_cols``).
 
@@ -382,14 +384,19 @@ class ModelAdapter:
         the row sites: a ``[rows]`` tensor of flat indices into ``act.reshape(-1, act.shape[-1])`` of
         each row's first token. ``group_size``: the rows come in consecutive groups of this many that a
         hook treats alike (default ``len(rows) // len(group_start)`` with ``group_start``, else 1); packed
-        rows of a group share their common first tokens, so their sites may repeat.
+        rows of a group share their common first tokens, so their sites may repeat. ``flat``: return
+        ``(logits, where)`` instead, row ``r``'s position ``i`` being ``logits[where[r, i]]`` (shared
+        positions are not copied per row).
         """
         if not rows or min(len(r) for r in rows) < 1:
             raise ValueError("run_rows needs at least one non-empty row")
         lengths = [len(r) for r in rows]
-        T, P, S = max(lengths), len(state.tokens), sum(lengths)
+        T, P = max(lengths), len(state.tokens)
         self.check_fast_paths(state, rows[0], logit_cols)
         fp = self.fast
+        if group_size is None:
+            group_size = len(rows) // len(group_start) if group_start else 1
+        S = len(PackedLayout.of(rows, group_size).tokens) if fp.packed_rows else 0
         if fp.packed_rows and 0 < S <= T * self.packs_rows_for(P, T):
             return packed_forward(
                 self,
@@ -401,6 +408,7 @@ class ModelAdapter:
                 logit_cols=logit_cols,
                 skip=bool(fp.skip_layers),
                 cols_direct=bool(fp.letter_columns),
+                flat=flat,
             )
         suffix = torch.zeros((len(rows), T), dtype=torch.long, device=self.device)
         for i, r in enumerate(rows):
@@ -408,7 +416,23 @@ class ModelAdapter:
         sites = torch.arange(len(rows), device=self.device) * (state.offset + T) + state.offset
         hooks = fwd_hooks(sites) if callable(fwd_hooks) else fwd_hooks
         out = self.run_suffix(state, suffix, fwd_hooks=hooks)
-        return out if logit_cols is None else out[..., torch.as_tensor(list(logit_cols), device=out.device)]
+        out = out if logit_cols is None else out[..., torch.as_tensor(list(logit_cols), device=out.device)]
+        if not flat:
+            return out
+        pos = torch.minimum(torch.arange(T)[None], torch.tensor(lengths)[:, None] - 1)
+        return out.reshape(-1, out.shape[-1]), (torch.arange(len(rows))[:, None] * T + pos).to(out.device)
+
+    def groups_per_chunk(
+        self, prefix_len: int, group: Sequence[Sequence[int]], n_groups: int, memory_budget_mb: float | None
+    ) -> int:
+        """How many copies of a row ``group`` (a query's options) fit one forward of :meth:`run_rows`
+        under ``memory_budget_mb``: counted in packed tokens when rows are packed (a group's rows share
+        their first tokens there), else in right-padded rows. Call after the one-time checks."""
+        T = max(len(r) for r in group)
+        if self.fast.packed_rows and self.packs_rows_for(prefix_len, T):
+            nodes = len(PackedLayout.of(group, len(group)).tokens)
+            return max(1, ig_chunk_rows(self, prefix_len, 1, n_groups * nodes, memory_budget_mb) // nodes)
+        return max(1, ig_chunk_rows(self, prefix_len, T, n_groups * len(group), memory_budget_mb) // len(group))
 
     def row_bytes(self, prefix_len: int, suffix_len: int, *, packed_rows: int = 0) -> int:
         """Rough activation memory of one continuation row (:func:`tl_neuronllm.memory.row_bytes`)."""

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from torch import Tensor
 
 from .adapter import HookFn, ModelAdapter, ModelError
@@ -285,6 +285,33 @@ def suffix_scores(
     V = len(q.continuations)
     lg = logits.reshape(n_groups, V, logits.shape[1], logits.shape[2])
     return torch.stack([cloze_scores(lg[g], q.continuations, 0) for g in range(n_groups)])
+
+
+def suffix_scores_at(
+    logits: Float[Tensor, "positions d_vocab"],
+    where: Int[Tensor, "rows pos"],
+    q: ProxyPrompt,
+    n_groups: int,
+    vocab_norm: bool = False,
+) -> Float[Tensor, "n_groups n_options"]:
+    """:func:`suffix_scores` from logits stored once per computed position: row ``r``'s position ``i``
+    is ``logits[where[r, i]]`` (packed rows that share a token share its logits, which are then
+    normalised once, not once per row)."""
+    if q.continuations is None:
+        assert q.letter_ids is not None
+        return letter_scores(logits[where[:, 0]], q.letter_ids, vocab_norm).reshape(n_groups, q.n_options)
+    conts = q.continuations
+    V, Tc, dev = len(conts), max(len(c) for c in conts), logits.device
+    tok = torch.zeros(V, Tc, dtype=torch.long, device=dev)
+    valid = torch.zeros(V, Tc, dtype=torch.bool, device=dev)
+    for o, c in enumerate(conts):
+        tok[o, : len(c)] = torch.as_tensor(list(c), device=dev)
+        valid[o, : len(c)] = True
+    w = where.reshape(n_groups, V, -1)[..., :Tc].to(dev)
+    used, inv = torch.unique(w, return_inverse=True)
+    lp = torch.log_softmax(logits[used].float(), dim=-1)
+    vals = lp[inv, tok.expand_as(inv)]  # [groups, V, Tc]
+    return torch.where(valid, vals, 0.0).sum(-1) / valid.sum(-1)
 
 
 def full_rows(q: ProxyPrompt) -> tuple[list[list[int]], int]:

@@ -40,8 +40,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from .adapter import ModelAdapter
-from .answers import ProxyPrompt, Target, batch_full_rows, full_rows, full_scores, suffix_scores, target_fn
-from .memory import ig_chunk_rows
+from .answers import ProxyPrompt, Target, batch_full_rows, full_rows, full_scores, suffix_scores_at, target_fn
 
 Method = Literal["ig", "grad_x_act", "activation"]
 METHODS = ("ig", "grad_x_act", "activation")
@@ -184,10 +183,9 @@ def _ig_fast(
     pairs = [(layer, a, w) for layer in lays for a, w in zip(alphas, weights)]
     clean = (-1, 1.0, 0.0)
     if chunk_rows is None:
-        chunk_rows = ig_chunk_rows(
-            adapter, len(q.prompt) - 1, max(len(r) for r in suffix), (len(pairs) + 1) * V, memory_budget_mb
-        )
-    per_chunk = max(1, chunk_rows // V - 1)
+        per_chunk = max(1, adapter.groups_per_chunk(len(q.prompt) - 1, suffix, len(pairs) + 1, memory_budget_mb) - 1)
+    else:
+        per_chunk = max(1, chunk_rows // V - 1)
     n_chunks = max(1, -(-len(pairs) // per_chunk))
     per_chunk = -(-len(pairs) // n_chunks)  # balance the chunks
     gsum = torch.zeros(adapter.n_layers, adapter.d_mlp, dtype=torch.float32)
@@ -223,10 +221,10 @@ def _ig_fast(
 
         # group l needs blocks l.. only: below, it is the clean run
         starts = [max(p[0], 0) for p in chunk]
-        logits = adapter.run_rows(
-            state, suffix * len(chunk), fwd_hooks=hooks, group_start=starts, group_size=V, logit_cols=cols
+        logits, where = adapter.run_rows(
+            state, suffix * len(chunk), fwd_hooks=hooks, group_start=starts, group_size=V, logit_cols=cols, flat=True
         )
-        z = suffix_scores(logits, q_cols, len(chunk), target == "vocab_prob")
+        z = suffix_scores_at(logits, where, q_cols, len(chunk), target == "vocab_prob")
         F = target_fn(z, q.gold, target)
         if probs is None:
             probs = torch.softmax(z[0].detach().float(), -1).cpu()  # softmax is shift-invariant

@@ -19,10 +19,9 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from .adapter import ModelAdapter
-from .answers import ProxyPrompt, predict, suffix_scores
+from .answers import ProxyPrompt, predict, suffix_scores_at
 from .eval_conditions import Condition
 from .interventions import make_hooks
-from .memory import ig_chunk_rows
 
 Engine = Literal["prefix", "full"]
 
@@ -61,18 +60,20 @@ def probs_prefix(
     of one prefix (:meth:`ModelAdapter.run_rows`: packed into one sequence where verified)."""
     state = adapter.prefix(q.prompt[:-1])
     suffix = q.suffixes()
-    V, T = len(suffix), max(len(r) for r in suffix)
-    per_chunk = max(1, ig_chunk_rows(adapter, len(q.prompt) - 1, T, len(conditions) * V, memory_budget_mb) // V)
+    V = len(suffix)
+    adapter.check_fast_paths(state, max(suffix, key=len))  # before sizing chunks by the path in use
+    per_chunk = adapter.groups_per_chunk(len(q.prompt) - 1, suffix, len(conditions), memory_budget_mb)
     out = []
     for c0 in range(0, len(conditions), per_chunk):
         chunk = conditions[c0 : c0 + per_chunk]
-        logits = adapter.run_rows(
+        logits, where = adapter.run_rows(
             state,
             suffix * len(chunk),
             fwd_hooks=lambda sites, chunk=chunk: _site_hooks(adapter.hook_names, chunk, V, sites),
             group_size=V,
+            flat=True,
         )
-        z = suffix_scores(logits, q, len(chunk))
+        z = suffix_scores_at(logits, where, q, len(chunk))
         out.append(torch.softmax(z.float(), dim=-1).cpu())
         del logits
     return torch.cat(out)

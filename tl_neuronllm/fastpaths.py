@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from torch import Tensor
 
 from .backends import Backend, PrefixState
@@ -236,7 +236,8 @@ def packed_forward(
     logit_cols: Sequence[int] | None = None,
     skip: bool = False,
     cols_direct: bool = False,
-) -> Float[Tensor, "rows pos vocab"]:
+    flat: bool = False,
+) -> Float[Tensor, "rows pos vocab"] | tuple[Float[Tensor, "positions vocab"], Int[Tensor, "rows pos"]]:
     """Rows packed into one sequence after the prefix (see the module docstring); right-padded logits
     ``[rows, T_max, vocab]`` (``vocab = len(logit_cols)`` with ``logit_cols``).
 
@@ -245,6 +246,8 @@ def packed_forward(
     must treat all rows of a group alike). Default: ``len(rows) // len(group_start)`` with
     ``group_start``, else 1 (nothing shared). ``skip``: group ``g`` joins at block ``group_start[g]``;
     ``cols_direct``: unembed only ``logit_cols`` (else the full logits are computed and indexed).
+    ``flat``: return ``(logits, where)``, the logits of each computed position and the index of row
+    ``r``'s position ``i`` in them (no copy per row of the positions that rows share).
     """
     lengths = [len(r) for r in rows]
     T, P = max(lengths), len(state.tokens)
@@ -295,7 +298,7 @@ def packed_forward(
         out = torch.nn.functional.linear(taken[0][0], unembed.weight[cols], bias)
     elif cols is not None:
         out = out[..., cols]
-    return out[where]
+    return (out, where) if flat else out[where]
 
 
 def unembed_linear(model: HookedModel) -> torch.nn.Linear | None:
