@@ -156,7 +156,9 @@ def main() -> None:
     ap.add_argument("--model", choices=("smollm2", "random"), default="smollm2")
     ap.add_argument("--task", default="mmlu", help="real task (tl_neuronllm.real_tasks.load_real_task_records)")
     ap.add_argument("--items", type=int, default=4, help="items whose proxies are timed (fast IG, grad x act, forward)")
-    ap.add_argument("--steps", type=int, default=16)
+    ap.add_argument("--steps", type=int, default=8)
+    ap.add_argument("--rule", choices=("gauss", "riemann"), default="gauss", help="IG quadrature (identify's default: gauss)")
+    ap.add_argument("--mode", choices=("letter", "cloze"), default="letter")
     ap.add_argument("--naive-layers", default="3", help="'all' or a count of evenly spaced layers for the naive IG")
     ap.add_argument("--old", action="store_true", help="also time ig_fast with packing/skipping/column paths off")
     ap.add_argument("--gauss", action="store_true", help="also measure Gauss-Legendre vs Riemann accuracy")
@@ -175,7 +177,9 @@ def main() -> None:
 
     records = load_real_task_records(args.task, limit=400)
     model = load_model(args.model, records)
-    cfg = IdentifyConfig(n_shots=1)
+    # cloze as the default run: options not listed, so one proxy per item
+    cloze = dict(show_options=False, n_proxies=1) if args.mode == "cloze" else {}
+    cfg = IdentifyConfig(n_shots=1, mode=args.mode, **cloze)
     prep = prepare(model, Task.from_records(records, name=args.task), cfg)
     adapter, all_q = prep.adapter, prep.queries
     picked = [
@@ -196,7 +200,8 @@ def main() -> None:
         "n_proxies": cfg.n_proxies,
         "n_queries": len(queries),
         "steps": args.steps,
-        "rule": "riemann",
+        "rule": args.rule,
+        "mode": args.mode,
         "prompt_tokens": [len(q.prompt) for q in queries],
         "threads": torch.get_num_threads(),
         "cpu": platform.processor() or platform.machine(),
@@ -229,11 +234,11 @@ def main() -> None:
             with torch.no_grad():
                 t_fwd, _ = timed(lambda: adapter.forward(toks), repeat=3)
             t_gxa, _ = timed(lambda: grad_x_act(adapter, [q]), repeat=2)
-            t_fast, (s_fast, _, _) = timed(lambda: ig_fast(adapter, q, steps=args.steps))
+            t_fast, (s_fast, _, _) = timed(lambda: ig_fast(adapter, q, steps=args.steps, rule=args.rule))
             row = {"tokens": len(q.prompt), "forward_s": t_fwd, "grad_x_act_s": t_gxa, "ig_fast_s": t_fast}
             if args.old:
                 saved = set_fast_paths(adapter, None)
-                t_old, (s_old, _, _) = timed(lambda: ig_fast(adapter, q, steps=args.steps))
+                t_old, (s_old, _, _) = timed(lambda: ig_fast(adapter, q, steps=args.steps, rule=args.rule))
                 set_fast_paths(adapter, saved)
                 row.update(ig_old_s=t_old, old_vs_fast_rel_diff=rel_diff(s_fast, s_old))
             per.append(row)
@@ -245,8 +250,8 @@ def main() -> None:
         # naive reference on the first prompt, a subset of layers
         n_sub = L if args.naive_layers == "all" else max(1, min(L, int(args.naive_layers)))
         lays = sorted({round(i * (L - 1) / max(n_sub - 1, 1)) for i in range(n_sub)})
-        t_naive_sub, s_naive = timed(lambda: ig_naive(adapter, queries[0], steps=args.steps, layers=lays))
-        t_fast_sub, s_fast_sub = timed(lambda: ig_fast(adapter, queries[0], steps=args.steps, layers=lays)[0])
+        t_naive_sub, s_naive = timed(lambda: ig_naive(adapter, queries[0], steps=args.steps, rule=args.rule, layers=lays))
+        t_fast_sub, s_fast_sub = timed(lambda: ig_fast(adapter, queries[0], steps=args.steps, rule=args.rule, layers=lays)[0])
         if args.gauss:
             res["gauss"] = gauss_study(adapter, queries[:: cfg.n_proxies][: args.gauss_prompts], args.gauss_ref_steps)
     med = lambda key: statistics.median(r[key] for r in per)
@@ -288,7 +293,7 @@ def main() -> None:
     res.update(per_prompt=per, summary=summary)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = f"speed_{args.model}"
+    stem = f"speed_{args.model}" + ("" if args.mode == "letter" else f"_{args.mode}_{args.task}")
     (out / f"{stem}.json").write_text(json.dumps(res, indent=2))
     (out / f"{stem}.md").write_text(markdown(res))
     print(markdown(res))
@@ -301,7 +306,7 @@ def markdown(res: dict[str, Any]) -> str:
         f"# Attribution speed: {info['model']} ({info['model_desc']['n_layers']} layers, d_mlp {info['model_desc']['d_mlp']})",
         "",
         f"{info['task']}, {info['n_items']} items x {info['n_proxies']} proxies = {info['n_queries']} prompts of "
-        f"{min(toks)}-{max(toks)} tokens (1-shot, 4 options); m = {info['steps']} Riemann steps; "
+        f"{min(toks)}-{max(toks)} tokens (1-shot, {info.get('mode', 'letter')} mode); m = {info['steps']} {info['rule'].capitalize()} steps; "
         f"{info['threads']} torch thread(s), torch {info['torch']}; load average {info['loadavg_start'][0]:.1f} -> "
         f"{info['loadavg_end'][0]:.1f} (shared machine). Medians over prompts. IG shortcuts in use: "
         + ", ".join(k for k, v in info["fast_paths"].items() if v)

@@ -19,11 +19,11 @@ DEFAULTS: dict[str, Any] = {
     "mode": "cloze",
     "show_options": None,  # cloze: not listed (SmolLM2 is at or below chance with them listed); letter: listed
     "n_identify": 24,
-    "n_heldout": 80,
+    "n_heldout": 200,
     "n_shots": 1,
     "n_proxies": None,  # 3; 1 in cloze mode without listed options (the proxies would be one prompt)
     "method": "ig",
-    "steps": 2,
+    "steps": 4,
     "ig_rule": "gauss",
     "k": 500,
     "z": 0.01,
