@@ -46,6 +46,7 @@ def test_fast_path_is_engaged_on_hf_models(gated, recwarn):
         "letter_columns": True,
         "shared_prefix": True,
         "exact_ig": True,
+        "packed_queries": None,  # checked by the evaluation (tests/test_packed_tree.py)
     }
     assert ad.fast.fallbacks == []
     assert not [w for w in recwarn if issubclass(w.category, ShortcutFallbackWarning)]

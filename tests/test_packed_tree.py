@@ -15,7 +15,7 @@ from tl_neuronllm.adapter import ModelAdapter
 from tl_neuronllm.answers import ProxyPrompt
 from tl_neuronllm.attribution import ig_fast, ig_naive
 from tl_neuronllm.eval_conditions import Condition
-from tl_neuronllm.eval_engines import probs_full, probs_prefix
+from tl_neuronllm.eval_engines import probs_full, probs_packed, probs_prefix
 from tl_neuronllm.fastpaths import PackedLayout, ShortcutFallbackWarning, packed_forward, plain_rows, scale_rows_hook
 
 needs_bridge = pytest.mark.skipif(not has_bridge(), reason="TransformerBridge needs TransformerLens 4.x")
@@ -41,6 +41,15 @@ def test_layout_shares_first_tokens_within_a_group_only():
     assert flat.tokens == [3, 3, 6, 3, 6, 7, 4, 6] and flat.group_sizes == [1, 2, 3, 2]
     with pytest.raises(ValueError, match="group_size must divide the 4 rows"):
         PackedLayout.of(rows, 3)
+    # tags: a question's own tokens (9 9) are shared by all its rows; from the site on, only within a tag
+    own = [[9, 9, 3], [9, 9, 3, 6], [9, 9, 3], [9, 9, 3, 6], [8, 3]]
+    tagged = PackedLayout.of(own, [4, 1], tags=[(2, 0), (2, 0), (2, 1), (2, 1), (1, 0)])
+    assert tagged.tokens == [9, 9, 3, 6, 3, 6, 8, 3] and tagged.group_sizes == [6, 2]
+    assert tagged.row_nodes[:4] == [[0, 1, 2], [0, 1, 2, 3], [0, 1, 4], [0, 1, 4, 5]]
+    with pytest.raises(ValueError, match="must be positive and add up to the 5 rows"):
+        PackedLayout.of(own, [4, 2])
+    with pytest.raises(ValueError, match="one \\(depth, tag\\) per row"):
+        PackedLayout.of(own, 1, tags=[(0, 0)])
 
 
 @needs_bridge
@@ -109,3 +118,78 @@ def test_a_tree_mask_that_lets_siblings_see_each_other_is_caught(monkeypatch):
     assert ad.fast_paths["packed_rows"] is False
     naive = ig_naive(ad, q, steps=2)
     assert torch.allclose(fast, naive, rtol=1e-4, atol=1e-5 * float(naive.abs().max()))
+
+
+SHARED = [3, 12, 13, 14, 15, 16, 17, 18, 19]  # the instruction and demonstrations every prompt starts with
+
+
+def _questions() -> list[ProxyPrompt]:
+    """Questions continuing SHARED with own tokens of different lengths, 2-4 options, cloze and letter."""
+    cloze = [
+        ProxyPrompt(prompt=(*SHARED, 30, 31, 32), gold=1, n_options=4, continuations=CONTS),
+        ProxyPrompt(prompt=(*SHARED, 33, 34), gold=0, n_options=2, continuations=((20, 26), (27,))),
+        ProxyPrompt(
+            prompt=(*SHARED, 35, 36, 37, 38, 32), gold=2, n_options=3, continuations=((20, 21), (20, 22), (28,))
+        ),
+    ]
+    letter = [
+        ProxyPrompt(prompt=(*SHARED, 30, 31, 32), gold=1, n_options=4, letter_ids=((4,), (5,), (6,), (7,))),
+        ProxyPrompt(prompt=(*SHARED, 33, 34, 39), gold=0, n_options=2, letter_ids=((4,), (5,))),
+    ]
+    return cloze + letter
+
+
+CONDITIONS = [
+    Condition("baseline"),
+    Condition("suppress_good", {"good": [(0, 1), (1, 2), (2, 3)]}),
+    Condition("suppress_bad", {"bad": [(1, 9), (2, 11)]}),
+    Condition("enhance_good_suppress_bad", {"good": [(1, 5)], "bad": [(0, 4), (2, 7)]}, factor=3.0),
+]
+
+
+@needs_bridge
+@pytest.mark.parametrize("gated", [False, True], ids=["gpt2", "llama"])
+@pytest.mark.parametrize("mode", ["cloze", "letter"])
+def test_several_questions_in_one_forward_equal_each_question_alone(gated, mode):
+    ad = ModelAdapter(make_model("hf", gated))
+    qs = [q for q in _questions() if q.mode == mode]
+    assert ad.share_prefix([q.prompt for q in qs]) == len(SHARED)
+    alone = [probs_prefix(ad, q, CONDITIONS, memory_budget_mb=64) for q in qs]  # also runs the path checks
+    assert ad.shared_state is not None and ad.fast_paths["packed_rows"] is True
+    together = probs_packed(ad, qs, CONDITIONS)
+    for a, b in zip(alone, together):
+        assert a.shape == b.shape == (len(CONDITIONS), a.shape[1])
+        assert torch.allclose(a, b, atol=1e-5), float((a - b).abs().max())
+    assert any(float((a[1:] - a[0]).abs().max()) > 1e-4 for a in alone)  # the interventions show
+
+
+@needs_bridge
+def test_evaluation_packs_questions_after_checking_it(monkeypatch):
+    from tl_neuronllm import eval_engines
+
+    qs = [q for q in _questions() if q.mode == "cloze"]
+    ad = ModelAdapter(make_model("hf", True))
+    with torch.no_grad():
+        probs = eval_engines.run_conditions(
+            ad, qs, CONDITIONS, engine="prefix", batch_size=4, memory_budget_mb=64, progress=False
+        )
+    assert ad.fast_paths["packed_queries"] is True
+    full = eval_engines.run_conditions(
+        ad, qs, CONDITIONS, engine="full", batch_size=4, memory_budget_mb=64, progress=False
+    )
+    for c in range(len(CONDITIONS)):
+        for a, b in zip(probs[c], full[c]):
+            assert torch.allclose(a, b, atol=1e-5)
+
+    # a packing of questions that came out wrong is switched off, with the one warning, and the run stays exact
+    real = eval_engines.probs_packed
+    monkeypatch.setattr(eval_engines, "probs_packed", lambda *a, **k: [p.roll(1, -1) for p in real(*a, **k)])
+    ad = ModelAdapter(make_model("hf", True))
+    with torch.no_grad(), pytest.warns(ShortcutFallbackWarning, match="several questions"):
+        again = eval_engines.run_conditions(
+            ad, qs, CONDITIONS, engine="prefix", batch_size=4, memory_budget_mb=64, progress=False
+        )
+    assert ad.fast_paths["packed_queries"] is False
+    for c in range(len(CONDITIONS)):
+        for a, b in zip(again[c], full[c]):
+            assert torch.allclose(a, b, atol=1e-5)

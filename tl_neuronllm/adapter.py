@@ -233,13 +233,11 @@ class ModelAdapter:
     @property
     def fast_paths(self) -> dict[str, bool | None]:
         """Which shortcuts passed their check against the plain forward (``None``: not checked yet):
-        ``prefix_cache``, ``packed_rows``, ``skip_layers``, ``letter_columns``, ``shared_prefix`` and
-        ``exact_ig``."""
+        ``prefix_cache``, ``packed_rows``, ``skip_layers``, ``letter_columns``, ``shared_prefix``,
+        ``exact_ig`` and ``packed_queries``."""
         d = self.fast.to_dict()
-        return {
-            k: d[k]
-            for k in ("prefix_cache", "packed_rows", "skip_layers", "letter_columns", "shared_prefix", "exact_ig")
-        }
+        keys = ("prefix_cache", "packed_rows", "skip_layers", "letter_columns", "shared_prefix", "exact_ig")
+        return {k: d[k] for k in (*keys, "packed_queries")}
 
     def note_fallback(self, what: str, reason: str, cost: str) -> None:
         """Record and announce (one warning) a shortcut that was switched off."""
@@ -275,6 +273,11 @@ class ModelAdapter:
             if self.fast.shared_prefix:
                 return self.backend.extend(shared, tokens[len(shared.tokens) :])
         return self.backend.prefix(tokens)
+
+    @property
+    def shared_state(self) -> PrefixState | None:
+        """The run's shared prefix (see :meth:`share_prefix`) once its continuation was verified, else ``None``."""
+        return self._shared if self.fast.shared_prefix else None
 
     def share_prefix(self, prompts: Sequence[Sequence[int]], min_tokens: int = 8) -> int:
         """Compute once the token prefix that all ``prompts`` share (instruction and demonstrations),

@@ -61,6 +61,8 @@ class FastPaths:
         shared_prefix: Continuing the run's shared prefix (instruction and demonstrations) with a
             query's own tokens equals computing the query's prefix from scratch.
         exact_ig: One layer's fast IG equals the naive per-step IG (checked by attribution).
+        packed_queries: Several questions' evaluation rows packed into one forward after the shared
+            prefix equal each question run on its own (checked by the evaluation).
         fallbacks: One line per shortcut switched off, with the reason.
     """
 
@@ -71,6 +73,7 @@ class FastPaths:
     letter_columns: bool | None = None
     shared_prefix: bool | None = None
     exact_ig: bool | None = None
+    packed_queries: bool | None = None
     fallbacks: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -188,20 +191,43 @@ class PackedLayout:
     group_sizes: list[int]
 
     @classmethod
-    def of(cls, rows: Sequence[Sequence[int]], group_size: int = 1) -> PackedLayout:
-        """The layout of ``rows``; ``group_size=1`` shares nothing (each row packed on its own)."""
-        if group_size < 1 or len(rows) % group_size:
-            raise ValueError(f"group_size must divide the {len(rows)} rows, got {group_size}")
+    def of(
+        cls,
+        rows: Sequence[Sequence[int]],
+        group_size: int | Sequence[int] = 1,
+        tags: Sequence[tuple[int, int]] | None = None,
+    ) -> PackedLayout:
+        """The layout of ``rows``; ``group_size=1`` shares nothing (each row packed on its own).
+
+        ``group_size``: rows per group, one number for equal groups or one per group. ``tags``: per row
+        ``(depth, tag)``: from that depth on, the row shares tokens only with rows of the same tag (the
+        tokens before it, e.g. a question's own tokens, are shared by the whole group; from the site on,
+        rows of different evaluation conditions stay apart).
+        """
+        if isinstance(group_size, int):
+            if group_size < 1 or len(rows) % group_size:
+                raise ValueError(f"group_size must divide the {len(rows)} rows, got {group_size}")
+            sizes = [group_size] * (len(rows) // group_size)
+        else:
+            sizes = [int(n) for n in group_size]
+            if min(sizes, default=1) < 1 or sum(sizes) != len(rows):
+                raise ValueError(f"group sizes {sizes} must be positive and add up to the {len(rows)} rows")
+        if tags is not None and len(tags) != len(rows):
+            raise ValueError(f"tags needs one (depth, tag) per row: {len(tags)} for {len(rows)} rows")
         lay = cls([], [], [], [], [])
-        for g0 in range(0, len(rows), group_size):
+        g0 = 0
+        for size in sizes:
             first = len(lay.tokens)
-            nodes: dict[tuple[int, int], int] = {}  # (parent, token) -> packed index
-            for row in rows[g0 : g0 + group_size]:
+            nodes: dict[tuple[int, int, int], int] = {}  # (parent, token, tag) -> packed index
+            for r in range(g0, g0 + size):
+                row = rows[r]
+                from_depth, tag = tags[r] if tags is not None else (len(row), 0)
                 par, mine = -1, []
                 for t in row:
-                    node = nodes.get((par, int(t)))
+                    key = (par, int(t), tag if len(mine) >= from_depth else -1)
+                    node = nodes.get(key)
                     if node is None:
-                        node = nodes[(par, int(t))] = len(lay.tokens)
+                        node = nodes[key] = len(lay.tokens)
                         lay.tokens.append(int(t))
                         lay.depth.append(len(mine))
                         lay.parent.append(par)
@@ -209,6 +235,7 @@ class PackedLayout:
                     par = node
                 lay.row_nodes.append(mine)
             lay.group_sizes.append(len(lay.tokens) - first)
+            g0 += size
         return lay
 
     def visible(self, device: torch.device | str) -> Tensor:
@@ -232,11 +259,13 @@ def packed_forward(
     *,
     fwd_hooks: HooksArg = (),
     group_start: Sequence[int] | None = None,
-    group_size: int | None = None,
+    group_size: int | Sequence[int] | None = None,
     logit_cols: Sequence[int] | None = None,
     skip: bool = False,
     cols_direct: bool = False,
     flat: bool = False,
+    tags: Sequence[tuple[int, int]] | None = None,
+    site_at: Sequence[int] | None = None,
 ) -> Float[Tensor, "rows pos vocab"] | tuple[Float[Tensor, "positions vocab"], Int[Tensor, "rows pos"]]:
     """Rows packed into one sequence after the prefix (see the module docstring); right-padded logits
     ``[rows, T_max, vocab]`` (``vocab = len(logit_cols)`` with ``logit_cols``).
@@ -247,14 +276,16 @@ def packed_forward(
     ``group_start``, else 1 (nothing shared). ``skip``: group ``g`` joins at block ``group_start[g]``;
     ``cols_direct``: unembed only ``logit_cols`` (else the full logits are computed and indexed).
     ``flat``: return ``(logits, where)``, the logits of each computed position and the index of row
-    ``r``'s position ``i`` in them (no copy per row of the positions that rows share).
+    ``r``'s position ``i`` in them (no copy per row of the positions that rows share). ``tags``: see
+    :meth:`PackedLayout.of`. ``site_at``: each row's site position within the row (default 0), which
+    the hooks' ``sites`` point at.
     """
     lengths = [len(r) for r in rows]
     T, P = max(lengths), len(state.tokens)
     dev = adapter.device
     if group_size is None:
         group_size = len(rows) // len(group_start) if group_start else 1
-    lay = PackedLayout.of(rows, group_size)
+    lay = PackedLayout.of(rows, group_size, tags)
     S = len(lay.tokens)
     seq = torch.tensor(lay.tokens, dtype=torch.long, device=dev)
     depth = torch.tensor(lay.depth, dtype=torch.long, device=dev)
@@ -275,7 +306,15 @@ def packed_forward(
     kwargs.update(attention_mask=mask[None, None], position_ids=positions[None])
     where = torch.tensor([[n[min(i, len(n) - 1)] for i in range(T)] for n in lay.row_nodes], device=dev)
     where = where + off  # a row shorter than T repeats its last position
-    hooks = list(fwd_hooks(where[:, 0]) if callable(fwd_hooks) else fwd_hooks)
+    if callable(fwd_hooks):
+        at = (
+            torch.zeros(len(rows), dtype=torch.long, device=dev)
+            if site_at is None
+            else torch.tensor(site_at, device=dev)
+        )
+        hooks = list(fwd_hooks(where.gather(1, at[:, None])[:, 0]))
+    else:
+        hooks = list(fwd_hooks)
     handles = skip_hooks(adapter, group_start, lay, off, P if state.cache is not None else 0) if skip else []
     cols = None if logit_cols is None else torch.as_tensor(list(logit_cols), dtype=torch.long, device=dev)
     unembed = unembed_linear(adapter.model) if cols is not None and cols_direct else None
