@@ -157,7 +157,9 @@ def main() -> None:
     ap.add_argument("--task", default="mmlu", help="real task (tl_neuronllm.real_tasks.load_real_task_records)")
     ap.add_argument("--items", type=int, default=4, help="items whose proxies are timed (fast IG, grad x act, forward)")
     ap.add_argument("--steps", type=int, default=8)
-    ap.add_argument("--rule", choices=("gauss", "riemann"), default="gauss", help="IG quadrature (identify's default: gauss)")
+    ap.add_argument(
+        "--rule", choices=("gauss", "riemann"), default="gauss", help="IG quadrature (identify's default: gauss)"
+    )
     ap.add_argument("--mode", choices=("letter", "cloze"), default="letter")
     ap.add_argument("--naive-layers", default="3", help="'all' or a count of evenly spaced layers for the naive IG")
     ap.add_argument("--old", action="store_true", help="also time ig_fast with packing/skipping/column paths off")
@@ -250,8 +252,12 @@ def main() -> None:
         # naive reference on the first prompt, a subset of layers
         n_sub = L if args.naive_layers == "all" else max(1, min(L, int(args.naive_layers)))
         lays = sorted({round(i * (L - 1) / max(n_sub - 1, 1)) for i in range(n_sub)})
-        t_naive_sub, s_naive = timed(lambda: ig_naive(adapter, queries[0], steps=args.steps, rule=args.rule, layers=lays))
-        t_fast_sub, s_fast_sub = timed(lambda: ig_fast(adapter, queries[0], steps=args.steps, rule=args.rule, layers=lays)[0])
+        t_naive_sub, s_naive = timed(
+            lambda: ig_naive(adapter, queries[0], steps=args.steps, rule=args.rule, layers=lays)
+        )
+        t_fast_sub, s_fast_sub = timed(
+            lambda: ig_fast(adapter, queries[0], steps=args.steps, rule=args.rule, layers=lays)[0]
+        )
         if args.gauss:
             res["gauss"] = gauss_study(adapter, queries[:: cfg.n_proxies][: args.gauss_prompts], args.gauss_ref_steps)
     med = lambda key: statistics.median(r[key] for r in per)

@@ -102,13 +102,14 @@ def test_wrong_but_full_cache_is_caught(monkeypatch):
 def test_wrong_packing_is_caught(monkeypatch):
     import tl_neuronllm.fastpaths as fp
 
-    real = fp.packed_forward
+    real = fp.packed_logits
 
     def off_by_noise(*args, **kwargs):
-        return real(*args, **kwargs) * 1.01
+        out, where = real(*args, **kwargs)
+        return out * 1.01, where
 
-    monkeypatch.setattr(fp, "packed_forward", off_by_noise)
-    monkeypatch.setattr("tl_neuronllm.adapter.packed_forward", off_by_noise)
+    monkeypatch.setattr(fp, "packed_logits", off_by_noise)
+    monkeypatch.setattr("tl_neuronllm.adapter.packed_logits", off_by_noise)
     model = make_model("hf", True)
     ad, letter_q, _ = queries_for(model, 1)
     with pytest.warns(ShortcutFallbackWarning, match="packed rows"):

@@ -31,7 +31,7 @@ from .fastpaths import (
     check_row_paths,
     check_shared_prefix,
     choose_backend,
-    packed_forward,
+    packed_logits,
     warn_fallback,
 )
 from .memory import ig_chunk_rows, row_bytes
@@ -401,7 +401,7 @@ class ModelAdapter:
             group_size = len(rows) // len(group_start) if group_start else 1
         S = len(PackedLayout.of(rows, group_size).tokens) if fp.packed_rows else 0
         if fp.packed_rows and 0 < S <= T * self.packs_rows_for(P, T):
-            return packed_forward(
+            out, where = packed_logits(
                 self,
                 state,
                 rows,
@@ -411,8 +411,8 @@ class ModelAdapter:
                 logit_cols=logit_cols,
                 skip=bool(fp.skip_layers),
                 cols_direct=bool(fp.letter_columns),
-                flat=flat,
             )
+            return (out, where) if flat else out[where]
         suffix = torch.zeros((len(rows), T), dtype=torch.long, device=self.device)
         for i, r in enumerate(rows):
             suffix[i, : len(r)] = torch.as_tensor(list(r), dtype=torch.long)

@@ -21,7 +21,7 @@ from torch import Tensor
 from .adapter import ModelAdapter
 from .answers import ProxyPrompt, predict, suffix_scores_at
 from .eval_conditions import Condition
-from .fastpaths import PackedLayout, close, max_err, packed_forward
+from .fastpaths import PackedLayout, close, max_err, packed_logits
 from .interventions import make_hooks
 
 Engine = Literal["prefix", "full"]
@@ -128,8 +128,8 @@ def probs_packed(
         of = [torch.cat([sites[s + c * V : s + (c + 1) * V] for s, _, V in spans]) for c in range(C)]
         return _site_hooks(adapter.hook_names, conditions, of)
 
-    logits, where = packed_forward(
-        adapter, shared, rows, fwd_hooks=hooks, group_size=sizes, tags=tags, site_at=[t[0] for t in tags], flat=True
+    logits, where = packed_logits(
+        adapter, shared, rows, fwd_hooks=hooks, group_size=sizes, tags=tags, site_at=[t[0] for t in tags]
     )
     out = []
     for q, (s, d, V) in zip(queries, spans):

@@ -252,7 +252,14 @@ class PackedLayout:
         return seen
 
 
-def packed_forward(
+def packed_forward(adapter: ModelAdapter, state: PrefixState, rows: Sequence[Sequence[int]], **kw: Any) -> Tensor:
+    """Right-padded logits ``[rows, T_max, vocab]`` of :func:`packed_logits` (a row shorter than ``T_max``
+    repeats its last position)."""
+    out, where = packed_logits(adapter, state, rows, **kw)
+    return out[where]
+
+
+def packed_logits(
     adapter: ModelAdapter,
     state: PrefixState,
     rows: Sequence[Sequence[int]],
@@ -263,20 +270,19 @@ def packed_forward(
     logit_cols: Sequence[int] | None = None,
     skip: bool = False,
     cols_direct: bool = False,
-    flat: bool = False,
     tags: Sequence[tuple[int, int]] | None = None,
     site_at: Sequence[int] | None = None,
-) -> Float[Tensor, "rows pos vocab"] | tuple[Float[Tensor, "positions vocab"], Int[Tensor, "rows pos"]]:
-    """Rows packed into one sequence after the prefix (see the module docstring); right-padded logits
-    ``[rows, T_max, vocab]`` (``vocab = len(logit_cols)`` with ``logit_cols``).
+) -> tuple[Float[Tensor, "positions vocab"], Int[Tensor, "rows pos"]]:
+    """Rows packed into one sequence after the prefix (see the module docstring): ``(logits, where)``, the
+    logits of each computed position (``vocab = len(logit_cols)`` with ``logit_cols``) and the index of
+    row ``r``'s position ``i`` in them (a position that rows share is computed and stored once).
 
     ``group_size``: rows come in consecutive groups of this many, and rows of one group share their
     common first tokens (:class:`PackedLayout`; the hooks' ``sites`` then repeat within a group, so a hook
     must treat all rows of a group alike). Default: ``len(rows) // len(group_start)`` with
     ``group_start``, else 1 (nothing shared). ``skip``: group ``g`` joins at block ``group_start[g]``;
     ``cols_direct``: unembed only ``logit_cols`` (else the full logits are computed and indexed).
-    ``flat``: return ``(logits, where)``, the logits of each computed position and the index of row
-    ``r``'s position ``i`` in them (no copy per row of the positions that rows share). ``tags``: see
+    ``tags``: see
     :meth:`PackedLayout.of`. ``site_at``: each row's site position within the row (default 0), which
     the hooks' ``sites`` point at.
     """
@@ -337,7 +343,7 @@ def packed_forward(
         out = torch.nn.functional.linear(taken[0][0], unembed.weight[cols], bias)
     elif cols is not None:
         out = out[..., cols]
-    return (out, where) if flat else out[where]
+    return out, where
 
 
 def unembed_linear(model: HookedModel) -> torch.nn.Linear | None:
