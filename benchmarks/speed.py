@@ -42,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tl_neuronllm import Task
 from tl_neuronllm.adapter import ModelAdapter, preserved_model_state
+from tl_neuronllm.answers import full_rows
 from tl_neuronllm.attribution import grad_x_act, ig_fast, ig_naive
 from tl_neuronllm.config import IdentifyConfig
 from tl_neuronllm.prepare import prepare
@@ -232,7 +233,8 @@ def main() -> None:
         info["fast_paths"] = adapter.fast_paths
         per: list[dict[str, float]] = []
         for i, q in enumerate(queries):
-            toks = torch.tensor([list(q.prompt)], device=adapter.device)
+            # one plain prediction: the prompt (letter), or the prompt + each option as a padded batch (cloze)
+            toks = adapter.pad_batch(full_rows(q)[0])[0].to(adapter.device)
             with torch.no_grad():
                 t_fwd, _ = timed(lambda: adapter.forward(toks), repeat=3)
             t_gxa, _ = timed(lambda: grad_x_act(adapter, [q]), repeat=2)
@@ -320,7 +322,8 @@ def markdown(res: dict[str, Any]) -> str:
         "",
         "| method | s / prompt | x forward | items / s |",
         "|---|---:|---:|---:|",
-        f"| plain forward (no grad) | {s['forward_s']:.3f} | 1.0 | {s['items_per_s']['forward']:.3f} |",
+        f"| plain forward (no grad; cloze: prompt + each option) | {s['forward_s']:.3f} | 1.0 | "
+        f"{s['items_per_s']['forward']:.3f} |",
         f"| grad x act | {s['grad_x_act_s']:.3f} | {s['grad_x_act_vs_forward']:.2f} | {s['items_per_s']['grad_x_act']:.3f} "
         f"({s['items_per_s']['grad_x_act_batched8']:.3f} batched by 8) |",
         f"| IG fast (exact) | {s['ig_fast_s']:.3f} | {s['fast_vs_forward']:.2f} | {s['items_per_s']['ig_fast']:.4f} |",
