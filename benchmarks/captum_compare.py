@@ -3,12 +3,13 @@
 Captum 0.9 (an optional benchmark dependency: ``pip install captum==0.9.0``) attributes each layer's MLP
 neurons at the answer position: ``IntegratedGradients`` over a function of the site activation vector
 (a hook writes it into ``blocks.{l}.mlp.hook_post`` at the last prompt token, every other layer runs
-normally), zero baseline, ``method="riemann_right"`` with the same m steps, all steps in one batch of
+normally), zero baseline, the same rule and m steps (``--rule gauss``: captum's ``"gausslegendre"``, identify's
+default; ``riemann``: ``"riemann_right"``, the method's), all steps in one batch of
 full sequences. That is the per-layer IG the method defines, computed the way a captum user would, one
 layer at a time; it is timed on ``--layers`` layers and extrapolated to all (stated). Same prompts, same
 target F (log-softmax over the option letters at gold) as ``ig_fast``.
 
-    python benchmarks/captum_compare.py --prompts 3 --steps 16 --threads 1
+    python benchmarks/captum_compare.py --prompts 3 --steps 8 --rule gauss --threads 1
 
 Reports seconds per prompt, the ratio to a plain forward, and the agreement on the timed layers (max
 relative difference, top-1% overlap). Writes ``captum_compare_smollm2.{json,md}`` to ``--out``.
@@ -26,11 +27,14 @@ from typing import Any
 
 import torch
 
+CAPTUM_RULE = {"riemann": "riemann_right", "gauss": "gausslegendre"}  # the same nodes and weights
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--prompts", type=int, default=3)
-    ap.add_argument("--steps", type=int, default=16)
+    ap.add_argument("--steps", type=int, default=8)
+    ap.add_argument("--rule", choices=("gauss", "riemann"), default="gauss", help="identify's default: gauss")
     ap.add_argument("--layers", default="0,14,29")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--min-tokens", type=int, default=150)
@@ -69,7 +73,7 @@ def main() -> None:
                 ad.forward(toks)
             t_fwd = time.perf_counter() - t0
             t0 = time.perf_counter()
-            ours, _, acts = ig_fast(ad, q, steps=args.steps, rule="riemann")
+            ours, _, acts = ig_fast(ad, q, steps=args.steps, rule=args.rule)
             t_ours = time.perf_counter() - t0
             site = q.site
             t_cap, diffs, overlaps = 0.0, [], []
@@ -92,7 +96,7 @@ def main() -> None:
                         a,
                         baselines=torch.zeros_like(a),
                         n_steps=args.steps,
-                        method="riemann_right",
+                        method=CAPTUM_RULE[args.rule],
                         internal_batch_size=args.steps,
                     )[0]
                     .float()
@@ -121,6 +125,7 @@ def main() -> None:
         "prompts": rows,
         "median": med,
         "steps": args.steps,
+        "rule": args.rule,
         "timed_layers": layers,
         "n_layers": ad.n_layers,
         "captum": captum.__version__,
@@ -131,7 +136,7 @@ def main() -> None:
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / "captum_compare_smollm2.json").write_text(json.dumps(out, indent=1))
     md = [
-        f"# captum IntegratedGradients vs tl_neuronllm fast IG (SmolLM2-135M, MMLU, m = {args.steps} right-Riemann)",
+        f"# captum IntegratedGradients vs tl_neuronllm fast IG (SmolLM2-135M, MMLU, m = {args.steps} {CAPTUM_RULE[args.rule]})",
         "",
         f"{len(rows)} prompts of {min(r['tokens'] for r in rows)}-{max(r['tokens'] for r in rows)} tokens, "
         f"{args.threads} thread(s), captum {captum.__version__}, load average {os.getloadavg()[0]:.1f}; captum "

@@ -27,6 +27,7 @@ recorded, and ratios are taken within one run.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import os
 import platform
@@ -209,6 +210,8 @@ def main() -> None:
         "threads": torch.get_num_threads(),
         "cpu": platform.processor() or platform.machine(),
         "torch": torch.__version__,
+        "versions": {d: importlib.metadata.version(d) for d in ("torch", "transformers", "transformer-lens", "numpy")},
+        "python": platform.python_version(),
         "loadavg_start": os.getloadavg(),
     }
     print(
