@@ -21,6 +21,7 @@ Without a CUDA device (and without ``--smoke``) it exits with status 2 and says 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import random
 import sys
@@ -146,6 +147,7 @@ def bench_shape(name: str, shape: dict[str, Any], args: argparse.Namespace, devi
         cfg = IdentifyConfig(
             method=method,
             steps=args.steps,
+            ig_rule=args.rule,
             token_format=fmt,
             batch_size=args.batch_size,
             memory_budget_mb=args.memory_budget_mb,
@@ -161,7 +163,15 @@ def bench_shape(name: str, shape: dict[str, Any], args: argparse.Namespace, devi
             reducer, _, _ = run_scoring(adapter, queries, cfg, progress=False)
             sync(device)
             secs = time.perf_counter() - t
+            # issue 14 part 6: allocated memory must not grow across repeated calls in one process
+            allocated = []
+            for _ in range(3 if device.type == "cuda" else 0):
+                run_scoring(adapter, queries[: max(1, cfg.batch_size // 4)], cfg, progress=False)
+                gc.collect()
+                sync(device)
+                allocated.append(torch.cuda.memory_allocated(device) / 2**20)
         row = {
+            "allocated_mib_after_repeats": allocated,
             "seconds": secs,
             "items_per_s": len(queries) / secs,
             "proxies_per_s": sum(map(len, queries)) / secs,
@@ -185,7 +195,7 @@ def markdown(res: dict[str, Any]) -> str:
         f"# GPU attribution throughput ({res['device']})",
         "",
         f"torch {res['torch']}; random weights in {res['dtype']}; 1-shot 4-option token prompts of about "
-        f"{res['prompt_tokens']} tokens, {res['n_proxies']} proxies per item; IG with m = {res['steps']} Riemann "
+        f"{res['prompt_tokens']} tokens, {res['n_proxies']} proxies per item; IG with m = {res['steps']} {res.get('rule', 'riemann')} "
         "steps; float32 IG accumulation, float64 ACE state. Timed: the pipeline's scoring loop.",
         "",
         "| model shape | method | items/s | proxies/s | peak GPU GiB | IG paths (packed / skip / letter cols) |",
@@ -208,7 +218,8 @@ def main() -> None:
     ap.add_argument("--shapes", default="llama7b,gpt2")
     ap.add_argument("--methods", default="ig,grad_x_act")
     ap.add_argument("--items", type=int, default=None, help="items per method (default 16 on GPU, 3 in smoke mode)")
-    ap.add_argument("--steps", type=int, default=16)
+    ap.add_argument("--steps", type=int, default=8)
+    ap.add_argument("--rule", choices=("gauss", "riemann"), default="gauss", help="IG quadrature (identify's default)")
     ap.add_argument("--prompt-tokens", type=int, default=200)
     ap.add_argument(
         "--batch-size", type=int, default=8, help="items per scoring batch (grad x act: prompts per forward)"
@@ -245,6 +256,7 @@ def main() -> None:
         "torch": torch.__version__,
         "dtype": args.dtype,
         "steps": args.steps,
+        "rule": args.rule,
         "prompt_tokens": args.prompt_tokens,
         "n_proxies": 3,
         "methods": args.methods.split(","),
