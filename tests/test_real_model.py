@@ -110,6 +110,7 @@ def test_fast_ig_is_engaged_and_equals_naive_on_smollm2(smollm2, obqa, recwarn):
         "letter_columns": True,
         "shared_prefix": True,
         "exact_ig": True,
+        "packed_queries": None,  # an evaluation checks it (below)
     }
     assert not [w for w in recwarn if issubclass(w.category, ShortcutFallbackWarning)]
 
@@ -122,6 +123,7 @@ def test_prefix_cache_engine_equals_full_forwards_on_smollm2(smollm2, obqa, lett
     a = evaluate(smollm2, result, few, engine="prefix", **kw)
     b = evaluate(smollm2, result, few, engine="full", **kw)
     assert a.config["kv_backend"] == "hf" and a.config["fast_paths"]["prefix_cache"] is True
+    assert a.config["fast_paths"]["packed_queries"] is True  # 3 questions in one forward, checked, engaged
     for ra, rb in zip(a.rows, b.rows):
         assert ra.predictions == rb.predictions
         assert ra.metrics["gold_prob"] == pytest.approx(rb.metrics["gold_prob"], abs=1e-4)
