@@ -3,10 +3,10 @@ MLP kind, in letter and cloze mode; grad x act equals one-step IG; no parameter 
 
 import pytest
 import torch
-from conftest import text_task, token_task
+from conftest import has_bridge, make_model, text_task, token_task
 
 from tl_neuronllm.adapter import ModelAdapter
-from tl_neuronllm.answers import Query, make_queries
+from tl_neuronllm.answers import Query, full_rows, make_queries
 from tl_neuronllm.attribution import grad_x_act, ig_fast, ig_naive, ig_points
 from tl_neuronllm.proxies import AugmentConfig, PromptConfig, Renderer
 
@@ -123,3 +123,39 @@ def test_query_suffixes():
     q = Query(prompt=(1, 2, 3), gold=0, n_options=2, continuations=((5,), (6, 7)))
     # an option's last token predicts nothing the score needs: it is never run
     assert q.suffixes() == [[3], [3, 6]] and q.site == 2 and q.mode == "cloze"
+
+
+@pytest.mark.skipif(not has_bridge(), reason="TransformerBridge needs TransformerLens 4.x")
+def test_grad_x_act_batches_fit_the_memory_budget_and_equal_one_batch(monkeypatch):
+    """Long prompts once sent 16 full rows with every layer's attention kept for the backward pass through one
+    forward (IMDB on SmolLM2 was killed at 15 GB): batches are now sized by the memory model, exactly."""
+    import tl_neuronllm.attribution as A
+
+    model = make_model("hf", True)
+    ad, letter_q, cloze_q = queries_for(model, 3)
+    for qs in (letter_q, cloze_q):
+        whole, p_whole, a_whole = grad_x_act(ad, qs, batch_size=64, memory_budget_mb=1e6)
+        one_row = A.row_bytes(
+            model.cfg,
+            n_layers=ad.n_layers,
+            d_mlp=ad.d_mlp,
+            d_vocab=ad.d_vocab,
+            dtype=torch.float32,
+            cached=False,
+            prefix_len=0,
+            suffix_len=max(len(r) for q in qs for r in full_rows(q)[0]),
+        )
+        budget = 2.5 * one_row / 2**20  # two full rows fit, not three
+        batches = A._gxa_batches(ad, qs, 64, budget)
+        n_rows = [sum(len(full_rows(q)[0]) for q in qs[b0:b1]) for b0, b1 in batches]
+        assert len(batches) > 1 and batches[0][0] == 0 and batches[-1][1] == len(qs)
+        assert all(n <= 2 or b1 - b0 == 1 for n, (b0, b1) in zip(n_rows, batches))  # one query may exceed it
+        calls = []
+        real = type(ad).forward
+        monkeypatch.setattr(type(ad), "forward", lambda self, *a, **k: calls.append(1) or real(self, *a, **k))
+        split, p_split, a_split = grad_x_act(ad, qs, batch_size=64, memory_budget_mb=budget)
+        monkeypatch.undo()
+        assert len(calls) == len(batches)
+        assert torch.allclose(split, whole, rtol=1e-5, atol=1e-7 * float(whole.abs().max()))
+        assert all(torch.allclose(x, y, atol=1e-6) for x, y in zip(p_split, p_whole))
+        assert torch.allclose(a_split, a_whole, atol=1e-6)

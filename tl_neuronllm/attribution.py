@@ -41,6 +41,7 @@ from torch import Tensor
 
 from .adapter import ModelAdapter
 from .answers import ProxyPrompt, Target, batch_full_rows, full_rows, full_scores, suffix_scores_at, target_fn
+from .memory import auto_memory_budget_mb, row_bytes
 
 Method = Literal["ig", "grad_x_act", "activation"]
 METHODS = ("ig", "grad_x_act", "activation")
@@ -250,6 +251,35 @@ def _first_of_each(sites: Tensor) -> tuple[Tensor, Tensor]:
     return uniq[order], first[order]
 
 
+def _gxa_batches(
+    adapter: ModelAdapter, queries: Sequence[ProxyPrompt], batch_size: int, memory_budget_mb: float | None
+) -> list[tuple[int, int]]:
+    """``[start, end)`` of consecutive query batches: at most ``batch_size`` queries, and full rows whose
+    estimated activation memory (right-padded to the batch's longest row) fits ``memory_budget_mb``."""
+    budget = (auto_memory_budget_mb(adapter.device) if memory_budget_mb is None else memory_budget_mb) * 2**20
+    dtype = adapter.float_dtype()
+
+    def row_cost(t: int) -> int:  # a full row of t tokens, no cache
+        cfg, L, d_mlp, d_vocab = adapter.model.cfg, adapter.n_layers, adapter.d_mlp, adapter.d_vocab
+        return row_bytes(
+            cfg, n_layers=L, d_mlp=d_mlp, d_vocab=d_vocab, dtype=dtype, cached=False, prefix_len=0, suffix_len=t
+        )
+
+    out: list[tuple[int, int]] = []
+    b0, n_rows, longest = 0, 0, 0
+    for i, q in enumerate(queries):
+        rows, _ = full_rows(q)
+        r, t = n_rows + len(rows), max(longest, max(len(x) for x in rows))
+        full = i > b0 and (i - b0 >= batch_size or r * row_cost(t) > budget)
+        if full:
+            out.append((b0, i))
+            b0, r, t = i, len(rows), max(len(x) for x in rows)
+        n_rows, longest = r, t
+    if queries:
+        out.append((b0, len(queries)))
+    return out
+
+
 def _letter_columns(q: ProxyPrompt, target: Target) -> tuple[list[int] | None, ProxyPrompt]:
     """The vocabulary columns F needs (letter mode, options-only targets) and the query with its
     letter ids renumbered into them; ``(None, q)`` when F needs the whole vocabulary."""
@@ -307,6 +337,7 @@ def grad_x_act(
     layers: Sequence[int] | None = None,
     batch_size: int = 8,
     with_grad: bool = True,
+    memory_budget_mb: float | None = None,
 ) -> tuple[
     Float[Tensor, "n_queries n_layers d_mlp"],
     list[Float[Tensor, " n_options"]],
@@ -315,6 +346,10 @@ def grad_x_act(
     """``a * dF/da`` at the site for all layers, batched over queries (right-padded full rows).
 
     With ``with_grad=False`` returns the site activations themselves (method ``"activation"``).
+    A batch holds at most ``batch_size`` queries and, with gradients, only as many full rows as the
+    activation memory model allows under ``memory_budget_mb`` (default :func:`auto_memory_budget_mb`; at
+    least one query): long prompts (IMDB reviews, cloze rows of every option) keep every layer's attention
+    scores for the backward pass, about 1.4 GB per 650-token row on SmolLM2.
 
     Returns:
         ``(scores, probs, acts)``: per-query scores ``[n_queries, n_layers, d_mlp]``, clean option
@@ -324,8 +359,8 @@ def grad_x_act(
     out = torch.zeros(len(queries), adapter.n_layers, adapter.d_mlp, dtype=torch.float32)
     acts = torch.zeros_like(out)
     probs: list[Tensor] = []
-    for b in range(0, len(queries), batch_size):
-        qs = queries[b : b + batch_size]
+    for b0, b1 in _gxa_batches(adapter, queries, batch_size, memory_budget_mb if with_grad else float("inf")):
+        qs = queries[b0:b1]
         rows, sites, starts = batch_full_rows(qs)
         toks, _ = adapter.pad_batch(rows)
         site_t = torch.tensor(sites, device=toks.device)
@@ -365,6 +400,6 @@ def grad_x_act(
             for i, q in enumerate(qs):
                 n = 1 if q.continuations is None else len(q.continuations)
                 # the site activation is shared by a query's rows; its gradient sums over them
-                out[b + i, layer] = val[starts[i] : starts[i] + n].sum(0) if g is not None else a[starts[i]]
-                acts[b + i, layer] = a[starts[i]]
+                out[b0 + i, layer] = val[starts[i] : starts[i] + n].sum(0) if g is not None else a[starts[i]]
+                acts[b0 + i, layer] = a[starts[i]]
     return out, probs, acts

@@ -178,7 +178,13 @@ class GradXAct(AttributionMethod):
     ) -> Attribution:
         o = self.options(options)
         s, pr, a = grad_x_act(
-            adapter, list(prompts), target=o.target, layers=o.layers, batch_size=o.batch_size, with_grad=self.with_grad
+            adapter,
+            list(prompts),
+            target=o.target,
+            layers=o.layers,
+            batch_size=o.batch_size,
+            with_grad=self.with_grad,
+            memory_budget_mb=o.memory_budget_mb,
         )
         return Attribution(s, pr, a)
 
