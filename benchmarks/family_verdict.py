@@ -84,6 +84,40 @@ def verdict(run: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+CONDS = (
+    ("suppress_good", "suppress good"),
+    ("suppress_bad", "suppress bad"),
+    ("enhance_bad_suppress_good", "Degrade"),
+    ("enhance_good_suppress_bad", "Enhance"),
+)
+
+
+def measures(runs: list[dict[str, Any]]) -> list[str]:
+    """Per task and method: Δ gold probability, Δ accuracy and RAC (Δ accuracy / baseline accuracy; in cloze
+    mode with one proxy per item consistent accuracy is accuracy, so RCC = RAC) of each condition."""
+    lines = [
+        "## Every method, the paper's measures and ours (held-out; Δ gold p / Δ acc / RAC)",
+        "",
+        "| task | held-out | method | " + " | ".join(label for _, label in CONDS) + " |",
+        "|---|---:|---|" + "---|" * len(CONDS),
+    ]
+    for run in runs:
+        for m in run["methods"]:
+            base = next(x["accuracy"] for x in m["rows"] if x["condition"] == "baseline")
+            cells = []
+            for cond, _ in CONDS:
+                r = next((x for x in m["rows"] if x["condition"] == cond), None)
+                if r is None or not r["available"] or r["d_acc"] is None:
+                    cells.append("n/a")
+                    continue
+                rac = f"{r['d_acc'] / base:+.2f}" if base else "n/a"
+                cells.append(f"{r['d_gold']:+.3f} / {r['d_acc']:+.3f} / {rac}")
+            lines.append(
+                f"| {run['task'].split(':')[-1]} | {run['n_heldout']} | {m['method']} | " + " | ".join(cells) + " |"
+            )
+    return lines + [""]
+
+
 def markdown(vs: list[dict[str, Any]]) -> str:
     seen = {p for v in vs for p in v["good"]}
     peers = [p for p in BASELINES if p in seen] + sorted(seen - set(BASELINES))
@@ -143,9 +177,10 @@ def main() -> None:
         "--out", default=str(Path(__file__).resolve().parent / "results" / "controllability_smollm2_families")
     )
     args = ap.parse_args()
-    vs = [verdict(run) for f in args.runs for run in json.loads(Path(f).read_text())["runs"]]
+    runs = [run for f in args.runs for run in json.loads(Path(f).read_text())["runs"]]
+    vs = [verdict(run) for run in runs]
     Path(args.out + ".json").write_text(json.dumps(vs, indent=2))
-    md = markdown(vs)
+    md = markdown(vs) + "\n".join(measures(runs))
     Path(args.out + ".md").write_text(md)
     print(md)
 
