@@ -165,10 +165,11 @@ def _run_packed(
     conditions: Sequence[Condition],
     memory_budget_mb: float,
     progress: bool,
+    first: Tensor,
 ) -> list[Tensor] | None:
-    """Every question's probabilities through :func:`probs_packed`, or ``None`` when it does not apply or
-    its one-time check against :func:`probs_prefix` fails (then with one warning)."""
-    first = probs_prefix(adapter, queries[0], conditions, memory_budget_mb)  # runs the path checks
+    """Every question's probabilities through :func:`probs_packed` (``first``: the first question's by
+    :func:`probs_prefix`, which ran the path checks), or ``None`` when it does not apply or its one-time check
+    against ``first`` fails (then with one warning)."""
     fp = adapter.fast
     if fp.packed_queries is False or adapter.shared_state is None or not fp.packed_rows or len(queries) < 2:
         return None
@@ -235,10 +236,13 @@ def run_conditions(
     probs: list[list[Tensor]] = [[] for _ in conditions]
     if engine == "prefix":
         adapter.share_prefix([q.prompt for q in queries])
-        packed = _run_packed(adapter, queries, conditions, memory_budget_mb, progress) if queries else None
-        if packed is None:
-            each = _bar(queries, progress, f"evaluate ({len(conditions)} conditions)", "question")
-            packed = [probs_prefix(adapter, q, conditions, memory_budget_mb) for q in each]
+        packed: list[Tensor] = []
+        if queries:
+            first = probs_prefix(adapter, queries[0], conditions, memory_budget_mb)  # runs the path checks
+            packed = _run_packed(adapter, queries, conditions, memory_budget_mb, progress, first) or [first]
+        if len(packed) < len(queries):
+            each = _bar(queries[1:], progress, f"evaluate ({len(conditions)} conditions)", "question")
+            packed += [probs_prefix(adapter, q, conditions, memory_budget_mb) for q in each]
         for p in packed:
             for c in range(len(conditions)):
                 probs[c].append(p[c])
