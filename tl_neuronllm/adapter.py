@@ -236,8 +236,16 @@ class ModelAdapter:
         ``prefix_cache``, ``packed_rows``, ``skip_layers``, ``letter_columns``, ``shared_prefix``,
         ``exact_ig`` and ``packed_queries``."""
         d = self.fast.to_dict()
-        keys = ("prefix_cache", "packed_rows", "skip_layers", "letter_columns", "shared_prefix", "exact_ig")
-        return {k: d[k] for k in (*keys, "packed_queries")}
+        keys = (
+            "prefix_cache",
+            "packed_rows",
+            "skip_layers",
+            "letter_columns",
+            "shared_prefix",
+            "exact_ig",
+            "packed_queries",
+        )
+        return {k: d[k] for k in keys}
 
     def note_fallback(self, what: str, reason: str, cost: str) -> None:
         """Record and announce (one warning) a shortcut that was switched off."""
@@ -399,8 +407,8 @@ class ModelAdapter:
         fp = self.fast
         if group_size is None:
             group_size = len(rows) // len(group_start) if group_start else 1
-        S = len(PackedLayout.of(rows, group_size).tokens) if fp.packed_rows else 0
-        if fp.packed_rows and 0 < S <= T * self.packs_rows_for(P, T):
+        lay = PackedLayout.of(rows, group_size) if fp.packed_rows else None
+        if lay is not None and 0 < len(lay.tokens) <= T * self.packs_rows_for(P, T):
             out, where = packed_logits(
                 self,
                 state,
@@ -411,6 +419,7 @@ class ModelAdapter:
                 logit_cols=logit_cols,
                 skip=bool(fp.skip_layers),
                 cols_direct=bool(fp.letter_columns),
+                layout=lay,
             )
             return (out, where) if flat else out[where]
         suffix = torch.zeros((len(rows), T), dtype=torch.long, device=self.device)

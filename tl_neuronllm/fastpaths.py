@@ -272,6 +272,7 @@ def packed_logits(
     cols_direct: bool = False,
     tags: Sequence[tuple[int, int]] | None = None,
     site_at: Sequence[int] | None = None,
+    layout: PackedLayout | None = None,
 ) -> tuple[Float[Tensor, "positions vocab"], Int[Tensor, "rows pos"]]:
     """Rows packed into one sequence after the prefix (see the module docstring): ``(logits, where)``, the
     logits of each computed position (``vocab = len(logit_cols)`` with ``logit_cols``) and the index of
@@ -282,16 +283,16 @@ def packed_logits(
     must treat all rows of a group alike). Default: ``len(rows) // len(group_start)`` with
     ``group_start``, else 1 (nothing shared). ``skip``: group ``g`` joins at block ``group_start[g]``;
     ``cols_direct``: unembed only ``logit_cols`` (else the full logits are computed and indexed).
-    ``tags``: see
-    :meth:`PackedLayout.of`. ``site_at``: each row's site position within the row (default 0), which
-    the hooks' ``sites`` point at.
+    ``tags``: see :meth:`PackedLayout.of`. ``site_at``: each row's site position within the row (default 0),
+    which the hooks' ``sites`` point at. ``layout``: the caller's ``PackedLayout.of(rows, group_size, tags)``,
+    if it already built it.
     """
     lengths = [len(r) for r in rows]
     T, P = max(lengths), len(state.tokens)
     dev = adapter.device
     if group_size is None:
         group_size = len(rows) // len(group_start) if group_start else 1
-    lay = PackedLayout.of(rows, group_size, tags)
+    lay = PackedLayout.of(rows, group_size, tags) if layout is None else layout
     S = len(lay.tokens)
     seq = torch.tensor(lay.tokens, dtype=torch.long, device=dev)
     depth = torch.tensor(lay.depth, dtype=torch.long, device=dev)
