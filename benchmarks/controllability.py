@@ -40,18 +40,26 @@ import controllability_instances as ci  # a sibling module (the path above)
 
 Variant = tuple[str, dict[str, Any]]  # (label, rescore options; "k" may set K)
 PAPER_IG = "neuronllm defaults, the method's IG (16 Riemann steps)"
+#: The method's selection values (identify's default up to 0.4.0; ``preset="paper"`` since 0.5.0). The labels
+#: "neuronllm (defaults...)" keep their meaning of the recorded results: these values, written out.
+PAPER_SEL = {"z": 0.01, "ambiguity": 0.0}
+#: identify's default since 0.5.0: what select_cv chose on every benchmark task.
+SHIPPED = ("neuronllm (0.5 default: z=10%, no filter)", {"z": 0.1, "ambiguity": None})
 
 
 def groups(kind: str, mode: str, k: int, sweeps: bool) -> list[tuple[dict[str, Any], list[Variant]]]:
     """(identify options, variants) per attribution run: NeuronLLM, its ablations, then the peers.
 
     Testbeds (128 neurons) use z = 0.05 and ambiguity 0.25 for the ablations (1% of 128 neurons is one
-    neuron per item); the real model uses the method's defaults (z = 1% of 46,080 neurons, strict filter).
+    neuron per item); the real model uses the method's values (z = 1% of 46,080 neurons, strict filter) for
+    NeuronLLM's ablations and the peers that form sets by its scoring stage. Both also show identify's
+    default since 0.5.0 (z = 10%, no filter).
     """
     if kind == "testbed":
         main = {"z": 0.05, "ambiguity": 0.25}
         ce = [
-            ("neuronllm (defaults: z=1%, strict filter)", {}),
+            ("neuronllm (defaults: z=1%, strict filter)", PAPER_SEL),
+            SHIPPED,
             ("neuronllm z=0.05 amb=0.25", main),
             ("ablation: no ambiguity filter", {"z": 0.05, "ambiguity": None}),
             ("ablation: strict filter", {"z": 0.05, "ambiguity": 0.0}),
@@ -61,16 +69,20 @@ def groups(kind: str, mode: str, k: int, sweeps: bool) -> list[tuple[dict[str, A
             ce += [(f"sweep: z={z}", {"z": z, "ambiguity": 0.25}) for z in (0.02, 0.1, 0.2)]
             ce += [(f"sweep: K={kk}", {**main, "k": kk}) for kk in (k // 2, 2 * k)]
     else:
-        main = {}
-        ce = [("neuronllm (defaults)", {}), ("ablation: no ambiguity filter", {"ambiguity": None})]
+        main = dict(PAPER_SEL)
+        ce = [
+            ("neuronllm (defaults)", PAPER_SEL),
+            SHIPPED,
+            ("ablation: no ambiguity filter", {"z": 0.01, "ambiguity": None}),
+        ]
         if mode == "letter":
-            ce.append(("ablation: P=1 (no augmentation)", {"proxies": [0]}))
+            ce.append(("ablation: P=1 (no augmentation)", {**main, "proxies": [0]}))
         if sweeps:
-            ce += [(f"sweep: z={z}", {"z": z}) for z in (0.005, 0.02)]
-            ce += [(f"sweep: K={kk}", {"k": kk}) for kk in (k // 2, 2 * k)]
+            ce += [(f"sweep: z={z}", {"z": z, "ambiguity": 0.0}) for z in (0.005, 0.02)]
+            ce += [(f"sweep: K={kk}", {**main, "k": kk}) for kk in (k // 2, 2 * k)]
     paper_ig = []
     if kind == "testbed":  # the method's IG (identify's default is 8 Gauss-Legendre steps)
-        paper_ig = [({"steps": 16, "ig_rule": "riemann"}, [(PAPER_IG, {})])]
+        paper_ig = [({"steps": 16, "ig_rule": "riemann"}, [(PAPER_IG, PAPER_SEL)])]
     return [
         ({}, ce),
         *paper_ig,

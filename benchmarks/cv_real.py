@@ -21,8 +21,8 @@ import torch
 from tl_neuronllm import evaluate, identify, rescore, select_cv
 
 FIXED = {
-    "shipped default (z=1%, strict filter)": {},
-    "no filter (z=1%)": {"ambiguity": None},
+    "shipped default (z=1%, strict filter)": {"z": 0.01, "ambiguity": 0.0},  # 0.4's default, the paper preset
+    "no filter (z=1%)": {"z": 0.01, "ambiguity": None},
 }
 CONDS = ("suppress_good", "suppress_bad", "enhance_bad_suppress_good", "enhance_good_suppress_bad")
 

@@ -261,8 +261,8 @@ def test_ablation_options_run_end_to_end(facts, opts):
 def test_ambiguity_filter_and_z_change_the_candidate_pool(facts):
     ident, _, demo = facts.splits(0)
     kw = dict(demos=demo, token_format=facts.token_format, k=128, progress=False)
-    strict = identify(facts.model, ident, **kw)
-    loose = identify(facts.model, ident, ambiguity=None, **kw)
+    strict = identify(facts.model, ident, ambiguity=0.0, z=0.01, **kw)
+    loose = identify(facts.model, ident, ambiguity=None, z=0.01, **kw)
     wide = identify(facts.model, ident, ambiguity=None, z=0.05, **kw)
     n = lambda r: int((r.scores != 0).sum())
     assert n(strict) <= n(loose) <= n(wide)

@@ -128,6 +128,7 @@ def identify_distributed(
     save_to: str | Path | None = None,
     group: Any = None,
     config: IdentifyConfig | None = None,
+    preset: str | None = None,
     **options: Any,
 ) -> NeuronResult | None:
     """:func:`tl_neuronllm.identify` with the items sharded over the ranks of a process group.
@@ -146,7 +147,7 @@ def identify_distributed(
         checkpoint_every: Snapshot every this many item batches.
         save_to: Rank 0 saves the result there (:meth:`NeuronResult.save`).
         group: Process group (default: the world).
-        config, **options: As for ``identify``.
+        config, preset, **options: As for ``identify``.
 
     Returns:
         The :class:`NeuronResult` on rank 0 (the same as one process would return, to float
@@ -157,7 +158,7 @@ def identify_distributed(
     """
     if not dist.is_initialized():
         raise RuntimeError("torch.distributed is not initialised; call init_distributed() under torchrun first")
-    cfg = IdentifyConfig.from_options(config, **options)
+    cfg = IdentifyConfig.from_options(config, preset=preset, **options)
     k = check_count_or_fraction("k", k)
     require_autograd("identify_distributed")
     rank, world = dist.get_rank(group), dist.get_world_size(group)

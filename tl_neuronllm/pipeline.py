@@ -279,6 +279,7 @@ def identify(
     checkpoint_every: int = 1,
     keep_attributions: bool = False,
     config: IdentifyConfig | None = None,
+    preset: str | None = None,
     **options: Any,
 ) -> NeuronResult:
     """Find the good and bad MLP neurons of ``model`` for a multiple-choice ``task``.
@@ -299,6 +300,9 @@ def identify(
             Not with ``checkpoint`` (snapshots hold only the streaming sums), ``identify_distributed``
             or ``method="activation_contrast"``.
         config: A base :class:`IdentifyConfig`; ``options`` override its fields.
+        preset: A named base config instead of ``config`` (:data:`tl_neuronllm.config.PRESETS`):
+            ``"paper"`` for the method's fixed values (z = 1%, strict ambiguity filter, 16 Riemann steps);
+            the default is z = 10% with no filter, the setting cross-validation chose on every benchmark task.
         **options: Any :class:`IdentifyConfig` field, e.g. ``method="grad_x_act"``, ``steps=8``,
             ``mode="cloze"``, ``n_proxies=4``, ``z=0.005``.
 
@@ -311,12 +315,12 @@ def identify(
             longer than the model's context (naming the item, its length and the limit).
         ModelError: if the model lacks the neuron hooks or single-token letters, or produces non-finite
             attributions (naming the layer and the item).
-        ValueError: for an option of the wrong type or range (``k``, ``z``, ``steps``, ...), checked
-            before any model time, or a checkpoint written by another run or model.
+        ValueError: for an option of the wrong type or range (``k``, ``z``, ``steps``, ...) or an unknown
+            ``preset``, checked before any model time, or a checkpoint written by another run or model.
         RuntimeError: inside ``torch.inference_mode()``.
         TypeError: for unknown options.
     """
-    cfg = IdentifyConfig.from_options(config, **options)
+    cfg = IdentifyConfig.from_options(config, preset=preset, **options)
     k = check_count_or_fraction("k", k)
     check_run_options(
         cfg,

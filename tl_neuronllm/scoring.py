@@ -35,17 +35,19 @@ class ScoringConfig:
 
     Attributes:
         candidates: ``"topk"`` (top ``z`` per sign per item) or ``"threshold"`` (``|ES| >= tau*max|ES|``).
-        z: Per-item candidate count: an int, or a fraction (< 1) of all neurons. Default 1%.
+        z: Per-item candidate count: an int, or a fraction (< 1) of all neurons. Default 10% (the method's
+            value is 1%).
         tau: Relative threshold for ``candidates="threshold"``.
         ambiguity: ``0.0`` strict (any neuron both good and bad candidate is dropped), ``rho`` in
             (0, 0.5] drops it only when the minority sign has at least ``rho`` of its memberships,
-            ``None`` disables the filter.
+            ``None`` (default) disables the filter; the method's value is ``0.0``. The defaults are the setting
+            cross-validation chose on every benchmark task (README, "A default chosen by cross-validation").
     """
 
     candidates: Literal["topk", "threshold"] = "topk"
-    z: float = 0.01
+    z: float = 0.1
     tau: float = 0.2
-    ambiguity: float | None = 0.0
+    ambiguity: float | None = None
 
     def __post_init__(self) -> None:
         check_choice("candidates", self.candidates, ("topk", "threshold"))
