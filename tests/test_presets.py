@@ -56,3 +56,11 @@ def test_default_and_paper_sets_are_rescores_of_the_same_attributions(model):
     assert default.config["z"] == 0.1 and default.config["ambiguity"] is None
     # the default pool is wider: more neurons get a nonzero score
     assert int((default.scores != 0).sum()) > int((paper.scores != 0).sum())
+
+
+def test_select_cv_grid_spans_the_paper_values_and_the_default():
+    from tl_neuronllm.selection import DEFAULT_GRID
+
+    d, p = IdentifyConfig(), IdentifyConfig.from_options(preset="paper")
+    assert DEFAULT_GRID[0] == {"z": p.z, "ambiguity": p.ambiguity}  # ties go to the method's own setting
+    assert DEFAULT_GRID[-1] == {"z": d.z, "ambiguity": d.ambiguity}

@@ -10,7 +10,7 @@ The names here are what a user needs. Internals live in their modules (``tl_neur
 ``DeprecationWarning`` naming their module.
 """
 
-__version__ = "0.4.0"
+__version__ = "0.5.0"
 
 import importlib
 import warnings
