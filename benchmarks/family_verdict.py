@@ -1,6 +1,12 @@
 """Issue 12's verdict per task family from ``controllability.py`` runs on SmolLM2 (one JSON per task).
 
     python benchmarks/family_verdict.py benchmarks/results/controllability_smollm2_{boolq,commonsenseqa,...}.json
+    python benchmarks/family_verdict.py --default "neuronllm (0.5 default: z=10%, no filter)" \
+        --cv-real benchmarks/results/cv_real_commonsenseqa.json benchmarks/results/controllability_smollm2_*.json
+
+Runs of one task, mode and held-out size (the same split) are merged, so a later run of one method joins the
+earlier run of the others. ``--cv-real`` adds the rows of ``cv_real.py`` runs whose split matches (its
+CV-chosen setting, labelled as the 0.5 default when it is z = 10% without filter).
 
 For each task, on held-out Δ gold probability (paired bootstrap 95% intervals, as the runs report them):
 
@@ -49,9 +55,62 @@ def compare(a: list[float], b: list[float]) -> str:
     return "tie"
 
 
-def verdict(run: dict[str, Any]) -> dict[str, Any]:
+SHIPPED = "neuronllm (0.5 default: z=10%, no filter)"
+_CV_CONDS = ("suppress_good", "suppress_bad", "enhance_bad_suppress_good", "enhance_good_suppress_bad")
+
+
+def cv_real_methods(cv: dict[str, Any]) -> list[dict[str, Any]]:
+    """A ``cv_real.py`` JSON's CV-chosen variant as a controllability method entry."""
+    out = []
+    for label, v in cv["variants"].items():
+        if label.startswith("CV-chosen"):
+            s = cv["cv_setting"]
+            label = SHIPPED if s == {"z": 0.1, "ambiguity": None} else f"{label} (select_cv)"
+        else:
+            continue  # its fixed settings are the controllability run's "neuronllm (defaults)" and no-filter ablation
+        rows = [{"condition": "baseline", "available": True, "accuracy": v["base_accuracy"], "d_acc": None}]
+        for cond in _CV_CONDS:
+            r = v.get(cond)
+            if r is None:
+                rows.append({"condition": cond, "available": False})
+                continue
+            rows.append(
+                {
+                    "condition": cond,
+                    "available": True,
+                    "d_gold": r["d_gold"],
+                    "d_gold_ci": r["d_gold_ci"],
+                    "d_acc": r["d_acc"],
+                    "random_d_gold": r["random_d_gold"],
+                }
+            )
+        out.append({"method": label, "rows": rows})
+    return out
+
+
+def merge_runs(runs: list[dict[str, Any]], cv_runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One run per (task, mode, held-out size): the union of the methods (the first run's entry wins)."""
+    merged: dict[tuple[str, str, int], dict[str, Any]] = {}
+    for run in runs:
+        key = (run["task"].split(":")[-1], run["mode"], run["n_heldout"])
+        if key not in merged:
+            merged[key] = {**run, "methods": list(run["methods"])}
+            continue
+        have = {m["method"] for m in merged[key]["methods"]}
+        merged[key]["methods"] += [m for m in run["methods"] if m["method"] not in have]
+    for cv in cv_runs:
+        key = (cv["task"], "cloze", cv["n_heldout"])
+        if key in merged:
+            have = {m["method"] for m in merged[key]["methods"]}
+            merged[key]["methods"] += [m for m in cv_real_methods(cv) if m["method"] not in have]
+    return list(merged.values())
+
+
+def verdict(run: dict[str, Any], default: str = DEFAULT) -> dict[str, Any] | None:
     methods = {m["method"]: m for m in run["methods"]}
-    d = methods[DEFAULT]
+    if default not in methods:
+        return None
+    d = methods[default]
     good, bad = _row(d, "suppress_good"), _row(d, "suppress_bad")
     task = run["task"].split(":")[-1]
     out: dict[str, Any] = {
@@ -64,7 +123,7 @@ def verdict(run: dict[str, Any]) -> dict[str, Any]:
         "bad": None,
     }
     for name, m in methods.items():
-        if name == DEFAULT:
+        if name == default:
             continue
         other = _row(m, "suppress_good")
         if good is None or other is None:
@@ -118,11 +177,13 @@ def measures(runs: list[dict[str, Any]]) -> list[str]:
     return lines + [""]
 
 
-def markdown(vs: list[dict[str, Any]]) -> str:
+def markdown(vs: list[dict[str, Any]], default: str = DEFAULT) -> str:
     seen = {p for v in vs for p in v["good"]}
     peers = [p for p in BASELINES if p in seen] + sorted(seen - set(BASELINES))
     lines = [
         "# Issue 12 verdict per task family (SmolLM2-135M-Instruct, held-out Δ gold probability, 95% intervals)",
+        "",
+        f"The default here: **{default}**.",
         "",
         "Good neurons: the shipped default's *suppress good* against each method's (win = its interval entirely "
         "below, loss = entirely above, tie = overlap). Bad neurons: the default's *suppress bad* interval "
@@ -173,14 +234,19 @@ def markdown(vs: list[dict[str, Any]]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("runs", nargs="+", help="controllability JSON files")
+    ap.add_argument("--default", default=DEFAULT, help=f"the method label judged as the default ({DEFAULT!r})")
+    ap.add_argument(
+        "--cv-real", action="append", default=[], help="a cv_real.py JSON whose rows join the matching run (repeatable)"
+    )
     ap.add_argument(
         "--out", default=str(Path(__file__).resolve().parent / "results" / "controllability_smollm2_families")
     )
     args = ap.parse_args()
     runs = [run for f in args.runs for run in json.loads(Path(f).read_text())["runs"]]
-    vs = [verdict(run) for run in runs]
+    runs = merge_runs(runs, [json.loads(Path(f).read_text()) for f in args.cv_real])
+    vs = [v for v in (verdict(run, args.default) for run in runs) if v is not None]
     Path(args.out + ".json").write_text(json.dumps(vs, indent=2))
-    md = markdown(vs) + "\n".join(measures(runs))
+    md = markdown(vs, args.default) + "\n".join(measures(runs))
     Path(args.out + ".md").write_text(md)
     print(md)
 
