@@ -23,6 +23,7 @@ from tl_neuronllm import evaluate, identify, rescore, select_cv
 FIXED = {
     "shipped default (z=1%, strict filter)": {"z": 0.01, "ambiguity": 0.0},  # 0.4's default, the paper preset
     "no filter (z=1%)": {"z": 0.01, "ambiguity": None},
+    "0.5 default (z=10%, no filter)": {"z": 0.1, "ambiguity": None},
 }
 CONDS = ("suppress_good", "suppress_bad", "enhance_bad_suppress_good", "enhance_good_suppress_bad")
 
@@ -53,7 +54,14 @@ def main() -> None:
     ap.add_argument("--n-heldout", type=int, default=200)
     ap.add_argument("--n-random", type=int, default=3)
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
+    ap.add_argument(
+        "--update",
+        action="store_true",
+        help="keep the CV choice and the rows of the existing cv_real_<task>.json; evaluate only the missing settings",
+    )
     args = ap.parse_args()
+    old_path = Path(args.out) / f"cv_real_{args.task}.json"
+    old = json.loads(old_path.read_text()) if args.update else None
     torch.set_num_threads(1)
     from tl_neuronllm.real_tasks import load_real_task
     from tl_neuronllm.smollm2 import load_smollm2
@@ -65,39 +73,47 @@ def main() -> None:
     t0 = time.perf_counter()
     base = identify(model, ident, k=500, demos=demos, keep_attributions=True, progress=False, **opts)
     t_ident = time.perf_counter() - t0
-    t1 = time.perf_counter()
-    cv = select_cv(model, base, ident, demos=demos, n_folds=4)
-    t_cv = time.perf_counter() - t1
-    print("cv setting", cv.setting, f"identify {t_ident:.0f} s, cv {t_cv:.0f} s", flush=True)
-    variants = {label: (rescore(base, **s) if s else base) for label, s in FIXED.items()}
-    variants[f"CV-chosen ({', '.join(f'{k}={v}' for k, v in cv.setting.items())})"] = cv.result
-    rows = {label: effects(model, r, held, demos, args.n_random) for label, r in variants.items()}
+    if old is not None:  # the CV choice and its rows as recorded; only new fixed settings are evaluated
+        t_cv, setting, cv_table = old["cv_s"], old["cv_setting"], old["cv_table"]
+        rows = dict(old["variants"])
+        for label, s in FIXED.items():
+            if label not in rows:
+                rows[label] = effects(model, rescore(base, **s), held, demos, args.n_random)
+    else:
+        t1 = time.perf_counter()
+        cv = select_cv(model, base, ident, demos=demos, n_folds=4)
+        t_cv = time.perf_counter() - t1
+        setting, cv_table = cv.setting, cv.to_markdown()
+        print("cv setting", setting, f"identify {t_ident:.0f} s, cv {t_cv:.0f} s", flush=True)
+        variants = {label: rescore(base, **s) for label, s in FIXED.items()}
+        variants[f"CV-chosen ({', '.join(f'{k}={v}' for k, v in setting.items())})"] = cv.result
+        rows = {label: effects(model, r, held, demos, args.n_random) for label, r in variants.items()}
     out = {
         "task": args.task,
         "n_identify": len(ident),
         "n_heldout": len(held),
         "identify_s": t_ident,
         "cv_s": t_cv,
-        "cv_setting": cv.setting,
-        "cv_table": cv.to_markdown(),
+        "cv_setting": setting,
+        "cv_table": cv_table,
         "variants": rows,
         "versions": __import__("tl_neuronllm.pipeline", fromlist=["_versions"])._versions(),
         "date": time.strftime("%Y-%m-%d"),
     }
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    (Path(args.out) / f"cv_real_{args.task}.json").write_text(json.dumps(out, indent=1, default=str))
+    old_path.write_text(json.dumps(out, indent=1, default=str))
     f = lambda d: "n/a" if d is None else f"{d['d_gold']:+.3f} [{d['d_gold_ci'][0]:+.2f}, {d['d_gold_ci'][1]:+.2f}]"
     md = [
         f"# select_cv on SmolLM2 / {args.task} (cloze, {len(ident)} identification, {len(held)} held-out items)",
         "",
-        f"Chosen on 4 folds of the identification items: {cv.setting} (identify {t_ident:.0f} s, CV {t_cv:.0f} s).",
+        f"Chosen on 4 folds of the identification items: {setting} (identify {t_ident:.0f} s, CV {t_cv:.0f} s).",
         "",
         "| setting | good / bad | " + " | ".join(CONDS) + " |",
         "|---|---|" + "---|" * len(CONDS),
     ]
     for label, r in rows.items():
         md.append(f"| {label} | {r['n_good']} / {r['n_bad']} | " + " | ".join(f(r[c]) for c in CONDS) + " |")
-    md += ["", "Held-out Δ gold probability [95% interval].", "", "## The CV table", "", cv.to_markdown(), ""]
+    md += ["", "Held-out Δ gold probability [95% interval].", "", "## The CV table", "", cv_table, ""]
     (Path(args.out) / f"cv_real_{args.task}.md").write_text("\n".join(md))
     print("\n".join(md))
 
