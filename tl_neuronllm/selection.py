@@ -13,8 +13,9 @@ them using the identification items only:
    first entry is the method's own, ``preset="paper"``), and re-form the sets from all identification items
    with it.
 
-On every benchmark task so far (three testbeds, SmolLM2 on CommonsenseQA, OpenBookQA and BoolQ; README) it
-chose z = 10% with no filter, which is therefore ``identify``'s default since 0.5.0.
+Where the model has the skill (three testbeds, SmolLM2 on CommonsenseQA) it chose z = 10% with no filter,
+``identify``'s default since 0.5.0; where SmolLM2 is at chance (OpenBookQA, BoolQ) the validated effects are
+noise-sized and it chose other settings (README, issue 12 section).
 
 The held-out split is never an argument, so it cannot be touched.
 """
