@@ -299,3 +299,48 @@ def test_evaluate_k_override_and_positions_all(native_setup):
     )
     assert ev_all.config["eval"]["engine"] == "full"
     assert ev_all.row("suppress_good").available
+
+
+def test_evaluate_many_equals_evaluate_of_each_result(native_setup, monkeypatch):
+    """Several results in one pass: every row equals evaluate of that result alone (float rounding), the
+    baseline and identical conditions run once, and results rendered differently are refused."""
+    import importlib
+
+    from tl_neuronllm import evaluate_many, rescore
+
+    ev_mod = importlib.import_module("tl_neuronllm.evaluate")  # the package's `evaluate` is the function
+
+    model, result, held, demo = native_setup
+    task, fmt = token_task(36)
+    ident = task.split(12, 20, n_demo=2, seed=0)[0]
+    full = identify(model, ident, k=8, demos=demo, token_format=fmt, steps=2, progress=False, keep_attributions=True)
+    others = [rescore(full, z=0.01, ambiguity=0.0), rescore(full, k=4)]
+    results = [result, *others, result]  # the first and last are the same sets
+    seen: list[int] = []
+    run = ev_mod.run_conditions
+
+    def counting(adapter, queries, conditions, **kw):
+        seen.append(len(conditions))
+        return run(adapter, queries, conditions, **kw)
+
+    monkeypatch.setattr(ev_mod, "run_conditions", counting)
+    many = evaluate_many(model, results, held, demos=demo, n_random=2, n_boot=100, progress=False)
+    one_pass = seen[-1]
+    singles = [evaluate(model, r, held, demos=demo, n_random=2, n_boot=100, progress=False) for r in results]
+    per_result = seen[-1]  # 1 baseline + 4 interventions x (identified + 2 random)
+    assert len(seen) == 5 and per_result == 1 + 4 * 3
+    assert per_result < one_pass < 3 * per_result  # the baseline once; the repeated result's conditions once
+    for m, s in zip(many, singles):
+        assert [r.name for r in m.rows] == [r.name for r in s.rows]
+        for rm, rs in zip(m.rows, s.rows):
+            assert rm.available == rs.available and rm.predictions == rs.predictions
+            for key, v in rs.metrics.items():
+                assert rm.metrics[key] == pytest.approx(v, abs=1e-6), (rm.name, key)
+            assert (rm.n_good, rm.n_bad) == (rs.n_good, rs.n_bad)
+    # the repeated result reads the same probabilities (json: its NaN RCC compares equal as text)
+    assert json.dumps(many[0].to_dict()["rows"]) == json.dumps(many[-1].to_dict()["rows"])
+    with pytest.raises(ValueError, match="non-empty list"):
+        evaluate_many(model, [], held, demos=demo, progress=False)
+    letter_first = identify(model, ident, k=8, demos=demo, token_format=fmt, steps=1, n_proxies=2, progress=False)
+    with pytest.raises(ValueError, match=r"results\[1\] was identified with other prompt options"):
+        evaluate_many(model, [result, letter_first], held, demos=demo, progress=False)

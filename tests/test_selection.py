@@ -63,8 +63,9 @@ def test_select_cv_equals_a_naive_fold_loop(setup, tmp_path):
                 allow_overlap=True,
             )
             e = cv.effects[s][f]
-            assert e["d_gold_good"] == pytest.approx(ev.row("suppress_good").delta["gold_prob"], abs=1e-9)
-            assert e["d_gold_bad"] == pytest.approx(ev.row("suppress_bad").delta["gold_prob"], abs=1e-9)
+            # select_cv evaluates a fold's settings in one pass (evaluate_many): other batches, float rounding
+            assert e["d_gold_good"] == pytest.approx(ev.row("suppress_good").delta["gold_prob"], abs=1e-6)
+            assert e["d_gold_bad"] == pytest.approx(ev.row("suppress_bad").delta["gold_prob"], abs=1e-6)
             assert e["objective"] == pytest.approx(-e["d_gold_good"] + e["d_gold_bad"])
             assert (e["n_good"], e["n_bad"]) == (len(r.good), len(r.bad))
     means = [sum(e["objective"] for e in eff) / 3 for eff in cv.effects]

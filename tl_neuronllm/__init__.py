@@ -19,7 +19,7 @@ from typing import Any
 from .adapter import ModelError
 from .compare import Comparison, compare, shared_vs_specific
 from .config import IdentifyConfig
-from .evaluate import EvalConfig, EvalResult, evaluate
+from .evaluate import EvalConfig, EvalResult, evaluate, evaluate_many
 from .explain import Explanation, NeuronExplanation, explain
 from .html_report import report_html
 from .interventions import Intervention, intervene, make_hooks
@@ -74,6 +74,7 @@ __all__ = [
     "__version__",
     "compare",
     "evaluate",
+    "evaluate_many",
     "explain",
     "identify",
     "intervene",

@@ -366,28 +366,92 @@ def evaluate(
         TaskError: overlapping items or demos, malformed tasks.
         ValueError: a result for another model shape, bad options.
     """
+    return evaluate_many(
+        model, [result], heldout, demos=demos, config=config, progress=progress, allow_overlap=allow_overlap, **options
+    )[0]
+
+
+def _prompt_key(icfg: IdentifyConfig) -> tuple[Any, ...]:
+    """What decides how a result's held-out questions are rendered and where its neurons are hooked."""
+    return (icfg.prompt, icfg.augment, icfg.hook)
+
+
+def _condition_key(c: Condition) -> tuple[Any, ...]:
+    return (c.name, tuple(sorted(c.neurons.items())), c.factor, c.positions)
+
+
+def evaluate_many(
+    model: HookedModel,
+    results: Sequence[NeuronResult],
+    heldout: Task,
+    *,
+    demos: Task | Sequence[Item] | None = None,
+    config: EvalConfig | None = None,
+    progress: bool = True,
+    allow_overlap: bool = False,
+    **options: Any,
+) -> list[EvalResult]:
+    """:func:`evaluate` of several results on the same held-out items in one pass.
+
+    The questions are rendered and their baseline run once, and every result's conditions run together
+    (identical conditions, e.g. two settings that form the same set, once). Each returned
+    :class:`EvalResult` equals ``evaluate`` of that result alone up to float rounding (the forwards are
+    batched differently); ``seconds`` is the whole pass's.
+
+    Args:
+        model, heldout, demos, config, progress, allow_overlap, **options: As for :func:`evaluate`.
+        results: Results identified with the same prompt options and hook (mode, shots, proxies,
+            permutations, seed, ...), e.g. re-formings of one run by :func:`tl_neuronllm.rescore`.
+
+    Returns:
+        One :class:`EvalResult` per result, in order.
+
+    Raises:
+        ValueError: no results, results whose prompt options or hook differ (naming the first such one), a
+            result for another model shape, bad options.
+        TaskError: overlapping items or demos, malformed tasks.
+    """
     cfg = EvalConfig.from_options(config, **options)
     if not isinstance(heldout, Task):
         raise TaskError(f"heldout must be a tl_neuronllm.Task, got {type(heldout).__name__}")
+    if isinstance(results, NeuronResult) or not results:
+        raise ValueError("results must be a non-empty list of NeuronResult (use evaluate for one result)")
     t0 = time.perf_counter()
-    result._check_model(model)
-    if cfg.k is not None:
-        result = result.with_k(cfg.k)
-    icfg = result.identify_config()
+    results = [r.with_k(cfg.k) if cfg.k is not None else r for r in results]
+    for r in results:
+        r._check_model(model)
+    icfg = results[0].identify_config()
+    for i, r in enumerate(results[1:], 1):
+        if _prompt_key(r.identify_config()) != _prompt_key(icfg):
+            raise ValueError(
+                f"results[{i}] was identified with other prompt options or hook than results[0]; "
+                "evaluate_many renders the questions once, so evaluate it separately"
+            )
     prep = prepare(model, heldout, icfg, demos=demos)  # tokenizer only: errors before any model time
     adapter, scored, demo_items = prep.adapter, prep.task, prep.demo_items
     if not allow_overlap:
-        _check_disjoint(result, scored, demo_items)
-    plan = plan_conditions(
-        result, cfg.interventions, factor=cfg.factor, positions=cfg.positions, n_random=cfg.n_random, seed=cfg.seed
-    )
+        for r in results:
+            _check_disjoint(r, scored, demo_items)
+    plans = [
+        plan_conditions(
+            r, cfg.interventions, factor=cfg.factor, positions=cfg.positions, n_random=cfg.n_random, seed=cfg.seed
+        )
+        for r in results
+    ]
+    unique: dict[tuple[Any, ...], int] = {}  # identical conditions of several results run once
+    conditions: list[Condition] = []
+    for plan in plans:
+        for c in plan.conditions:
+            if _condition_key(c) not in unique:
+                unique[_condition_key(c)] = len(conditions)
+                conditions.append(c)
     qs = _Questions.of(list(prep.queries), cfg)
     with preserved_model_state(model), torch.no_grad():
         adapter.check_widths()
         probs = run_conditions(
             adapter,
             qs.queries,
-            plan.conditions,
+            conditions,
             engine=cfg.resolved_engine,
             batch_size=cfg.batch_size,
             memory_budget_mb=cfg.memory_budget_mb,
@@ -395,17 +459,26 @@ def evaluate(
         )
     ids = [it.id for it in scored.items]
     check_finite_probs([[p] for p in probs[0]], [ids[i] for i in qs.item_of], "evaluate (baseline)")
-    return EvalResult(
-        rows=_score_rows(plan, probs, qs, cfg),
-        task=scored.name,
-        mode=icfg.mode,
-        n_items=qs.n_items,
-        n_queries=len(qs.queries),
-        letters=list(LETTERS[: qs.n_options]),
-        config=_run_config(cfg, icfg, adapter, scored, demo_items),
-        result_info=_result_info(result),
-        seconds=time.perf_counter() - t0,
-    )
+    seconds = time.perf_counter() - t0
+    run_config = _run_config(cfg, icfg, adapter, scored, demo_items)
+    out = []
+    for r, plan in zip(results, plans):
+        mine = [probs[unique[_condition_key(c)]] for c in plan.conditions]
+        rc = {**run_config, "identify": r.identify_config().to_dict()}
+        out.append(
+            EvalResult(
+                rows=_score_rows(plan, mine, qs, cfg),
+                task=scored.name,
+                mode=icfg.mode,
+                n_items=qs.n_items,
+                n_queries=len(qs.queries),
+                letters=list(LETTERS[: qs.n_options]),
+                config=rc,
+                result_info=_result_info(r),
+                seconds=seconds,
+            )
+        )
+    return out
 
 
 __all__ = [
@@ -424,6 +497,7 @@ __all__ = [
     "bootstrap_ci",
     "bootstrap_indices",
     "evaluate",
+    "evaluate_many",
     "identify_config_of",
     "letter_counts",
     "matched_random_sets",

@@ -163,8 +163,12 @@ def _fold_effects(
     opts: dict[str, Any],
     progress: bool,
 ) -> list[list[dict[str, float]]]:
-    """Per setting and fold: the suppression effects on the fold's items of the sets re-formed on the other folds."""
-    from .evaluate import evaluate
+    """Per setting and fold: the suppression effects on the fold's items of the sets re-formed on the other folds.
+
+    Every setting of a fold is evaluated in one pass (:func:`tl_neuronllm.evaluate.evaluate_many`: the
+    baseline once, identical sets once).
+    """
+    from .evaluate import evaluate_many
     from .pipeline import rescore
 
     n = len(ident)
@@ -172,9 +176,9 @@ def _fold_effects(
     for f, held_idx in enumerate(folds):
         train = [i for i in range(n) if i not in set(held_idx)]
         fold_task = ident.subset(list(held_idx), name=f"{ident.name}:fold{f}")
-        for s, setting in enumerate(settings):
-            fold_res = rescore(result, items=train, **setting)
-            ev = evaluate(model, fold_res, fold_task, demos=demo_items, progress=progress, **opts)
+        fold_results = [rescore(result, items=train, **setting) for setting in settings]
+        evs = evaluate_many(model, fold_results, fold_task, demos=demo_items, progress=progress, **opts)
+        for s, (fold_res, ev) in enumerate(zip(fold_results, evs)):
             row_g, row_b = ev.row("suppress_good"), ev.row("suppress_bad")
             dg = row_g.delta.get("gold_prob", 0.0) if row_g.available else 0.0
             db = row_b.delta.get("gold_prob", 0.0) if row_b.available else 0.0
