@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -387,7 +388,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     torch.set_num_threads(1)
     meta = run_meta()
-    only = {m for m in args.methods.split(",") if m}
+    only = {m.strip() for m in re.split(r",(?![^()]*\))", args.methods) if m.strip()}  # commas inside (...) stay
     t_start = time.perf_counter()
     runs = testbed_runs([t for t in args.testbeds.split(",") if t], args.instances, args.k, args.n_random, only)
     if args.real:
