@@ -26,7 +26,7 @@ DEFAULTS: dict[str, Any] = {
     "steps": 4,
     "ig_rule": "gauss",
     "k": 500,
-    "z": 0.1,  # with no filter: the setting select_cv chose on every benchmark task (method: 0.01 and 0)
+    "z": 0.1,  # with no filter: what select_cv chose where the model has the skill (the method: 0.01 and 0)
     "ambiguity": None,
     "split_seed": 0,
     "seed": 0,

@@ -41,7 +41,8 @@ class IdentifyConfig:
         layers: Layers to score (default all).
         candidates, z, tau, ambiguity: Per-item candidate sets and ambiguity filter (:class:`ScoringConfig`).
             Default z = 10% and no filter: the setting cross-validation (:func:`tl_neuronllm.select_cv`)
-            chose on every benchmark task; ``preset="paper"`` gives the method's z = 1% and strict filter.
+            chose on every benchmark task where the model has the skill; ``preset="paper"`` gives the method's
+            z = 1% and strict filter.
         seed: Seed for permutations and the demo choice.
         batch_size: Items per scoring batch (and prompts per forward for grad_x_act / activation).
         chunk_rows: IG continuation rows per forward (default: from ``memory_budget_mb``).
@@ -173,8 +174,9 @@ class IdentifyConfig:
 
 #: Named base configs of :func:`identify`. ``"default"``: the shipped defaults. ``"paper"``: the method's own
 #: fixed values as reconstructed in the method notes (z = 1% per item, strict ambiguity filter, 16 Riemann IG
-#: steps); the shipped default replaces the selection knobs with what cross-validation chose on every
-#: benchmark task (z = 10%, no filter) and the quadrature with 8 Gauss-Legendre steps.
+#: steps); the shipped default replaces the selection knobs with what cross-validation chose wherever the model
+#: has the skill (z = 10%, no filter; README, "Cross-validated selection on SmolLM2") and the quadrature with 8
+#: Gauss-Legendre steps.
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
     "paper": {"z": 0.01, "ambiguity": 0.0, "steps": 16, "ig_rule": "riemann"},

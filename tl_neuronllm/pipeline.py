@@ -302,7 +302,8 @@ def identify(
         config: A base :class:`IdentifyConfig`; ``options`` override its fields.
         preset: A named base config instead of ``config`` (:data:`tl_neuronllm.config.PRESETS`):
             ``"paper"`` for the method's fixed values (z = 1%, strict ambiguity filter, 16 Riemann steps);
-            the default is z = 10% with no filter, the setting cross-validation chose on every benchmark task.
+            the default is z = 10% with no filter, the setting cross-validation chose wherever the model has
+            the skill.
         **options: Any :class:`IdentifyConfig` field, e.g. ``method="grad_x_act"``, ``steps=8``,
             ``mode="cloze"``, ``n_proxies=4``, ``z=0.005``.
 

@@ -41,7 +41,8 @@ class ScoringConfig:
         ambiguity: ``0.0`` strict (any neuron both good and bad candidate is dropped), ``rho`` in
             (0, 0.5] drops it only when the minority sign has at least ``rho`` of its memberships,
             ``None`` (default) disables the filter; the method's value is ``0.0``. The defaults are the setting
-            cross-validation chose on every benchmark task (README, "A default chosen by cross-validation").
+            cross-validation chose wherever the model has the skill (README, "Cross-validated selection on
+            SmolLM2").
     """
 
     candidates: Literal["topk", "threshold"] = "topk"

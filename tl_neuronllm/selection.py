@@ -13,9 +13,9 @@ them using the identification items only:
    first entry is the method's own, ``preset="paper"``), and re-form the sets from all identification items
    with it.
 
-Where the model has the skill (three testbeds, SmolLM2 on CommonsenseQA) it chose z = 10% with no filter,
-``identify``'s default since 0.5.0; where SmolLM2 is at chance (OpenBookQA, BoolQ) the validated effects are
-noise-sized and it chose other settings (README, issue 12 section).
+Where the model has the skill (five testbeds, SmolLM2 on CommonsenseQA) it chose no filter, with z = 10% on
+all but one testbed (5%): that is ``identify``'s default since 0.5.0. Where SmolLM2 is at chance (OpenBookQA,
+BoolQ) the validated effects are noise-sized and it chose other settings (README, issue 12 section).
 
 The held-out split is never an argument, so it cannot be touched.
 """
