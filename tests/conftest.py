@@ -8,7 +8,10 @@ TL 2.x/3.x: ``HookedTransformer`` (TL KV cache), with and without a tokenizer.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import os
+from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
@@ -64,6 +67,16 @@ WORDS = (
         "?",
     ]
 )
+
+
+def load_benchmark(name: str) -> ModuleType:
+    """A script of benchmarks/ (not a package) imported as a module, e.g. ``load_benchmark("family_verdict")``."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def has_bridge() -> bool:

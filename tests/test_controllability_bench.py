@@ -3,25 +3,18 @@ attribution run and equal fresh identify runs, and the md / json / png come out 
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
+from conftest import load_benchmark
 
 from tl_neuronllm import identify
 from tl_neuronllm.testbed import load_testbed
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "controllability.py"
-
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("controllability_bench", BENCH)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("controllability")
 
 
 @pytest.mark.slow
@@ -220,10 +213,7 @@ def test_testbed_runs_train_one_config_seed_per_instance(monkeypatch):
 
 
 def test_testbed_repro_run_specs():
-    spec = importlib.util.spec_from_file_location("testbed_repro", BENCH.parent / "testbed_repro.py")
-    assert spec is not None and spec.loader is not None
-    repro = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(repro)
+    repro = load_benchmark("testbed_repro")
     assert repro.parse_runs("a:1, b:2:X=1+Y=avx2") == [("a", 1, {}), ("b", 2, {"X": "1", "Y": "avx2"})]
     assert [r[1] for r in repro.parse_runs(repro.DEFAULT_RUNS)] == [1, 1, 2, 2, 1, 1]
     with pytest.raises(ValueError, match="is not ENV=VALUE"):

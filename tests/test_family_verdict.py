@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "family_verdict.py"
+from conftest import load_benchmark
 
 
 def _fv():
-    spec = importlib.util.spec_from_file_location("family_verdict", BENCH)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("family_verdict")
 
 
 def _method(name, good, bad=None, random_bad=0.0):
