@@ -146,3 +146,32 @@ def test_z_ambiguity_and_rescoring_from_kept_attributions(tmp_path, capsys):
         with pytest.raises(SystemExit):
             cli.main(["identify", *TINY, "--out", str(out2), "--ambiguity", bad])
         assert f"ambiguity must be a number in [0, 0.5] or 'none', got '{bad}'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_select_cv_flag_reforms_the_sets_with_the_chosen_setting(tmp_path, capsys):
+    from tl_neuronllm import rescore
+    from tl_neuronllm.selection import CVSelection
+
+    kept_dir, cv_dir = tmp_path / "kept", tmp_path / "cv"
+    assert cli.main(["identify", *TINY, "--out", str(kept_dir), "--quiet", "--keep-attributions"]) == 0
+    # --z 5 (a count) is in no grid setting, so a result saved without re-forming would show it
+    assert cli.main(["identify", *TINY, "--out", str(cv_dir), "--quiet", "--select-cv", "--z", "5"]) == 0
+    kept = NeuronResult.load(kept_dir / "result")
+    chosen = NeuronResult.load(cv_dir / "result")
+    sel = CVSelection.load(cv_dir / "selection")
+    assert sel.result is None and len(sel.folds) == 4 and len(sel.effects) == len(sel.grid)
+    # the saved sets are the full run's attributions re-formed with the chosen setting (same IG run)
+    want = rescore(kept, **sel.setting)
+    assert chosen.good == want.good and chosen.bad == want.bad
+    assert chosen.attributions is None  # kept only for the selection, as asked
+    assert chosen.config["z"] == sel.setting["z"] != 5 and chosen.config["ambiguity"] == sel.setting["ambiguity"]
+    run = json.loads((cv_dir / "run.json").read_text())
+    assert run["selection"]["setting"] == sel.setting
+    # the held-out evaluation of the chosen sets works as for any identify run
+    assert cli.main(["evaluate", "--out", str(cv_dir), "--no-progress", *EVAL]) == 0
+    # too few identification items for 4 folds: refused before the model is built
+    capsys.readouterr()
+    bad = [a if a != "12" else "3" for a in TINY]
+    assert cli.main(["identify", *bad, "--out", str(tmp_path / "few"), "--quiet", "--select-cv"]) == 2
+    assert "--select-cv needs at least 4 identification items (4 folds), got 3" in capsys.readouterr().err

@@ -23,6 +23,7 @@ identification run set aside.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -39,6 +40,8 @@ from .cli_args import UNSET, build_parser, parse_num
 
 RUN_JSON = "run.json"
 RESULT_DIR = "result"
+SELECTION_DIR = "selection"
+CV_FOLDS = 4  # --select-cv
 
 
 # ------------------------------------------------------------------------------------------------
@@ -179,6 +182,10 @@ def cmd_identify(args: argparse.Namespace, model: Any = None) -> tuple[Any, Any,
         load_model(args.model)  # raises the "unknown model" message without building anything
     task = load_task(args.task, cache=args.cache)
     ident, held, demo = split_task(task, run)
+    if args.select_cv and len(ident) < CV_FOLDS:
+        raise ValueError(
+            f"--select-cv needs at least {CV_FOLDS} identification items ({CV_FOLDS} folds), got {len(ident)}"
+        )
     model = model if model is not None else load_model(args.model, cache=args.cache)
     _say(
         args,
@@ -191,9 +198,11 @@ def cmd_identify(args: argparse.Namespace, model: Any = None) -> tuple[Any, Any,
         k=parse_num(args.k),
         demos=demo,
         progress=args.progress,
-        keep_attributions=args.keep_attributions,
+        keep_attributions=args.keep_attributions or args.select_cv,
         **options,
     )
+    if args.select_cv:
+        result = _select_cv(args, model, result, ident, demo, out, run)
     result.save(out / RESULT_DIR)
     run["identify_seconds"] = time.perf_counter() - t0
     run["n_heldout_available"] = 0 if held is None else len(held)
@@ -205,6 +214,24 @@ def cmd_identify(args: argparse.Namespace, model: Any = None) -> tuple[Any, Any,
         f"{result.stats.get('consistent_accuracy', float('nan')):.3f}; saved {out / RESULT_DIR}",
     )
     return model, result, run
+
+
+def _select_cv(
+    args: argparse.Namespace, model: Any, result: Any, ident: Any, demo: Any, out: Path, run: dict[str, Any]
+) -> Any:
+    """``--select-cv``: the sets re-formed with the setting chosen on folds of the identification items."""
+    from .selection import select_cv
+
+    _say(args, f"select_cv: {CV_FOLDS} folds of the {len(ident)} identification items")
+    cv = select_cv(model, result, ident, demos=demo, n_folds=CV_FOLDS, progress=args.progress)
+    dataclasses.replace(cv, result=None).save(out / SELECTION_DIR)
+    run["selection"] = {"method": "cv", "setting": cv.setting, "n_folds": CV_FOLDS}
+    _say(args, f"select_cv chose {cv.setting}; table in {out / SELECTION_DIR / 'selection.json'}")
+    chosen = cv.result
+    assert chosen is not None  # select_cv always returns the re-formed result
+    if not args.keep_attributions:  # kept only for the selection
+        chosen = dataclasses.replace(chosen, attributions=None, proxy_mask=None)
+    return chosen
 
 
 def _run_record(args: argparse.Namespace) -> dict[str, Any]:

@@ -178,6 +178,12 @@ def _identify_args(p: argparse.ArgumentParser) -> None:
         help="ambiguity filter: 0 strict (the method's), rho in (0, 0.5], or none (default)",
     )
     p.add_argument(
+        "--select-cv",
+        action="store_true",
+        help="choose --z and --ambiguity per task with select_cv on 4 folds of the identification items (forward "
+        "passes only; held-out items untouched); writes selection/selection.json",
+    )
+    p.add_argument(
         "--keep-attributions",
         action="store_true",
         help="keep per-item attributions in the result so `evaluate --z/--ambiguity` can re-form the sets",
