@@ -46,14 +46,14 @@ def main() -> None:
     from captum.attr import IntegratedGradients
 
     from tl_neuronllm import Task
-    from tl_neuronllm.adapter import preserved_model_state
-    from tl_neuronllm.answers import letter_scores, target_fn
-    from tl_neuronllm.attribution import ig_fast
-    from tl_neuronllm.config import IdentifyConfig
-    from tl_neuronllm.pipeline import _versions
-    from tl_neuronllm.prepare import prepare
-    from tl_neuronllm.real_tasks import load_real_task_records
-    from tl_neuronllm.smollm2 import load_smollm2
+    from tl_neuronllm.attribution.kernels import ig_fast
+    from tl_neuronllm.config.identify import IdentifyConfig
+    from tl_neuronllm.data.real_tasks import load_real_task_records
+    from tl_neuronllm.data.smollm2 import load_smollm2
+    from tl_neuronllm.model.adapter import preserved_model_state
+    from tl_neuronllm.model.answers import letter_scores, target_fn
+    from tl_neuronllm.pipeline.identify import _versions
+    from tl_neuronllm.pipeline.prepare import prepare
 
     model = load_smollm2()
     task = Task.from_records(load_real_task_records("mmlu"), name="mmlu").subset(range(60))

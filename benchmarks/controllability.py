@@ -291,7 +291,7 @@ def testbed_runs(names: list[str], instances: int, k: int, n_random: int, only: 
     """Every method on ``instances`` independently trained copies of each testbed (config seeds 0 .. N-1)."""
     from dataclasses import replace
 
-    from tl_neuronllm.testbed import TESTBEDS, load_testbed
+    from tl_neuronllm.studies.testbed import TESTBEDS, load_testbed
 
     runs = []
     for name in names:
@@ -321,8 +321,8 @@ def testbed_runs(names: list[str], instances: int, k: int, n_random: int, only: 
 
 def real_runs(args: argparse.Namespace, only: set[str]) -> list[dict[str, Any]]:
     """SmolLM2 on the real tasks, letter and cloze."""
-    from tl_neuronllm.real_tasks import load_real_task
-    from tl_neuronllm.smollm2 import load_smollm2
+    from tl_neuronllm.data.real_tasks import load_real_task
+    from tl_neuronllm.data.smollm2 import load_smollm2
 
     model = load_smollm2()
     settings = {

@@ -47,8 +47,8 @@ COMMON = {"steps": 2, "ig_rule": "gauss", "kv_cache": "auto"}
 
 
 def load(n_ident: int, n_held: int) -> tuple[Any, dict[str, tuple[Any, Any, Any]]]:
-    from tl_neuronllm.real_tasks import load_real_task
-    from tl_neuronllm.smollm2 import load_smollm2
+    from tl_neuronllm.data.real_tasks import load_real_task
+    from tl_neuronllm.data.smollm2 import load_smollm2
 
     model = load_smollm2()
     splits = {name: load_real_task(name).split(n_ident, n_held, n_demo=1, seed=0) for name in TASKS}
@@ -57,11 +57,11 @@ def load(n_ident: int, n_held: int) -> tuple[Any, dict[str, tuple[Any, Any, Any]
 
 def probe(args: argparse.Namespace) -> None:
     """Accuracy of the plain model on IMDB / BoolQ under a few prompt formats (forward passes only)."""
-    from tl_neuronllm.answers import predict
-    from tl_neuronllm.config import IdentifyConfig
-    from tl_neuronllm.prepare import prepare
-    from tl_neuronllm.real_tasks import load_real_task
-    from tl_neuronllm.smollm2 import load_smollm2
+    from tl_neuronllm.config.identify import IdentifyConfig
+    from tl_neuronllm.data.real_tasks import load_real_task
+    from tl_neuronllm.data.smollm2 import load_smollm2
+    from tl_neuronllm.model.answers import predict
+    from tl_neuronllm.pipeline.prepare import prepare
 
     model = load_smollm2()
     out = []
@@ -161,8 +161,8 @@ def main() -> None:
 def compare_all(args: argparse.Namespace) -> None:
     """Overlap table + heatmap, the shared-vs-specific intervention check, stability curves."""
     from tl_neuronllm import NeuronResult, compare, shared_vs_specific
-    from tl_neuronllm.pipeline import _versions
-    from tl_neuronllm.stability import curve_markdown, stability_curve
+    from tl_neuronllm.pipeline.identify import _versions
+    from tl_neuronllm.studies.stability import curve_markdown, stability_curve
 
     out = Path(args.out)
     names = [n for n in TASKS if (out / n / "result").is_dir()]

@@ -63,8 +63,8 @@ def main() -> None:
     old_path = Path(args.out) / f"cv_real_{args.task}.json"
     old = json.loads(old_path.read_text()) if args.update else None
     torch.set_num_threads(1)
-    from tl_neuronllm.real_tasks import load_real_task
-    from tl_neuronllm.smollm2 import load_smollm2
+    from tl_neuronllm.data.real_tasks import load_real_task
+    from tl_neuronllm.data.smollm2 import load_smollm2
 
     model = load_smollm2()
     task = load_real_task(args.task)
@@ -97,7 +97,7 @@ def main() -> None:
         "cv_setting": setting,
         "cv_table": cv_table,
         "variants": rows,
-        "versions": __import__("tl_neuronllm.pipeline", fromlist=["_versions"])._versions(),
+        "versions": __import__("tl_neuronllm.pipeline.identify", fromlist=["_versions"])._versions(),
         "date": time.strftime("%Y-%m-%d"),
     }
     Path(args.out).mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,7 @@ Per testbed (split ``tb.splits(0)``): exact IG (the method's defaults, 3 proxies
 filter), the hand-picked setting of the controllability benchmark (z = 0.05, rho = 0.25), no filter
 (z = 0.05), and the setting :func:`tl_neuronllm.select_cv` chooses on 4 folds of the identification items
 (objective ``both``; the held-out split is not passed to it). Each is evaluated on the held-out items (5
-matched random sets). Stability: :func:`tl_neuronllm.stability.stability_curve` of the default and the
+matched random sets). Stability: :func:`tl_neuronllm.studies.stability.stability_curve` of the default and the
 CV-chosen setting over the number of identification items. Writes ``cv_selection.{md,json}``.
 """
 
@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from tl_neuronllm import evaluate, identify, rescore, select_cv
-from tl_neuronllm.stability import curve_markdown, stability_curve
+from tl_neuronllm.studies.stability import curve_markdown, stability_curve
 
 FIXED = {
     "paper defaults (z=0.01, strict)": {"z": 0.01, "ambiguity": 0.0},
@@ -60,7 +60,7 @@ def main() -> None:
     ap.add_argument("--out", default="benchmarks/results/cv_selection")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    from tl_neuronllm.testbed import load_testbed
+    from tl_neuronllm.studies.testbed import load_testbed
 
     runs, curves = [], {}
     for name in [t for t in args.testbeds.split(",") if t]:
@@ -108,7 +108,7 @@ def main() -> None:
             {
                 "runs": runs,
                 "stability": {k: [s.summary() for s in v] for k, v in curves.items()},
-                "versions": __import__("tl_neuronllm.pipeline", fromlist=["_versions"])._versions(),
+                "versions": __import__("tl_neuronllm.pipeline.identify", fromlist=["_versions"])._versions(),
                 "date": time.strftime("%Y-%m-%d"),
             },
             indent=1,

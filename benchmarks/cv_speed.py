@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from tl_neuronllm import evaluate, evaluate_many, identify, rescore
-from tl_neuronllm.selection import DEFAULT_GRID, make_folds
+from tl_neuronllm.studies.selection import DEFAULT_GRID, make_folds
 
 
 def main() -> None:
@@ -28,9 +28,9 @@ def main() -> None:
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     args = ap.parse_args()
     torch.set_num_threads(1)
-    from tl_neuronllm.pipeline import _versions
-    from tl_neuronllm.real_tasks import load_real_task
-    from tl_neuronllm.smollm2 import load_smollm2
+    from tl_neuronllm.data.real_tasks import load_real_task
+    from tl_neuronllm.data.smollm2 import load_smollm2
+    from tl_neuronllm.pipeline.identify import _versions
 
     model = load_smollm2()
     ident, _, demos = load_real_task(args.task).split(24, 200, n_demo=1, seed=0)

@@ -26,7 +26,7 @@ def main() -> None:
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    from tl_neuronllm.smollm2 import load_smollm2
+    from tl_neuronllm.data.smollm2 import load_smollm2
 
     model = load_smollm2()
     load0 = os.getloadavg()

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import torch
 
-from tl_neuronllm.adapter import preserved_model_state
-from tl_neuronllm.attribution import ig_fast
-from tl_neuronllm.config import IdentifyConfig
-from tl_neuronllm.prepare import prepare
-from tl_neuronllm.testbed import load_testbed
+from tl_neuronllm.attribution.kernels import ig_fast
+from tl_neuronllm.config.identify import IdentifyConfig
+from tl_neuronllm.model.adapter import preserved_model_state
+from tl_neuronllm.pipeline.prepare import prepare
+from tl_neuronllm.studies.testbed import load_testbed
 
 RULES = [("riemann", 8), ("riemann", 16), ("gauss", 4), ("gauss", 8), ("gauss", 16)]
 

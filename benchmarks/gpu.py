@@ -124,10 +124,10 @@ def sync(device: torch.device) -> None:
 
 
 def bench_shape(name: str, shape: dict[str, Any], args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
-    from tl_neuronllm.adapter import preserved_model_state
-    from tl_neuronllm.config import IdentifyConfig
-    from tl_neuronllm.pipeline import run_scoring
-    from tl_neuronllm.prepare import prepare
+    from tl_neuronllm.config.identify import IdentifyConfig
+    from tl_neuronllm.model.adapter import preserved_model_state
+    from tl_neuronllm.pipeline.identify import run_scoring
+    from tl_neuronllm.pipeline.prepare import prepare
 
     dtype = getattr(torch, args.dtype)
     t0 = time.perf_counter()

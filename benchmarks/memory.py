@@ -55,12 +55,12 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
             out["n_queries"] = res.stats["n_queries"]
     else:
         from tl_neuronllm import Task
-        from tl_neuronllm.adapter import preserved_model_state
-        from tl_neuronllm.attribution import ig_fast
-        from tl_neuronllm.config import IdentifyConfig
-        from tl_neuronllm.prepare import prepare
-        from tl_neuronllm.real_tasks import load_real_task_records
-        from tl_neuronllm.smollm2 import load_smollm2
+        from tl_neuronllm.attribution.kernels import ig_fast
+        from tl_neuronllm.config.identify import IdentifyConfig
+        from tl_neuronllm.data.real_tasks import load_real_task_records
+        from tl_neuronllm.data.smollm2 import load_smollm2
+        from tl_neuronllm.model.adapter import preserved_model_state
+        from tl_neuronllm.pipeline.prepare import prepare
 
         model = load_smollm2()
         cfg = IdentifyConfig()

@@ -35,8 +35,8 @@ def main() -> None:
 
     import tl_neuronllm
     from tl_neuronllm import Task, evaluate, identify
-    from tl_neuronllm.real_tasks import load_real_task_records
-    from tl_neuronllm.smollm2 import load_smollm2
+    from tl_neuronllm.data.real_tasks import load_real_task_records
+    from tl_neuronllm.data.smollm2 import load_smollm2
 
     model = load_smollm2()
     task = Task.from_records(load_real_task_records(args.task), name=args.task)

@@ -1,6 +1,6 @@
 """Speed of the attribution methods, side by side on the same model and prompts.
 
-Measures, per proxy prompt (1-shot, 4 options, rendered by ``tl_neuronllm.prepare.prepare``):
+Measures, per proxy prompt (1-shot, 4 options, rendered by ``tl_neuronllm.pipeline.prepare.prepare``):
 
 * a plain forward pass of the prompt (no grad): the unit everything is compared with;
 * ``grad_x_act`` (one forward + one backward, all layers at once);
@@ -16,7 +16,7 @@ and reports items/second (an item is ``n_proxies`` prompts), the ratios against 
 forward) and the max relative score difference fast vs naive. Results go to ``speed.json`` and
 ``speed.md`` in ``--out``.
 
-    python benchmarks/speed.py                       # SmolLM2-135M (offline, see tl_neuronllm.smollm2)
+    python benchmarks/speed.py                       # SmolLM2-135M (offline, see tl_neuronllm.data.smollm2)
     python benchmarks/speed.py --model random        # random Llama of SmolLM2's shape
     python benchmarks/speed.py --old --gauss --threads 1
 
@@ -42,11 +42,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tl_neuronllm import Task
-from tl_neuronllm.adapter import ModelAdapter, preserved_model_state
-from tl_neuronllm.answers import full_rows
-from tl_neuronllm.attribution import grad_x_act, ig_fast, ig_naive
-from tl_neuronllm.config import IdentifyConfig
-from tl_neuronllm.prepare import prepare
+from tl_neuronllm.attribution.kernels import grad_x_act, ig_fast, ig_naive
+from tl_neuronllm.config.identify import IdentifyConfig
+from tl_neuronllm.model.adapter import ModelAdapter, preserved_model_state
+from tl_neuronllm.model.answers import full_rows
+from tl_neuronllm.pipeline.prepare import prepare
 
 TARGETS = {"fast_vs_naive_min": 50.0, "max_rel_diff": 1e-4, "fast_vs_forward_max": 10.0, "gxa_vs_forward_max": 3.0}
 
@@ -54,7 +54,7 @@ TARGETS = {"fast_vs_naive_min": 50.0, "max_rel_diff": 1e-4, "fast_vs_forward_max
 def load_model(kind: str, records: list[dict[str, Any]]) -> Any:
     """SmolLM2-135M-Instruct (``smollm2``) or a random Llama of its shape (``random``)."""
     if kind == "smollm2":
-        from tl_neuronllm.smollm2 import load_smollm2
+        from tl_neuronllm.data.smollm2 import load_smollm2
 
         return load_smollm2()
     return random_smollm2_shape(records)
@@ -156,7 +156,7 @@ def gauss_study(adapter: ModelAdapter, queries: list[Any], ref_steps: int) -> di
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", choices=("smollm2", "random"), default="smollm2")
-    ap.add_argument("--task", default="mmlu", help="real task (tl_neuronllm.real_tasks.load_real_task_records)")
+    ap.add_argument("--task", default="mmlu", help="real task (tl_neuronllm.data.real_tasks.load_real_task_records)")
     ap.add_argument("--items", type=int, default=4, help="items whose proxies are timed (fast IG, grad x act, forward)")
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument(
@@ -177,7 +177,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from tl_neuronllm.real_tasks import load_real_task_records
+    from tl_neuronllm.data.real_tasks import load_real_task_records
 
     records = load_real_task_records(args.task, limit=400)
     model = load_model(args.model, records)

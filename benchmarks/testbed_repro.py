@@ -64,7 +64,7 @@ def train_one(testbed: str, threads: int, folder: Path) -> None:
     sys.path.insert(0, str(Path(__file__).parent))
     import controllability as ctl
 
-    from tl_neuronllm.testbed import TESTBEDS, make_task, train_testbed
+    from tl_neuronllm.studies.testbed import TESTBEDS, make_task, train_testbed
 
     torch.set_num_threads(1)
     if os.environ.get("TORCH_MKLDNN") == "0":  # this script's switch: oneDNN off (no env var of torch's own)

@@ -40,7 +40,7 @@ def word_tokenizer(words: Sequence[str]) -> Any:
     from tokenizers.processors import TemplateProcessing
     from transformers import PreTrainedTokenizerFast
 
-    from tl_neuronllm.wheels import cache_dir
+    from tl_neuronllm.data.wheels import cache_dir
 
     vocab = [w for w in ("[PAD]", "[UNK]", "[BOS]") if w not in words] + [
         w for i, w in enumerate(words) if w not in words[:i]
@@ -89,8 +89,8 @@ def tiny_model() -> Any:
 
 def tiny_task_and_format() -> tuple[Any, Any]:
     """The synthetic token task of the tiny model (60 items) and its token format."""
-    from tl_neuronllm.proxies import TokenFormat
-    from tl_neuronllm.tasks import Task
+    from tl_neuronllm.data.tasks import Task
+    from tl_neuronllm.prompts.proxies import TokenFormat
 
     recs = [
         {
@@ -108,7 +108,7 @@ def tiny_task_and_format() -> tuple[Any, Any]:
 
 def register_cli() -> None:
     """Make ``--model tiny`` and ``--task synthetic`` known to the ``tl-neuronllm`` command of this process."""
-    from tl_neuronllm import cli
+    from tl_neuronllm.cli import app as cli
 
     cli.register_model(TINY_MODEL, lambda cache: tiny_model(), token_format=tiny_task_and_format()[1])
     cli.register_task(TINY_TASK, lambda cache: tiny_task_and_format()[0])

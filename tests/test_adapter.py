@@ -6,8 +6,8 @@ import torch
 from conftest import TEXT_KINDS, make_model, text_task, token_task
 
 from tl_neuronllm import ModelError, identify
-from tl_neuronllm.adapter import ModelAdapter, preserved_model_state
-from tl_neuronllm.answers import Query, predict
+from tl_neuronllm.model.adapter import ModelAdapter, preserved_model_state
+from tl_neuronllm.model.answers import Query, predict
 
 
 def test_hook_names_and_widths(any_model):
@@ -120,10 +120,10 @@ def test_identify_leaves_model_untouched(token_model, monkeypatch, where):
     model.hook_dict[user_hook].add_hook(lambda act, hook: fired.append(1))  # the user's own permanent hook
     snap = _snapshot(model)
     task, fmt = token_task(6)
-    import tl_neuronllm.pipeline as pl
+    import tl_neuronllm.pipeline.identify as pl
 
     if where == "attribution":
-        import tl_neuronllm.attribution as at
+        import tl_neuronllm.attribution.kernels as at
 
         orig = at.ig_fast
         calls = []
@@ -134,7 +134,7 @@ def test_identify_leaves_model_untouched(token_model, monkeypatch, where):
                 raise Boom("interrupted")
             return orig(*a, **k)
 
-        import tl_neuronllm.methods as mt
+        import tl_neuronllm.attribution.methods as mt
 
         monkeypatch.setattr(mt, "ig_fast", bad)
     elif where == "scoring":

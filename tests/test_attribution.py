@@ -5,10 +5,10 @@ import pytest
 import torch
 from conftest import has_bridge, make_model, text_task, token_task
 
-from tl_neuronllm.adapter import ModelAdapter
-from tl_neuronllm.answers import Query, full_rows, make_queries
-from tl_neuronllm.attribution import grad_x_act, ig_fast, ig_naive, ig_points
-from tl_neuronllm.proxies import AugmentConfig, PromptConfig, Renderer
+from tl_neuronllm.attribution.kernels import grad_x_act, ig_fast, ig_naive, ig_points
+from tl_neuronllm.model.adapter import ModelAdapter
+from tl_neuronllm.model.answers import Query, full_rows, make_queries
+from tl_neuronllm.prompts.proxies import AugmentConfig, PromptConfig, Renderer
 
 
 def queries_for(model, n_items=2):
@@ -102,7 +102,7 @@ def test_completeness_on_linear_path(token_model):
     ad, letter_q, _ = queries_for(token_model, 1)
     q = letter_q[0]
     ig, _, _ = ig_fast(ad, q, steps=24, rule="gauss")
-    from tl_neuronllm.answers import full_rows, full_scores, target_fn
+    from tl_neuronllm.model.answers import full_rows, full_scores, target_fn
 
     rows, site = full_rows(q)
     toks, _ = ad.pad_batch(rows)
@@ -129,7 +129,7 @@ def test_query_suffixes():
 def test_grad_x_act_batches_fit_the_memory_budget_and_equal_one_batch(monkeypatch):
     """Long prompts once sent 16 full rows with every layer's attention kept for the backward pass through one
     forward (IMDB on SmolLM2 was killed at 15 GB): batches are now sized by the memory model, exactly."""
-    import tl_neuronllm.attribution as A
+    import tl_neuronllm.attribution.kernels as A
 
     model = make_model("hf", True)
     ad, letter_q, cloze_q = queries_for(model, 3)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from _scaffold import RUN_CLI, tiny_cli_args
 
-from tl_neuronllm import cli
+from tl_neuronllm.cli import app as cli
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = tiny_cli_args(steps=1)

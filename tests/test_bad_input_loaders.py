@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tl_neuronllm import Task, TaskError
-from tl_neuronllm.tasks import item_from_record
+from tl_neuronllm.data.tasks import item_from_record
 
 
 def test_options_dict_or_set_is_refused():

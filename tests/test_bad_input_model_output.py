@@ -7,7 +7,7 @@ import torch
 from conftest import make_model, token_task
 
 from tl_neuronllm import ModelError, Task, TokenFormat, evaluate, identify
-from tl_neuronllm.answers import ContextLengthError
+from tl_neuronllm.model.answers import ContextLengthError
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import torch
 from conftest import make_model, token_task
 
 from tl_neuronllm import EvalConfig, IdentifyConfig, Intervention, ScoringConfig, evaluate, identify, rescore
-from tl_neuronllm.scoring import select
+from tl_neuronllm.scoring.ace import select
 from tl_neuronllm.validate import check_count_or_fraction
 
 

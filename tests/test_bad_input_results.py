@@ -10,7 +10,7 @@ from conftest import make_model, token_task
 from safetensors.torch import load_file, save_file
 
 from tl_neuronllm import NeuronResult, Task, TaskError, evaluate, identify
-from tl_neuronllm.result import ResultFileError
+from tl_neuronllm.result.neuron_result import ResultFileError
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Tests of tl_neuronllm.baselines: the registry, exact hand-built cases for QR-Neuron's common-neuron
+"""Tests of tl_neuronllm.attribution.baselines: the registry, exact hand-built cases for QR-Neuron's common-neuron
 filter and inverse cluster frequency, knowledge neurons' >= 50% refinement and the activation
 contrast (attributions monkeypatched to known tensors), and every baseline end to end through
 ``identify`` on the small trained testbed."""
@@ -9,15 +9,16 @@ import math
 import warnings
 from types import SimpleNamespace
 
+import helpers
 import pytest
 import torch
 
-from tl_neuronllm import baselines as bl
 from tl_neuronllm import identify
-from tl_neuronllm import methods as mt
-from tl_neuronllm.answers import Query
-from tl_neuronllm.pipeline import IdentifyConfig
-from tl_neuronllm.testbed import load_testbed
+from tl_neuronllm.attribution import baselines as bl
+from tl_neuronllm.attribution import methods as mt
+from tl_neuronllm.model.answers import Query
+from tl_neuronllm.pipeline.identify import IdentifyConfig
+from tl_neuronllm.studies.testbed import load_testbed
 
 NAMES = ("qr_neuron", "knowledge_neurons", "activation_contrast")
 
@@ -55,12 +56,12 @@ def test_registry():
     with pytest.raises(ValueError, match="method must be one of"):
         IdentifyConfig(method="no_such_method")
     with pytest.raises(ValueError, match="unknown baseline"):
-        bl.run_baseline("no_such_method", ADAPTER, [], IdentifyConfig())
+        helpers.run_baseline("no_such_method", ADAPTER, [], IdentifyConfig())
 
 
 def test_coarse_sets():
     ig = torch.tensor([[[1.0, 0.21, 0.2, -3.0]], [[-1.0, -0.5, 0.0, 0.0]]])
-    got = bl.coarse_sets(ig)
+    got = helpers.coarse_sets(ig)
     assert got[0, 0].tolist() == [True, True, False, False]  # strictly above 0.2 * max
     assert not got[1].any()  # no positive attribution: empty set
 
@@ -85,7 +86,7 @@ def test_qr_neuron_common_filter_and_icf(monkeypatch):
             table[(j, p)] = row
     calls = _fake_ig(monkeypatch, table, d)
     cfg = IdentifyConfig(steps=5)
-    out = bl.run_baseline("qr_neuron", ADAPTER, _queries([3] * N), cfg, progress=False)
+    out = helpers.run_baseline("qr_neuron", ADAPTER, _queries([3] * N), cfg, progress=False)
     assert all(c["target"] == "vocab_prob" and c["steps"] == 5 for c in calls) and len(calls) == 3 * N
     expected = torch.zeros(1, d)
     expected[0, 1] = (0.5 + 0.5) * math.log(N / 3) / N
@@ -102,7 +103,7 @@ def test_qr_neuron_common_filter_and_icf(monkeypatch):
 def test_qr_neuron_with_three_items_drops_everything():
     # with N = 3 clusters, one cluster is already > 30%: every clustered neuron is common
     igs = [torch.tensor([[[1.0, 0.5]]]), torch.tensor([[[0.2, 1.0]]]), torch.tensor([[[1.0, 0.0]]])]
-    scores, info = bl.qr_neuron_scores(igs)
+    scores, info = helpers.qr_neuron_scores(igs)
     assert (scores == 0).all() and info["n_common_dropped"] == 2
 
 
@@ -116,7 +117,7 @@ def test_knowledge_neurons_refinement(monkeypatch):
     for p in range(3):  # item 2: three prompts; 2 of 3 needed
         table[(2, p)] = [1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.6 if p < 2 else 0.0, 0.6 if p == 0 else 0.0]
     _fake_ig(monkeypatch, table, d)
-    out = bl.run_baseline("knowledge_neurons", ADAPTER, _queries([4, 4, 3]), IdentifyConfig(), progress=False)
+    out = helpers.run_baseline("knowledge_neurons", ADAPTER, _queries([4, 4, 3]), IdentifyConfig(), progress=False)
     expected = torch.zeros(1, d)
     expected[0, 0] = 1.0  # refined everywhere, mean 1.0
     expected[0, 1] = 0.25 / 3  # 2 of 4 prompts (= 50%): refined, mean 0.25
@@ -130,7 +131,7 @@ def test_knowledge_neurons_refinement(monkeypatch):
 
 
 def test_knowledge_neurons_single_prompt():
-    scores, _ = bl.knowledge_neuron_scores([torch.tensor([[[1.0, 0.3, 0.1]]])])
+    scores, _ = helpers.knowledge_neuron_scores([torch.tensor([[[1.0, 0.3, 0.1]]])])
     torch.testing.assert_close(scores, torch.tensor([[1.0, 0.3, 0.0]]))
 
 
@@ -150,7 +151,7 @@ def test_activation_contrast_exact(monkeypatch):
 
     monkeypatch.setattr(mt, "grad_x_act", fake)
     adapter = SimpleNamespace(n_layers=1, d_mlp=2)
-    out = bl.run_baseline("activation_contrast", adapter, qs, IdentifyConfig(), progress=False)
+    out = helpers.run_baseline("activation_contrast", adapter, qs, IdentifyConfig(), progress=False)
     # correct: mean of [1,0], [3,1], [2,2] = [2, 1]; incorrect: [0, 4]
     torch.testing.assert_close(out.scores, torch.tensor([[2.0, -3.0]]))
     assert not out.positive_only and out.info["n_correct"] == 3 and out.info["n_incorrect"] == 1
@@ -158,7 +159,7 @@ def test_activation_contrast_exact(monkeypatch):
     # all correct: undefined contrast -> zeros and a warning
     right.update({(1, 0): True})
     with pytest.warns(UserWarning, match="contrast needs both"):
-        out = bl.run_baseline("activation_contrast", adapter, qs, IdentifyConfig(), progress=False)
+        out = helpers.run_baseline("activation_contrast", adapter, qs, IdentifyConfig(), progress=False)
     assert (out.scores == 0).all() and out.info["contrast_defined"] is False
 
 

@@ -8,8 +8,9 @@ from collections import Counter
 
 import pytest
 
-from tl_neuronllm import Task, TaskError, real_tasks, wheels
-from tl_neuronllm.proxies import AugmentConfig, PromptConfig, Renderer
+from tl_neuronllm import Task, TaskError
+from tl_neuronllm.data import real_tasks, wheels
+from tl_neuronllm.prompts.proxies import AugmentConfig, PromptConfig, Renderer
 
 
 def test_text_label_rows_become_items_with_the_label_names_as_options():

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from _scaffold import tiny_cli_args
 
-from tl_neuronllm import cli
-from tl_neuronllm.evaluate import EvalResult
-from tl_neuronllm.result import NeuronResult
+from tl_neuronllm.cli import app as cli
+from tl_neuronllm.evaluation.evaluate import EvalResult
+from tl_neuronllm.result.neuron_result import NeuronResult
 
 PNG = b"\x89PNG\r\n\x1a\n"
 TINY = tiny_cli_args(steps=2)
@@ -151,7 +151,7 @@ def test_z_ambiguity_and_rescoring_from_kept_attributions(tmp_path, capsys):
 @pytest.mark.slow
 def test_select_cv_flag_reforms_the_sets_with_the_chosen_setting(tmp_path, capsys):
     from tl_neuronllm import rescore
-    from tl_neuronllm.selection import CVSelection
+    from tl_neuronllm.studies.selection import CVSelection
 
     kept_dir, cv_dir = tmp_path / "kept", tmp_path / "cv"
     assert cli.main(["identify", *TINY, "--out", str(kept_dir), "--quiet", "--keep-attributions"]) == 0

@@ -10,9 +10,13 @@ import torch
 from conftest import make_model, token_task
 
 from tl_neuronllm import identify
-from tl_neuronllm.adapter import ModelAdapter
-from tl_neuronllm.answers import predict
-from tl_neuronllm.compare import (
+from tl_neuronllm.evaluation.evaluate import identify_config_of
+from tl_neuronllm.model.adapter import ModelAdapter
+from tl_neuronllm.model.answers import predict
+from tl_neuronllm.pipeline.identify import build_queries
+from tl_neuronllm.result.neuron_result import build_result
+from tl_neuronllm.scoring.ace import ACEState
+from tl_neuronllm.studies.compare import (
     Comparison,
     chance_overlap,
     compare,
@@ -20,10 +24,6 @@ from tl_neuronllm.compare import (
     shared_vs_specific,
     specific_and_shared,
 )
-from tl_neuronllm.evaluate import identify_config_of
-from tl_neuronllm.pipeline import build_queries
-from tl_neuronllm.result import build_result
-from tl_neuronllm.scoring import ACEState
 
 
 @pytest.mark.parametrize("a,b,n", [(3, 4, 10), (5, 5, 9), (1, 6, 8), (0, 3, 6)])

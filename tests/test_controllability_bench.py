@@ -10,7 +10,7 @@ import torch
 from conftest import load_benchmark
 
 from tl_neuronllm import identify
-from tl_neuronllm.testbed import load_testbed
+from tl_neuronllm.studies.testbed import load_testbed
 
 
 def _bench():
@@ -190,7 +190,7 @@ def test_instances_markdown_tables(tmp_path):
 def test_testbed_runs_train_one_config_seed_per_instance(monkeypatch):
     torch.set_num_threads(1)
     bench = _bench()
-    import tl_neuronllm.testbed as testbed
+    import tl_neuronllm.studies.testbed as testbed
 
     real = testbed.load_testbed("facts-small")
     seen = []

@@ -35,7 +35,7 @@ def worker(out: str) -> None:
     torch.set_num_threads(1)
     from conftest import has_bridge, make_model
 
-    from tl_neuronllm.distributed import identify_distributed, init_distributed
+    from tl_neuronllm.pipeline.distributed import identify_distributed, init_distributed
 
     rank, world, device = init_distributed("gloo")
     assert world == 2 and device.type == "cpu"
@@ -97,7 +97,7 @@ def test_two_ranks_equal_one_process(distributed_results, method):
 
 
 def test_shards_are_strided_and_disjoint():
-    from tl_neuronllm.distributed import shard_indices
+    from tl_neuronllm.pipeline.distributed import shard_indices
 
     shards = [shard_indices(11, r, 3) for r in range(3)]
     assert shards == [[0, 3, 6, 9], [1, 4, 7, 10], [2, 5, 8]]
@@ -107,7 +107,7 @@ def test_shards_are_strided_and_disjoint():
 def test_requires_an_initialised_process_group():
     from conftest import has_bridge, make_model
 
-    from tl_neuronllm.distributed import identify_distributed
+    from tl_neuronllm.pipeline.distributed import identify_distributed
 
     if torch.distributed.is_initialized():
         pytest.skip("a process group is already initialised in this process")

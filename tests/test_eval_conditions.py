@@ -1,19 +1,19 @@
-"""tl_neuronllm.eval_conditions: the Condition record and the plan of an evaluation's conditions."""
+"""tl_neuronllm.evaluation.conditions: the Condition record and the plan of an evaluation's conditions."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from tl_neuronllm.eval_conditions import (
+from tl_neuronllm.evaluation.conditions import (
     INTERVENTIONS,
     Condition,
     matched_random_sets,
     plan_conditions,
 )
-from tl_neuronllm.interventions import Intervention
-from tl_neuronllm.result import build_result
-from tl_neuronllm.scoring import ACEState
+from tl_neuronllm.result.interventions import Intervention
+from tl_neuronllm.result.neuron_result import build_result
+from tl_neuronllm.scoring.ace import ACEState
 
 
 def _result(good, bad, L=3, d=12, stats=None):

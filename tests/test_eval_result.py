@@ -1,4 +1,4 @@
-"""tl_neuronllm.eval_result and the evaluation tables of tl_neuronllm.report: an evaluation saved before the
+"""tl_neuronllm.evaluation.eval_result and the evaluation tables of tl_neuronllm.report.markdown: an evaluation saved before the
 evaluation was split into modules still loads and renders to the same text."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tl_neuronllm.eval_result import EVAL_JSON, EVAL_MD, EvalResult
-from tl_neuronllm.report import evaluation_markdown, evaluation_table, paper_rows, table_rows
+from tl_neuronllm.evaluation.eval_result import EVAL_JSON, EVAL_MD, EvalResult
+from tl_neuronllm.report.markdown import evaluation_markdown, evaluation_table, paper_rows, table_rows
 
 DATA = Path(__file__).parent / "data"
 

@@ -1,4 +1,4 @@
-"""tl_neuronllm.evaluate: statistics on constructed cases, random controls, and end to end on tiny models."""
+"""tl_neuronllm.evaluation.evaluate: statistics on constructed cases, random controls, and end to end on tiny models."""
 
 from __future__ import annotations
 
@@ -11,9 +11,7 @@ import torch
 from conftest import make_model, text_task, token_task
 
 from tl_neuronllm import Task, TaskError, identify
-from tl_neuronllm.adapter import ModelAdapter
-from tl_neuronllm.answers import predict
-from tl_neuronllm.evaluate import (
+from tl_neuronllm.evaluation.evaluate import (
     INTERVENTIONS,
     EvalConfig,
     EvalResult,
@@ -25,7 +23,9 @@ from tl_neuronllm.evaluate import (
     mcnemar_exact,
     score_predictions,
 )
-from tl_neuronllm.pipeline import build_queries
+from tl_neuronllm.model.adapter import ModelAdapter
+from tl_neuronllm.model.answers import predict
+from tl_neuronllm.pipeline.identify import build_queries
 
 
 # ------------------------------------------------------------------------------------------------ McNemar
@@ -308,7 +308,7 @@ def test_evaluate_many_equals_evaluate_of_each_result(native_setup, monkeypatch)
 
     from tl_neuronllm import evaluate_many, rescore
 
-    ev_mod = importlib.import_module("tl_neuronllm.evaluate")  # the package's `evaluate` is the function
+    ev_mod = importlib.import_module("tl_neuronllm.evaluation.evaluate")  # the package's `evaluate` is the function
 
     model, result, held, demo = native_setup
     task, fmt = token_task(36)

@@ -15,9 +15,9 @@ from conftest import has_bridge, make_model, text_task
 from test_attribution import queries_for
 
 from tl_neuronllm import identify
-from tl_neuronllm.attribution import ig_fast, ig_naive
-from tl_neuronllm.backends.hf_cache import HFCacheBackend
-from tl_neuronllm.fastpaths import ShortcutFallbackWarning
+from tl_neuronllm.attribution.kernels import ig_fast, ig_naive
+from tl_neuronllm.model.backends.hf_cache import HFCacheBackend
+from tl_neuronllm.model.shortcuts import ShortcutFallbackWarning
 
 needs_bridge = pytest.mark.skipif(not has_bridge(), reason="TransformerBridge needs TransformerLens 4.x")
 
@@ -100,7 +100,7 @@ def test_wrong_but_full_cache_is_caught(monkeypatch):
 
 @needs_bridge
 def test_wrong_packing_is_caught(monkeypatch):
-    import tl_neuronllm.fastpaths as fp
+    import tl_neuronllm.model.shortcuts as fp
 
     real = fp.packed_logits
 
@@ -109,7 +109,7 @@ def test_wrong_packing_is_caught(monkeypatch):
         return out * 1.01, where
 
     monkeypatch.setattr(fp, "packed_logits", off_by_noise)
-    monkeypatch.setattr("tl_neuronllm.adapter.packed_logits", off_by_noise)
+    monkeypatch.setattr("tl_neuronllm.model.adapter.packed_logits", off_by_noise)
     model = make_model("hf", True)
     ad, letter_q, _ = queries_for(model, 1)
     with pytest.warns(ShortcutFallbackWarning, match="packed rows"):
@@ -174,7 +174,7 @@ def test_identify_records_what_was_verified():
 @needs_bridge
 def test_no_number_when_even_the_plain_path_disagrees(monkeypatch):
     """If the naive reference and every path disagree, identify raises instead of returning scores."""
-    import tl_neuronllm.attribution as attribution
+    import tl_neuronllm.attribution.kernels as attribution
 
     real = attribution.ig_naive
     monkeypatch.setattr(attribution, "ig_naive", lambda *a, **kw: 2 * real(*a, **kw))

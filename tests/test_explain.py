@@ -13,12 +13,12 @@ import torch
 from conftest import ALL_KINDS, make_model, text_task, token_task
 
 from tl_neuronllm import ModelError, TaskError, identify, rescore
-from tl_neuronllm.adapter import ModelAdapter
-from tl_neuronllm.answers import predict
-from tl_neuronllm.evaluate import identify_config_of
-from tl_neuronllm.explain import Explanation, direct_logit_effects, explain, selection_stability
-from tl_neuronllm.pipeline import build_queries
-from tl_neuronllm.scoring import select
+from tl_neuronllm.evaluation.evaluate import identify_config_of
+from tl_neuronllm.explain.explainer import Explanation, direct_logit_effects, explain, selection_stability
+from tl_neuronllm.model.adapter import ModelAdapter
+from tl_neuronllm.model.answers import predict
+from tl_neuronllm.pipeline.identify import build_queries
+from tl_neuronllm.scoring.ace import select
 
 PARAMS = [(k, g) for k in ALL_KINDS for g in (False, True)]
 IDS = [f"{k}-{'gated' if g else 'gelu'}" for k, g in PARAMS]
@@ -100,7 +100,7 @@ def test_explain_matches_direct_recomputation(kind, gated, mode):
     task, opts = _task_and_options(kind, mode)
     result = identify(model, task, k=4, method="grad_x_act", progress=False, z=0.05, **opts)
     n_hooks = sum(len(m._forward_hooks) for m in model.modules())
-    ex = result.explain(model, task, top_items=2, top_tokens=5)
+    ex = explain(result, model, task, top_items=2, top_tokens=5)
     assert sum(len(m._forward_hooks) for m in model.modules()) == n_hooks  # model left as it came in
     assert isinstance(ex, Explanation)
     assert [x.label for x in ex.neurons] == result.labels("both")
@@ -224,7 +224,7 @@ def test_exports_pandas_csv_markdown(tmp_path):
     model = make_model("hf", False)
     task, opts = _task_and_options("hf")
     result = identify(model, task, k=3, method="grad_x_act", progress=False, z=0.05, keep_attributions=True, **opts)
-    ex = result.explain(model, task, n_boot=4)
+    ex = explain(result, model, task, n_boot=4)
     df = ex.to_pandas()
     assert len(df) == len(result.good) + len(result.bad)
     assert list(df["label"]) == result.labels("both")
@@ -278,23 +278,23 @@ def test_refuses_models_of_another_shape_and_tasks_without_the_items():
     ):
         other = TransformerBridge.boot_native(dict(NATIVE, **change)).eval()
         with pytest.raises(ModelError, match=name):
-            result.explain(other, task)
+            explain(result, other, task)
     demo_ids = result.config["task"]["demo_ids"]
     partial = task.subset([i for i, it in enumerate(task.items) if it.id in demo_ids or i < 4])
     with pytest.raises(TaskError, match="identification item .* is not in task"):
-        result.explain(model, partial)
+        explain(result, model, partial)
     # the demos are not in a task that holds only the scored items: say so, or take demos=
     ids = set(result.config["task"]["item_ids"])
     only_scored = task.subset([i for i, it in enumerate(task.items) if it.id in ids])
     with pytest.raises(TaskError, match="demos="):
-        result.explain(model, only_scored)
+        explain(result, model, only_scored)
     demos = [it for it in task.items if it.id in result.config["task"]["demo_ids"]]
-    a = result.explain(model, only_scored, demos=demos)
-    b = result.explain(model, task)
+    a = explain(result, model, only_scored, demos=demos)
+    b = explain(result, model, task)
     assert torch.equal(a.activations, b.activations)
     with pytest.raises(ValueError, match="items"):
-        result.explain(model, task, items="some")
-    c = result.explain(model, task, items="all")
+        explain(result, model, task, items="some")
+    c = explain(result, model, task, items="all")
     assert c.info["n_items"] == len(task) - 1
 
 
@@ -303,7 +303,7 @@ def test_a_baseline_result_is_explained_without_ace_membership():
     model = make_model("hf", False)
     task, opts = _task_and_options("hf")
     result = identify(model, task, k=3, method="knowledge_neurons", progress=False, **opts)
-    ex = result.explain(model, task, n_boot=0)
+    ex = explain(result, model, task, n_boot=0)
     assert [r.label for r in ex.neurons] == result.labels("both")
     assert all(math.isnan(r.membership) for r in ex.neurons)
     assert all(math.isfinite(r.gold_effect) for r in ex.neurons)

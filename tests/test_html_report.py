@@ -17,8 +17,9 @@ from _chromium import Chromium, find_chromium
 from _scaffold import tiny_cli_args
 from conftest import make_model, token_task
 
-from tl_neuronllm import cli, evaluate, identify
-from tl_neuronllm.html_report import HIST_BINS, neuron_records, report_html
+from tl_neuronllm import evaluate, explain, identify
+from tl_neuronllm.cli import app as cli
+from tl_neuronllm.report.html import HIST_BINS, neuron_records, report_html
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -41,7 +42,7 @@ def report(tmp_path_factory):
         demos=demo,
     )
     ev = evaluate(model, result, held, demos=demo, n_random=2, n_boot=50, progress=False)
-    ex = result.explain(model, ident, demos=demo, n_boot=10)
+    ex = explain(result, model, ident, demos=demo, n_boot=10)
     out = tmp_path_factory.mktemp("report")
     path = report_html(result, ev, out, explanation=ex, run_info={"n_identify": 16, "n_heldout": 20, "split_seed": 0})
     return path, result, ev, ex
@@ -76,7 +77,7 @@ def test_report_content_and_self_contained(report):
     # the intervention table: baseline + four conditions with intervals and the random spread
     table = re.search(r'<table id="interventions".*?</table>', html, re.S).group(0)
     assert table.count("<tr>") == 1 + 5
-    from tl_neuronllm.report import verdict
+    from tl_neuronllm.report.markdown import verdict
 
     verdicts = re.search(r'<ul class="note" id="verdicts">(.*?)</ul>', html, re.S).group(1)
     assert verdicts.count("<li>") == 4 and f"suppress good: {verdict(ev.row('suppress_good'))}" in verdicts

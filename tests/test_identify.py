@@ -5,10 +5,10 @@ import torch
 from conftest import text_task, token_task
 
 from tl_neuronllm import IdentifyConfig, TaskError, identify
-from tl_neuronllm.adapter import ModelAdapter
-from tl_neuronllm.attribution import ig_naive
-from tl_neuronllm.pipeline import build_queries, choose_demos
-from tl_neuronllm.scoring import ACEState
+from tl_neuronllm.attribution.kernels import ig_naive
+from tl_neuronllm.model.adapter import ModelAdapter
+from tl_neuronllm.pipeline.identify import build_queries, choose_demos
+from tl_neuronllm.scoring.ace import ACEState
 
 
 def test_identify_text_task(text_model):

@@ -1,9 +1,17 @@
-"""The stages of the package import downward only: tasks -> proxies -> model backends -> attribution
-methods -> reducers -> result -> interventions -> evaluation -> explanation/report -> CLI.
+"""The package's layers, as a test with no whitelist.
 
-Each module has a stage; an import of a module of a later stage is an error, except the few convenience
-methods listed in ``UPWARD`` (a result's ``explain``/``stability``, the evaluation's tables), which import
-lazily inside the function that needs them.
+The layers, from the bottom: the foundation (``errors``, ``provenance``, ``validate``), ``data``, ``prompts``,
+``model``, ``attribution``, ``scoring``, ``config``, ``result``, ``pipeline``, ``evaluation``, ``studies``,
+``explain``, ``report``, ``cli``, and the package face (``__init__``, ``__main__``). Every import, at module level or
+inside a function or a ``TYPE_CHECKING`` block, goes to the same layer or one below. On top of the order:
+
+* scoring never imports model or attribution code;
+* model code never imports the data layer (tasks);
+* a result never imports attribution code;
+* evaluation shares preparation (``pipeline.prepare``) but never imports identify's module;
+* nothing imports the package face (``tl_neuronllm`` itself);
+* no import circles between modules, lazy imports included;
+* no private name (``_x``) is imported from another module.
 """
 
 from __future__ import annotations
@@ -11,85 +19,169 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1] / "tl_neuronllm"
+PKG = "tl_neuronllm"
 
-STAGES: list[list[str]] = [
-    # 0: foundations that know nothing of the method
-    ["model", "validate", "memory", "stats", "wheels", "smollm2", "tasks", "real_tasks"],
-    ["proxies"],  # 1: prompts and augmentation
-    ["backends", "fastpaths", "model_state", "adapter", "answers"],  # 2: model backends
-    ["attribution", "methods"],  # 3: attribution methods
-    ["scoring", "reducers", "baselines", "config", "prepare"],  # 4: reducers and configs
-    ["result_files", "checkpoint", "interventions", "result", "rescoring", "pipeline", "distributed"],  # 5
-    ["eval_conditions", "eval_engines", "eval_result", "evaluate", "stability", "selection", "compare"],  # 6
-    ["direct_effect", "neuron_activity", "explanation", "explain", "figures", "report", "html_assets", "html_report"],
-    ["testbed", "cli_args", "cli", "__main__", "hub", "datasets", "__init__"],  # 8: tools, CLI, shims
+LAYERS: list[tuple[str, ...]] = [
+    ("errors", "provenance", "validate"),
+    ("data",),
+    ("prompts",),
+    ("model",),
+    ("attribution",),
+    ("scoring",),
+    ("config",),
+    ("result",),
+    ("pipeline",),
+    ("evaluation",),
+    ("studies",),
+    ("explain",),
+    ("report",),
+    ("cli",),
+    ("__init__", "__main__"),
 ]
-STAGE = {m: i for i, mods in enumerate(STAGES) for m in mods}
+LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}
 
-#: Lazy imports of a later stage, inside one function each, with the reason.
-UPWARD = {
-    ("result", "explain"): "NeuronResult.explain(...) convenience method",
-    ("result", "stability"): "NeuronResult.stability(...) convenience method",
-    ("selection", "explain"): "select_cv finds the identification items as explain does (_select_items)",
-    ("eval_result", "report"): "EvalResult.table() / to_markdown() delegate to the report's tables",
-}
-
-
-def _top(name: str) -> str:
-    return name.split(".")[0]
+#: (importing layer, imported module prefix): imports the order allows but the rules forbid.
+FORBIDDEN = [
+    ("scoring", "tl_neuronllm.model"),
+    ("scoring", "tl_neuronllm.attribution"),
+    ("model", "tl_neuronllm.data"),
+    ("result", "tl_neuronllm.attribution"),
+    ("evaluation", "tl_neuronllm.pipeline.identify"),
+]
 
 
-def _imports() -> list[tuple[str, str, bool]]:
-    """(importing module's top-level name, imported top-level name, inside a function?) for the package."""
-    out = []
+def _modules() -> dict[str, Path]:
+    out = {}
     for path in sorted(ROOT.rglob("*.py")):
-        rel = path.relative_to(ROOT).with_suffix("").parts
-        here = rel[0] if rel[0] != "__init__" else "__init__"
-        depth = len(rel) - 1  # how deep inside a subpackage
-        tree = ast.parse(path.read_text())
-        nested = {id(n) for f in ast.walk(tree) if isinstance(f, ast.FunctionDef) for n in ast.walk(f)}
-        for node in ast.walk(tree):
-            if not isinstance(node, ast.ImportFrom) or node.level == 0:
-                continue
-            if node.level <= depth:  # inside its own subpackage
-                continue
-            if node.module:
-                target = _top(node.module)
-            else:
-                target = node.names[0].name
-            if target == "__version__" or target == "":
-                continue
-            out.append((here, target, id(node) in nested))
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        out[".".join((PKG, *parts))] = path
     return out
 
 
-def test_every_module_has_a_stage():
-    names = {
-        p.relative_to(ROOT).parts[0].removesuffix(".py") for p in ROOT.iterdir() if p.suffix == ".py" or p.is_dir()
-    }
-    names.discard("__pycache__")
-    assert sorted(names - set(STAGE)) == []
+MODULES = _modules()
 
 
-def test_imports_go_down_the_stages():
-    edges: dict[tuple[str, str], list[bool]] = {}
-    for here, target, inside in _imports():
-        edges.setdefault((here, target), []).append(inside)
-    problems = []
-    for (here, target), inside in sorted(edges.items()):
-        if target not in STAGE:
-            problems.append(f"{here} imports {target}, which has no stage")
-        elif STAGE[target] > STAGE[here] and not ((here, target) in UPWARD and all(inside)):
-            where = "lazily" if all(inside) else "at module level"
-            problems.append(f"{here} (stage {STAGE[here]}) imports {target} (stage {STAGE[target]}) {where}")
-    assert problems == []
+def _layer(module: str) -> str:
+    parts = module.split(".")
+    return "__init__" if len(parts) == 1 else parts[1]
 
 
-def test_the_check_sees_an_upward_import(monkeypatch):
-    """The check itself: an import of a later stage at module level is reported."""
-    monkeypatch.setitem(STAGE, "proxies", STAGE["cli"] + 1)  # as if proxies sat above everything
-    with pytest.raises(AssertionError, match=r"tasks|stage"):
-        test_imports_go_down_the_stages()
+def _edges() -> list[tuple[str, str, str, int]]:
+    """(importing module, imported module, imported name or '', line) for every package import."""
+    edges = []
+    for mod, path in MODULES.items():
+        is_pkg = path.name == "__init__.py"
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                for a in node.names:
+                    if a.name.split(".")[0] == PKG:
+                        edges.append((mod, a.name, "", node.lineno))
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = mod.split(".") if is_pkg else mod.split(".")[:-1]
+                    base = base[: len(base) - (node.level - 1)]
+                    target = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    target = node.module or ""
+                if target.split(".")[0] != PKG:
+                    continue
+                for a in node.names:
+                    sub = f"{target}.{a.name}"
+                    if sub in MODULES:  # `from pkg import submodule`
+                        edges.append((mod, sub, "", node.lineno))
+                    else:
+                        edges.append((mod, target, a.name, node.lineno))
+    return edges
+
+
+EDGES = _edges()
+
+
+def test_every_module_has_a_layer():
+    assert sorted({_layer(m) for m in MODULES} - set(LAYER)) == []
+
+
+def test_imports_go_down_the_layers():
+    bad = [
+        f"{m}:{ln} imports {t} ({_layer(m)} -> {_layer(t)})"
+        for m, t, _, ln in EDGES
+        if LAYER[_layer(t)] > LAYER[_layer(m)]
+    ]
+    assert bad == []
+
+
+def test_the_extra_rules():
+    bad = [
+        f"{m}:{ln} imports {t}"
+        for m, t, _, ln in EDGES
+        for layer, prefix in FORBIDDEN
+        if _layer(m) == layer and (t == prefix or t.startswith(prefix + "."))
+    ]
+    bad += [f"{m}:{ln} imports the package face" for m, t, _, ln in EDGES if t == PKG and m != PKG]
+    assert bad == []
+
+
+def test_no_import_circles():
+    graph: dict[str, set[str]] = {m: set() for m in MODULES}
+    for m, t, _, _ in EDGES:
+        if t in MODULES and t != m:
+            graph[m].add(t)
+    state: dict[str, int] = {}
+    circles: list[list[str]] = []
+
+    def visit(node: str, stack: list[str]) -> None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                circles.append(stack[stack.index(nxt) :] + [nxt])
+            elif nxt not in state:
+                visit(nxt, stack)
+        stack.pop()
+        state[node] = 2
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m, [])
+    assert circles == []
+
+
+def test_no_private_name_crosses_modules():
+    bad = [
+        f"{m}:{ln} imports {t}.{name}"
+        for m, t, name, ln in EDGES
+        if name.startswith("_") and not name.startswith("__") and t != m
+    ]
+    assert bad == []
+
+
+def test_the_rules_catch_a_violation(tmp_path):
+    """The checker itself: an upward import, a circle and a private import are each found."""
+    global MODULES, EDGES
+    saved = MODULES, EDGES
+    try:
+        root = tmp_path / PKG
+        (root / "data").mkdir(parents=True)
+        (root / "model").mkdir()
+        (root / "__init__.py").write_text("")
+        (root / "data" / "__init__.py").write_text("")
+        (root / "model" / "__init__.py").write_text("")
+        (root / "data" / "a.py").write_text("from tl_neuronllm.model.b import _x\n")
+        (root / "model" / "b.py").write_text("def f():\n    from tl_neuronllm.data.a import y\n")
+        MODULES = {
+            f"{PKG}.data.a": root / "data" / "a.py",
+            f"{PKG}.model.b": root / "model" / "b.py",
+        }
+        EDGES = _edges()
+        for check in (test_imports_go_down_the_layers, test_no_import_circles, test_no_private_name_crosses_modules):
+            try:
+                check()
+            except AssertionError:
+                continue
+            raise AssertionError(f"{check.__name__} missed the violation")
+    finally:
+        MODULES, EDGES = saved

@@ -7,19 +7,20 @@ import torch
 from conftest import token_task
 
 from tl_neuronllm import IdentifyConfig, identify
-from tl_neuronllm.adapter import ModelAdapter
-from tl_neuronllm.attribution import grad_x_act, ig_fast
-from tl_neuronllm.baselines import method_names, resolve
-from tl_neuronllm.methods import (
+from tl_neuronllm.attribution.kernels import grad_x_act, ig_fast
+from tl_neuronllm.attribution.methods import (
     ATTRIBUTION_METHODS,
     Attribution,
     AttributionMethod,
     AttributionOptions,
     get_method,
+    method_names,
     register_method,
 )
-from tl_neuronllm.prepare import prepare
-from tl_neuronllm.reducers import ACEReducer
+from tl_neuronllm.model.adapter import ModelAdapter
+from tl_neuronllm.pipeline.prepare import prepare
+from tl_neuronllm.pipeline.resolve import resolve
+from tl_neuronllm.scoring.reducers import ACEReducer
 
 
 def test_registered_names_and_unknown_name_lists_the_valid_ones():
@@ -28,7 +29,7 @@ def test_registered_names_and_unknown_name_lists_the_valid_ones():
     with pytest.raises(ValueError, match=r"method must be one of .*'ig'.*'grad_x_act'.*'qr_neuron'"):
         IdentifyConfig(method="magic")
     with pytest.raises(
-        ValueError, match=r"unknown attribution method 'magic'; registered: \['activation', 'grad_x_act'"
+        ValueError, match=r"unknown attribution method 'magic'; registered: \['activation', 'activation_contrast', 'grad_x_act'"
     ):
         get_method("magic")
     with pytest.raises(ValueError, match=r"unknown method 'magic'; valid: \['ig'"):

@@ -11,12 +11,18 @@ import pytest
 import torch
 from conftest import has_bridge, make_model
 
-from tl_neuronllm.adapter import ModelAdapter
-from tl_neuronllm.answers import ProxyPrompt
-from tl_neuronllm.attribution import ig_fast, ig_naive
-from tl_neuronllm.eval_conditions import Condition
-from tl_neuronllm.eval_engines import probs_full, probs_packed, probs_prefix
-from tl_neuronllm.fastpaths import PackedLayout, ShortcutFallbackWarning, packed_forward, plain_rows, scale_rows_hook
+from tl_neuronllm.attribution.kernels import ig_fast, ig_naive
+from tl_neuronllm.evaluation.conditions import Condition
+from tl_neuronllm.evaluation.engines import probs_full, probs_packed, probs_prefix
+from tl_neuronllm.model.adapter import ModelAdapter
+from tl_neuronllm.model.answers import ProxyPrompt
+from tl_neuronllm.model.shortcuts import (
+    PackedLayout,
+    ShortcutFallbackWarning,
+    packed_forward,
+    plain_rows,
+    scale_rows_hook,
+)
 
 needs_bridge = pytest.mark.skipif(not has_bridge(), reason="TransformerBridge needs TransformerLens 4.x")
 
@@ -165,7 +171,7 @@ def test_several_questions_in_one_forward_equal_each_question_alone(gated, mode)
 
 @needs_bridge
 def test_evaluation_packs_questions_after_checking_it(monkeypatch):
-    from tl_neuronllm import eval_engines
+    from tl_neuronllm.evaluation import engines as eval_engines
 
     qs = [q for q in _questions() if q.mode == "cloze"]
     ad = ModelAdapter(make_model("hf", True))

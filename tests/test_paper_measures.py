@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 
 from tl_neuronllm import identify
-from tl_neuronllm.adapter import ModelAdapter
-from tl_neuronllm.evaluate import (
+from tl_neuronllm.evaluation.evaluate import (
     PAPER_NAMES,
     EvalResult,
     bootstrap_indices,
@@ -19,7 +18,8 @@ from tl_neuronllm.evaluate import (
     relative_change,
     score_predictions,
 )
-from tl_neuronllm.pipeline import build_queries
+from tl_neuronllm.model.adapter import ModelAdapter
+from tl_neuronllm.pipeline.identify import build_queries
 
 
 def test_relative_change_hand_computed():
@@ -65,7 +65,7 @@ def test_relative_intervals_equal_a_naive_loop_over_resamples():
 @pytest.fixture(scope="module")
 def evaluation():
     """A testbed model that knows its task imperfectly, so that accuracy and consistent accuracy are > 0."""
-    from tl_neuronllm.testbed import load_testbed
+    from tl_neuronllm.studies.testbed import load_testbed
 
     tb = load_testbed("facts-lured-small")
     ident, held, demo = tb.splits(0)

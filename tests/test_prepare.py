@@ -6,9 +6,9 @@ import pytest
 from conftest import text_task, token_task
 
 from tl_neuronllm import IdentifyConfig, TaskError
-from tl_neuronllm.adapter import ModelAdapter
-from tl_neuronllm.answers import ProxyPrompt, Query
-from tl_neuronllm.prepare import Prepared, build_queries, choose_demos, prepare
+from tl_neuronllm.model.adapter import ModelAdapter
+from tl_neuronllm.model.answers import ProxyPrompt, Query
+from tl_neuronllm.pipeline.prepare import Prepared, build_queries, choose_demos, prepare
 
 
 def test_prepare_equals_the_steps_it_bundles(token_model):
@@ -43,7 +43,7 @@ def test_prepare_errors_before_model_time(token_model, text_model):
 
 
 def test_prefix_witnesses_give_share_prefix_the_same_length():
-    from tl_neuronllm.prepare import prefix_witnesses
+    from tl_neuronllm.pipeline.prepare import prefix_witnesses
 
     def shared(seqs):  # the rule of ModelAdapter.share_prefix
         if len(seqs) < 2:

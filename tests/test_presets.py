@@ -7,7 +7,7 @@ import torch
 from conftest import make_model, token_task
 
 from tl_neuronllm import IdentifyConfig, identify, rescore
-from tl_neuronllm.config import PRESETS
+from tl_neuronllm.config.identify import PRESETS
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +59,7 @@ def test_default_and_paper_sets_are_rescores_of_the_same_attributions(model):
 
 
 def test_select_cv_grid_spans_the_paper_values_and_the_default():
-    from tl_neuronllm.selection import DEFAULT_GRID
+    from tl_neuronllm.studies.selection import DEFAULT_GRID
 
     d, p = IdentifyConfig(), IdentifyConfig.from_options(preset="paper")
     assert DEFAULT_GRID[0] == {"z": p.z, "ambiguity": p.ambiguity}  # ties go to the method's own setting

@@ -3,7 +3,7 @@
 import pytest
 
 from tl_neuronllm import Item, Task, TokenFormat
-from tl_neuronllm.proxies import AugmentConfig, PromptConfig, Renderer, proxy_permutations
+from tl_neuronllm.prompts.proxies import AugmentConfig, PromptConfig, Renderer, proxy_permutations
 
 
 def items(n=20, n_options=4):

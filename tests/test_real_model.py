@@ -4,7 +4,7 @@ SmolLM2 answers "A" to nearly every letter-mode question (assets.md). NeuronLLM'
 the ones that push toward a distractor letter, so suppressing them must move the predictions off
 "A" far more than suppressing random neurons with the same per-layer counts does. Kept short
 (8 identification items, 2 Gauss IG steps, 16 held-out items) so that it runs in CI on 2 cores.
-The model and data come from PyPI wheels through :mod:`tl_neuronllm.smollm2` and :mod:`tl_neuronllm.wheels` (cached); the test is
+The model and data come from PyPI wheels through :mod:`tl_neuronllm.data.smollm2` and :mod:`tl_neuronllm.data.wheels` (cached); the test is
 skipped only when they cannot be fetched.
 """
 
@@ -15,14 +15,14 @@ import pytest
 import torch
 
 from tl_neuronllm import Task, identify
-from tl_neuronllm.evaluate import evaluate
+from tl_neuronllm.evaluation.evaluate import evaluate
 
 pytestmark = pytest.mark.real_model
 
 
 @pytest.fixture(scope="module")
 def smollm2():
-    from tl_neuronllm import smollm2
+    from tl_neuronllm.data import smollm2
 
     # one thread: on 2 cores shared with other jobs, two OpenMP threads made forwards ~10x slower
     threads = torch.get_num_threads()
@@ -39,7 +39,7 @@ def smollm2():
 
 @pytest.fixture(scope="module")
 def obqa():
-    from tl_neuronllm.real_tasks import load_real_task_records
+    from tl_neuronllm.data.real_tasks import load_real_task_records
 
     try:
         recs = load_real_task_records("openbookqa")
@@ -85,10 +85,10 @@ def test_letter_mode_bad_neurons_control_the_letter_bias(letter_run):
 def test_fast_ig_is_engaged_and_equals_naive_on_smollm2(smollm2, obqa, recwarn):
     """The installed versions' fast path on the real model: no fallback, and equal to the naive
     per-layer loop (checked on three layers; the naive loop on all 30 takes minutes)."""
-    from tl_neuronllm.adapter import ModelAdapter
-    from tl_neuronllm.attribution import ig_fast, ig_naive
-    from tl_neuronllm.fastpaths import ShortcutFallbackWarning
-    from tl_neuronllm.pipeline import IdentifyConfig, build_queries
+    from tl_neuronllm.attribution.kernels import ig_fast, ig_naive
+    from tl_neuronllm.model.adapter import ModelAdapter
+    from tl_neuronllm.model.shortcuts import ShortcutFallbackWarning
+    from tl_neuronllm.pipeline.identify import IdentifyConfig, build_queries
 
     _, held, demo = obqa
     ad = ModelAdapter(smollm2)

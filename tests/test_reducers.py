@@ -3,14 +3,15 @@ reference functions; baselines work with keep_attributions / rescore and checkpo
 
 from __future__ import annotations
 
+import helpers
 import pytest
 import torch
 from conftest import token_task
 
 from tl_neuronllm import NeuronResult, identify, rescore
-from tl_neuronllm import baselines as bl
-from tl_neuronllm.reducers import ACEReducer
-from tl_neuronllm.scoring import ACEState, ScoringConfig
+from tl_neuronllm.scoring import baseline_reducers as blr
+from tl_neuronllm.scoring.ace import ACEState, ScoringConfig
+from tl_neuronllm.scoring.reducers import ACEReducer
 
 L, D = 2, 16
 
@@ -29,7 +30,7 @@ def _batch(seed: int, n: int = 10, P: int = 4):
     return attr, mask, correct
 
 
-REDUCERS = [ACEReducer, bl.QRNeuronReducer, bl.KnowledgeNeuronsReducer, bl.ActivationContrastReducer]
+REDUCERS = [ACEReducer, blr.QRNeuronReducer, blr.KnowledgeNeuronsReducer, blr.ActivationContrastReducer]
 
 
 @pytest.mark.parametrize("cls", REDUCERS)
@@ -58,8 +59,8 @@ def _per_item(attr, mask):
 def test_qr_and_knowledge_neuron_reducers_equal_the_reference_functions():
     attr, mask, _ = _batch(1, n=12)
     for cls, fn in (
-        (bl.QRNeuronReducer, bl.qr_neuron_scores),
-        (bl.KnowledgeNeuronsReducer, bl.knowledge_neuron_scores),
+        (blr.QRNeuronReducer, helpers.qr_neuron_scores),
+        (blr.KnowledgeNeuronsReducer, helpers.knowledge_neuron_scores),
     ):
         r = cls.create(L, D, ScoringConfig())
         r.update(attr[:5], mask[:5])
@@ -72,7 +73,7 @@ def test_qr_and_knowledge_neuron_reducers_equal_the_reference_functions():
 
 def test_activation_contrast_needs_correctness_and_warns_when_undefined():
     attr, mask, correct = _batch(2)
-    r = bl.ActivationContrastReducer.create(L, D, ScoringConfig())
+    r = blr.ActivationContrastReducer.create(L, D, ScoringConfig())
     with pytest.raises(ValueError, match="cannot be rescored"):
         r.update(attr, mask)
     r.update(attr, mask, torch.ones_like(correct))
@@ -90,7 +91,7 @@ def test_ace_reducer_is_the_streaming_ace_state():
     st.update(attr, scoring, mask)
     assert torch.equal(r.result().scores, st.ace(0.25)) and isinstance(r.state, ACEState)
     with pytest.raises(ValueError, match="expected attributions"):
-        bl.QRNeuronReducer.create(L, D, scoring).update(attr[:, :, :1], mask)
+        blr.QRNeuronReducer.create(L, D, scoring).update(attr[:, :, :1], mask)
 
 
 @pytest.mark.parametrize("method", ["qr_neuron", "knowledge_neurons"])
@@ -113,7 +114,7 @@ def test_baselines_keep_attributions_rescore_and_save(token_model, tmp_path, met
 
 
 def test_baseline_checkpoint_resumes_to_the_same_result(token_model, tmp_path, monkeypatch):
-    import tl_neuronllm.pipeline as pl
+    import tl_neuronllm.pipeline.identify as pl
 
     task, fmt = token_task(7)
     opts = dict(token_format=fmt, steps=2, n_proxies=2, batch_size=2, progress=False, method="qr_neuron", k=6)

@@ -19,7 +19,7 @@ import pytest
 import torch
 from conftest import has_bridge, make_model, token_task
 
-import tl_neuronllm.pipeline as pl
+import tl_neuronllm.pipeline.identify as pl
 from tl_neuronllm import identify
 
 HERE = Path(__file__).resolve().parent
@@ -77,7 +77,7 @@ def next_item(ckpt: Path) -> int:
 CHILD = textwrap.dedent("""
     import sys, time, torch
     torch.set_num_threads(1)
-    import tl_neuronllm.pipeline as pl
+    import tl_neuronllm.pipeline.identify as pl
     import test_resume as tr
     save = pl.Checkpoint.save
     def slow_save(self, *a, **k):  # give the parent time to kill between snapshots
@@ -178,7 +178,7 @@ def test_other_arguments_against_a_checkpoint_raise(tmp_path, monkeypatch, chang
 CHILD_TORN = textwrap.dedent("""
     import os, signal, sys, torch
     torch.set_num_threads(1)
-    import tl_neuronllm.checkpoint as ck
+    import tl_neuronllm.pipeline.checkpoint as ck
     import test_resume as tr
     real, n = os.replace, [0]
     def replace(src, dst):  # die right after the 3rd snapshot lands (state and next item are one file)

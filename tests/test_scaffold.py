@@ -1,5 +1,5 @@
 """The test scaffolding of tests/_scaffold.py: the word-level tokenizer, the CLI's tiny model and synthetic task
-(registered by conftest.py), and the deprecated alias ``tl_neuronllm.testbed.word_tokenizer``."""
+(registered by conftest.py), and the deprecated alias ``tl_neuronllm.studies.testbed.word_tokenizer``."""
 
 from __future__ import annotations
 
@@ -12,8 +12,7 @@ import _scaffold
 import pytest
 import torch
 
-from tl_neuronllm import cli
-from tl_neuronllm import testbed as tbm
+from tl_neuronllm.cli import app as cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,15 +27,6 @@ def test_word_tokenizer_ids_and_its_cache_folder(monkeypatch, tmp_path):
     assert len(folders) == 1 and folders[0].startswith("word-")  # no temporary folder left behind
     again = _scaffold.word_tokenizer(["cat", "dog"])  # the same vocabulary: the same folder
     assert again.name_or_path == tok.name_or_path and again("dog").input_ids == [2, 4]
-
-
-def test_testbed_word_tokenizer_is_a_deprecated_alias(monkeypatch, tmp_path):
-    monkeypatch.setenv("TL_NEURONLLM_CACHE", str(tmp_path))
-    with pytest.warns(DeprecationWarning, match=r"word_tokenizer is test scaffolding and moved to tests/_scaffold.py"):
-        build = tbm.word_tokenizer
-    assert build(["red", "blue"])("blue red").input_ids == [2, 4, 3]
-    with pytest.raises(AttributeError, match="has no attribute 'nothing_here'"):
-        tbm.nothing_here  # noqa: B018
 
 
 def test_tiny_model_is_seeded_and_leaves_the_global_rng_alone():
@@ -66,6 +56,6 @@ def test_the_cli_knows_the_tiny_model_and_task_only_when_registered(monkeypatch)
     assert cli.load_task("two", cache="c").name == "two from c"
     # the package itself registers no testing model or task
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    code = "from tl_neuronllm import cli; print(sorted(cli._MODELS), sorted(cli._TASKS))"
+    code = "from tl_neuronllm.cli import app as cli; print(sorted(cli._MODELS), sorted(cli._TASKS))"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 0 and r.stdout.strip() == "['smollm2'] []", r.stderr

@@ -4,7 +4,7 @@ ambiguity filter, threshold candidates and selection."""
 import pytest
 import torch
 
-from tl_neuronllm.scoring import ACEState, ScoringConfig, candidate_masks, select
+from tl_neuronllm.scoring.ace import ACEState, ScoringConfig, candidate_masks, select
 
 
 def naive_ace(ig, cfg):

@@ -9,8 +9,8 @@ import torch
 from conftest import make_model, token_task
 
 from tl_neuronllm import TaskError, identify, rescore
-from tl_neuronllm.evaluate import evaluate
-from tl_neuronllm.selection import CVSelection, make_folds, select_cv
+from tl_neuronllm.evaluation.evaluate import evaluate
+from tl_neuronllm.studies.selection import CVSelection, make_folds, select_cv
 
 GRID = [{"z": 0.02, "ambiguity": 0.0}, {"z": 0.1, "ambiguity": None}, {"z": 0.05, "ambiguity": 0.25, "k": 4}]
 

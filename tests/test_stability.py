@@ -12,9 +12,9 @@ import torch
 from conftest import make_model, token_task
 
 from tl_neuronllm import identify, rescore
-from tl_neuronllm.result import build_result
-from tl_neuronllm.scoring import ACEState, ScoringConfig
-from tl_neuronllm.stability import Stability, mean_pairwise_jaccard, stability, stability_curve
+from tl_neuronllm.result.neuron_result import build_result
+from tl_neuronllm.scoring.ace import ACEState, ScoringConfig
+from tl_neuronllm.studies.stability import Stability, mean_pairwise_jaccard, stability, stability_curve
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +68,7 @@ def test_rescore_on_items_equals_identify_on_that_subset(kept):
 
 def test_frequencies_and_jaccard_equal_a_naive_loop(kept):
     _, res, *_ = kept
-    st = res.stability(n_items=6, n_resamples=7, seed=2)
+    st = stability(res, n_items=6, n_resamples=7, seed=2)
     rng = random.Random("stability:2")
     draws = [sorted(rng.sample(range(10), 6)) for _ in range(7)]
     sets = []
@@ -87,9 +87,9 @@ def test_frequencies_and_jaccard_equal_a_naive_loop(kept):
         assert got == pytest.approx(sum(pairs) / len(pairs), abs=1e-12)
     assert (st.n_items, st.n_scored, st.n_resamples, st.replace) == (6, 10, 7, False)
     # the bootstrap is the one explain.selection_stability reports
-    from tl_neuronllm.explain import selection_stability
+    from tl_neuronllm.explain.explainer import selection_stability
 
-    boot = res.stability(n_resamples=5, seed=1)
+    boot = stability(res, n_resamples=5, seed=1)
     assert boot.replace and boot.n_items == 10
     sel = selection_stability(res, n_boot=5, seed=1)
     assert sel == {
@@ -101,7 +101,7 @@ def test_frequencies_and_jaccard_equal_a_naive_loop(kept):
 
 def test_csv_frequency_column_and_save_load(kept, tmp_path):
     _, res, *_ = kept
-    st = res.stability(n_resamples=4)
+    st = stability(res, n_resamples=4)
     res.to_csv(tmp_path / "n.csv", stability=st)
     rows = list(csv.DictReader(open(tmp_path / "n.csv")))
     assert [r["label"] for r in rows] == res.labels("both")
@@ -124,11 +124,11 @@ def test_bad_input(kept):
     with pytest.raises(ValueError, match="keep_attributions=True"):
         stability(dataclasses.replace(res, attributions=None))
     with pytest.raises(ValueError, match="n_items = 11 is more than the 10"):
-        res.stability(n_items=11)
+        stability(res, n_items=11)
     with pytest.raises(ValueError, match="same set every time"):
-        res.stability(n_items=10, replace=False)
+        stability(res, n_items=10, replace=False)
     with pytest.raises(ValueError, match="n_resamples"):
-        res.stability(n_resamples=0)
+        stability(res, n_resamples=0)
 
 
 def test_planted_neurons_are_always_selected_and_agreement_grows_with_items():

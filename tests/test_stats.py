@@ -1,4 +1,4 @@
-"""tl_neuronllm.stats: the one accuracy implementation against naive loops (and the statistics' edge cases)."""
+"""tl_neuronllm.evaluation.stats: the one accuracy implementation against naive loops (and the statistics' edge cases)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from tl_neuronllm.stats import accuracy_stats, item_accuracy, score_predictions, spread
+from tl_neuronllm.evaluation.stats import accuracy_stats, item_accuracy, score_predictions, spread
 
 
 @dataclass

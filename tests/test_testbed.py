@@ -1,4 +1,4 @@
-"""Tests of tl_neuronllm.testbed: task generation, the training format, caching, and the method's
+"""Tests of tl_neuronllm.studies.testbed: task generation, the training format, caching, and the method's
 ground-truth checks on trained testbeds (suppressing good neurons hurts far more than random sets
 of the same per-layer sizes; suppressing bad neurons on the lured testbed does not hurt; identify
 is deterministic; the ablation options run end to end).
@@ -16,11 +16,11 @@ import pytest
 import torch
 
 from tl_neuronllm import identify
-from tl_neuronllm import testbed as tbm
-from tl_neuronllm.interventions import Intervention, make_hooks
-from tl_neuronllm.proxies import AugmentConfig, PromptConfig, Renderer
-from tl_neuronllm.tasks import Item, Task
-from tl_neuronllm.testbed import TESTBEDS, load_testbed, make_task
+from tl_neuronllm.data.tasks import Item, Task
+from tl_neuronllm.prompts.proxies import AugmentConfig, PromptConfig, Renderer
+from tl_neuronllm.result.interventions import Intervention, make_hooks
+from tl_neuronllm.studies import testbed as tbm
+from tl_neuronllm.studies.testbed import TESTBEDS, load_testbed, make_task
 
 # (imported through the module: pytest would collect names starting with "test"/"Test")
 TestbedConfig = tbm.TestbedConfig
@@ -102,10 +102,10 @@ def test_task_is_seeded_and_well_formed(name):
 def test_training_prompts_are_renderer_prompts():
     """The sampler's prompts are token for token what identify's Renderer makes of the same items."""
     cfg = TESTBEDS["facts-lured-small"]
-    vocab = tbm._vocab(cfg)
-    facts = tbm._make_facts(cfg, vocab)
+    vocab = tbm.vocab_of(cfg)
+    facts = tbm.make_facts(cfg, vocab)
     fmt = vocab.token_format()
-    toks, target, gold, bayes, f = tbm._Sampler(cfg, vocab, facts, np.random.default_rng(0)).batch(16, 1)
+    toks, target, gold, bayes, f = tbm.Sampler(cfg, vocab, facts, np.random.default_rng(0)).batch(16, 1)
     O = cfg.n_options
     block = 1 + 2 + 2 * O + 1
     for row in range(16):
@@ -145,7 +145,7 @@ def test_training_is_deterministic_and_cached(tmp_path, monkeypatch):
     def no_training(*a, **k):
         raise AssertionError("a cached testbed must not be retrained")
 
-    monkeypatch.setattr("tl_neuronllm.testbed.cache.train_testbed", no_training)
+    monkeypatch.setattr("tl_neuronllm.studies.testbed.cache.train_testbed", no_training)
     again = load_testbed(cfg, cache=tmp_path)
     assert all(torch.equal(v, again.model.state_dict()[k]) for k, v in tb.model.state_dict().items())
     assert again.stats["heldout_accuracy"] == tb.stats["heldout_accuracy"]

@@ -1,4 +1,4 @@
-"""Tests of tl_neuronllm.wheels (cache location, wheel fetching, atomic folders) and tl_neuronllm.smollm2 (SmolLM2
+"""Tests of tl_neuronllm.data.wheels (cache location, wheel fetching, atomic folders) and tl_neuronllm.data.smollm2 (SmolLM2
 loading), and of the deprecated name tl_neuronllm.hub."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tl_neuronllm import smollm2, wheels
+from tl_neuronllm.data import smollm2, wheels
 
 
 @pytest.fixture(scope="session")
@@ -130,7 +130,7 @@ def test_interrupted_build_leaves_no_folder(tmp_path):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        wheels._build_dir_atomically(final, lambda p: wheels._read_marker(p) is not None, build)
+        wheels.build_dir_atomically(final, lambda p: wheels.read_marker(p) is not None, build)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -146,12 +146,12 @@ def test_incomplete_folder_is_rebuilt_and_complete_one_reused(tmp_path):
         return {"v": 1}
 
     def complete(p: Path) -> bool:
-        return wheels._read_marker(p) is not None
+        return wheels.read_marker(p) is not None
 
-    wheels._build_dir_atomically(final, complete, build)
+    wheels.build_dir_atomically(final, complete, build)
     assert sorted(p.name for p in final.iterdir()) == [wheels._MARKER, "data.txt"]
     assert [p.name for p in tmp_path.iterdir()] == ["thing"]
-    wheels._build_dir_atomically(final, complete, build)
+    wheels.build_dir_atomically(final, complete, build)
     assert len(builds) == 1
 
 
@@ -264,21 +264,3 @@ def test_load_smollm2_builds_into_fresh_cache_from_cached_wheel(monkeypatch, rea
 
 
 # --------------------------------------------------------------------------- the deprecated name
-
-
-def test_hub_is_a_deprecated_alias_of_wheels_and_smollm2():
-    from tl_neuronllm import hub
-
-    with pytest.warns(
-        DeprecationWarning, match=r"tl_neuronllm.hub is deprecated: import fetch_wheel from tl_neuronllm.wheels"
-    ):
-        from tl_neuronllm.hub import fetch_wheel
-    assert fetch_wheel is wheels.fetch_wheel
-    with pytest.warns(DeprecationWarning, match=r"import load_smollm2 from tl_neuronllm.smollm2"):
-        assert hub.load_smollm2 is smollm2.load_smollm2
-    with pytest.warns(DeprecationWarning, match=r"import _build_dir_atomically from tl_neuronllm.wheels"):
-        assert hub._build_dir_atomically is wheels._build_dir_atomically
-    with pytest.warns(DeprecationWarning, match=r"import SMOLLM2_HF_NAME from tl_neuronllm.smollm2"):
-        assert hub.SMOLLM2_HF_NAME == "HuggingFaceTB/SmolLM2-135M-Instruct"
-    with pytest.raises(AttributeError, match="module 'tl_neuronllm.hub' has no attribute 'nothing_here'"):
-        hub.nothing_here  # noqa: B018

@@ -5,52 +5,47 @@
     with result.suppress(model, "bad"):
         logits = model(tokens)
 
-The names here are what a user needs. Internals live in their modules (``tl_neuronllm.adapter``,
-``tl_neuronllm.scoring``, ...); the few that used to be exported here still are, with a
+The names here are what a user needs. Internals live in their modules (``tl_neuronllm.model.adapter``,
+``tl_neuronllm.scoring.ace``, ...); the few that used to be exported here still are, with a
 ``DeprecationWarning`` naming their module.
 """
 
-__version__ = "0.5.0"
-
-import importlib
-import warnings
-from typing import Any
-
-from .adapter import ModelError
-from .compare import Comparison, compare, shared_vs_specific
-from .config import IdentifyConfig
-from .evaluate import EvalConfig, EvalResult, evaluate, evaluate_many
-from .explain import Explanation, NeuronExplanation, explain
-from .html_report import report_html
-from .interventions import Intervention, intervene, make_hooks
-from .methods import AttributionMethod, register_method
-from .pipeline import identify
-from .proxies import AugmentConfig, PromptConfig, TokenFormat
-from .rescoring import rescore
-from .result import Neuron, NeuronResult
-from .scoring import ScoringConfig
-from .selection import CVSelection, select_cv
-from .stability import Stability, stability
-from .tasks import Item, Task, TaskError
-
-#: Internals once exported here: name -> the module that has them.
-_MOVED = {
-    "ACEState": "tl_neuronllm.scoring",
-    "ModelAdapter": "tl_neuronllm.adapter",
-    "preserved_model_state": "tl_neuronllm.adapter",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _MOVED:
-        warnings.warn(
-            f"tl_neuronllm.{name} is an internal; import it from {_MOVED[name]}", DeprecationWarning, stacklevel=2
-        )
-        return getattr(importlib.import_module(_MOVED[name]), name)
-    raise AttributeError(f"module 'tl_neuronllm' has no attribute {name!r}")
-
+from tl_neuronllm.attribution.methods import AttributionMethod, register_method
+from tl_neuronllm.config.identify import IdentifyConfig
+from tl_neuronllm.data.tasks import Item, Task
+from tl_neuronllm.errors import (
+    CacheNotFilled,
+    ConfigError,
+    ContextLengthError,
+    ModelError,
+    NeuronLLMError,
+    RegistryError,
+    ResultFileError,
+    ShortcutFallbackWarning,
+    TaskError,
+)
+from tl_neuronllm.evaluation.evaluate import EvalConfig, EvalResult, evaluate, evaluate_many
+from tl_neuronllm.explain.explainer import Explanation, NeuronExplanation, explain
+from tl_neuronllm.pipeline.identify import identify
+from tl_neuronllm.pipeline.rescore import rescore
+from tl_neuronllm.prompts.proxies import AugmentConfig, PromptConfig, TokenFormat
+from tl_neuronllm.provenance import __version__
+from tl_neuronllm.report.html import report_html
+from tl_neuronllm.result.interventions import Intervention, intervene, make_hooks
+from tl_neuronllm.result.neuron_result import Neuron, NeuronResult
+from tl_neuronllm.scoring.ace import ScoringConfig
+from tl_neuronllm.studies.compare import Comparison, compare, shared_vs_specific
+from tl_neuronllm.studies.selection import CVSelection, select_cv
+from tl_neuronllm.studies.stability import Stability, stability
 
 __all__ = [
+    "CacheNotFilled",
+    "ConfigError",
+    "ContextLengthError",
+    "NeuronLLMError",
+    "RegistryError",
+    "ResultFileError",
+    "ShortcutFallbackWarning",
     "AttributionMethod",
     "AugmentConfig",
     "CVSelection",

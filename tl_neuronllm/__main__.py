@@ -1,5 +1,5 @@
 """``python -m tl_neuronllm``: the ``tl-neuronllm`` command."""
 
-from .cli import main
+from tl_neuronllm.cli.app import main
 
 raise SystemExit(main())

@@ -19,20 +19,22 @@ from collections.abc import Sequence
 from numbers import Integral, Real
 from typing import Any
 
+from tl_neuronllm.errors import ConfigError
+
 
 def check_int(name: str, value: Any, *, min_value: int | None = None, allow_none: bool = False) -> int | None:
     """``value`` as an ``int`` (numpy/torch integers accepted; ``bool`` and floats refused).
 
     Raises:
-        ValueError: if ``value`` is not an integer or is below ``min_value``.
+        ConfigError: if ``value`` is not an integer or is below ``min_value``.
     """
     if value is None and allow_none:
         return None
     if isinstance(value, bool) or not isinstance(value, Integral):
-        raise ValueError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
+        raise ConfigError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
     v = int(value)
     if min_value is not None and v < min_value:
-        raise ValueError(f"{name} must be >= {min_value}, got {v}")
+        raise ConfigError(f"{name} must be >= {min_value}, got {v}")
     return v
 
 
@@ -49,15 +51,15 @@ def check_float(
     """``value`` as a finite ``float`` in the given range (``bool`` and strings refused).
 
     Raises:
-        ValueError: if ``value`` is not a real number, is ``nan``/``inf``, or is out of range.
+        ConfigError: if ``value`` is not a real number, is ``nan``/``inf``, or is out of range.
     """
     if value is None and allow_none:
         return None
     if isinstance(value, bool) or not isinstance(value, Real):
-        raise ValueError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
+        raise ConfigError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
     v = float(value)
     if not math.isfinite(v):
-        raise ValueError(f"{name} must be a finite number, got {v}")
+        raise ConfigError(f"{name} must be a finite number, got {v}")
     bad = (low is not None and (v < low or (low_open and v == low))) or (
         high is not None and (v > high or (high_open and v == high))
     )
@@ -65,7 +67,7 @@ def check_float(
         lo = "-inf" if low is None else f"{low:g}"
         hi = "inf" if high is None else f"{high:g}"
         interval = f"{'(' if low_open or low is None else '['}{lo}, {hi}{')' if high_open or high is None else ']'}"
-        raise ValueError(f"{name} must be in {interval}, got {v:g}")
+        raise ConfigError(f"{name} must be in {interval}, got {v:g}")
     return v
 
 
@@ -73,23 +75,23 @@ def check_count_or_fraction(name: str, value: Any, *, min_count: int = 0) -> int
     """An ``int`` count (``>= min_count``) or a ``float`` fraction in ``(0, 1)``.
 
     Raises:
-        ValueError: for ``bool``, non-numbers, ``nan``/``inf``, a float outside ``(0, 1)`` (``1.0``
+        ConfigError: for ``bool``, non-numbers, ``nan``/``inf``, a float outside ``(0, 1)`` (``1.0``
             and ``1.5`` included: write ``1`` for one) or a count below ``min_count``.
     """
     if isinstance(value, bool) or not isinstance(value, (Integral, Real)):
-        raise ValueError(
+        raise ConfigError(
             f"{name} must be an int count or a float fraction in (0, 1), got {value!r} ({type(value).__name__})"
         )
     if isinstance(value, Integral):
         v = int(value)
         if v < min_count:
-            raise ValueError(
+            raise ConfigError(
                 f"{name} must be a count >= {min_count} (an int) or a fraction in (0, 1) (a float), got {v}"
             )
         return v
     f = float(value)
     if not math.isfinite(f) or not 0 < f < 1:
-        raise ValueError(
+        raise ConfigError(
             f"{name} = {f!r} is a float, so it must be a fraction in (0, 1); for a count give an int "
             f"(e.g. {name}={int(f) if math.isfinite(f) and f >= 1 else 1})"
         )
@@ -100,16 +102,16 @@ def check_choice(name: str, value: Any, choices: Sequence[Any]) -> Any:
     """``value`` if it is one of ``choices``.
 
     Raises:
-        ValueError: naming the option, the value and the choices.
+        ConfigError: naming the option, the value and the choices.
     """
     if isinstance(value, bool) and not any(isinstance(c, bool) for c in choices):
-        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
+        raise ConfigError(f"{name} must be one of {tuple(choices)}, got {value!r}")
     try:
         ok = value in choices
     except TypeError:  # unhashable or incomparable
         ok = False
     if not ok:
-        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
+        raise ConfigError(f"{name} must be one of {tuple(choices)}, got {value!r}")
     return value
 
 
@@ -117,8 +119,8 @@ def check_bool(name: str, value: Any) -> bool:
     """``value`` if it is a ``bool`` (``0``/``1``/strings refused).
 
     Raises:
-        ValueError: if ``value`` is not a bool.
+        ConfigError: if ``value`` is not a bool.
     """
     if not isinstance(value, bool):
-        raise ValueError(f"{name} must be True or False, got {value!r} ({type(value).__name__})")
+        raise ConfigError(f"{name} must be True or False, got {value!r} ({type(value).__name__})")
     return value

@@ -1,0 +1,507 @@
+"""Held-out evaluation of a :class:`NeuronResult`: do the identified neurons control the task, and
+more than random neurons do?
+
+Protocol (method.md, "Evaluation protocol"). The held-out items are rendered exactly as the
+identification run rendered its items (the result's ``config``: mode, instruction, shots, proxies,
+permutations, seed) with demonstrations that are neither identification nor held-out items. Every
+proxy question is answered under these conditions:
+
+==============================  =================================================
+``baseline``                    no intervention
+``suppress_good``               good neurons x 0
+``suppress_bad``                bad neurons x 0
+``enhance_good_suppress_bad``   good neurons x ``factor`` (default 2), bad x 0 (the paper's "Enhance")
+``enhance_bad_suppress_good``   bad neurons x ``factor``, good x 0 (the paper's "Degrade")
+==============================  =================================================
+
+all at the site (the last prompt token), and each identified condition again with ``n_random``
+(default 5) random neuron sets of the same size and the same per-layer counts (a random stand-in
+for the good set and one for the bad set, disjoint from each other and, when the layer has room,
+from the identified neurons).
+
+Beside the absolute changes, every row has the relative changes against the baseline that we read the
+paper's RAC and RCC to be: ``RAC = (acc - acc_base) / acc_base`` and ``RCC = (cacc - cacc_base) /
+cacc_base`` for the consistent accuracy (``nan`` when the baseline is 0); see :func:`relative_change`.
+
+Per condition: accuracy (argmax over the options, over all proxy questions), mean gold probability
+(softmax over the options), consistent accuracy (share of items answered correctly on all their
+proxies: a model that always answers "A" cannot earn it), the share of proxy questions whose
+predicted option differs from the baseline, and the distribution of predicted letters. Intervals are
+percentile bootstrap intervals over *items* (all proxies of a resampled item travel together; the
+same seeded resamples for every condition, so differences are paired). Paired correctness changes
+vs the baseline get an exact McNemar test (two-sided binomial test on the discordant pairs), on
+proxy questions (``mcnemar``) and on items' consistent correctness (``mcnemar_consistent``). The
+proxies of one item are not independent, so the proxy-level p-value is optimistic; the item-level
+one is not. Random controls are summarised by mean, standard deviation, min and max over seeds.
+
+Results without a bad set (positive-only baselines such as QR-Neuron, or a run in which no neuron
+scored negative) have n/a rows for every condition that involves bad neurons.
+
+Layout: :mod:`tl_neuronllm.evaluation.conditions` (the :class:`Condition` records and the random sets),
+:mod:`tl_neuronllm.evaluation.engines` (the two inference engines), :mod:`tl_neuronllm.evaluation.stats` (the statistics),
+:mod:`tl_neuronllm.evaluation.eval_result` (:class:`EvalRow`, :class:`EvalResult` and their files) and
+:mod:`tl_neuronllm.report.markdown` (the tables); this module runs the steps and re-exports their public names.
+
+Engine: ``engine="prefix"`` (the default for site interventions) runs each proxy's prompt prefix once and
+all conditions as continuation rows over it; ``engine="full"`` runs each condition over full prompts (required
+for ``positions="all"``). The two agree to float tolerance; see :mod:`tl_neuronllm.evaluation.engines`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from tl_neuronllm.config.identify import IdentifyConfig, config_from_options
+from tl_neuronllm.data.tasks import LETTERS, Item, Task, TaskError
+from tl_neuronllm.evaluation.conditions import (
+    EXPECTED_DIRECTION,
+    INTERVENTIONS,
+    PAPER_NAMES,
+    Condition,
+    ConditionPlan,
+    matched_random_sets,
+    plan_conditions,
+)
+from tl_neuronllm.evaluation.engines import Engine, run_conditions
+from tl_neuronllm.evaluation.eval_result import EVAL_JSON, EVAL_MD, EvalResult, EvalRow
+from tl_neuronllm.evaluation.stats import (
+    DELTA_METRICS,
+    METRICS,
+    RELATIVE,
+    Scored,
+    bootstrap_ci,
+    bootstrap_indices,
+    letter_counts,
+    mcnemar_exact,
+    relative_change,
+    score_predictions,
+    spread,
+)
+from tl_neuronllm.model.adapter import ModelAdapter, preserved_model_state
+from tl_neuronllm.model.answers import ProxyPrompt, check_finite_probs
+from tl_neuronllm.model.protocol import HookedModel
+from tl_neuronllm.pipeline.prepare import prepare
+from tl_neuronllm.provenance import versions as _versions
+from tl_neuronllm.result.neuron_result import NeuronResult
+from tl_neuronllm.validate import check_choice, check_count_or_fraction, check_float, check_int
+
+
+# ------------------------------------------------------------------------------------------------
+# configuration
+# ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class EvalConfig:
+    """Options of :func:`evaluate`.
+
+    Attributes:
+        interventions: Which conditions to run besides the baseline (default: all four of
+            :data:`INTERVENTIONS`).
+        factor: Enhancement factor (default 2).
+        n_random: Random neuron sets per condition (default 5; 0 disables the control).
+        k: Re-select the good/bad sets with this size (count or fraction) before evaluating;
+            ``None`` keeps the result's sets.
+        n_boot: Bootstrap resamples (default 2000).
+        ci: Interval coverage (default 0.95).
+        seed: Seed of the random sets (seed, seed + 1, ...) and of the bootstrap.
+        positions: ``"site"`` (default) or ``"all"`` positions.
+        engine: ``"auto"`` (``"prefix"`` for site interventions, ``"full"`` otherwise), ``"prefix"``
+            or ``"full"``.
+        batch_size: Proxies per forward in the ``"full"`` engine.
+        memory_budget_mb: Activation memory to aim for per continuation chunk (``"prefix"`` engine).
+    """
+
+    interventions: tuple[str, ...] = tuple(INTERVENTIONS)
+    factor: float = 2.0
+    n_random: int = 5
+    k: int | float | None = None
+    n_boot: int = 2000
+    ci: float = 0.95
+    seed: int = 0
+    positions: Literal["site", "all"] = "site"
+    engine: Literal["auto", "prefix", "full"] = "auto"
+    batch_size: int = 16
+    memory_budget_mb: float = 512.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.interventions, str):
+            raise ValueError(f"interventions must be a list of names, got the string {self.interventions!r}")
+        object.__setattr__(self, "interventions", tuple(self.interventions))
+        unknown = [n for n in self.interventions if n not in INTERVENTIONS]
+        if unknown:
+            raise ValueError(f"unknown intervention(s) {unknown}; known: {list(INTERVENTIONS)}")
+        object.__setattr__(self, "factor", check_float("factor", self.factor))
+        check_int("n_random", self.n_random, min_value=0)
+        if self.k is not None:
+            check_count_or_fraction("k", self.k)
+        check_int("n_boot", self.n_boot, min_value=1)
+        check_float("ci", self.ci, low=0, high=1, low_open=True, high_open=True)
+        check_int("seed", self.seed)
+        check_choice("positions", self.positions, ("site", "all"))
+        check_choice("engine", self.engine, ("auto", "prefix", "full"))
+        if self.engine == "prefix" and self.positions == "all":
+            raise ValueError("engine='prefix' needs positions='site' (the prefix changes when all positions are hit)")
+        check_int("batch_size", self.batch_size, min_value=1)
+        check_float("memory_budget_mb", self.memory_budget_mb, low=0, low_open=True)
+
+    @property
+    def resolved_engine(self) -> Engine:
+        """The engine ``"auto"`` stands for: ``"prefix"`` for site interventions, else ``"full"``."""
+        if self.engine != "auto":
+            return self.engine
+        return "prefix" if self.positions == "site" else "full"
+
+    @classmethod
+    def from_options(cls, config: EvalConfig | None = None, **options: Any) -> EvalConfig:
+        """A config from keyword options.
+
+        Raises:
+            TypeError: an unknown option (listing the valid ones); ValueError: a bad value.
+        """
+        return config_from_options(cls, config, options)
+
+
+def identify_config_of(result: NeuronResult) -> IdentifyConfig:
+    """The :class:`IdentifyConfig` (prompt and augmentation options) a result was identified with;
+    the same as ``result.identify_config()``."""
+    return result.identify_config()
+
+
+# ------------------------------------------------------------------------------------------------
+# steps
+# ------------------------------------------------------------------------------------------------
+def _check_disjoint(result: NeuronResult, heldout: Task, demo_items: Sequence[Item]) -> None:
+    """Refuse held-out items that are identification items or demonstrations (:class:`TaskError`)."""
+    tcfg = result.config.get("task", {})
+    if "item_keys" in tcfg:  # by content: the same question under another id or option order is caught
+        keys = set(tcfg["item_keys"])
+        clash = [it.id for it in heldout.items if it.content_key() in keys]
+        what = "is an identification item (same context, question and options)"
+    else:  # results saved before item_keys existed: only the ids are known
+        scored_ids = set(map(str, tcfg.get("item_ids", [])))
+        clash = [it.id for it in heldout.items if it.id in scored_ids]
+        what = "has the id of an identification item (this result predates content keys)"
+    if clash:
+        raise TaskError(
+            f"held-out item {clash[0]!r} ({len(clash)} in all) {what}; evaluate on items the neurons were not "
+            "identified on (Task.split gives disjoint splits), or pass allow_overlap=True to measure them anyway"
+        )
+    demo_keys = {d.content_key() for d in demo_items}
+    both = [it.id for it in heldout.items if it.content_key() in demo_keys]
+    if both:
+        raise TaskError(f"held-out item {both[0]!r} is also a demonstration; demos must come from other items")
+
+
+@dataclass
+class _Questions:
+    """The held-out questions, flat in query order, and what every condition is scored against."""
+
+    queries: list[ProxyPrompt]
+    item_of: np.ndarray
+    n_items: int
+    n_options: int
+    gold: np.ndarray
+    boot: np.ndarray
+
+    @classmethod
+    def of(cls, queries: Sequence[Sequence[ProxyPrompt]], cfg: EvalConfig) -> _Questions:
+        flat = [q for qs in queries for q in qs]
+        item_of = np.array([i for i, qs in enumerate(queries) for _ in qs])
+        n_items = len(queries)
+        n_opt = max(q.n_options for q in flat)
+        gold = np.array([q.gold for q in flat])
+        return cls(flat, item_of, n_items, n_opt, gold, bootstrap_indices(n_items, cfg.n_boot, cfg.seed))
+
+    def score(self, probs: Sequence[Tensor], base: Scored | None = None) -> Scored:
+        return score_predictions(probs, self.gold, self.item_of, self.n_items, base=base)
+
+
+def _random_summary(
+    plan: ConditionPlan, name: str, probs: list[list[Tensor]], base: Scored, qs: _Questions
+) -> dict[str, Any]:
+    """Per metric (and its change against the baseline, and RAC / RCC) the spread over the random sets."""
+    per_seed: dict[str, list[float]] = {}
+    let_sum = np.zeros(qs.n_options)
+    idx = plan.random_indices(name)
+    for c in idx:
+        rs = qs.score(probs[c], base)
+        for k in METRICS:
+            per_seed.setdefault(k, []).append(rs.metrics[k])
+        for k in DELTA_METRICS:
+            per_seed.setdefault(f"delta_{k}", []).append(rs.metrics[k] - base.metrics[k])
+        for rk, k in RELATIVE.items():
+            per_seed.setdefault(rk, []).append(relative_change(rs.metrics[k], base.metrics[k]))
+        let_sum += np.bincount(rs.pred, minlength=qs.n_options)
+    return {
+        "seeds": list(plan.seeds),
+        "excluded_identified": plan.excluded_identified,
+        "metrics": {k: spread(v) for k, v in per_seed.items()},
+        "letters_mean": {LETTERS[i]: float(let_sum[i] / len(idx)) for i in range(qs.n_options)},
+    }
+
+
+def _intervention_row(
+    plan: ConditionPlan, name: str, probs: list[list[Tensor]], base: Scored, qs: _Questions, ci: float
+) -> EvalRow:
+    """The row of one available intervention: its metrics, their changes and tests against the baseline."""
+    i = plan.index(name)
+    cond = plan.conditions[i]
+    sc = qs.score(probs[i], base)
+    return EvalRow(
+        name,
+        cond.description,
+        n_good=len(cond.neurons["good"]) if "good" in cond.roles else 0,
+        n_bad=len(cond.neurons["bad"]) if "bad" in cond.roles else 0,
+        metrics=sc.metrics,
+        ci=sc.intervals(qs.boot, ci),
+        delta={k: sc.metrics[k] - base.metrics[k] for k in DELTA_METRICS},
+        delta_ci=sc.intervals(qs.boot, ci, minus=base),
+        relative={rk: relative_change(sc.metrics[k], base.metrics[k]) for rk, k in RELATIVE.items()},
+        relative_ci=sc.relative_intervals(qs.boot, ci, base),
+        paper_name=cond.paper_name,
+        mcnemar=sc.mcnemar(base, "correct"),
+        mcnemar_consistent=sc.mcnemar(base, "consistent"),
+        letters=letter_counts(sc.pred, qs.n_options),
+        random=_random_summary(plan, name, probs, base, qs) if plan.seeds else {},
+        predictions=sc.pred.tolist(),
+    )
+
+
+def _score_rows(plan: ConditionPlan, probs: list[list[Tensor]], qs: _Questions, cfg: EvalConfig) -> list[EvalRow]:
+    """The baseline row, then one row per requested intervention (n/a rows for the unavailable ones)."""
+    base = qs.score(probs[0])
+    rows = [
+        EvalRow(
+            "baseline",
+            "baseline",
+            metrics=base.metrics,
+            ci=base.intervals(qs.boot, cfg.ci),
+            letters=letter_counts(base.pred, qs.n_options),
+            predictions=base.pred.tolist(),
+        )
+    ]
+    for name in cfg.interventions:
+        if name in plan.unavailable:
+            desc = INTERVENTIONS[name][0]
+            note = plan.unavailable[name]
+            rows.append(EvalRow(name, desc, available=False, note=note, paper_name=PAPER_NAMES.get(name, "")))
+        else:
+            rows.append(_intervention_row(plan, name, probs, base, qs, cfg.ci))
+    return rows
+
+
+def _result_info(result: NeuronResult) -> dict[str, Any]:
+    """Facts about the evaluated result (model, method, k, set sizes, its identification statistics)."""
+    tcfg = result.config.get("task", {})
+    return {
+        "model_name": result.config.get("model", {}).get("model_name", "?"),
+        "method": result.config.get("method", "?"),
+        "k": result.config.get("k"),
+        "n_good": len(result.good),
+        "n_bad": len(result.bad),
+        "positive_only": bool(result.stats.get("positive_only", False)),
+        "identify_task": tcfg.get("name"),
+        "n_scored": tcfg.get("n_scored"),
+        "identify_stats": {
+            k: result.stats[k] for k in ("accuracy", "gold_prob", "consistent_accuracy", "seconds") if k in result.stats
+        },
+    }
+
+
+def _run_config(
+    cfg: EvalConfig, icfg: IdentifyConfig, adapter: ModelAdapter, scored: Task, demo_items: Sequence[Item]
+) -> dict[str, Any]:
+    """The :attr:`EvalResult.config` record: the options, the items and the software that ran."""
+    ecfg = asdict(cfg)
+    ecfg["engine"] = cfg.resolved_engine
+    return {
+        "eval": ecfg,
+        "identify": icfg.to_dict(),
+        "demo_ids": [d.id for d in demo_items],
+        "item_ids": [it.id for it in scored.items],
+        "kv_backend": adapter.kv_backend,
+        "fast_paths": adapter.fast.to_dict(),
+        "versions": _versions(),
+    }
+
+
+# ------------------------------------------------------------------------------------------------
+# evaluate
+# ------------------------------------------------------------------------------------------------
+def evaluate(
+    model: HookedModel,
+    result: NeuronResult,
+    heldout: Task,
+    *,
+    demos: Task | Sequence[Item] | None = None,
+    config: EvalConfig | None = None,
+    progress: bool = True,
+    allow_overlap: bool = False,
+    **options: Any,
+) -> EvalResult:
+    """Evaluate a result's neurons on held-out items (see the module docstring for the protocol).
+
+    Args:
+        model: The model the result was identified on.
+        result: A :class:`NeuronResult` (from :func:`tl_neuronllm.identify` or ``NeuronResult.load``).
+        heldout: Held-out items, disjoint from the identification items.
+        demos: Demonstration items for the k-shot prompts (use the identification run's demos);
+            default: ``n_shots`` items drawn from ``heldout`` (and then not evaluated).
+        config: A base :class:`EvalConfig`; ``options`` override its fields.
+        progress: Show a progress bar.
+        allow_overlap: Skip the check that no held-out item is an identification item (compared by
+            content: context, question and the set of options, whatever the ids).
+        **options: Any :class:`EvalConfig` field, e.g. ``n_random=3``, ``factor=4.0``.
+
+    Returns:
+        An :class:`EvalResult` (baseline row first).
+
+    Raises:
+        TaskError: overlapping items or demos, malformed tasks.
+        ValueError: a result for another model shape, bad options.
+    """
+    return evaluate_many(
+        model, [result], heldout, demos=demos, config=config, progress=progress, allow_overlap=allow_overlap, **options
+    )[0]
+
+
+def _prompt_key(icfg: IdentifyConfig) -> tuple[Any, ...]:
+    """What decides how a result's held-out questions are rendered and where its neurons are hooked."""
+    return (icfg.prompt, icfg.augment, icfg.hook)
+
+
+def _condition_key(c: Condition) -> tuple[Any, ...]:
+    return (c.name, tuple(sorted(c.neurons.items())), c.factor, c.positions)
+
+
+def evaluate_many(
+    model: HookedModel,
+    results: Sequence[NeuronResult],
+    heldout: Task,
+    *,
+    demos: Task | Sequence[Item] | None = None,
+    config: EvalConfig | None = None,
+    progress: bool = True,
+    allow_overlap: bool = False,
+    **options: Any,
+) -> list[EvalResult]:
+    """:func:`evaluate` of several results on the same held-out items in one pass.
+
+    The questions are rendered and their baseline run once, and every result's conditions run together
+    (identical conditions, e.g. two settings that form the same set, once). Each returned
+    :class:`EvalResult` equals ``evaluate`` of that result alone up to float rounding (the forwards are
+    batched differently); ``seconds`` is the whole pass's.
+
+    Args:
+        model, heldout, demos, config, progress, allow_overlap, **options: As for :func:`evaluate`.
+        results: Results identified with the same prompt options and hook (mode, shots, proxies,
+            permutations, seed, ...), e.g. re-formings of one run by :func:`tl_neuronllm.rescore`.
+
+    Returns:
+        One :class:`EvalResult` per result, in order.
+
+    Raises:
+        ValueError: no results, results whose prompt options or hook differ (naming the first such one), a
+            result for another model shape, bad options.
+        TaskError: overlapping items or demos, malformed tasks.
+    """
+    cfg = EvalConfig.from_options(config, **options)
+    if not isinstance(heldout, Task):
+        raise TaskError(f"heldout must be a tl_neuronllm.Task, got {type(heldout).__name__}")
+    if isinstance(results, NeuronResult) or not results:
+        raise ValueError("results must be a non-empty list of NeuronResult (use evaluate for one result)")
+    t0 = time.perf_counter()
+    results = [r.with_k(cfg.k) if cfg.k is not None else r for r in results]
+    for r in results:
+        r._check_model(model)
+    icfg = results[0].identify_config()
+    for i, r in enumerate(results[1:], 1):
+        if _prompt_key(r.identify_config()) != _prompt_key(icfg):
+            raise ValueError(
+                f"results[{i}] was identified with other prompt options or hook than results[0]; "
+                "evaluate_many renders the questions once, so evaluate it separately"
+            )
+    prep = prepare(model, heldout, icfg, demos=demos)  # tokenizer only: errors before any model time
+    adapter, scored, demo_items = prep.adapter, prep.task, prep.demo_items
+    if not allow_overlap:
+        for r in results:
+            _check_disjoint(r, scored, demo_items)
+    plans = [
+        plan_conditions(
+            r, cfg.interventions, factor=cfg.factor, positions=cfg.positions, n_random=cfg.n_random, seed=cfg.seed
+        )
+        for r in results
+    ]
+    unique: dict[tuple[Any, ...], int] = {}  # identical conditions of several results run once
+    conditions: list[Condition] = []
+    for plan in plans:
+        for c in plan.conditions:
+            if _condition_key(c) not in unique:
+                unique[_condition_key(c)] = len(conditions)
+                conditions.append(c)
+    qs = _Questions.of(list(prep.queries), cfg)
+    with preserved_model_state(model), torch.no_grad():
+        adapter.check_widths()
+        probs = run_conditions(
+            adapter,
+            qs.queries,
+            conditions,
+            engine=cfg.resolved_engine,
+            batch_size=cfg.batch_size,
+            memory_budget_mb=cfg.memory_budget_mb,
+            progress=progress,
+        )
+    ids = [it.id for it in scored.items]
+    check_finite_probs([[p] for p in probs[0]], [ids[i] for i in qs.item_of], "evaluate (baseline)")
+    seconds = time.perf_counter() - t0
+    run_config = _run_config(cfg, icfg, adapter, scored, demo_items)
+    out = []
+    for r, plan in zip(results, plans):
+        mine = [probs[unique[_condition_key(c)]] for c in plan.conditions]
+        rc = {**run_config, "identify": r.identify_config().to_dict()}
+        out.append(
+            EvalResult(
+                rows=_score_rows(plan, mine, qs, cfg),
+                task=scored.name,
+                mode=icfg.mode,
+                n_items=qs.n_items,
+                n_queries=len(qs.queries),
+                letters=list(LETTERS[: qs.n_options]),
+                config=rc,
+                result_info=_result_info(r),
+                seconds=seconds,
+            )
+        )
+    return out
+
+
+__all__ = [
+    "EVAL_JSON",
+    "EVAL_MD",
+    "EXPECTED_DIRECTION",
+    "INTERVENTIONS",
+    "METRICS",
+    "PAPER_NAMES",
+    "RELATIVE",
+    "Condition",
+    "EvalConfig",
+    "EvalResult",
+    "EvalRow",
+    "Scored",
+    "bootstrap_ci",
+    "bootstrap_indices",
+    "evaluate",
+    "evaluate_many",
+    "identify_config_of",
+    "letter_counts",
+    "matched_random_sets",
+    "mcnemar_exact",
+    "relative_change",
+    "score_predictions",
+]

@@ -1,0 +1,198 @@
+"""The explanation objects :func:`tl_neuronllm.explain.explainer` returns, with their tables and exports."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from jaxtyping import Float
+from torch import Tensor
+
+
+@dataclass
+class NeuronExplanation:
+    """What one good or bad neuron does (see :mod:`tl_neuronllm.explain.explainer` for every quantity).
+
+    Attributes:
+        label, role, layer, neuron, score, rank: Identity (``rank`` 1 = strongest of its role).
+        membership: Share of scored items with the neuron among their candidates of its sign.
+        stability: Share of bootstrap resamples that select it in the same role (``None`` without
+            kept attributions).
+        option_effects: Letter mode: direct effect on each option letter (``{"A": ..., ...}``).
+        gold_effect / distractor_effect: Mean direct effect on the gold option / the distractors.
+        top_promoted / top_suppressed: ``(token, effect)`` of the largest / smallest effects.
+        n_right / n_wrong: Questions answered right / wrong.
+        act_mean, act_right, act_wrong, act_effect_size: Site activation: overall mean, mean on
+            right and wrong questions, Cohen's d (right minus wrong).
+        act_by_gold_letter: Mean activation by the gold option's letter.
+        letter_dla: Letter mode: mean activation x effect on each letter (the direct push on its logit).
+        dla_gold / dla_distractors / dla_margin: Mean activation x effect on gold, on distractors, and
+            their difference.
+        top_items: ``(item id, mean activation, question snippet)`` of the items where it fires most.
+    """
+
+    label: str
+    role: str
+    layer: int
+    neuron: int
+    score: float
+    rank: int
+    membership: float
+    stability: float | None
+    option_effects: dict[str, float]
+    gold_effect: float
+    distractor_effect: float
+    top_promoted: list[tuple[str, float]]
+    top_suppressed: list[tuple[str, float]]
+    n_right: int
+    n_wrong: int
+    act_mean: float
+    act_right: float
+    act_wrong: float
+    act_effect_size: float
+    act_by_gold_letter: dict[str, float]
+    letter_dla: dict[str, float]
+    dla_gold: float
+    dla_distractors: float
+    dla_margin: float
+    top_items: list[tuple[str, float, str]]
+
+    def flat(self) -> dict[str, Any]:
+        """One flat row (dicts spread into ``effect_A`` / ``act_gold_A`` columns, lists joined)."""
+        d = asdict(self)
+        for k in ("option_effects", "act_by_gold_letter", "letter_dla", "top_promoted", "top_suppressed", "top_items"):
+            d.pop(k)
+        for letter, v in self.option_effects.items():
+            d[f"effect_{letter}"] = v
+        for letter, v in self.act_by_gold_letter.items():
+            d[f"act_gold_{letter}"] = v
+        for letter, v in self.letter_dla.items():
+            d[f"dla_{letter}"] = v
+        d["top_promoted"] = " ".join(f"{t!r}:{v:+.3g}" for t, v in self.top_promoted)
+        d["top_suppressed"] = " ".join(f"{t!r}:{v:+.3g}" for t, v in self.top_suppressed)
+        d["top_items"] = " | ".join(f"{i} ({a:+.3g}): {s}" for i, a, s in self.top_items)
+        return d
+
+
+@dataclass
+class Explanation:
+    """Per-neuron explanations of a result's good and bad neurons (good first, then bad).
+
+    Attributes:
+        neurons: One :class:`NeuronExplanation` per neuron.
+        activations: ``[questions, neurons]`` site activations (float32, column order of ``neurons``).
+        correct: ``[questions]`` whether the model answered each question right.
+        item_ids: The item id of each question.
+        info: Model, task, mode, option tokens, how the direct effect was computed.
+    """
+
+    neurons: list[NeuronExplanation]
+    activations: Float[Tensor, "questions neurons"]
+    correct: list[bool]
+    item_ids: list[str]
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.neurons)
+
+    def __getitem__(self, label: str) -> NeuronExplanation:
+        for n in self.neurons:
+            if n.label == label:
+                return n
+        raise KeyError(f"no neuron {label!r} in this explanation")
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Flat rows (see :meth:`NeuronExplanation.flat`)."""
+        return [n.flat() for n in self.neurons]
+
+    def to_pandas(self) -> Any:
+        """A ``pandas.DataFrame`` with one row per neuron (pandas ships with TransformerLens).
+
+        Raises:
+            ImportError: if pandas is not installed.
+        """
+        import pandas as pd
+
+        return pd.DataFrame(self.rows())
+
+    def to_csv(self, path: str | Path) -> Path:
+        """Write the flat rows as CSV (no pandas needed); returns the path."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        rows = self.rows()
+        cols: list[str] = []
+        for r in rows:
+            cols += [c for c in r if c not in cols]
+        with path.open("w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=cols)
+            w.writeheader()
+            for r in rows:
+                w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+        return path
+
+    def to_markdown(self, n: int = 10) -> str:
+        """A markdown table of the top ``n`` neurons of each role."""
+        mode = self.info.get("mode", "letter")
+        head = [
+            "neuron",
+            "role",
+            "ACE",
+            "stability",
+            "gold eff.",
+            "distr. eff.",
+            "DLA margin",
+            "act right",
+            "act wrong",
+            "d",
+            "promotes",
+            "suppresses",
+        ]
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for role in ("good", "bad"):
+            for x in [x for x in self.neurons if x.role == role][:n]:
+                stab = "" if x.stability is None else f"{x.stability:.2f}"
+                toks = lambda ts: " ".join(repr(t) for t, _ in ts[:3]).replace("|", "\\|")
+                lines.append(
+                    f"| {x.label} | {x.role} | {x.score:.3g} | {stab} | {x.gold_effect:+.3f} | "
+                    f"{x.distractor_effect:+.3f} | {x.dla_margin:+.3f} | {x.act_right:.3f} | {x.act_wrong:.3f} | "
+                    f"{_fmt(x.act_effect_size, '+.2f')} | {toks(x.top_promoted)} | {toks(x.top_suppressed)} |"
+                )
+        note = (
+            f"Direct effects (logit lens of W_out through the final norm, direct path only) on the option "
+            f"{'letters' if mode == 'letter' else 'texts’ first tokens'}; activations on "
+            f"{self.info.get('n_questions', '?')} questions of {self.info.get('n_items', '?')} items "
+            f"({self.info.get('n_right', '?')} answered right)."
+        )
+        return "\n".join(lines) + "\n\n" + note + "\n"
+
+    def summary(self) -> dict[str, Any]:
+        """Per role: mean gold and distractor effects, DLA margin, and (letter mode) the effect and the
+        activation-weighted effect on each letter."""
+        out: dict[str, Any] = {}
+        for role in ("good", "bad"):
+            xs = [x for x in self.neurons if x.role == role]
+            if not xs:
+                continue
+            m = lambda vals: float(sum(vals) / len(vals))
+            s: dict[str, Any] = {
+                "n": len(xs),
+                "gold_effect": m([x.gold_effect for x in xs]),
+                "distractor_effect": m([x.distractor_effect for x in xs]),
+                "dla_margin": m([x.dla_margin for x in xs]),
+                "share_gold_above_distractors": m([float(x.gold_effect > x.distractor_effect) for x in xs]),
+            }
+            letters = list(xs[0].option_effects)
+            if letters:
+                s["letter_effects"] = {k: m([x.option_effects[k] for x in xs]) for k in letters}
+                s["letter_dla"] = {k: m([x.letter_dla[k] for x in xs]) for k in letters}
+            out[role] = s
+        return out
+
+
+def _fmt(v: float, spec: str) -> str:
+    return "nan" if v != v else format(v, spec)
+
+
+__all__ = ["Explanation", "NeuronExplanation"]

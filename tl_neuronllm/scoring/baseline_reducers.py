@@ -1,0 +1,244 @@
+"""The baselines' reducers: how QR-Neuron, knowledge neurons and activation contrast turn the per-item
+attributions of their methods (:mod:`tl_neuronllm.attribution.baselines`) into task scores.
+
+Each baseline is an attribution method (:mod:`tl_neuronllm.attribution.methods`) and a reducer
+(:mod:`tl_neuronllm.scoring.reducers`) over the same per-item ``[P, n_layers, d_mlp]`` attributions as the
+method's ACE score, so :func:`tl_neuronllm.identify` runs it through the same streaming path
+(``identify(model, task, method="qr_neuron")``), with checkpoints, ``keep_attributions`` / ``rescore``
+and ``identify_distributed``.
+Positive-only methods (QR-Neuron, knowledge neurons) return no negative scores, so their bad set is
+empty (report it as n/a). The IG baselines use the same exact prefix-cache IG as the method
+(:class:`GoldProbIG`: ``cfg.steps`` steps, ``cfg.ig_rule``) but attribute the gold option's probability
+under the full vocabulary (``target="vocab_prob"``), as the original papers do. Every baseline records
+its wall time in ``info["baseline_seconds"]``.
+
+* ``"qr_neuron"`` (Chen, Dejl, Toni 2024, arXiv 2406.10868). Per proxy ``p`` of item ``j``:
+  ``IG_{j,p}``; coarse set ``S_{j,p} = {w : IG_{j,p}(w) > t * max_w IG_{j,p}(w)}`` (``t = 0.2``).
+  Cluster of the item (the query): ``C_j = U_p S_{j,p}``. Normalised attribution
+  ``A_j = mean_p IG_{j,p} / max_w mean_p IG_{j,p}``. Inverse cluster frequency
+  ``icf(w) = log(N / (n_w + 1))`` with ``N`` clusters and ``n_w`` the clusters holding ``w``.
+  Neurons in more than 30% of the clusters are *common* and dropped. Task score
+  ``(1/N) sum_j 1[w in C_j] * max(A_j(w), 0) * icf(w)`` (0 for common neurons). Note that with
+  few items (``N <= 3``) every clustered neuron is common.
+* ``"knowledge_neurons"`` (Dai et al. 2022). Per proxy: the same coarse sets on the gold
+  probability's IG; refined set of the item ``R_j = {w : #{p : w in S_{j,p}} >= 0.5 * P_j}``
+  (shared by at least half of the item's prompts). Task score
+  ``(1/N) sum_j 1[w in R_j] * max(mean_p IG_{j,p}(w), 0)``: the attribution-weighted frequency of
+  ``w`` among the items' refined sets, which ranks neurons refined for more items (and, among
+  those, more strongly attributed) first.
+* ``"activation_contrast"``: mean site activation over the correctly answered proxies minus the
+  mean over the incorrectly answered ones (argmax over the options, clean run). Signed: positive
+  scores are neurons more active when the model is right. With no wrong (or no right) proxy the
+  contrast is undefined; the scores are then zero (nothing is selected) and
+  ``info["contrast_defined"]`` is False. Its reducer needs whether each proxy was answered right,
+  which kept attributions do not hold, so its results cannot be rescored.
+
+``grad_x_act`` (attribution patching) is ``identify(method="grad_x_act")`` and the random control
+with matched per-layer counts lives in the evaluation, so neither is repeated here.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+
+from tl_neuronllm.scoring.reducers import ReducerResult, TensorReducer, check_attributions, proxy_rows, register_reducer
+
+#: Coarse threshold of QR-Neuron and knowledge neurons (fraction of the per-prompt maximum).
+COARSE_THRESHOLD = 0.2
+#: QR-Neuron: neurons in more than this share of the clusters are common and dropped.
+COMMON_SHARE = 0.3
+#: Knowledge neurons: a neuron is refined when it is coarse in at least this share of an item's prompts.
+REFINE_SHARE = 0.5
+
+
+def coarse_sets(
+    ig: Float[Tensor, "proxies n_layers d_mlp"], threshold: float = COARSE_THRESHOLD
+) -> Bool[Tensor, "proxies n_layers d_mlp"]:
+    """Per prompt: neurons whose attribution exceeds ``threshold`` times that prompt's maximum
+    (empty when the maximum is not positive)."""
+    mx = ig.flatten(1).amax(dim=1).view(-1, *([1] * (ig.ndim - 1)))
+    return (ig > threshold * mx) & (mx > 0)
+
+
+def cluster_and_norm(ig: Tensor, threshold: float) -> tuple[Tensor, Tensor]:
+    """QR-Neuron per item: the cluster (union of the prompts' coarse sets) and the normalised mean attribution."""
+    mean = ig.double().mean(dim=0)
+    mx = float(mean.max())
+    norm = (mean / mx).clamp(min=0) if mx > 0 else torch.zeros_like(mean)
+    return coarse_sets(ig, threshold).any(dim=0), norm
+
+
+def qr_scores(sum_norm: Tensor, n_w: Tensor, N: int, common_share: float) -> tuple[Tensor, dict[str, Any]]:
+    common = n_w.double() > common_share * N
+    icf = torch.log(torch.tensor(float(N), dtype=torch.float64) / (n_w.double() + 1))
+    score = sum_norm * icf / N
+    score = torch.where(common | (n_w == 0), torch.zeros_like(score), score).clamp(min=0)
+    info = {
+        "n_clusters": N,
+        "mean_cluster_size": float(n_w.sum()) / N,
+        "n_clustered": int((n_w > 0).sum()),
+        "n_common_dropped": int((common & (n_w > 0)).sum()),
+    }
+    return score.float(), info
+
+
+def refined_sets(ig: Tensor, threshold: float, refine_share: float) -> Tensor:
+    """Knowledge neurons per item: the neurons coarse in at least ``refine_share`` of its prompts."""
+    count = coarse_sets(ig, threshold).sum(dim=0)
+    return (count >= math.ceil(refine_share * ig.shape[0] - 1e-9)) & (count > 0)
+
+
+@register_reducer("qr_neuron")
+@dataclass
+class QRNeuronReducer(TensorReducer):
+    """QR-Neuron: coarse IG sets, per-query clusters, inverse cluster frequency, common neurons dropped.
+
+    Attributes:
+        sum_norm: ``sum_j 1[w in C_j] * A_j(w)`` (float64).
+        n_member: ``n_w``, the number of clusters holding ``w`` (int64).
+        n_items: The number of clusters N.
+    """
+
+    name: ClassVar[str] = "qr_neuron"
+    sum_norm: Float[Tensor, "n_layers d_mlp"]
+    n_member: Int[Tensor, "n_layers d_mlp"]
+    n_items: Int[Tensor, ""]
+
+    def update(
+        self,
+        attributions: Float[Tensor, "items proxies n_layers d_mlp"],
+        mask: Float[Tensor, "items proxies"] | None = None,
+        correct: Bool[Tensor, "items proxies"] | None = None,
+    ) -> None:
+        check_attributions(attributions, tuple(self.sum_norm.shape))
+        for i in range(attributions.shape[0]):
+            member, norm = cluster_and_norm(proxy_rows(attributions, mask, i), COARSE_THRESHOLD)
+            self.sum_norm += member.double() * norm
+            self.n_member += member.to(torch.int64)
+            self.n_items += 1
+
+    def result(self) -> ReducerResult:
+        if self.n_items == 0:
+            raise ValueError("no items to score")
+        scores, info = qr_scores(self.sum_norm, self.n_member, int(self.n_items), COMMON_SHARE)
+        return ReducerResult(scores, True, info)
+
+
+@register_reducer("knowledge_neurons")
+@dataclass
+class KnowledgeNeuronsReducer(TensorReducer):
+    """Knowledge neurons: coarse IG sets refined to the neurons shared by at least half of an item's prompts.
+
+    Attributes:
+        total: ``sum_j 1[w in R_j] * max(mean_p IG_{j,p}(w), 0)`` (float64).
+        n_refined: The number of items whose refined set holds ``w`` (int64).
+        n_items: The number of items N.
+    """
+
+    name: ClassVar[str] = "knowledge_neurons"
+    total: Float[Tensor, "n_layers d_mlp"]
+    n_refined: Int[Tensor, "n_layers d_mlp"]
+    n_items: Int[Tensor, ""]
+
+    def update(
+        self,
+        attributions: Float[Tensor, "items proxies n_layers d_mlp"],
+        mask: Float[Tensor, "items proxies"] | None = None,
+        correct: Bool[Tensor, "items proxies"] | None = None,
+    ) -> None:
+        check_attributions(attributions, tuple(self.total.shape))
+        for i in range(attributions.shape[0]):
+            ig = proxy_rows(attributions, mask, i)
+            refined = refined_sets(ig, COARSE_THRESHOLD, REFINE_SHARE)
+            self.total += refined.double() * ig.double().mean(dim=0).clamp(min=0)
+            self.n_refined += refined.to(torch.int64)
+            self.n_items += 1
+
+    def result(self) -> ReducerResult:
+        if self.n_items == 0:
+            raise ValueError("no items to score")
+        n = int(self.n_items)
+        score = (self.total / n).float()
+        info = {"mean_refined_size": int(self.n_refined.sum()) / n, "n_refined_any": int((score > 0).sum())}
+        return ReducerResult(score, True, info)
+
+
+@register_reducer("activation_contrast")
+@dataclass
+class ActivationContrastReducer(TensorReducer):
+    """Mean site activation on correctly answered proxies minus that on incorrectly answered ones.
+
+    Attributes:
+        sum_right / sum_wrong: Sums of the site activations of the right / wrong proxies (float64).
+        n_right / n_wrong: Their numbers (0-d int64).
+        n_items: The number of items.
+    """
+
+    name: ClassVar[str] = "activation_contrast"
+    needs_correct: ClassVar[bool] = True
+    scalars: ClassVar[tuple[str, ...]] = ("n_right", "n_wrong", "n_items")
+    sum_right: Float[Tensor, "n_layers d_mlp"]
+    sum_wrong: Float[Tensor, "n_layers d_mlp"]
+    n_right: Int[Tensor, ""]
+    n_wrong: Int[Tensor, ""]
+    n_items: Int[Tensor, ""]
+
+    def update(
+        self,
+        attributions: Float[Tensor, "items proxies n_layers d_mlp"],
+        mask: Float[Tensor, "items proxies"] | None = None,
+        correct: Bool[Tensor, "items proxies"] | None = None,
+    ) -> None:
+        check_attributions(attributions, tuple(self.sum_right.shape))
+        if correct is None:
+            raise ValueError(
+                "activation_contrast needs whether each proxy was answered right (correct=...); kept "
+                "attributions do not hold it, so its results cannot be rescored"
+            )
+        for i in range(attributions.shape[0]):
+            for p in range(attributions.shape[1]):
+                if mask is not None and not mask[i, p] > 0:
+                    continue
+                a = attributions[i, p].double()
+                if bool(correct[i, p]):
+                    self.sum_right += a
+                    self.n_right += 1
+                else:
+                    self.sum_wrong += a
+                    self.n_wrong += 1
+        self.n_items += attributions.shape[0]
+
+    def result(self) -> ReducerResult:
+        right, wrong = int(self.n_right), int(self.n_wrong)
+        defined = right > 0 and wrong > 0
+        if defined:
+            scores = (self.sum_right / right - self.sum_wrong / wrong).float()
+        else:
+            scores = torch.zeros(tuple(self.sum_right.shape))
+            warnings.warn(
+                f"activation_contrast: {right} correct and {wrong} incorrect proxies; the contrast needs "
+                "both, so no neuron is selected",
+                stacklevel=3,
+            )
+        return ReducerResult(scores, False, {"n_correct": right, "n_incorrect": wrong, "contrast_defined": defined})
+
+
+__all__ = [
+    "COARSE_THRESHOLD",
+    "COMMON_SHARE",
+    "REFINE_SHARE",
+    "ActivationContrastReducer",
+    "KnowledgeNeuronsReducer",
+    "QRNeuronReducer",
+    "cluster_and_norm",
+    "coarse_sets",
+    "qr_scores",
+    "refined_sets",
+]
