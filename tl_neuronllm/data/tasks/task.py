@@ -24,6 +24,15 @@ class Task:
     instruction: str | None = None
 
     def __post_init__(self) -> None:
+        if not isinstance(self.name, str):
+            raise TaskError(f"task name must be a string, got {type(self.name).__name__} {self.name!r}")
+        if self.instruction is not None and not isinstance(self.instruction, str):
+            raise TaskError(f"task {self.name!r}: instruction must be a string or None, got {self.instruction!r}")
+        if isinstance(self.items, (str, bytes, Mapping)) or not isinstance(self.items, Iterable):
+            raise TaskError(
+                f"task {self.name!r}: items must be a list of Item, got {type(self.items).__name__}; "
+                "use Task.from_records(...) for dicts"
+            )
         items = tuple(self.items)
         if not items:
             raise TaskError(f"task {self.name!r} is empty: it needs at least one item")
