@@ -183,6 +183,12 @@ def cmd_identify(args: argparse.Namespace, model: Any = None) -> tuple[Any, Any,
         load_model(args.model)  # raises the "unknown model" message without building anything
     task = load_task(args.task, cache=args.cache)
     ident, held, demo = split_task(task, run)
+    if args.command == "run" and held is None:
+        raise SystemExit(
+            f"tl-neuronllm: error: no held-out items to evaluate on (--n-heldout {args.n_heldout}, task "
+            f"{task.name!r} of {len(task)} items less --n-identify {args.n_identify} and the demonstrations); "
+            "give --n-heldout >= 1, lower --n-identify, or run `identify` alone"
+        )
     if args.select_cv and len(ident) < CV_FOLDS:
         raise ValueError(
             f"--select-cv needs at least {CV_FOLDS} identification items ({CV_FOLDS} folds), got {len(ident)}"
