@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import TEXT_KINDS, make_model, token_task
+from helpers import TEXT_KINDS, make_model, token_task
 
 from tl_neuronllm import ContextLengthError, ModelError, Task, TokenFormat, identify
 from tl_neuronllm.cli import app as cli
