@@ -139,7 +139,7 @@ class EvalConfig:
         object.__setattr__(self, "factor", check_float("factor", self.factor))
         check_int("n_random", self.n_random, min_value=0)
         if self.k is not None:
-            check_count_or_fraction("k", self.k)
+            check_count_or_fraction("k", self.k, min_count=1)
         check_int("n_boot", self.n_boot, min_value=1)
         check_float("ci", self.ci, low=0, high=1, low_open=True, high_open=True)
         check_int("seed", self.seed)
@@ -301,6 +301,7 @@ def _result_info(result: NeuronResult) -> dict[str, Any]:
     tcfg = result.config.get("task", {})
     return {
         "model_name": result.config.get("model", {}).get("model_name", "?"),
+        "result_fingerprint": result.fingerprint(),  # the reports refuse an evaluation of another result
         "method": result.config.get("method", "?"),
         "k": result.config.get("k"),
         "n_good": len(result.good),

@@ -24,7 +24,15 @@ from torch import Tensor
 from tl_neuronllm.config.identify import IdentifyConfig
 from tl_neuronllm.config.result import ResultConfig
 from tl_neuronllm.model.protocol import HookedModel
-from tl_neuronllm.result.files import CONFIG_FILE, FORMAT, FORMAT_NAME, TENSORS_FILE, ResultFileError, read_result
+from tl_neuronllm.result.files import (
+    CONFIG_FILE,
+    FORMAT,
+    FORMAT_NAME,
+    TENSORS_FILE,
+    ResultFileError,
+    config_digest,
+    read_result,
+)
 from tl_neuronllm.result.interventions import Intervention, Mode, Positions, intervene, make_hooks
 from tl_neuronllm.scoring.ace import ACEState, select
 from tl_neuronllm.scoring.reducers import Reducer
@@ -166,6 +174,24 @@ class NeuronResult:
             self.attributions,
             self.proxy_mask,
         )
+
+    def fingerprint(self) -> str:
+        """A hash of what an evaluation of this result measured: the good and bad sets (labels and scores),
+        the hook, the method and the model (its weight fingerprint when recorded) and the identification
+        items. An :class:`~tl_neuronllm.evaluation.eval_result.EvalResult` records it, and the reports refuse
+        an evaluation of another result."""
+        import hashlib
+
+        c = self.config
+        body = {
+            "good": [[n.layer, n.neuron, f"{n.score:.9g}"] for n in self.good],
+            "bad": [[n.layer, n.neuron, f"{n.score:.9g}"] for n in self.bad],
+            "hook": c.get("hook"),
+            "method": c.get("method"),
+            "model": {key: c.get("model", {}).get(key) for key in ("model_name", "n_layers", "d_mlp", "weights")},
+            "items": c.get("task", {}).get("item_keys") or c.get("task", {}).get("item_ids"),
+        }
+        return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode("utf-8")).hexdigest()[:16]
 
     def summary(self) -> str:
         """A few lines describing the result."""
@@ -317,10 +343,11 @@ class NeuronResult:
             tensors["proxy_mask"] = (
                 self.proxy_mask.contiguous() if self.proxy_mask is not None else torch.ones(self.attributions.shape[:2])
             )
-        save_file(tensors, str(path / TENSORS_FILE))
+        config = json.loads(json.dumps(self.config.to_dict(), default=str))  # as config.json will hold it
+        save_file(tensors, str(path / TENSORS_FILE), metadata={"config_digest": config_digest(config)})
         meta = {
             "format": FORMAT,
-            "config": self.config.to_dict(),
+            "config": config,
             "stats": self.stats,
             "good": [list(n) for n in self.good],
             "bad": [list(n) for n in self.bad],
