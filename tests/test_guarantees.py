@@ -5,7 +5,6 @@ checked before any model time, and the CLI checks the split before building the 
 from __future__ import annotations
 
 import pytest
-import torch
 from helpers import TEXT_KINDS, make_model, token_task
 
 from tl_neuronllm import ContextLengthError, ModelError, Task, TokenFormat, identify
@@ -110,7 +109,7 @@ def test_cli_run_refuses_no_heldout_items_before_the_model(tmp_path, capsys, mon
 
     built = []
     monkeypatch.setattr(cli, "load_model", lambda *a, **k: built.append(1))
-    args = [a for a in tiny_cli_args(steps=1)]
+    args = list(tiny_cli_args(steps=1))
     j = args.index("--n-heldout")
     args[j + 1] = "0"
     code = cli.main(["run", *args, "--out", str(tmp_path / "o")])

@@ -41,7 +41,9 @@ from tl_neuronllm.cli.checks import (
     RESCORED_DIR,
     check_identify_args,
     reported_result,
+    run_record,
     saved_explanation,
+    writable_out,
 )
 
 RUN_JSON = "run.json"
@@ -361,7 +363,9 @@ def _explain(args: argparse.Namespace, result: Any, run: dict[str, Any], model: 
     model = model if model is not None else load_model(run["model"], cache=run.get("cache"))
     task = load_task(run["task"], cache=run.get("cache"))
     ident, _held, demo = split_task(task, run)
-    explanation = result.explain(model, ident, demos=demo)
+    from tl_neuronllm.explain.explainer import explain
+
+    explanation = explain(result, model, ident, demos=demo)
     explanation.to_csv(out / "explanation.csv")
     explanation.save_json(out / EXPLANATION_JSON)
     (out / "explanation.md").write_text(explanation.to_markdown(10))

@@ -50,7 +50,7 @@ for ``positions="all"``). The two agree to float tolerance; see :mod:`tl_neuronl
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -60,6 +60,7 @@ from torch import Tensor
 
 from tl_neuronllm.config.identify import IdentifyConfig, config_from_options
 from tl_neuronllm.data.tasks import LETTERS, Item, Task, TaskError
+from tl_neuronllm.errors import ConfigError
 from tl_neuronllm.evaluation.conditions import (
     EXPECTED_DIRECTION,
     INTERVENTIONS,
@@ -192,10 +193,12 @@ def _check_disjoint(result: NeuronResult, heldout: Task, demo_items: Sequence[It
             f"held-out item {clash[0]!r} ({len(clash)} in all) {what}; evaluate on items the neurons were not "
             "identified on (Task.split gives disjoint splits), or pass allow_overlap=True to measure them anyway"
         )
-    demo_keys = {d.content_key() for d in demo_items}
-    both = [it.id for it in heldout.items if it.content_key() in demo_keys]
+    demo_keys = {d.content_key(): d.id for d in demo_items}
+    both = [(it.id, demo_keys[it.content_key()]) for it in heldout.items if it.content_key() in demo_keys]
     if both:
-        raise TaskError(f"held-out item {both[0]!r} is also a demonstration; demos must come from other items")
+        item_id, demo_id = both[0]
+        same = "is also" if item_id == demo_id else "has the same context, question and options as"
+        raise TaskError(f"held-out item {item_id!r} {same} demonstration {demo_id!r}; demos must come from other items")
 
 
 @dataclass
@@ -367,6 +370,11 @@ def evaluate(
         TaskError: overlapping items or demos, malformed tasks.
         ValueError: a result for another model shape, bad options.
     """
+    if not isinstance(result, NeuronResult):
+        raise ConfigError(
+            f"result must be a NeuronResult, got {type(result).__name__} ({result!r:.60}); load a saved one with "
+            "NeuronResult.load(path)"
+        )
     return evaluate_many(
         model, [result], heldout, demos=demos, config=config, progress=progress, allow_overlap=allow_overlap, **options
     )[0]
@@ -415,8 +423,14 @@ def evaluate_many(
     cfg = EvalConfig.from_options(config, **options)
     if not isinstance(heldout, Task):
         raise TaskError(f"heldout must be a tl_neuronllm.Task, got {type(heldout).__name__}")
-    if isinstance(results, NeuronResult) or not results:
-        raise ValueError("results must be a non-empty list of NeuronResult (use evaluate for one result)")
+    if isinstance(results, (NeuronResult, str, bytes, Mapping)) or not isinstance(results, Sequence) or not results:
+        raise ConfigError("results must be a non-empty list of NeuronResult (use evaluate for one result)")
+    for i, r in enumerate(results):
+        if not isinstance(r, NeuronResult):
+            raise ConfigError(
+                f"results[{i}] is a {type(r).__name__} ({r!r:.60}), not a NeuronResult; load a saved one with "
+                "NeuronResult.load(path)"
+            )
     t0 = time.perf_counter()
     results = [r.with_k(cfg.k) if cfg.k is not None else r for r in results]
     for r in results:

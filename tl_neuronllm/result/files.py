@@ -143,13 +143,6 @@ def read_result(path: Path) -> dict[str, Any]:
     if not bool(torch.isfinite(scores).all()):
         fail("'scores' has non-finite values")
     raw = meta["config"]
-    saved = tensor_metadata(path / TENSORS_FILE).get("config_digest")
-    if saved is not None and saved != config_digest(raw):
-        fail(
-            f"{CONFIG_FILE}'s 'config' differs from the one saved with {TENSORS_FILE} (its digest does not match): "
-            "it was edited by hand or copied from another run, and hooks, rescore and evaluate would use the edited "
-            "values"
-        )
     try:
         config = ResultConfig.from_dict(raw if isinstance(raw, Mapping) else {})
     except (TypeError, ValueError) as e:
@@ -175,6 +168,13 @@ def read_result(path: Path) -> dict[str, Any]:
                     f"{CONFIG_FILE}: the {role} list ({len(lists[role])} neurons) is not the top-k={config.k} "
                     "of the scores tensor"
                 )
+    saved = tensor_metadata(path / TENSORS_FILE).get("config_digest")
+    if saved is not None and saved != config_digest(meta["config"]):
+        fail(
+            f"{CONFIG_FILE}'s 'config' differs from the one saved with {TENSORS_FILE} (its digest does not match): "
+            "it was edited by hand or copied from another run, and hooks, rescore and evaluate would use the edited "
+            "values"
+        )
     return dict(
         scores=scores,
         good=lists["good"],

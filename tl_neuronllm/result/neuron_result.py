@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
@@ -23,6 +22,7 @@ from torch import Tensor
 
 from tl_neuronllm.config.identify import IdentifyConfig
 from tl_neuronllm.config.result import ResultConfig
+from tl_neuronllm.errors import InterventionError
 from tl_neuronllm.model.protocol import HookedModel
 from tl_neuronllm.result.files import (
     CONFIG_FILE,
@@ -38,7 +38,16 @@ from tl_neuronllm.scoring.ace import ACEState, select
 from tl_neuronllm.scoring.reducers import Reducer
 
 Role = Literal["good", "bad", "both"]
-__all__ = ["FORMAT", "FORMAT_NAME", "Neuron", "NeuronResult", "ResultFileError", "Role", "build_result"]
+__all__ = [
+    "FORMAT",
+    "FORMAT_NAME",
+    "InterventionContext",
+    "Neuron",
+    "NeuronResult",
+    "ResultFileError",
+    "Role",
+    "build_result",
+]
 
 
 class Neuron(NamedTuple):
@@ -253,7 +262,6 @@ class NeuronResult:
         iv = self.intervention(role, mode, factor=factor, value=value, positions=positions)
         return make_hooks(self.hook_names, iv, site, d_mlp=self.d_mlp)
 
-    @contextmanager
     def intervene(
         self,
         model: HookedModel,
@@ -263,11 +271,16 @@ class NeuronResult:
         factor: float = 2.0,
         value: float | None = None,
         positions: Positions = "site",
-    ) -> Iterator[Any]:
-        """Context manager applying an intervention; the hooks are removed on exit, even on error."""
+    ) -> InterventionContext:
+        """Context manager applying an intervention; the hooks are removed on exit, even on error. The
+        object may be used for several ``with`` blocks in turn, not entered again inside its own block.
+
+        Raises:
+            ValueError: a model of another shape; InterventionError: (on entry) the object is already active.
+        """
         self._check_model(model)
-        with intervene(model, self.hooks(role, mode, factor=factor, value=value, positions=positions, model=model)):
-            yield model
+        hooks = self.hooks(role, mode, factor=factor, value=value, positions=positions, model=model)
+        return InterventionContext(lambda: intervene(model, hooks), f"{role} neurons, {mode}")
 
     def suppress(self, model: HookedModel, role: Role = "good", *, positions: Positions = "site") -> Any:
         """Zero a role's neurons (context manager)."""
@@ -370,6 +383,31 @@ class NeuronResult:
         parts = read_result(Path(path))
         good, bad = ([Neuron(*x) for x in parts.pop(role)] for role in ("good", "bad"))
         return cls(good=good, bad=bad, **parts)
+
+
+class InterventionContext:
+    """What :meth:`NeuronResult.intervene` (and ``suppress``, ``enhance``, ...) return: the hooks are attached
+    on entry and removed on exit. Entering the same object again inside its own block is refused (the
+    intervention would apply twice, and the generator behind it cannot be entered twice)."""
+
+    def __init__(self, make: Any, what: str) -> None:
+        self._make, self._what = make, what
+        self._active: Any = None
+
+    def __enter__(self) -> Any:
+        if self._active is not None:
+            raise InterventionError(
+                f"this intervention ({self._what}) is already active: the same context object was entered again "
+                "inside its own with-block; call suppress(...) / enhance(...) again for a second, separate context"
+            )
+        cm = self._make()
+        model = cm.__enter__()
+        self._active = cm
+        return model
+
+    def __exit__(self, *exc: Any) -> Any:
+        cm, self._active = self._active, None
+        return cm.__exit__(*exc)
 
 
 def _ranked(scores: Tensor, k: int | float, sign: Literal[1, -1]) -> list[Neuron]:
