@@ -136,6 +136,9 @@ def test_z_ambiguity_and_rescoring_from_kept_attributions(tmp_path, capsys):
     want = rescore(kept, z=0.1, ambiguity=0.25)
     assert ev.row("suppress_good").n_good == len(want.good) and ev.row("suppress_bad").n_bad == len(want.bad)
     assert len(want.good) != len(kept.good) or want.good != kept.good
+    # report shows the re-formed sets it evaluated (saved in result_rescored/), not the identified ones
+    assert cli.main(["report", "--out", str(out), "--no-progress", "--quiet", "--no-explain"]) == 0
+    assert NeuronResult.load(out / "result_rescored").good == want.good
     # without kept attributions the re-forming options are refused with the fix in the message
     out2 = tmp_path / "plain"
     assert cli.main(["identify", *TINY, "--out", str(out2), "--quiet"]) == 0

@@ -117,3 +117,64 @@ def test_cli_run_refuses_no_heldout_items_before_the_model(tmp_path, capsys, mon
     assert code == 2, err
     assert "no held-out items" in err and "--n-heldout" in err
     assert built == [] and not (tmp_path / "o" / "result").exists()
+
+
+# ---- "Bad input gets an error that names the item and the field" ---------------------------------
+@pytest.mark.parametrize(
+    "make, msg",
+    [
+        (
+            lambda: Task.from_records([{"question": "q", "options": 5, "answer": 0}]),
+            r"item '0' \(record 0\): field 'options' must be a list",
+        ),
+        (
+            lambda: Task.from_records([{"question": "q", "options": ["a", "b"], "answer": 0}, ["q", ["a", "b"], 0]]),
+            r"record 1: expected a dict",
+        ),
+        (lambda: Task.from_records("questions.jsonl"), r"records must be a list of dicts .* got a str"),
+        (lambda: Task(None), r"task 'task': items must be a list of Item, got NoneType"),  # type: ignore[arg-type]
+        (
+            lambda: Task.from_records([{"question": "\u200b\u2060", "options": ["a", "b"], "answer": 0}]),
+            r"record 0\): field 'question' is empty",
+        ),
+        (
+            lambda: Task.from_records([{"question": "q", "options": ["é", "e\u0301"], "answer": 0}]),
+            r"record 0\): field 'options' has duplicate options 0 and 1",
+        ),
+        (
+            lambda: Task.from_records([{"question": "q", "options": ["a", "b"], "answer": True}]),
+            r"record 0\): field 'answer' must be",
+        ),
+        (
+            lambda: Task.from_classification([{"text": "t", "label": True}], label_names=["yes", "no"], question="Q?"),
+            r"record 0\): field 'label' = True is a bool",
+        ),
+    ],
+)
+def test_bad_records_name_the_record_and_field(make, msg):
+    from tl_neuronllm import TaskError
+
+    with pytest.raises(TaskError, match=msg):
+        make()
+
+
+def test_bool_labels_read_as_true_false_keys_like_answers():
+    rows = [{"text": "fine", "label": True}, {"text": "bad", "label": False}]
+    task = Task.from_classification(rows, label_names={False: "no", True: "yes"}, question="Good?")
+    assert [it.options[it.answer] for it in task] == ["yes", "no"]
+    task = Task.from_classification(rows, label_names={"False": "no", "True": "yes"}, question="Good?")
+    assert [it.options[it.answer] for it in task] == ["yes", "no"]
+
+
+def test_answer_text_matches_its_option_after_normalisation():
+    task = Task.from_records([{"question": "q", "options": ["cafe", "cafe\u0301"], "answer": "\u200bcafé"}])
+    assert task[0].answer == 1
+
+
+def test_csv_without_question_column_blames_it(tmp_path):
+    from tl_neuronllm import TaskError
+
+    f = tmp_path / "t.csv"
+    f.write_text("q,A,B,answer\nwhat?,x,y,A\n")
+    with pytest.raises(TaskError, match=r"t.csv:1: missing column 'question' .*rename column 'q' to 'question'"):
+        Task.from_csv(f)

@@ -233,3 +233,41 @@ def test_a_duplicated_item_used_as_a_demo_names_both_ids():
         TaskError, match=r"scored item '2' has the same context, question and options as demonstration 'demo-copy'"
     ):
         identify(model, task, demos=demo, token_format=fmt, n_shots=1, progress=False)
+
+
+# ---- CLI -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "extra, msg",
+    [
+        (["--select-cv", "--ambiguity", "0"], "--select-cv chooses --z and --ambiguity itself; drop --ambiguity"),
+        (["--out", ""], "argument --out: expected a folder, got an empty string"),
+    ],
+)
+def test_cli_refuses_option_combinations_before_anything_runs(tmp_path, capsys, monkeypatch, extra, msg):
+    from _scaffold import tiny_cli_args
+
+    from tl_neuronllm.cli import app as cli
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(cli, "load_model", lambda *a, **k: pytest.fail("the model was built"))
+    try:
+        code = cli.main(["run", *tiny_cli_args(steps=1), *extra])
+    except SystemExit as e:  # argparse's own errors
+        code = e.code
+    assert code == 2
+    assert msg in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_cli_run_no_explain_lists_only_what_it_wrote(tmp_path, capsys):
+    from _scaffold import tiny_cli_args
+
+    from tl_neuronllm.cli import app as cli
+
+    out = tmp_path / "o"
+    args = ["run", *tiny_cli_args(steps=1), "--n-random", "1", "--n-boot", "20", "--no-explain", "--out", str(out)]
+    assert cli.main(args) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert "outputs in" in lines[-2] and "explanation.csv" not in lines[-2] and "report.html" in lines[-2]
+    assert not (out / "explanation.csv").exists()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import string
 from typing import Any
 
+import torch
+
 from tl_neuronllm.errors import ContextLengthError, ModelError
 
 __all__ = ["check_materialized", "letter_token_ids", "tokenize_untruncated", "untruncated_count"]
@@ -17,10 +19,9 @@ def check_materialized(model: Any) -> None:
     Raises:
         ModelError: naming the first such parameter.
     """
-    named = getattr(model, "named_parameters", None)
-    if not callable(named):
+    if not isinstance(model, torch.nn.Module):
         return
-    for name, p in named():
+    for name, p in model.named_parameters():
         if getattr(p, "is_meta", False):
             raise ModelError(
                 f"the model's parameter {name!r} is on the meta device (no weights in memory); load the "

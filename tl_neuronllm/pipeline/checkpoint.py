@@ -60,7 +60,7 @@ def _differing(saved: str | None, current: str) -> str:
         return ""
     if not isinstance(a, dict) or not isinstance(b, dict):
         return ""
-    diff = [_PARTS.get(k, k) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    diff = [_PARTS.get(str(k), str(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
     return f": it differs in {', '.join(diff)}" if diff else ""
 
 
