@@ -80,5 +80,5 @@ def test_demos_of_a_classification_task_clash_only_with_the_same_text():
     rest = task.subset(list(range(1, 8)))
     scored, demos = choose_demos(rest, 1, 0, [demo])
     assert scored is rest and demos == [demo]
-    with pytest.raises(TaskError, match=r"scored item '0' is also demonstration '0'"):
+    with pytest.raises(TaskError, match="is both a demo and a scored item"):
         choose_demos(task, 1, 0, [demo])

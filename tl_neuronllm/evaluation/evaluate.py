@@ -197,8 +197,8 @@ def _check_disjoint(result: NeuronResult, heldout: Task, demo_items: Sequence[It
     both = [(it.id, demo_keys[it.content_key()]) for it in heldout.items if it.content_key() in demo_keys]
     if both:
         item_id, demo_id = both[0]
-        same = "is also" if item_id == demo_id else "has the same context, question and options as"
-        raise TaskError(f"held-out item {item_id!r} {same} demonstration {demo_id!r}; demos must come from other items")
+        same = "is also a demonstration" if item_id == demo_id else f"has the same content as demonstration {demo_id!r}"
+        raise TaskError(f"held-out item {item_id!r} {same}; demos must come from other items")
 
 
 @dataclass

@@ -206,9 +206,11 @@ def choose_demos(task: Task, n_shots: int, seed: int, demos: Task | Sequence[Ite
         clash = [(it.id, keys[as_shown(it)]) for it in task.items if as_shown(it) in keys]
         if clash:
             item_id, demo_id = clash[0]
-            same = "is also" if item_id == demo_id else "has the same context, question and options as"
+            if item_id == demo_id:
+                raise TaskError(f"item {item_id!r} is both a demo and a scored item; demos must come from other items")
             raise TaskError(
-                f"scored item {item_id!r} {same} demonstration {demo_id!r}; demos must come from other items"
+                f"scored item {item_id!r} has the same context, question and options as demonstration {demo_id!r}; "
+                "demos must come from other items"
             )
         return task, demo_items
     if len(task) <= n_shots:
