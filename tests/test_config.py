@@ -9,8 +9,8 @@ import pytest
 from helpers import token_task
 
 from tl_neuronllm import IdentifyConfig, NeuronResult, identify
+from tl_neuronllm.config.identify import IdentifyConfig as PipelineIdentifyConfig
 from tl_neuronllm.config.result import ResultConfig
-from tl_neuronllm.pipeline.identify import IdentifyConfig as PipelineIdentifyConfig
 from tl_neuronllm.prompts.proxies import TokenFormat
 
 
@@ -72,7 +72,7 @@ def test_a_result_built_with_a_dict_config_gets_the_typed_record(result):
 
 
 def test_a_saved_config_with_refused_options_is_a_result_file_error(result, tmp_path):
-    from tl_neuronllm.result.neuron_result import ResultFileError
+    from tl_neuronllm.errors import ResultFileError
 
     path = result.save(tmp_path / "bad")
     meta = json.loads((path / "config.json").read_text())
