@@ -121,7 +121,6 @@ def test_identify_leaves_model_untouched(token_model, monkeypatch, where):
     model.hook_dict[user_hook].add_hook(lambda act, hook: fired.append(1))  # the user's own permanent hook
     snap = _snapshot(model)
     task, fmt = token_task(6)
-    import tl_neuronllm.pipeline.identify as pl
 
     if where == "attribution":
         import tl_neuronllm.attribution.kernels as at

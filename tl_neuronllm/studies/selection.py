@@ -272,13 +272,15 @@ def select_cv(
     mean_obj = [sum(e["objective"] for e in eff) / len(eff) for eff in effects]
     best = max(range(len(settings)), key=lambda i: (mean_obj[i], -i))
     chosen = rescore(result, **settings[best])
-    chosen.config["selection"] = {
-        "method": "cv",
-        "setting": settings[best],
-        "n_folds": n_folds,
-        "objective": objective,
-        "mean_objective": mean_obj[best],
-    }
+    chosen.config = chosen.config.replace(
+        selection={
+            "method": "cv",
+            "setting": settings[best],
+            "n_folds": n_folds,
+            "objective": objective,
+            "mean_objective": mean_obj[best],
+        }
+    )
     config = _cv_config(n_folds, seed, c.get("k"), opts, ident, demo_items)
     return CVSelection(
         grid=json.loads(json.dumps(settings)),
