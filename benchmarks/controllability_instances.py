@@ -22,7 +22,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from tl_neuronllm.evaluation.evaluate import EXPECTED_DIRECTION
+from tl_neuronllm.evaluation.conditions import EXPECTED_DIRECTION
 
 METRIC_KEYS = {"d_acc": ("d_acc_ci", "random_d_acc"), "d_gold": ("d_gold_ci", "random_d_gold")}
 HEADLINE = ("suppress_good", "suppress_bad")

@@ -331,3 +331,8 @@ def text_task(n: int = 10, seed: int = 0):
             }
         )
     return Task.from_records(recs, name="colours")
+
+
+def identify_config_of(result):
+    """The IdentifyConfig a result was identified with (``result.identify_config()``)."""
+    return result.identify_config()
