@@ -97,3 +97,13 @@ def test_command_runs_a_benchmark_by_module():
     argv, env = harness.command("memory", "--child", "{}")
     assert argv[1:5] == ["-m", "benchmarks", "memory", "--child"]
     assert env["PYTHONPATH"].split(":")[0] == str(harness.ROOT)
+
+
+@pytest.mark.parametrize("path", sorted(BENCH.glob("*.py")), ids=lambda p: p.stem)
+def test_every_package_import_resolves(path):
+    """The lazy imports inside ``main`` too (``--help`` does not reach them): each named module has the name."""
+    for module, name in _imports(path):
+        if module.split(".")[0] in ("tl_neuronllm", "benchmarks") and name:
+            mod = importlib.import_module(module)
+            if not hasattr(mod, name):  # a submodule: `from tl_neuronllm.data import smollm2`
+                importlib.import_module(f"{module}.{name}")
