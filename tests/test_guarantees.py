@@ -88,6 +88,7 @@ def test_token_ids_beyond_d_vocab_name_the_item_and_field():
             token_format=fmt,
             mode="cloze",
             show_options=False,
+            n_proxies=1,
             n_shots=0,
             progress=False,
             steps=1,

@@ -29,7 +29,6 @@ from tl_neuronllm import (
     stability,
 )
 from tl_neuronllm.attribution.methods import ATTRIBUTION_METHODS, Attribution, GradXAct, register_method
-from tl_neuronllm.config.result import ResultConfig
 
 
 @pytest.fixture(scope="module")
@@ -51,9 +50,8 @@ def test_k_zero_is_refused_before_model_time(run):
         select_cv(None, result, task, grid=[{"z": 0.05}, {"k": 0}])  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match=r"k must be a count >= 1"):
         evaluate(model, result, task, k=0, progress=False)
-    cfg = ResultConfig.from_dict(result.config)  # a copy: the fixture's result stays as it is
+    cfg = result.config.replace(k=0)  # as a hand-built result could hold it
     legacy = NeuronResult(result.scores, [], [], result.state, config=cfg, attributions=result.attributions)
-    legacy.config["k"] = 0  # as a hand-built result could hold it
     with pytest.raises(ConfigError, match=r"the result's k must be a count >= 1"):
         stability(legacy, n_resamples=3)
 
