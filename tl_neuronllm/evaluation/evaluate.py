@@ -371,6 +371,23 @@ def evaluate(
     )[0]
 
 
+def check_results(results: Any) -> None:
+    """Refuse ``results`` that are not a non-empty list of :class:`NeuronResult` (naming the first entry that
+    is not one).
+
+    Raises:
+        ConfigError: naming the entry.
+    """
+    if isinstance(results, (NeuronResult, str, bytes, Mapping)) or not isinstance(results, Sequence) or not results:
+        raise ConfigError("results must be a non-empty list of NeuronResult (use evaluate for one result)")
+    for i, r in enumerate(results):
+        if not isinstance(r, NeuronResult):
+            raise ConfigError(
+                f"results[{i}] is a {type(r).__name__} ({r!r:.60}), not a NeuronResult; load a saved one with "
+                "NeuronResult.load(path)"
+            )
+
+
 def _prompt_key(icfg: IdentifyConfig) -> tuple[Any, ...]:
     """What decides how a result's held-out questions are rendered and where its neurons are hooked."""
     return (icfg.prompt, icfg.augment, icfg.hook)
@@ -414,14 +431,7 @@ def evaluate_many(
     cfg = EvalConfig.from_options(config, **options)
     if not isinstance(heldout, Task):
         raise TaskError(f"heldout must be a tl_neuronllm.Task, got {type(heldout).__name__}")
-    if isinstance(results, (NeuronResult, str, bytes, Mapping)) or not isinstance(results, Sequence) or not results:
-        raise ConfigError("results must be a non-empty list of NeuronResult (use evaluate for one result)")
-    for i, r in enumerate(results):
-        if not isinstance(r, NeuronResult):
-            raise ConfigError(
-                f"results[{i}] is a {type(r).__name__} ({r!r:.60}), not a NeuronResult; load a saved one with "
-                "NeuronResult.load(path)"
-            )
+    check_results(results)
     t0 = time.perf_counter()
     results = [r.with_k(cfg.k) if cfg.k is not None else r for r in results]
     for r in results:
