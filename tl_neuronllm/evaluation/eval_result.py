@@ -15,6 +15,7 @@ from tl_neuronllm.evaluation.stats import RELATIVE
 EVAL_JSON = "evaluation.json"
 EVAL_MD = "evaluation.md"
 EVAL_FORMAT = "tl_neuronllm.EvalResult/1"
+_OPTIONAL_ROW_KEYS = ("rank_p", "control")
 
 
 @dataclass
@@ -43,6 +44,12 @@ class EvalRow:
         random: Random control summary: per metric (and ``delta_*``) ``mean``, ``sd``, ``min``,
             ``max`` and ``values`` over seeds, ``letters_mean``, ``seeds``, ``excluded_identified``.
         predictions: Predicted option (letter index) of every proxy question, in query order.
+        rank_p: Per metric (``accuracy``, ``gold_prob``, ``balanced_accuracy``), the one-sided rank p-value of
+            the change against the random sets' changes in the expected direction
+            (:func:`tl_neuronllm.evaluation.stats.rank_p_value`; floor ``1 / (n_random + 1)``).
+        control: The off-task record (:mod:`tl_neuronllm.evaluation.controls`): ``task`` (Δaccuracy, Δgold
+            probability, Δbalanced accuracy on the control task and their intervals), ``text`` (Δloss per token
+            on the control passages), ``specificity`` and ``specificity_ci``.
     """
 
     name: str
@@ -63,10 +70,16 @@ class EvalRow:
     letters: dict[str, int] = field(default_factory=dict)
     random: dict[str, Any] = field(default_factory=dict)
     predictions: list[int] = field(default_factory=list)
+    rank_p: dict[str, float] = field(default_factory=dict)
+    control: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        """The row as plain JSON-able data."""
-        return asdict(self)
+        """The row as plain JSON-able data (``rank_p`` and ``control`` only when set)."""
+        d = asdict(self)
+        for key in _OPTIONAL_ROW_KEYS:
+            if not d[key]:
+                del d[key]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> EvalRow:
@@ -93,6 +106,9 @@ class EvalResult:
         config: The :class:`tl_neuronllm.evaluation.evaluate.EvalConfig` and the identification options used for rendering.
         result_info: Facts about the evaluated :class:`tl_neuronllm.NeuronResult` (model, method, k, set sizes).
         seconds: Wall time of the evaluation.
+        per_item: Per-item values (``evaluation.json["per_item"]``): ``item_ids``, ``labels``, per condition the
+            items' mean gold probability, share correct and consistency (``conditions``), the same averaged over
+            the random sets (``random_mean``), and the controls' per-item values (``control``).
     """
 
     rows: list[EvalRow]
@@ -104,6 +120,7 @@ class EvalResult:
     config: dict[str, Any] = field(default_factory=dict)
     result_info: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    per_item: dict[str, Any] = field(default_factory=dict)
 
     @property
     def baseline(self) -> EvalRow:
@@ -125,6 +142,9 @@ class EvalResult:
     def to_dict(self) -> dict[str, Any]:
         """The evaluation as plain data, with its ``format`` tag."""
         d = asdict(self)
+        d["rows"] = [r.to_dict() for r in self.rows]
+        if not d["per_item"]:
+            del d["per_item"]
         d["format"] = EVAL_FORMAT
         return d
 

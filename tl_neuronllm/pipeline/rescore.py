@@ -11,8 +11,8 @@ from torch import Tensor
 
 from tl_neuronllm.attribution.methods import get_method
 from tl_neuronllm.config.identify import IdentifyConfig
-from tl_neuronllm.errors import ConfigError
 from tl_neuronllm.config.result import ResultConfig
+from tl_neuronllm.errors import ConfigError
 from tl_neuronllm.result.neuron_result import NeuronResult, build_result
 from tl_neuronllm.scoring.ace import ScoringConfig
 from tl_neuronllm.scoring.reducers import reducer_class
