@@ -42,7 +42,7 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
     t0 = time.perf_counter()
     out: dict[str, Any] = {}
     if spec["kind"] == "items":
-        from conftest import make_model, token_task
+        from helpers import make_model, token_task
 
         from tl_neuronllm import identify
 

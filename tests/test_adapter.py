@@ -3,7 +3,7 @@ guarantee that the user's model leaves every run exactly as it came in."""
 
 import pytest
 import torch
-from conftest import TEXT_KINDS, make_model, text_task, token_task
+from helpers import TEXT_KINDS, make_model, text_task, token_task
 
 from tl_neuronllm import ModelError, identify
 from tl_neuronllm.model.adapter import ModelAdapter, preserved_model_state

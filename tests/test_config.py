@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import token_task
+from helpers import token_task
 
 from tl_neuronllm import IdentifyConfig, NeuronResult, identify
 from tl_neuronllm.config.result import ResultConfig

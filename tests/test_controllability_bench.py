@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from conftest import load_benchmark
+from helpers import load_benchmark
 
 from tl_neuronllm import identify
 from tl_neuronllm.studies.testbed import load_testbed

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import make_model, text_task, token_task
+from helpers import make_model, text_task, token_task
 
 from tl_neuronllm import Task, TaskError, identify
 from tl_neuronllm.evaluation.evaluate import (

@@ -10,7 +10,7 @@ import random
 
 import pytest
 import torch
-from conftest import ALL_KINDS, make_model, text_task, token_task
+from helpers import ALL_KINDS, make_model, text_task, token_task
 
 from tl_neuronllm import ModelError, TaskError, identify, rescore
 from tl_neuronllm.evaluation.evaluate import identify_config_of
@@ -264,7 +264,7 @@ def test_exports_pandas_csv_markdown(tmp_path):
 
 
 def test_refuses_models_of_another_shape_and_tasks_without_the_items():
-    from conftest import NATIVE
+    from helpers import NATIVE
     from transformer_lens.model_bridge import TransformerBridge
 
     model = make_model("native", False)

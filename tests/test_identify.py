@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import text_task, token_task
+from helpers import text_task, token_task
 
 from tl_neuronllm import IdentifyConfig, TaskError, identify
 from tl_neuronllm.attribution.kernels import ig_naive
