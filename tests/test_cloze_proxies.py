@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import make_model, text_task
+from helpers import make_model, text_task
 
 from tl_neuronllm import identify, rescore
 from tl_neuronllm.attribution.methods import get_method

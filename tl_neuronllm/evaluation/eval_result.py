@@ -297,6 +297,59 @@ def paper_rows(ev: EvalResult) -> list[list[str]]:
     return out
 
 
+def control_rows(ev: EvalResult) -> list[list[str]]:
+    """Balanced accuracy, rank p against the random sets and the off-task controls: header, then one row per
+    intervention (empty when the evaluation predates them)."""
+    if not any(r.rank_p or r.control for r in ev.rows[1:]):
+        return []
+    f = lambda x: "" if x is None or x != x else f"{x:+.3f}"
+    ci = lambda c: "" if not c or c[0] != c[0] else f"[{c[0]:+.3f}, {c[1]:+.3f}]"
+    out = [
+        [
+            "condition",
+            "Δbal acc",
+            "Δbal acc CI",
+            "rank p (gold p)",
+            "rank p (acc)",
+            "random/identified |act|",
+            "off-task Δgold p",
+            "off-task CI",
+            "Δloss/token",
+            "Δloss CI",
+            "specificity",
+            "specificity CI",
+        ]
+    ]
+    for r in ev.rows[1:]:
+        if not r.available:
+            out.append([r.description] + ["n/a"] + [""] * 10)
+            continue
+        ratio = (r.random or {}).get("match_ratio", {})
+        ratio_s = " / ".join(f"{k} {v:.2f}" for k, v in ratio.items() if v == v)
+        c = r.control or {}
+        task, text = c.get("task", {}), c.get("text", {})
+        spec = c.get("specificity")
+        out.append(
+            [
+                r.description,
+                f(r.delta.get("balanced_accuracy")),
+                ci(r.delta_ci.get("balanced_accuracy")),
+                fmt_p(r.rank_p.get("gold_prob", float("nan"))),
+                fmt_p(r.rank_p.get("accuracy", float("nan"))),
+                ratio_s,
+                f(task.get("delta", {}).get("gold_prob")),
+                ci(task.get("delta_ci", {}).get("gold_prob")),
+                f(text.get("delta_loss")),
+                ci(text.get("delta_loss_ci")),
+                "" if spec is None or spec != spec else f"{spec:.2f}",
+                ""
+                if not c.get("specificity_ci") or c["specificity_ci"][0] != c["specificity_ci"][0]
+                else f"[{c['specificity_ci'][0]:.2f}, {c['specificity_ci'][1]:.2f}]",
+            ]
+        )
+    return out
+
+
 def evaluation_table(ev: EvalResult) -> str:
     """A plain-text table for the terminal."""
     rows = table_rows(ev)
@@ -338,6 +391,18 @@ def evaluation_markdown(ev: EvalResult) -> str:
         "|" + "---|" * len(paper[0]),
     ]
     md += ["| " + " | ".join(paper_row) + " |" for paper_row in paper[1:]]
+    extra = control_rows(ev)
+    if extra:
+        md += [
+            "",
+            "Against the random sets and off-task (rank p: one-sided, floor 1/(n+1); specificity: |Δgold p on task| / "
+            "(|on task| + |off task|); Δloss: language-model loss per token on the control passages, neurons acted "
+            "on at every position):",
+            "",
+            "| " + " | ".join(extra[0]) + " |",
+            "|" + "---|" * len(extra[0]),
+        ]
+        md += ["| " + " | ".join(x) + " |" for x in extra[1:]]
     legend = [
         "",
         "accuracy: argmax over the options, over all proxy questions; CI: bootstrap over items; "
@@ -363,6 +428,7 @@ __all__ = [
     "EVAL_MD",
     "EvalResult",
     "EvalRow",
+    "control_rows",
     "evaluation_markdown",
     "evaluation_table",
     "fmt_p",
