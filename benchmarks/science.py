@@ -86,14 +86,16 @@ def identify_all(model: Any, data: dict[str, Any], args: Any, names: list[str]) 
     opts: dict[str, Any] = dict(PROMPT, progress=False, demos=data["demos"], k=args.k)
     if args.steps:
         opts["steps"] = args.steps
-    need = set(names) | {METHODS[n][1] for n in names if METHODS[n][0] == "rescore"}
+    sources = {METHODS[n][1] for n in names if METHODS[n][0] == "rescore"}
+    need = set(names) | sources
     out: dict[str, Any] = {}
     seconds: dict[str, float] = {}
     for name in [n for n in METHODS if n in need]:
         how = METHODS[name]
         t0 = time.perf_counter()
         if how[0] == "identify":
-            out[name] = identify(model, data["ident"], method=how[1], keep_attributions=True, **opts)
+            keep = name in sources or name == "ace"
+            out[name] = identify(model, data["ident"], method=how[1], keep_attributions=keep, **opts)
         else:
             out[name] = rescore(out[how[1]], **how[2])
         seconds[name] = round(time.perf_counter() - t0, 1)
@@ -123,10 +125,12 @@ def evaluate_all(model: Any, results: dict[str, Any], data: dict[str, Any], args
     for n, ev in zip(p3, evaluate_many(model, [results[n] for n in p3], data["held"], **eo)):
         evals[n] = ev
     seconds["evaluate_P3"] = round(time.perf_counter() - t0, 1)
+    print(f"  evaluate {p3}: {seconds['evaluate_P3']} s", flush=True)
     for n in [n for n in results if n not in p3]:
         t0 = time.perf_counter()
         evals[n] = evaluate(model, results[n], data["held"], **eo)
         seconds[f"evaluate_{n}"] = round(time.perf_counter() - t0, 1)
+        print(f"  evaluate {n}: {seconds[f'evaluate_{n}']} s", flush=True)
     if "ace" in results:
         t0 = time.perf_counter()
         lay = {**eo, "control": None, "control_text": None}
