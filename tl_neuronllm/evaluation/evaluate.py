@@ -416,6 +416,9 @@ def evaluate(
     config: EvalConfig | None = None,
     progress: bool = True,
     allow_overlap: bool = False,
+    control: Task | None = None,
+    control_demos: Task | Sequence[Item] | None = None,
+    control_text: str | Sequence[str] | None = None,
     **options: Any,
 ) -> EvalResult:
     """Evaluate a result's neurons on held-out items (see the module docstring for the protocol).
@@ -430,17 +433,33 @@ def evaluate(
         progress: Show a progress bar.
         allow_overlap: Skip the check that no held-out item is an identification item (compared by
             content: context, question and the set of options, whatever the ids).
-        **options: Any :class:`EvalConfig` field, e.g. ``n_random=3``, ``factor=4.0``.
+        control: An unrelated task: every identified condition also runs on its items (``row.control``,
+            specificity; :mod:`tl_neuronllm.evaluation.controls`); ``control_demos``: its demonstrations
+            (default: drawn from it).
+        control_text: Plain passages scored as language-model loss per token under every identified condition.
+        **options: Any :class:`EvalConfig` field, e.g. ``n_random=3``, ``factor=4.0``, ``random_match="layer"``.
 
     Returns:
         An :class:`EvalResult` (baseline row first).
 
     Raises:
-        TaskError: overlapping items or demos, malformed tasks.
+        TaskError: overlapping items or demos, malformed tasks, a control task for another model or tokenizer.
+        ModelError: ``control_text`` for a model without a tokenizer.
+        ConfigError: a ``random_match`` the result cannot satisfy.
         ValueError: a result for another model shape, bad options.
     """
     return evaluate_many(
-        model, [result], heldout, demos=demos, config=config, progress=progress, allow_overlap=allow_overlap, **options
+        model,
+        [result],
+        heldout,
+        demos=demos,
+        config=config,
+        progress=progress,
+        allow_overlap=allow_overlap,
+        control=control,
+        control_demos=control_demos,
+        control_text=control_text,
+        **options,
     )[0]
 
 
