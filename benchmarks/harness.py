@@ -11,7 +11,12 @@ public API only and this harness:
 * :func:`load_model` / :func:`load_task` / :func:`split`: the default model, a registered task, and the
   identify / held-out / demonstration split the CLI uses (``Task.split``);
 * :func:`write_result`: ``benchmarks/results/<benchmark>/<run>.json`` (and ``.md`` when given), with the schema
-  ``{"schema": 1, "benchmark", "run", "args", "environment", "results"}``.
+  ``{"schema": 1, "benchmark", "run", "args", "environment", "results"}``; :func:`result_dir` for a
+  benchmark's other files (figures, saved results); :func:`read_json` reads a result of either layout (the
+  harness's, or a file written before the harness, kept as it was);
+* :func:`test_scaffolding`: the tests' tiny models and tokenizers (``tests/helpers.py``), for the benchmarks
+  that need them: the one place that puts ``tests/`` on ``sys.path``;
+* :func:`command`: the argv and environment that run a benchmark in a fresh process (``python -m benchmarks``).
 """
 
 from __future__ import annotations
@@ -22,8 +27,10 @@ import json
 import os
 import platform
 import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import torch
@@ -33,6 +40,7 @@ from tl_neuronllm.data.sources import load_task as _load_registered_task
 from tl_neuronllm.provenance import versions
 
 HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
 RESULTS = HERE / "results"
 SCHEMA = 1
 
@@ -49,6 +57,17 @@ def git_revision() -> str | None:
         return None
 
 
+def cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), or the platform's processor string."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "?"
+
+
 def environment() -> dict[str, Any]:
     """What a measurement ran on: versions, threads, load, CPU count, machine, git revision and date."""
     try:
@@ -60,7 +79,9 @@ def environment() -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "load_average": load,
         "cpu_count": os.cpu_count(),
-        "machine": f"{platform.system()} {platform.machine()} {platform.processor() or ''}".strip(),
+        "machine": f"{platform.system()} {platform.machine()}",
+        "cpu": cpu_name(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "git": git_revision(),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -145,6 +166,40 @@ def write_result(
         head = f"<!-- {benchmark}/{run}: {env['date']}, git {env['git']}, {env['torch_threads']} threads; {vs} -->\n"
         path.with_suffix(".md").write_text(head + markdown.rstrip("\n") + "\n")
     return path
+
+
+def result_dir(benchmark: str, out: str | Path | None = None) -> Path:
+    """``<out>/<benchmark>/`` (created): where a benchmark's other files go (figures, saved results)."""
+    folder = Path(out or RESULTS) / benchmark
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def read_json(path: str | Path) -> Any:
+    """A result file's ``results`` when it has the harness's schema, else the whole file (results written
+    before the harness are kept as they were)."""
+    doc = json.loads(Path(path).read_text())
+    if isinstance(doc, dict) and "schema" in doc and "results" in doc:
+        return doc["results"]
+    return doc
+
+
+def test_scaffolding() -> ModuleType:
+    """The tests' helpers (``tests/helpers.py``: tiny models, token tasks, ``word_tokenizer``); puts ``tests/``
+    on ``sys.path`` (the one place in the benchmarks that does)."""
+    import importlib
+
+    tests = str(ROOT / "tests")
+    if tests not in sys.path:
+        sys.path.append(tests)
+    return importlib.import_module("helpers")
+
+
+def command(name: str, *argv: str) -> tuple[list[str], dict[str, str]]:
+    """The argv and environment that run benchmark ``name`` in a fresh process (from the repository root:
+    ``subprocess.run(argv, env=env, cwd=ROOT)``), with this checkout first on ``PYTHONPATH``."""
+    path = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
+    return [sys.executable, "-m", "benchmarks", name, *argv], {**os.environ, "PYTHONPATH": path}
 
 
 def read_result(benchmark: str, run: str, *, out: str | Path | None = None) -> dict[str, Any]:

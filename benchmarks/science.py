@@ -16,10 +16,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-try:  # python -m benchmarks science
-    from benchmarks import harness
-except ImportError:  # python benchmarks/science.py
-    import harness  # type: ignore[no-redef]
+from benchmarks import harness
 
 from tl_neuronllm import evaluate, evaluate_many, identify, rescore
 from tl_neuronllm.data.tasks.balance import balanced_heldout, is_classification

@@ -10,11 +10,10 @@
 from __future__ import annotations
 
 import functools
-import importlib.util
+import importlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -186,13 +185,9 @@ WORDS = (
 
 
 def load_benchmark(name: str) -> ModuleType:
-    """A script of benchmarks/ (not a package) imported as a module, e.g. ``load_benchmark("family_verdict")``."""
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    """A benchmark module (``benchmarks/<name>.py``), e.g. ``load_benchmark("family_verdict")``; the repository
+    root is on ``sys.path`` (pyproject's pytest ``pythonpath``)."""
+    return importlib.import_module(f"benchmarks.{name}")
 
 
 def has_bridge() -> bool:
@@ -213,8 +208,13 @@ def has_hooked() -> bool:
         return False
 
 
+def word_tokenizer(words: Sequence[str] | None = None):
+    """A word-level tokenizer over ``words`` (default :data:`WORDS`, built once)."""
+    return _default_tokenizer() if words is None else _scaffold.word_tokenizer(words)
+
+
 @functools.cache
-def word_tokenizer():
+def _default_tokenizer():
     return _scaffold.word_tokenizer(WORDS)
 
 
@@ -331,3 +331,8 @@ def text_task(n: int = 10, seed: int = 0):
             }
         )
     return Task.from_records(recs, name="colours")
+
+
+def identify_config_of(result):
+    """The IdentifyConfig a result was identified with (``result.identify_config()``)."""
+    return result.identify_config()

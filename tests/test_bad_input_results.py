@@ -10,7 +10,7 @@ from helpers import make_model, token_task
 from safetensors.torch import load_file, save_file
 
 from tl_neuronllm import NeuronResult, Task, TaskError, evaluate, identify
-from tl_neuronllm.result.neuron_result import ResultFileError
+from tl_neuronllm.errors import ResultFileError
 
 
 @pytest.fixture(scope="module")
