@@ -119,7 +119,7 @@ def rescore(
     if method is not None and method != ident.method:
         _check_same_attribution(ident.method, method)
         ident = IdentifyConfig.from_dict({**ident.to_dict(), "method": method, "method_options": None})
-        c.reducer = get_method(method).reducer
+        c = c.replace(reducer=get_method(method).reducer)
     reducer = reducer_class(c.reducer).create(result.n_layers, result.d_mlp, scoring)
     reducer.update(attr, mask)
     changed = dict(candidates=scoring.candidates, z=scoring.z, tau=scoring.tau, ambiguity=scoring.ambiguity)
