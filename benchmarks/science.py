@@ -17,7 +17,6 @@ import time
 from typing import Any
 
 from benchmarks import harness
-
 from tl_neuronllm import evaluate, evaluate_many, identify, rescore
 from tl_neuronllm.data.tasks.balance import balanced_heldout, is_classification
 from tl_neuronllm.studies.paired import paired_table
