@@ -14,7 +14,7 @@ from helpers import make_model, text_task, token_task
 
 from tl_neuronllm import Task, evaluate, identify
 from tl_neuronllm.data.tasks.balance import balanced_heldout, is_classification, item_labels
-from tl_neuronllm.errors import ConfigError, ModelError, TaskError
+from tl_neuronllm.errors import ConfigError, ModelError, RandomMatchWarning, TaskError
 from tl_neuronllm.evaluation import evaluate as evaluate_module
 from tl_neuronllm.evaluation.conditions import Condition, activation_matched_sets, match_ratio, matched_random_sets
 from tl_neuronllm.evaluation.controls import specificity, text_losses
@@ -257,9 +257,32 @@ def test_control_and_match_errors_before_model_time(run, monkeypatch):
     no_act = res.with_k(5)
     no_act.act_mean = None
     with pytest.raises(ConfigError, match="needs the result's mean site activations"):
-        evaluate(model, no_act, held, demos=demo, n_random=2, progress=False, allow_overlap=True)
+        evaluate(
+            model, no_act, held, demos=demo, n_random=2, random_match="activation", progress=False, allow_overlap=True
+        )
+    full = _full_layer(model, demo)
+    with pytest.raises(ConfigError, match=r"random_match='activation': layer 0 has \d+ identified neurons"):
+        evaluate(
+            model, full, held, demos=demo, n_random=2, random_match="activation", progress=False, allow_overlap=True
+        )
     with pytest.raises(ValueError, match="random_match must be one of"):
         evaluate(model, res, held, demos=demo, random_match="nope", progress=False, allow_overlap=True)
+
+
+def _full_layer(model, demo):
+    """About 100 of layer 0's 128 neurons identified: too few others to match them with."""
+    ident = text_task(16).split(8, 7, n_demo=1, seed=0)[0]
+    return identify(model, ident, k=80, demos=demo, layers=[0], progress=False)
+
+
+def test_auto_match_falls_back_to_layer_counts_with_a_warning(run):
+    model, res, held, demo = run
+    full = _full_layer(model, demo)
+    with pytest.warns(RandomMatchWarning, match="matching the random sets on layer counts only"):
+        ev = evaluate(model, full, held, demos=demo, n_random=2, n_boot=50, progress=False, allow_overlap=True)
+    assert ev.row("suppress_good").random["random_match"] == "layer"
+    ev = evaluate(model, res, held, demos=demo, n_random=2, n_boot=50, progress=False, allow_overlap=True)
+    assert ev.row("suppress_good").random["random_match"] == "activation"
 
 
 def test_control_text_needs_a_tokenizer():

@@ -9,7 +9,9 @@ says how the stand-ins are drawn: ``"layer"`` (:func:`matched_random_sets`: unif
 where a layer has too few other neurons, from all of them) or ``"activation"`` (the default of
 :func:`tl_neuronllm.evaluate`; :func:`activation_matched_sets`: each identified neuron's stand-in is drawn
 from the :data:`MATCH_WINDOW` other neurons of its layer nearest to it in activation magnitude, the
-magnitude of its mean site activation over the identification proxies, ``|result.act_mean|``). The random set
+magnitude of its mean site activation over the identification proxies, ``|result.act_mean|``), or ``"auto"``
+(the default of :func:`tl_neuronllm.evaluate`: activation-matched where that can be satisfied, else layer-matched
+with a :class:`~tl_neuronllm.errors.RandomMatchWarning`; the plan records which was used). The random set
 ``s`` is drawn with seed ``seed + s`` and shared by all interventions. :func:`plan_conditions` lists them all;
 conditions that need a set the result does not have (no bad set) are recorded as unavailable.
 """
@@ -17,6 +19,7 @@ conditions that need a set the result does not have (no bad set) are recorded as
 from __future__ import annotations
 
 import random
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -24,12 +27,12 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from tl_neuronllm.errors import ConfigError
+from tl_neuronllm.errors import ConfigError, RandomMatchWarning
 from tl_neuronllm.result.interventions import Intervention, Mode, Positions
 from tl_neuronllm.result.neuron_result import NeuronResult
 
 SetRole = Literal["good", "bad"]
-RandomMatch = Literal["activation", "layer"]
+RandomMatch = Literal["auto", "activation", "layer"]
 #: ``random_match="activation"``: each stand-in is drawn from this many free neurons of the layer nearest in
 #: activation magnitude to the identified neuron it stands for.
 MATCH_WINDOW = 8
@@ -331,9 +334,19 @@ def plan_conditions(
     seeds = [seed + s for s in range(n_random)]
     random_sets: list[dict[str, list[Neuron]]] = []
     excluded_all = True
-    if random_match not in ("activation", "layer"):
-        raise ConfigError(f"random_match must be 'activation' or 'layer', got {random_match!r}")
-    mag = activation_magnitude(result) if random_match == "activation" else None
+    if random_match not in ("auto", "activation", "layer"):
+        raise ConfigError(f"random_match must be 'auto', 'activation' or 'layer', got {random_match!r}")
+    mag = None
+    if random_match != "layer" and seeds:
+        try:
+            mag = activation_magnitude(result)
+            activation_matched_sets(ident, mag, seed=seeds[0])  # can it be satisfied? (before any model time)
+            random_match = "activation"
+        except ConfigError as e:
+            if random_match == "activation":
+                raise
+            warnings.warn(f"{e}; matching the random sets on layer counts only", RandomMatchWarning, stacklevel=3)
+            mag, random_match = None, "layer"
     for sd in seeds:
         if mag is not None:
             random_sets.append(activation_matched_sets(ident, mag, seed=sd))

@@ -17,8 +17,8 @@ proxy question is answered under these conditions:
 all at the site (the last prompt token), and each identified condition again with ``n_random``
 (default 5) random neuron sets of the same size and the same per-layer counts (a random stand-in
 for the good set and one for the bad set, disjoint from each other and from the identified neurons),
-matched neuron by neuron in activation magnitude (``random_match="activation"``, the default) or drawn
-uniformly within each layer (``random_match="layer"``); see :mod:`tl_neuronllm.evaluation.conditions`.
+matched neuron by neuron in activation magnitude (``random_match="auto"``, the default, or ``"activation"``)
+or drawn uniformly within each layer (``random_match="layer"``); see :mod:`tl_neuronllm.evaluation.conditions`.
 Every row has a one-sided rank p-value against the random sets (``row.rank_p``; floor ``1 / (n_random + 1)``).
 ``control=`` / ``control_text=`` add each condition's off-task effect and its specificity
 (:mod:`tl_neuronllm.evaluation.controls`). Balanced accuracy (mean per-label recall; the label is the gold
@@ -130,8 +130,10 @@ class EvalConfig:
             or ``"full"``.
         batch_size: Proxies per forward in the ``"full"`` engine.
         memory_budget_mb: Activation memory to aim for per continuation chunk (``"prefix"`` engine).
-        random_match: ``"activation"`` (default: random stand-ins matched per layer on activation magnitude)
-            or ``"layer"`` (uniform within each layer); see :mod:`tl_neuronllm.evaluation.conditions`.
+        random_match: ``"auto"`` (default: random stand-ins matched per layer on activation magnitude, or, for
+            a result where that cannot be satisfied, on layer counts with a ``RandomMatchWarning``),
+            ``"activation"`` (refuse what cannot be matched) or ``"layer"`` (uniform within each layer); see
+            :mod:`tl_neuronllm.evaluation.conditions`.
         control_max_tokens: Tokens of each ``control_text`` passage that are scored (the rest is cut).
     """
 
@@ -146,7 +148,7 @@ class EvalConfig:
     engine: Literal["auto", "prefix", "full"] = "auto"
     batch_size: int = 16
     memory_budget_mb: float = 512.0
-    random_match: Literal["activation", "layer"] = "activation"
+    random_match: Literal["auto", "activation", "layer"] = "auto"
     control_max_tokens: int = 128
 
     def __post_init__(self) -> None:
@@ -169,7 +171,7 @@ class EvalConfig:
             raise ValueError("engine='prefix' needs positions='site' (the prefix changes when all positions are hit)")
         check_int("batch_size", self.batch_size, min_value=1)
         check_float("memory_budget_mb", self.memory_budget_mb, low=0, low_open=True)
-        check_choice("random_match", self.random_match, ("activation", "layer"))
+        check_choice("random_match", self.random_match, ("auto", "activation", "layer"))
         check_int("control_max_tokens", self.control_max_tokens, min_value=2)
 
     @property
