@@ -56,6 +56,11 @@ class ShortcutFallbackWarning(RuntimeWarning):
     """A speed shortcut failed its check against the plain forward and was switched off (results stay exact)."""
 
 
+class RandomMatchWarning(UserWarning):
+    """``random_match="auto"`` could not match the random sets on activation (no recorded activations, or a
+    layer without enough other neurons) and matched them on layer counts only."""
+
+
 __all__ = [
     "CacheNotFilled",
     "ConfigError",
@@ -64,6 +69,7 @@ __all__ = [
     "MismatchError",
     "ModelError",
     "NeuronLLMError",
+    "RandomMatchWarning",
     "RegistryError",
     "ResultFileError",
     "ShortcutFallbackWarning",

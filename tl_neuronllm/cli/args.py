@@ -21,7 +21,7 @@ DEFAULTS: dict[str, Any] = {
     "n_identify": 24,
     "n_heldout": 200,
     "n_shots": 1,
-    "n_proxies": None,  # 3; 1 in cloze mode without listed options (the proxies would be one prompt)
+    "n_proxies": None,  # 3; 1 in cloze mode without listed options (cloze proxies exist but triple the cost; issue 21)
     "method": "ig",
     "steps": 4,
     "ig_rule": "gauss",
@@ -155,8 +155,8 @@ def _identify_args(p: argparse.ArgumentParser) -> None:
         "--n-proxies",
         type=_int_at_least(1),
         default=None,
-        help="proxies per item (default 3; 1 in cloze mode without listed options, where all proxies "
-        "would be the same prompt)",
+        help="proxies per item (default 3; 1 in cloze mode without listed options, where each proxy varies "
+        "the instruction template and demonstration instead of the option letters)",
     )
     p.add_argument(
         "--method", default=d["method"], help="attribution: ig (default), grad_x_act, activation, or a baseline"

@@ -68,6 +68,7 @@ from tl_neuronllm.model.protocol import HookedModel
 from tl_neuronllm.model.state import preserved_model_state
 from tl_neuronllm.pipeline.checkpoint import model_fingerprint
 from tl_neuronllm.pipeline.prepare import build_queries, identification_items
+from tl_neuronllm.prompts.proxies import demo_pool_size
 from tl_neuronllm.result.neuron_result import NeuronResult
 from tl_neuronllm.scoring.ace import ACEState
 from tl_neuronllm.studies.stability import stability
@@ -246,7 +247,8 @@ def explain(
     cfg = result.identify_config()
     hook = result.config.get("hook", "hook_post")
     adapter = ModelAdapter(model, hook=hook)
-    scored, demo_items = identification_items(result.config, task, demos, items, cfg.n_shots, cfg.seed)
+    pool = demo_pool_size(cfg.prompt, cfg.augment)  # cloze proxies: one demonstration block per proxy
+    scored, demo_items = identification_items(result.config, task, demos, items, pool, cfg.seed)
     keys = [(x.layer, x.neuron) for x in result.neurons("both")]
     with preserved_model_state(model):
         queries_by_item = build_queries(adapter, scored, cfg, demo_items)
