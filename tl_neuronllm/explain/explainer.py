@@ -58,7 +58,7 @@ from typing import Any, Literal
 from torch import Tensor
 
 from tl_neuronllm.data.tasks import LETTERS, Item, Task
-from tl_neuronllm.explain.activity import Activity, site_activations
+from tl_neuronllm.explain.activity import Activity, prompt_traces, site_activations
 from tl_neuronllm.explain.direct_effect import direct_logit_effects, final_norm, option_effects, token_str
 from tl_neuronllm.explain.explanation import Explanation, NeuronExplanation
 from tl_neuronllm.model.adapter import ModelAdapter, ModelError, preserved_model_state
@@ -201,6 +201,8 @@ def explain(
     n_boot: int = 50,
     seed: int = 0,
     batch_size: int = 8,
+    n_traces: int = 3,
+    progress: bool = True,
 ) -> Explanation:
     """Explain a result's good and bad neurons: direct effect on the answer and behaviour on the task.
 
@@ -222,6 +224,9 @@ def explain(
         n_boot: Bootstrap resamples for the selection stability (only with kept attributions).
         seed: Seed of the bootstrap.
         batch_size: Questions per forward pass.
+        n_traces: Identification prompts on whose every token the neurons' activations are kept
+            (``Explanation.traces``: where each neuron fires); 0 for none.
+        progress: Show a progress bar over the forward passes.
 
     Returns:
         An :class:`Explanation` (good neurons first, then bad; ``to_pandas()``, ``to_csv()``,
@@ -231,8 +236,10 @@ def explain(
         ModelError: a model of another shape (layers, neurons, ``d_model``, ``d_vocab``) or without the
             weights the direct effect needs.
         TaskError: the task does not hold the identification items or demonstrations.
-        ValueError: bad ``items`` / ``n_boot``.
+        ValueError: bad ``items`` / ``n_boot`` / ``n_traces``.
     """
+    if isinstance(n_traces, bool) or not isinstance(n_traces, int) or n_traces < 0:
+        raise ValueError(f"n_traces must be an int >= 0, got {n_traces!r}")
     _check_shape(result, model)
     cfg = result.identify_config()
     hook = result.config.get("hook", "hook_post")
@@ -243,10 +250,11 @@ def explain(
         queries_by_item = build_queries(adapter, scored, cfg, demo_items)
         queries = [q for qs in queries_by_item for q in qs]
         effects = direct_logit_effects(model, keys).double()  # [N, d_vocab]
-        acts, probs = site_activations(adapter, queries, keys, batch_size)
+        acts, probs = site_activations(adapter, queries, keys, batch_size, progress=progress)
+        item_of = [scored.items[q.item_index].id for q in queries]
+        activity = Activity.of(acts, probs, queries, item_of)
+        traces = prompt_traces(adapter, queries, item_of, activity.correct.tolist(), keys, n_traces)
     stab = selection_stability(result, n_boot=n_boot, seed=seed)
-    item_of = [scored.items[q.item_index].id for q in queries]
-    activity = Activity.of(acts, probs, queries, item_of)
     by_id = {it.id: it for it in scored.items}
     out = _neuron_rows(result, model, queries, effects, activity, stab, by_id, top_tokens, top_items)
     centre, w = final_norm(model)
@@ -262,7 +270,7 @@ def explain(
         "norm": ("centred, " if centre else "") + ("times ln_final.w" if w is not None else "no norm weight"),
         "stability_boot": n_boot if stab is not None else 0,
     }
-    return Explanation(out, acts.float(), activity.correct.tolist(), item_of, info)
+    return Explanation(out, acts.float(), activity.correct.tolist(), item_of, info, traces)
 
 
 __all__ = ["Explanation", "NeuronExplanation", "direct_logit_effects", "explain", "final_norm", "selection_stability"]

@@ -10,6 +10,27 @@ from typing import Any
 from jaxtyping import Float
 from torch import Tensor
 
+from tl_neuronllm.html_view import esc, grid, num, panel, token_strip, visible
+
+
+@dataclass
+class PromptTrace:
+    """Where the explained neurons fire on one identification prompt.
+
+    Attributes:
+        item_id: The item the prompt renders.
+        tokens: The prompt's tokens as text, through the answer position (``#id`` without a tokenizer).
+        site: The answer position (the scored one; the last token here).
+        acts: ``[positions, neurons]`` activations at every token (column order of ``Explanation.neurons``).
+        correct: Whether the model answered this question right.
+    """
+
+    item_id: str
+    tokens: list[str]
+    site: int
+    acts: Float[Tensor, "pos neurons"]
+    correct: bool
+
 
 @dataclass
 class NeuronExplanation:
@@ -86,6 +107,8 @@ class Explanation:
         correct: ``[questions]`` whether the model answered each question right.
         item_ids: The item id of each question.
         info: Model, task, mode, option tokens, how the direct effect was computed.
+        traces: Where the neurons fire: their activation on every token of a few identification prompts
+            (:class:`PromptTrace`; :meth:`fires` gives one neuron's).
     """
 
     neurons: list[NeuronExplanation]
@@ -93,6 +116,7 @@ class Explanation:
     correct: list[bool]
     item_ids: list[str]
     info: dict[str, Any] = field(default_factory=dict)
+    traces: list[PromptTrace] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.neurons)
@@ -102,6 +126,70 @@ class Explanation:
             if n.label == label:
                 return n
         raise KeyError(f"no neuron {label!r} in this explanation")
+
+    def column(self, label: str) -> int:
+        """The column of a neuron in ``activations`` and the traces.
+
+        Raises:
+            KeyError: for a neuron not in this explanation.
+        """
+        for j, n in enumerate(self.neurons):
+            if n.label == label:
+                return j
+        raise KeyError(f"no neuron {label!r} in this explanation")
+
+    def fires(self, label: str) -> list[tuple[list[str], list[float], int]]:
+        """Where a neuron fires: ``(tokens, activation on each token, answer position)`` per traced prompt.
+
+        Raises:
+            KeyError: for a neuron not in this explanation.
+        """
+        j = self.column(label)
+        return [(list(t.tokens), [float(a) for a in t.acts[:, j]], t.site) for t in self.traces]
+
+    def fire_html(self, label: str, last: int | None = 48) -> str:
+        """:meth:`fires` as coloured token strips (the last ``last`` tokens of each prompt; ``None``: all)."""
+        strips = []
+        fires = self.fires(label)
+        scale = max((abs(a) for _, acts, _ in fires for a in acts), default=0.0)
+        for tokens, acts, site in fires:
+            start = 0 if last is None else max(0, len(tokens) - last)
+            strips.append(token_strip(tokens[start:], acts[start:], site, scale=scale, start=start))
+        return "".join(strips)
+
+    def _repr_html_(self) -> str:
+        n = 8
+        head = ["neuron", "role", "ACE", "stability", "gold eff.", "distr. eff.", "DLA margin", "d", "promotes"]
+        rows = [
+            [
+                x.label,
+                x.role,
+                num(x.score, ".3g"),
+                num(x.stability, ".2f"),
+                num(x.gold_effect, "+.3f"),
+                num(x.distractor_effect, "+.3f"),
+                num(x.dla_margin, "+.3f"),
+                num(x.act_effect_size, "+.2f"),
+                " ".join(visible(t) for t, _ in x.top_promoted[:3]),
+            ]
+            for role in ("good", "bad")
+            for x in [x for x in self.neurons if x.role == role][:n]
+        ]
+        body = grid(head, rows, classes=["", "", "", "", "", "", "", "", "txt"])
+        shown = [next(x for x in self.neurons if x.role == role) for role in ("good", "bad") if self._has(role)]
+        if self.traces:
+            for x in shown:
+                body += f"<h4>where {esc(x.label)} ({esc(x.role)}) fires</h4>" + self.fire_html(x.label)
+        i = self.info
+        note = (
+            f"{len(self)} neurons explained on {i.get('n_questions', '?')} questions of {i.get('n_items', '?')} "
+            f"items of {i.get('task', '?')} (top {n} per role shown; to_pandas() has them all). Token strips: "
+            "activation on each token (blue +, red −), the answer position outlined."
+        )
+        return panel(f"Explanation: {i.get('model', '?')} on {i.get('task', '?')}", body, note)
+
+    def _has(self, role: str) -> bool:
+        return any(x.role == role for x in self.neurons)
 
     def rows(self) -> list[dict[str, Any]]:
         """Flat rows (see :meth:`NeuronExplanation.flat`)."""
@@ -195,4 +283,4 @@ def _fmt(v: float, spec: str) -> str:
     return "nan" if v != v else format(v, spec)
 
 
-__all__ = ["Explanation", "NeuronExplanation"]
+__all__ = ["Explanation", "NeuronExplanation", "PromptTrace"]
