@@ -1,6 +1,6 @@
 """HTML pieces shared by the notebook displays (``_repr_html_`` of the results) and the HTML report.
 
-Foundation layer: no package import, no network, no CDN. Every piece sits inside ``<div class="tlnl">`` with a
+Foundation layer (it imports only :mod:`tl_neuronllm.errors`): no network, no CDN. Every piece sits inside ``<div class="tlnl">`` with a
 stylesheet scoped to that class, so that a notebook's own styles and these do not leak into each other. The
 report (:mod:`tl_neuronllm.report.html_assets`) embeds the same :data:`STYLE`.
 
@@ -16,7 +16,9 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["STYLE", "esc", "fire_colour", "grid", "num", "panel", "token_strip", "visible"]
+from tl_neuronllm.errors import MissingDependency
+
+__all__ = ["STYLE", "esc", "fire_colour", "grid", "num", "panel", "require_pandas", "token_strip", "visible"]
 
 #: The scoped stylesheet of the displays (the report's table and card look, under ``.tlnl``).
 STYLE = """
@@ -32,6 +34,19 @@ STYLE = """
 .tlnl .fire span{border-radius:2px}.tlnl .fire span.site{outline:2px solid #111;outline-offset:0}
 .tlnl .fire .gap{color:#999}
 """
+
+
+def require_pandas() -> Any:
+    """The ``pandas`` module, imported on demand (pandas is optional).
+
+    Raises:
+        MissingDependency: (an ``ImportError``) if pandas is not installed, saying what to install.
+    """
+    try:
+        import pandas as pd
+    except ImportError:
+        raise MissingDependency("to_pandas() needs pandas, which is not installed: pip install pandas") from None
+    return pd
 
 
 def esc(x: Any) -> str:

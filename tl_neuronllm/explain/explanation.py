@@ -10,7 +10,7 @@ from typing import Any
 from jaxtyping import Float
 from torch import Tensor
 
-from tl_neuronllm.html_view import esc, grid, num, panel, token_strip, visible
+from tl_neuronllm.html_view import esc, grid, num, panel, require_pandas, token_strip, visible
 
 
 @dataclass
@@ -199,11 +199,9 @@ class Explanation:
         """A ``pandas.DataFrame`` with one row per neuron (pandas ships with TransformerLens).
 
         Raises:
-            ImportError: if pandas is not installed.
+            MissingDependency: (an ``ImportError``) if pandas is not installed.
         """
-        import pandas as pd
-
-        return pd.DataFrame(self.rows())
+        return require_pandas().DataFrame(self.rows())
 
     def to_csv(self, path: str | Path) -> Path:
         """Write the flat rows as CSV (no pandas needed); returns the path."""

@@ -23,6 +23,7 @@ from torch import Tensor
 
 from tl_neuronllm.config.identify import IdentifyConfig
 from tl_neuronllm.config.result import ResultConfig
+from tl_neuronllm.html_view import grid, num, panel, require_pandas
 from tl_neuronllm.model.protocol import HookedModel
 from tl_neuronllm.result.files import CONFIG_FILE, FORMAT, FORMAT_NAME, TENSORS_FILE, ResultFileError, read_result
 from tl_neuronllm.result.interventions import Intervention, Mode, Positions, intervene, make_hooks
@@ -183,6 +184,52 @@ class NeuronResult:
 
     def __repr__(self) -> str:
         return self.summary()
+
+    def _repr_html_(self) -> str:
+        c = self.config
+        n = 10
+        rows = [
+            [x.label, role, str(rank + 1), str(x.layer), str(x.neuron), num(x.score, ".4g")]
+            for role in ("good", "bad")
+            for rank, x in enumerate(self.neurons(role)[:n])  # type: ignore[arg-type]
+        ]
+        table = grid(["neuron", "role", "rank", "layer", "index", "ACE score"], rows)
+        layers = grid(
+            ["", *map(str, range(self.n_layers))],
+            [["good", *map(str, self.layer_counts("good"))], ["bad", *map(str, self.layer_counts("bad"))]],
+        )
+        t = c.get("task", {})
+        note = (
+            f"{t.get('n_scored', '?')} items × {c.get('n_proxies', '?')} proxies, method {c.get('method', '?')}, mode "
+            f"{c.get('mode', '?')}, k = {c.get('k', '?')}; accuracy on them {num(self.stats.get('accuracy'))}. "
+            f"Top {n} per role shown; to_pandas() has every neuron."
+        )
+        title = (
+            f"NeuronResult: {c.get('model', {}).get('model_name', '?')} on {t.get('name', '?')} "
+            f"({len(self.good)} good, {len(self.bad)} bad)"
+        )
+        return panel(title, table + "<h4>neurons per layer</h4>" + layers, note)
+
+    def to_pandas(self) -> Any:
+        """A ``pandas.DataFrame`` with one row per good and bad neuron (good first, by rank): ``label``, ``role``,
+        ``rank`` (1 = strongest of its role), ``layer``, ``neuron`` (its index in the layer), ``score`` (ACE) and,
+        when the result has them, ``act_mean`` (mean site activation). Numbers are int64 / float64 columns.
+
+        Raises:
+            MissingDependency: (an ``ImportError``) if pandas is not installed.
+        """
+        pd = require_pandas()
+        recs = [
+            {"label": x.label, "role": role, "rank": r + 1, "layer": x.layer, "neuron": x.neuron, "score": x.score}
+            for role in ("good", "bad")
+            for r, x in enumerate(self.neurons(role))  # type: ignore[arg-type]
+        ]
+        if self.act_mean is not None:
+            for rec in recs:
+                rec["act_mean"] = float(self.act_mean[rec["layer"], rec["neuron"]])
+        cols = ["label", "role", "rank", "layer", "neuron", "score"] + (["act_mean"] if self.act_mean is not None else [])
+        df = pd.DataFrame(recs, columns=cols)
+        return df.astype({"rank": "int64", "layer": "int64", "neuron": "int64", "score": "float64"})
 
     # ---- interventions ------------------------------------------------------------------
     def intervention(
