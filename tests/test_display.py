@@ -104,7 +104,7 @@ def test_where_a_neuron_fires_equals_a_plain_forward(run):
     x = result.good[0]
     fires = ex.fires(x.label)
     layer_hook = f"blocks.{x.layer}.mlp.hook_post"
-    for (tokens, acts, site), trace in zip(fires, ex.traces):
+    for tokens, acts, site in fires:
         assert site == len(tokens) - 1 and len(acts) == len(tokens)
         ids = torch.tensor([[int(t.lstrip("#")) for t in tokens]])  # token-level model: "#id" tokens
         _, cache = model.run_with_cache(ids, names_filter=layer_hook)

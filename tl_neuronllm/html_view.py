@@ -115,5 +115,7 @@ def token_strip(
         cls = ' class="site"' if pos == site else ""
         title = f"{visible(t)} (position {pos}{', answer position' if pos == site else ''}): {num(float(a), '+.3g')}"
         text = t.replace("\n", "↵\n")
-        spans.append(f'<span{cls} style="background:{fire_colour(float(a), scale)}" title="{esc(title)}">{esc(text)}</span>')
+        spans.append(
+            f'<span{cls} style="background:{fire_colour(float(a), scale)}" title="{esc(title)}">{esc(text)}</span>'
+        )
     return f'<div class="fire">{"".join(spans)}</div>'

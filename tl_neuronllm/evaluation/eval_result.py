@@ -205,7 +205,7 @@ class EvalResult:
         num_cols = sorted({k for rec in recs for k, v in rec.items() if isinstance(v, float)})
         text = ["condition", "description", "paper_name", "available", "n_good", "n_bad"]
         df = pd.DataFrame(recs, columns=text + num_cols)
-        return df.astype({c: "float64" for c in num_cols} | {"n_good": "int64", "n_bad": "int64", "available": bool})
+        return df.astype(dict.fromkeys(num_cols, "float64") | {"n_good": "int64", "n_bad": "int64", "available": bool})
 
     def _repr_html_(self) -> str:
         rows = table_rows(self)

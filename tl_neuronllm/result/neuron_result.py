@@ -227,7 +227,9 @@ class NeuronResult:
         if self.act_mean is not None:
             for rec in recs:
                 rec["act_mean"] = float(self.act_mean[rec["layer"], rec["neuron"]])
-        cols = ["label", "role", "rank", "layer", "neuron", "score"] + (["act_mean"] if self.act_mean is not None else [])
+        cols = ["label", "role", "rank", "layer", "neuron", "score"] + (
+            ["act_mean"] if self.act_mean is not None else []
+        )
         df = pd.DataFrame(recs, columns=cols)
         return df.astype({"rank": "int64", "layer": "int64", "neuron": "int64", "score": "float64"})
 
