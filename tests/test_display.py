@@ -138,3 +138,47 @@ def test_short_repr_of_task_and_item():
     long = Task.from_records([{"question": "word " * 500, "options": ["x" * 100, "y", "z", "w", "v"], "answer": 1}])
     r = repr(long[0])
     assert len(r) < 200 and r.startswith("Item(id='0'") and "answer=1" in r and "…" in r
+
+
+class _Bar:
+    """A stand-in for tqdm that records its updates."""
+
+    made: list[_Bar] = []
+
+    def __init__(self, iterable=None, total=None, initial=0, desc="", unit="", **kw):
+        self.iterable, self.total, self.n, self.desc, self.unit, self.steps = iterable, total, initial, desc, unit, []
+        _Bar.made.append(self)
+
+    def __iter__(self):
+        for x in self.iterable:
+            yield x
+            self.update(1)
+
+    def update(self, n=1):
+        self.n += n
+        self.steps.append(n)
+
+    def close(self):
+        pass
+
+
+def test_progress_moves_per_item_and_changes_no_number(run, monkeypatch):
+    import tqdm.auto
+
+    model, result, _, _, ident, demo = run
+    monkeypatch.setattr(tqdm.auto, "tqdm", _Bar)
+    _Bar.made = []
+    fmt = result.identify_config().token_format
+    kw = dict(k=5, method="ig", steps=2, token_format=fmt, demos=demo, batch_size=8)
+    quiet = identify(model, ident, progress=False, **kw)
+    assert _Bar.made == []
+    loud = identify(model, ident, progress=True, **kw)
+    bar = _Bar.made[-1]
+    assert bar.unit == "item" and bar.total == len(ident) and bar.n == len(ident)
+    assert bar.steps == [1] * len(ident)  # per item, although the batch holds 8
+    assert torch.equal(quiet.scores, loud.scores) and quiet.good == loud.good
+    assert torch.allclose(quiet.act_mean, loud.act_mean, rtol=1e-12, atol=0)
+    _Bar.made = []
+    explain(result, model, ident, demos=demo, n_boot=2, batch_size=4)
+    bar = _Bar.made[-1]
+    assert bar.desc.startswith("explain") and bar.n == bar.total == len(ident) * result.config["n_proxies"]

@@ -24,18 +24,20 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import json
 import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tl_neuronllm.cli.args import DEFAULT_OUT as DEFAULT_OUT
 from tl_neuronllm.cli.args import DEFAULTS as DEFAULTS
 from tl_neuronllm.cli.args import UNSET, build_parser, parse_num
+from tl_neuronllm.cli.hints import NO_SUBCOMMAND, check_argv, settings_lines
+from tl_neuronllm.cli.models import MODELS, check_model_name, load_model
 from tl_neuronllm.provenance import __version__
 
 RUN_JSON = "run.json"
@@ -47,28 +49,8 @@ CV_FOLDS = 4  # --select-cv
 # ------------------------------------------------------------------------------------------------
 # models and tasks
 # ------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class _Model:
-    load: Callable[[str | None], Any]  # cache folder -> model
-    token_format: Any = None  # a TokenFormat for token-level models
-
-
-def _load_smollm2(cache: str | None) -> Any:
-    from tl_neuronllm.data.smollm2 import load_smollm2
-
-    return load_smollm2(cache=cache)
-
-
-_MODELS: dict[str, _Model] = {"smollm2": _Model(_load_smollm2)}
+_MODELS = MODELS  # the registered models (tl_neuronllm.cli.models)
 _TASKS: dict[str, Callable[[str | None], Any]] = {}
-
-
-def register_model(name: str, load: Callable[[str | None], Any], *, token_format: Any = None) -> None:
-    """Make ``--model name`` load ``load(cache)``, rendered with ``token_format`` when it is token-level.
-
-    The tests register their tiny model here (``tests/_scaffold.py``).
-    """
-    _MODELS[name] = _Model(load, token_format)
 
 
 def register_task(name: str, load: Callable[[str | None], Any]) -> None:
@@ -76,15 +58,11 @@ def register_task(name: str, load: Callable[[str | None], Any]) -> None:
     _TASKS[name] = load
 
 
-def load_model(spec: str, *, cache: str | None = None) -> Any:
-    """The model of a run: ``"smollm2"`` (SmolLM2-135M-Instruct as a TransformerBridge).
-
-    Raises:
-        SystemExit: with a one-line message, for an unknown name.
-    """
-    if spec not in _MODELS:
-        raise SystemExit(f"tl-neuronllm: unknown model {spec!r}; available: {', '.join(sorted(_MODELS))}")
-    return _MODELS[spec].load(cache)
+def _load(args: argparse.Namespace, run: dict[str, Any]) -> Any:
+    """The model of ``run`` (its name, cache, device and dtype; ``--device`` / ``--dtype`` given now win)."""
+    device = getattr(args, "device", None) or run.get("device")
+    dtype = getattr(args, "dtype", None) or run.get("dtype")
+    return load_model(run["model"], cache=run.get("cache"), device=device, dtype=dtype, progress=args.progress)
 
 
 def load_task(spec: str, *, cache: str | None = None) -> Any:
@@ -98,6 +76,9 @@ def load_task(spec: str, *, cache: str | None = None) -> Any:
 
     if spec in _TASKS:
         return _TASKS[spec](cache)
+    close = difflib.get_close_matches(spec, list(_TASKS), n=1, cutoff=0.75)
+    if close:
+        raise SystemExit(f"tl-neuronllm: unknown task {spec!r} (did you mean {close[0]!r}?)")
     p = Path(spec)
     if p.suffix.lower() in (".jsonl", ".json", ".csv"):
         if not p.is_file():
@@ -174,20 +155,19 @@ def cmd_identify(args: argparse.Namespace, model: Any = None) -> tuple[Any, Any,
         z=parse_num(args.z),
         ambiguity=args.ambiguity,
     )
-    registered = _MODELS.get(args.model)
+    registered = MODELS.get(args.model)
     if registered is not None and registered.token_format is not None:
         options["token_format"] = registered.token_format
     # every option, the task and the split are checked before the model is built
     IdentifyConfig.from_options(**options)
-    if registered is None:
-        load_model(args.model)  # raises the "unknown model" message without building anything
+    check_model_name(args.model)  # a typo or a missing folder: refused without building anything
     task = load_task(args.task, cache=args.cache)
     ident, held, demo = split_task(task, run)
     if args.select_cv and len(ident) < CV_FOLDS:
         raise ValueError(
             f"--select-cv needs at least {CV_FOLDS} identification items ({CV_FOLDS} folds), got {len(ident)}"
         )
-    model = model if model is not None else load_model(args.model, cache=args.cache)
+    model = model if model is not None else _load(args, run)
     _say(
         args,
         f"identify: {len(ident)} items of {task.name} ({len(task)} in all), mode {args.mode}, "
@@ -256,6 +236,8 @@ def _run_record(args: argparse.Namespace) -> dict[str, Any]:
         "split_seed": args.split_seed,
         "seed": args.seed,
         "cache": args.cache,
+        "device": args.device,
+        "dtype": args.dtype,
         "version": __version__,
     }
 
@@ -307,7 +289,7 @@ def cmd_evaluate(args: argparse.Namespace, model: Any = None, result: Any = None
     EvalConfig(
         n_random=args.n_random, factor=args.factor, n_boot=args.n_boot, seed=args.seed
     )  # checked before the model
-    model = model if model is not None else load_model(run["model"], cache=run.get("cache"))
+    model = model if model is not None else _load(args, run)
     _say(args, f"evaluate: {len(held)} held-out items, {args.n_random} random sets per condition")
     k = getattr(args, "k", None) if args.command == "evaluate" else None
     rescore_opts = {
@@ -381,10 +363,12 @@ def _explain(args: argparse.Namespace, result: Any, run: dict[str, Any], model: 
     """Explain the neurons on the identification items of ``run``; writes ``explanation.{csv,md}``."""
     t0 = time.perf_counter()
     out = Path(args.out)
-    model = model if model is not None else load_model(run["model"], cache=run.get("cache"))
+    from tl_neuronllm.explain.explainer import explain
+
+    model = model if model is not None else _load(args, run)
     task = load_task(run["task"], cache=run.get("cache"))
     ident, _held, demo = split_task(task, run)
-    explanation = result.explain(model, ident, demos=demo)
+    explanation = explain(result, model, ident, demos=demo, progress=args.progress)
     explanation.to_csv(out / "explanation.csv")
     (out / "explanation.md").write_text(explanation.to_markdown(10))
     _say(
@@ -419,16 +403,42 @@ def _say(args: argparse.Namespace, msg: str) -> None:
         print(msg, file=sys.stderr if args.progress else sys.stdout, flush=True)
 
 
+def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace | int:
+    """The parsed arguments, after the checks of :func:`tl_neuronllm.cli.hints.check_argv` (an exit status
+    when they refuse: the usage and the message on stderr); the settings are printed unless ``--quiet``."""
+    announce = not argv
+    argv, refusal = check_argv(parser, argv)
+    if refusal is not None:
+        sub = argv[0] if argv and not argv[0].startswith("-") else None
+        usage = (build_subparser_usage(parser, sub) if sub else parser.format_usage()).rstrip()
+        print(usage, file=sys.stderr)
+        print(refusal, file=sys.stderr)
+        return 2
+    if announce:
+        print(NO_SUBCOMMAND, file=sys.stderr)
+    args = parser.parse_args(argv)
+    if not getattr(args, "quiet", False) and args.command:
+        print("\n".join(settings_lines(args, parser)), file=sys.stderr if args.progress else sys.stdout, flush=True)
+    return args
+
+
+def build_subparser_usage(parser: argparse.ArgumentParser, name: str) -> str:
+    """The usage line of a subcommand (the main usage for an unknown one)."""
+    from tl_neuronllm.cli.hints import subparsers
+
+    sub = subparsers(parser).get(name)
+    return (sub or parser).format_usage()
+
+
 COMMANDS = {"run": cmd_run, "identify": cmd_identify, "evaluate": cmd_evaluate, "report": cmd_report}
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``tl-neuronllm``; returns the exit status."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version")):
-        argv = ["run", *argv]
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = _parse(parser, list(sys.argv[1:] if argv is None else argv))
+    if isinstance(args, int):
+        return args
     _set_threads(args.threads)
     try:
         COMMANDS[args.command](args)
