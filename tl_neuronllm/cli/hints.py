@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import sys
 from collections.abc import Sequence
 from typing import Any
 
 from tl_neuronllm.cli.args import DEFAULT_OUT, DEFAULTS
 
-__all__ = ["LIBRARY_DEFAULTS", "check_argv", "settings_lines", "subparsers"]
+__all__ = ["LIBRARY_DEFAULTS", "check_argv", "parse_argv", "settings_lines", "subparsers"]
 
 #: Where the command's default differs from ``identify()``'s: the library's value and why the command differs.
 LIBRARY_DEFAULTS: dict[str, tuple[Any, str]] = {
@@ -108,3 +109,21 @@ def settings_lines(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
             note = f"default here; identify() uses {lib}: {why}"
         lines.append(f"  {key.replace('_', '-'):<{width}}  {_value(v)}  ({note})")
     return lines
+
+
+def parse_argv(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace | int:
+    """The parsed arguments after the checks of :func:`check_argv`, or the exit status 2 when they refuse (the
+    usage and the message printed on stderr); the settings are printed unless ``--quiet``."""
+    announce = not argv
+    argv, refusal = check_argv(parser, argv)
+    if refusal is not None:
+        sub = subparsers(parser).get(argv[0]) if argv else None
+        print((sub or parser).format_usage().rstrip(), file=sys.stderr)
+        print(refusal, file=sys.stderr)
+        return 2
+    if announce:
+        print(NO_SUBCOMMAND, file=sys.stderr)
+    args = parser.parse_args(argv)
+    if not getattr(args, "quiet", False) and args.command:
+        print("\n".join(settings_lines(args, parser)), file=sys.stderr if args.progress else sys.stdout, flush=True)
+    return args

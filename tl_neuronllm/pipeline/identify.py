@@ -36,6 +36,7 @@ from tl_neuronllm.pipeline.prepare import (
     prepare,
     require_autograd,
 )
+from tl_neuronllm.pipeline.progress import ItemBar
 from tl_neuronllm.pipeline.rescore import rescore
 from tl_neuronllm.pipeline.resolve import resolve
 from tl_neuronllm.provenance import versions
@@ -83,25 +84,6 @@ def check_finite_attributions(ig: Tensor, mask: Tensor, start: int, item_ids: Se
     )
 
 
-class _ItemBar:
-    """A progress bar that moves per item (``update(n)`` after each batch of ``n`` items); nothing when off."""
-
-    def __init__(self, enabled: bool, total: int, done: int, desc: str) -> None:
-        self.bar: Any = None
-        if enabled:
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=total, initial=done, desc=desc, unit="item")
-
-    def update(self, n: int) -> None:
-        if self.bar is not None:
-            self.bar.update(n)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
 def run_scoring(
     adapter: ModelAdapter,
     queries: Sequence[Sequence[ProxyPrompt]],
@@ -134,7 +116,7 @@ def run_scoring(
     act_sum = torch.zeros(adapter.n_layers, adapter.d_mlp, dtype=torch.float64) if act_sum is None else act_sum
     options = AttributionOptions.from_config(cfg)
     tally = tally or AnswerTally()
-    bar = _ItemBar(progress, len(queries), start, f"identify ({cfg.method})")
+    bar = ItemBar(progress, len(queries), start, f"identify ({cfg.method})")
     try:
         _score_batches(
             method, adapter, queries, cfg, reducer, act_sum, tally, start, options, on_batch, kept, item_ids, bar
@@ -157,7 +139,7 @@ def _score_batches(
     on_batch: Callable[[int, Reducer, Tensor, AnswerTally], None] | None,
     kept: list[tuple[Tensor, Tensor]] | None,
     item_ids: Sequence[str] | None,
-    bar: _ItemBar,
+    bar: ItemBar,
 ) -> None:
     """The batches of :func:`run_scoring`, streamed into the reducer. With the bar on and the model on the CPU,
     the items of a batch are attributed one at a time (the bar moves per item; on the CPU the attributions are
@@ -183,7 +165,7 @@ def _score_batches(
 
 
 def _attribute_per_item(
-    method: Any, adapter: ModelAdapter, batch: Sequence[Sequence[ProxyPrompt]], options: Any, bar: _ItemBar
+    method: Any, adapter: ModelAdapter, batch: Sequence[Sequence[ProxyPrompt]], options: Any, bar: ItemBar
 ) -> tuple[Tensor, Tensor, list[list[Tensor]], Tensor]:
     """:func:`attribute_item_batch` of a batch, one item at a time, joined (proxy axis padded to the widest)."""
     parts = []
