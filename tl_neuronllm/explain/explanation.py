@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -175,7 +176,14 @@ class Explanation:
             for role in ("good", "bad")
             for x in [x for x in self.neurons if x.role == role][:n]
         ]
-        body = grid(head, rows, classes=["", "", "", "", "", "", "", "", "txt"])
+        drop = {5} if self.gold_equals_distractors else set()  # equal columns: one, named for both
+        if drop:
+            head[4] = "gold = distr. eff."
+        if all(x.stability is None for x in self.neurons):
+            drop.add(3)
+        keep = [i for i in range(len(head)) if i not in drop]
+        head, rows = [head[i] for i in keep], [[r[i] for i in keep] for r in rows]
+        body = grid(head, rows, classes=[""] * (len(head) - 1) + ["txt"])
         shown = [next(x for x in self.neurons if x.role == role) for role in ("good", "bad") if self._has(role)]
         if self.traces:
             for x in shown:
@@ -185,8 +193,18 @@ class Explanation:
             f"{len(self)} neurons explained on {i.get('n_questions', '?')} questions of {i.get('n_items', '?')} "
             f"items of {i.get('task', '?')} (top {n} per role shown; to_pandas() has them all). Token strips: "
             "activation on each token (blue +, red −), the answer position outlined."
+            + (EQUAL_NOTE if self.gold_equals_distractors else "")
         )
         return panel(f"Explanation: {i.get('model', '?')} on {i.get('task', '?')}", body, note)
+
+    @property
+    def gold_equals_distractors(self) -> bool:
+        """Whether every neuron's gold and distractor direct effects are equal: in letter mode, when every letter
+        was gold equally often (the cyclic proxies of items with as many proxies as options), the two averages
+        run over the same letters, and only the effect on each letter tells the neurons apart."""
+        return bool(self.neurons) and all(
+            math.isclose(x.gold_effect, x.distractor_effect, rel_tol=1e-6, abs_tol=1e-9) for x in self.neurons
+        )
 
     def _has(self, role: str) -> bool:
         return any(x.role == role for x in self.neurons)
@@ -235,21 +253,26 @@ class Explanation:
             "promotes",
             "suppresses",
         ]
+        equal = self.gold_equals_distractors
+        if equal:
+            head.remove("distr. eff.")
+            head[head.index("gold eff.")] = "gold = distr. eff."
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for role in ("good", "bad"):
             for x in [x for x in self.neurons if x.role == role][:n]:
                 stab = "" if x.stability is None else f"{x.stability:.2f}"
                 toks = lambda ts: " ".join(repr(t) for t, _ in ts[:3]).replace("|", "\\|")
+                distr = "" if equal else f"{x.distractor_effect:+.3f} | "
                 lines.append(
                     f"| {x.label} | {x.role} | {x.score:.3g} | {stab} | {x.gold_effect:+.3f} | "
-                    f"{x.distractor_effect:+.3f} | {x.dla_margin:+.3f} | {x.act_right:.3f} | {x.act_wrong:.3f} | "
+                    f"{distr}{x.dla_margin:+.3f} | {x.act_right:.3f} | {x.act_wrong:.3f} | "
                     f"{_fmt(x.act_effect_size, '+.2f')} | {toks(x.top_promoted)} | {toks(x.top_suppressed)} |"
                 )
         note = (
             f"Direct effects (logit lens of W_out through the final norm, direct path only) on the option "
             f"{'letters' if mode == 'letter' else 'texts’ first tokens'}; activations on "
             f"{self.info.get('n_questions', '?')} questions of {self.info.get('n_items', '?')} items "
-            f"({self.info.get('n_right', '?')} answered right)."
+            f"({self.info.get('n_right', '?')} answered right)." + (EQUAL_NOTE if equal else "")
         )
         return "\n".join(lines) + "\n\n" + note + "\n"
 
@@ -275,6 +298,12 @@ class Explanation:
                 s["letter_dla"] = {k: m([x.letter_dla[k] for x in xs]) for k in letters}
             out[role] = s
         return out
+
+
+EQUAL_NOTE = (
+    " Gold and distractor effects are equal for every neuron: every letter was gold equally often (cyclic "
+    "proxies), so both average the same letters; the effect on each letter (effect_A, ...) tells them apart."
+)
 
 
 def _fmt(v: float, spec: str) -> str:

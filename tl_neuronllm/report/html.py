@@ -22,18 +22,25 @@ from pathlib import Path
 from typing import Any
 
 from tl_neuronllm.evaluation.evaluate import EXPECTED_DIRECTION, EvalResult
+from tl_neuronllm.report.figures import task_title
 from tl_neuronllm.report.html_assets import CSS as _CSS
 from tl_neuronllm.report.html_assets import JS as _JS
 from tl_neuronllm.result.neuron_result import NeuronResult
 
 REPORT_HTML = "report.html"
 HIST_BINS = 12
+#: Neurons per role whose activation on every token of the traced prompts (where it fires) the report embeds.
+FIRE_TOP = 20
+#: Tokens of each traced prompt the report shows, up to the answer position.
+FIRE_TOKENS = 48
+#: Significant digits of the numbers in the embedded data (the ACE score keeps all of its digits).
+DIGITS = 4
 
 
 def _clean(x: Any) -> Any:
-    """JSON-safe values: NaN / inf become None, tuples lists."""
+    """JSON-safe values, thinned: floats to :data:`DIGITS` significant digits, NaN / inf None, tuples lists."""
     if isinstance(x, float):
-        return x if math.isfinite(x) else None
+        return float(f"{x:.{DIGITS}g}") if math.isfinite(x) else None
     if isinstance(x, dict):
         return {str(k): _clean(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
@@ -76,7 +83,7 @@ def neuron_records(result: NeuronResult, explanation: Any = None) -> list[dict[s
             "role": role,
             "layer": n.layer,
             "neuron": n.neuron,
-            "score": float(n.score),
+            "score": n.score,
             "rank": counters[role],
             "stability": None,
         }
@@ -102,11 +109,41 @@ def neuron_records(result: NeuronResult, explanation: Any = None) -> list[dict[s
                 letter_dla=x.letter_dla,
                 promoted=[list(t) for t in x.top_promoted],
                 suppressed=[list(t) for t in x.top_suppressed],
-                items=[list(t) for t in x.top_items],
+                items=[[i, a] for i, a, _ in x.top_items],  # texts once, in the shared block
                 hist=_histogram(acts, list(explanation.correct)),
             )
-        out.append(_clean(rec))
+            if explanation.traces and counters[role] <= FIRE_TOP:
+                rec.update(_fire(explanation, j))
+        score = rec.pop("score")
+        out.append(dict(_clean(rec), score=float(score)))
     return out
+
+
+def _fire(explanation: Any, j: int) -> dict[str, Any]:
+    """Where neuron column ``j`` fires, thinned: per traced prompt its last :data:`FIRE_TOKENS` activations as
+    integers in [-99, 99] of ``fire_scale`` (its largest ``|activation|`` there)."""
+    rows = [[float(a) for a in t.acts[-FIRE_TOKENS:, j]] for t in explanation.traces]
+    scale = max((abs(a) for r in rows for a in r if math.isfinite(a)), default=0.0)
+    q = lambda a: round(99 * a / scale) if scale > 0 and math.isfinite(a) else 0
+    return {"fire": [[q(a) for a in r] for r in rows], "fire_scale": scale}
+
+
+def shared_records(explanation: Any) -> dict[str, Any]:
+    """What the neuron records share: the texts of the items they list, the traced prompts' tokens (the last
+    :data:`FIRE_TOKENS`, with where they start and the answer position), and whether the gold and distractor
+    direct effects are equal for every neuron (letter mode with every letter gold equally often), so that the
+    cards say so instead of showing two equal numbers."""
+    if explanation is None:
+        return {}
+    texts = {i: s for x in explanation.neurons for i, _, s in x.top_items}
+    traces = []
+    for t in explanation.traces:
+        start = max(0, len(t.tokens) - FIRE_TOKENS)
+        traces.append(
+            {"item": t.item_id, "tokens": t.tokens[start:], "start": start, "site": t.site, "correct": t.correct}
+        )
+    equal = explanation.gold_equals_distractors
+    return {"items": texts, "traces": traces, "gold_equals_distractors": equal, "fire_top": FIRE_TOP}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -274,14 +311,15 @@ def _figures_section(figures: dict[str, Path]) -> str:
         if not p.is_file():
             continue
         data = base64.b64encode(p.read_bytes()).decode()
+        wide = ' class="wide"' if name == "interventions" else ""
         out.append(
-            f'<figure><img alt="{_e(captions.get(name, name))}" src="data:image/png;base64,{data}">'
+            f'<figure{wide}><img alt="{_e(captions.get(name, name))}" src="data:image/png;base64,{data}">'
             f"<figcaption>{_e(captions.get(name, name))}</figcaption></figure>"
         )
     return "".join(out)
 
 
-def _neuron_section(records: list[dict[str, Any]], n_layers: int) -> str:
+def _neuron_section(records: list[dict[str, Any]], n_layers: int, shared: dict[str, Any]) -> str:
     heads = [
         ("rank", "rank"),
         ("label", "neuron"),
@@ -294,10 +332,16 @@ def _neuron_section(records: list[dict[str, Any]], n_layers: int) -> str:
         ("d", "d right−wrong"),
         ("promoted", "promotes"),
     ]
+    if all(r.get("stability") is None for r in records):  # no kept attributions: an empty column
+        heads = [h for h in heads if h[0] != "stability"]
+    note_stab = (
+        "" if any(h[0] == "stability" for h in heads) else " (No stability column: the result kept no attributions.)"
+    )
     ths = "".join(f'<th data-key="{k}">{_e(h)}</th>' for k, h in heads)
     layers = sorted({r["layer"] for r in records})
     opts = "".join(f'<option value="{x}">{x}</option>' for x in layers)
     payload = json.dumps(records, ensure_ascii=False, allow_nan=False).replace("</", "<\\/")
+    shared_json = json.dumps(_clean(shared), ensure_ascii=False, allow_nan=False).replace("</", "<\\/")
     return f"""
 <div id="controls">
   <label>role <select id="role-filter"><option value="all">all</option><option value="good">good</option>
@@ -313,8 +357,11 @@ def _neuron_section(records: list[dict[str, Any]], n_layers: int) -> str:
 same role again. DLA margin: mean over questions of activation × (direct effect on the gold option − mean direct
 effect on the distractors); direct effect = the neuron's W_out row through the final norm's weight times W_U (direct
 path only, the norm's per-input scale left out). d: Cohen's d of the site activation, right minus wrong questions.
-Tokens: ␣ marks a space, \n a newline.</p>
-<script type="application/json" id="neuron-data">{payload}</script>"""
+Tokens: ␣ marks a space, \n a newline.{note_stab} Where it fires (in the cards of the top {FIRE_TOP} neurons of each
+role): the neuron's activation on every token of the last {FIRE_TOKENS} tokens of a few identification prompts, blue
+positive, red negative, strongest in full colour; the answer position (where the method scores) is outlined.</p>
+<script type="application/json" id="neuron-data">{payload}</script>
+<script type="application/json" id="shared-data">{shared_json}</script>"""
 
 
 def report_html(
@@ -354,7 +401,7 @@ def report_html(
     if figures is None:
         figures = make_figures(result, evaluation, out / "figures")
     c = result.config
-    title = f"NeuronLLM report: {c.get('model', {}).get('model_name', '?')} on {c.get('task', {}).get('name', '?')}"
+    title = f"NeuronLLM report: {c.get('model', {}).get('model_name', '?')} on {task_title(result)}"
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -373,7 +420,7 @@ def report_html(
         parts += ["<h2>Figures</h2>", fig_html]
     parts += [
         f"<h2>Neurons ({len(result.good)} good, {len(result.bad)} bad)</h2>",
-        _neuron_section(records, result.n_layers),
+        _neuron_section(records, result.n_layers, shared_records(explanation)),
         f"<script>{_JS}</script>",
         "</body></html>",
     ]
@@ -382,4 +429,4 @@ def report_html(
     return path
 
 
-__all__ = ["REPORT_HTML", "neuron_records", "report_html"]
+__all__ = ["FIRE_TOKENS", "FIRE_TOP", "REPORT_HTML", "neuron_records", "report_html", "shared_records", "task_title"]
