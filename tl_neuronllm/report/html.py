@@ -33,6 +33,8 @@ HIST_BINS = 12
 FIRE_TOP = 20
 #: Tokens of each traced prompt the report shows, up to the answer position.
 FIRE_TOKENS = 48
+#: Promoted and suppressed tokens per neuron the report embeds (explanation.csv has them all).
+TOP_TOKENS = 6
 #: Significant digits of the numbers in the embedded data (the ACE score keeps all of its digits).
 DIGITS = 4
 
@@ -48,10 +50,11 @@ def _clean(x: Any) -> Any:
     return x
 
 
-def _histogram(values: list[float], correct: list[bool], bins: int = HIST_BINS) -> dict[str, list[Any]]:
-    """Shared-edge histogram of the activations on right and on wrong questions."""
+def _histogram(values: list[float], correct: list[bool], bins: int = HIST_BINS) -> dict[str, Any]:
+    """Shared-edge histogram of the activations on right and on wrong questions: ``bins`` equal bins from
+    ``lo`` to ``hi`` (the report's script draws the edges), the counts of each."""
     if not values:
-        return {"edges": [], "right": [], "wrong": []}
+        return {"lo": None, "hi": None, "right": [], "wrong": []}
     lo, hi = min(values), max(values)
     if hi - lo < 1e-12:
         lo, hi = lo - 0.5, hi + 0.5
@@ -60,7 +63,7 @@ def _histogram(values: list[float], correct: list[bool], bins: int = HIST_BINS) 
     for v, c in zip(values, correct):
         b = min(int((v - lo) / width), bins - 1)
         (right if c else wrong)[b] += 1
-    return {"edges": [lo + i * width for i in range(bins + 1)], "right": right, "wrong": wrong}
+    return {"lo": lo, "hi": hi, "right": right, "wrong": wrong}
 
 
 def neuron_records(result: NeuronResult, explanation: Any = None) -> list[dict[str, Any]]:
@@ -95,10 +98,7 @@ def neuron_records(result: NeuronResult, explanation: Any = None) -> list[dict[s
                 membership=x.membership,
                 gold_effect=x.gold_effect,
                 distractor_effect=x.distractor_effect,
-                dla_gold=x.dla_gold,
-                dla_distractors=x.dla_distractors,
                 dla_margin=x.dla_margin,
-                act_mean=x.act_mean,
                 act_right=x.act_right,
                 act_wrong=x.act_wrong,
                 d=x.act_effect_size,
@@ -107,8 +107,8 @@ def neuron_records(result: NeuronResult, explanation: Any = None) -> list[dict[s
                 option_effects=x.option_effects,
                 act_by_gold_letter=x.act_by_gold_letter,
                 letter_dla=x.letter_dla,
-                promoted=[list(t) for t in x.top_promoted],
-                suppressed=[list(t) for t in x.top_suppressed],
+                promoted=[list(t) for t in x.top_promoted[:TOP_TOKENS]],
+                suppressed=[list(t) for t in x.top_suppressed[:TOP_TOKENS]],
                 items=[[i, a] for i, a, _ in x.top_items],  # texts once, in the shared block
                 hist=_histogram(acts, list(explanation.correct)),
             )
@@ -126,6 +126,19 @@ def _fire(explanation: Any, j: int) -> dict[str, Any]:
     scale = max((abs(a) for r in rows for a in r if math.isfinite(a)), default=0.0)
     q = lambda a: round(99 * a / scale) if scale > 0 and math.isfinite(a) else 0
     return {"fire": [[q(a) for a in r] for r in rows], "fire_scale": scale}
+
+
+def columns(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The records as one table, ``{"columns": [...], "rows": [[...], ...]}`` (a field a record lacks is
+    ``null``): the keys once, not once per neuron; the report's script turns the rows back into records."""
+    cols: list[str] = []
+    for r in records:
+        cols += [k for k in r if k not in cols]
+    return {"columns": cols, "rows": [[r.get(c) for c in cols] for r in records]}
+
+
+def _json(x: Any) -> str:
+    return json.dumps(x, ensure_ascii=False, allow_nan=False, separators=(",", ":")).replace("</", "<\\/")
 
 
 def shared_records(explanation: Any) -> dict[str, Any]:
@@ -340,8 +353,8 @@ def _neuron_section(records: list[dict[str, Any]], n_layers: int, shared: dict[s
     ths = "".join(f'<th data-key="{k}">{_e(h)}</th>' for k, h in heads)
     layers = sorted({r["layer"] for r in records})
     opts = "".join(f'<option value="{x}">{x}</option>' for x in layers)
-    payload = json.dumps(records, ensure_ascii=False, allow_nan=False).replace("</", "<\\/")
-    shared_json = json.dumps(_clean(shared), ensure_ascii=False, allow_nan=False).replace("</", "<\\/")
+    payload = _json(columns(records))
+    shared_json = _json(_clean(shared))
     return f"""
 <div id="controls">
   <label>role <select id="role-filter"><option value="all">all</option><option value="good">good</option>
@@ -429,4 +442,14 @@ def report_html(
     return path
 
 
-__all__ = ["FIRE_TOKENS", "FIRE_TOP", "REPORT_HTML", "neuron_records", "report_html", "shared_records", "task_title"]
+__all__ = [
+    "FIRE_TOKENS",
+    "FIRE_TOP",
+    "REPORT_HTML",
+    "TOP_TOKENS",
+    "columns",
+    "neuron_records",
+    "report_html",
+    "shared_records",
+    "task_title",
+]

@@ -1,6 +1,7 @@
 """The stylesheet and the script of the single-file HTML report (:mod:`tl_neuronllm.report.html`).
 
-``JS`` reads the neuron records from the ``<script type="application/json" id="neuron-data">`` block
+``JS`` reads the neuron records from the ``<script type="application/json" id="neuron-data">`` block (one table:
+``columns`` and ``rows``) and what they share from ``id="shared-data"`` (item texts, the traced prompts' tokens),
 and renders the sortable, filterable neuron table and the neuron cards (text goes in through
 ``textContent``, never as HTML).
 """
@@ -35,7 +36,8 @@ CSS += STYLE  # the notebook displays' scoped styles (.tlnl: the token strips of
 JS = r"""
 (function () {
   "use strict";
-  const data = JSON.parse(document.getElementById("neuron-data").textContent);
+  const table = JSON.parse(document.getElementById("neuron-data").textContent);  // {columns, rows}
+  const data = table.rows.map(r => Object.fromEntries(table.columns.map((c, i) => [c, r[i]])));
   const shared = JSON.parse(document.getElementById("shared-data").textContent);
   const tbody = document.querySelector("#neurons tbody");
   const card = document.getElementById("card");
@@ -91,7 +93,8 @@ JS = r"""
     const ns = "http://www.w3.org/2000/svg", W = 470, H = 130, pad = 40;
     const svg = document.createElementNS(ns, "svg");
     svg.setAttribute("width", W); svg.setAttribute("height", H + 30); svg.setAttribute("class", "hist");
-    if (!h || !h.edges.length) return svg;
+    if (!h || !h.right.length) return svg;
+    const edges = h.right.concat([0]).map((_, i) => h.lo + (h.hi - h.lo) * i / h.right.length);
     const nb = h.right.length, max = Math.max(1, ...h.right, ...h.wrong), bw = (W - 2 * pad) / nb;
     const add = (tag, attrs, text) => { const e = document.createElementNS(ns, tag);
       for (const a in attrs) e.setAttribute(a, attrs[a]); if (text) e.textContent = text; svg.appendChild(e); return e; };
@@ -100,7 +103,7 @@ JS = r"""
         const c = h[which][i], bh = (H - 10) * c / max;
         add("rect", { x: pad + i * bw + off * bw, y: H - bh, width: bw / 2 - 1, height: bh, fill: color,
                       "class": "bar-" + which }).appendChild(document.createElementNS(ns, "title")).textContent =
-          which + ": " + c + " in [" + fmt(h.edges[i]) + ", " + fmt(h.edges[i + 1]) + ")";
+          which + ": " + c + " in [" + fmt(edges[i]) + ", " + fmt(edges[i + 1]) + ")";
       }
     }
     add("line", { x1: pad, x2: W - pad, y1: H, y2: H, stroke: "#555" });
@@ -113,8 +116,8 @@ JS = r"""
     }
     add("text", { x: 12, y: H / 2 + 10, "font-size": 11, "text-anchor": "middle",
                   transform: "rotate(-90 12 " + (H / 2 + 10) + ")" }, "questions");
-    add("text", { x: pad, y: H + 14, "font-size": 11 }, fmt(h.edges[0], 2));
-    add("text", { x: W - pad, y: H + 14, "font-size": 11, "text-anchor": "end" }, fmt(h.edges[nb], 2));
+    add("text", { x: pad, y: H + 14, "font-size": 11 }, fmt(edges[0], 2));
+    add("text", { x: W - pad, y: H + 14, "font-size": 11, "text-anchor": "end" }, fmt(edges[nb], 2));
     const total = k => h[k].reduce((a, b) => a + b, 0);
     add("text", { x: W / 2, y: H + 27, "font-size": 11, "text-anchor": "middle" },
         "site activation: right (blue, " + total("right") + ") vs wrong (red, " + total("wrong") + ") questions");
