@@ -18,7 +18,18 @@ from typing import Any
 
 from tl_neuronllm.errors import MissingDependency
 
-__all__ = ["STYLE", "esc", "fire_colour", "grid", "num", "panel", "require_pandas", "token_strip", "visible"]
+__all__ = [
+    "STYLE",
+    "esc",
+    "fire_colour",
+    "grid",
+    "num",
+    "panel",
+    "require_pandas",
+    "task_base",
+    "token_strip",
+    "visible",
+]
 
 #: The scoped stylesheet of the displays (the report's table and card look, under ``.tlnl``).
 STYLE = """
@@ -27,7 +38,7 @@ STYLE = """
 .tlnl table.grid{border-collapse:collapse;margin:4px 0}
 .tlnl table.grid td,.tlnl table.grid th{border-bottom:1px solid #e4e4e4;padding:2px 7px;text-align:right;white-space:nowrap}
 .tlnl table.grid td:first-child,.tlnl table.grid th:first-child{text-align:left}
-.tlnl table.grid thead th{background:#f4f4f4}.tlnl td.txt{text-align:left}
+.tlnl table.grid thead th{background:#f4f4f4}.tlnl table.grid td.txt{text-align:left}.tlnl .scroll{overflow-x:auto}
 .tlnl .role-good{color:#2a7ab9;font-weight:600}.tlnl .role-bad{color:#d1495b;font-weight:600}
 .tlnl .fire{font-family:ui-monospace,monospace;font-size:12px;line-height:1.9;white-space:pre-wrap;word-break:break-all;
   border:1px solid #e4e4e4;border-radius:4px;padding:4px 6px;margin:2px 0 6px;max-width:100%}
@@ -47,6 +58,12 @@ def require_pandas() -> Any:
     except ImportError:
         raise MissingDependency("to_pandas() needs pandas, which is not installed: pip install pandas") from None
     return pd
+
+
+def task_base(name: Any) -> str:
+    """A task's name without the suffix ``Task.split`` adds (``commonsenseqa:identify`` -> ``commonsenseqa``)."""
+    base, _, suffix = str(name).rpartition(":")
+    return base if base and suffix in ("identify", "heldout", "demo") else str(name)
 
 
 def esc(x: Any) -> str:
@@ -76,7 +93,7 @@ def grid(head: Sequence[str], rows: Sequence[Sequence[Any]], *, classes: Sequenc
             for i, c in enumerate(r)
         )
         trs.append(f"<tr>{tds}</tr>")
-    return f'<table class="grid"><thead><tr>{ths}</tr></thead><tbody>{"".join(trs)}</tbody></table>'
+    return f'<div class="scroll"><table class="grid"><thead><tr>{ths}</tr></thead><tbody>{"".join(trs)}</tbody></table></div>'
 
 
 def panel(title: str, body: str, note: str = "") -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from tl_neuronllm.evaluation.stats import RELATIVE
-from tl_neuronllm.html_view import grid, panel, require_pandas
+from tl_neuronllm.html_view import grid, panel, require_pandas, task_base
 
 EVAL_JSON = "evaluation.json"
 EVAL_MD = "evaluation.md"
@@ -217,7 +217,7 @@ class EvalResult:
             f"{e.get('n_random', 0)} random sets per condition (mean ± sd), {e.get('n_boot', 0)} bootstrap "
             "resamples. to_pandas() has the numbers."
         )
-        title = f"EvalResult: {ri.get('model_name', '?')} on {self.task}"
+        title = f"EvalResult: {ri.get('model_name', '?')} on {task_base(self.task)} ({self.n_items} held-out items)"
         return panel(title, grid(rows[0], rows[1:], classes=[""] * (len(rows[0]) - 1) + ["txt"]), note)
 
 

@@ -11,7 +11,7 @@ from typing import Any
 from jaxtyping import Float
 from torch import Tensor
 
-from tl_neuronllm.html_view import esc, grid, num, panel, require_pandas, token_strip, visible
+from tl_neuronllm.html_view import esc, grid, num, panel, require_pandas, task_base, token_strip, visible
 
 
 @dataclass
@@ -195,7 +195,7 @@ class Explanation:
             "activation on each token (blue +, red −), the answer position outlined."
             + (EQUAL_NOTE if self.gold_equals_distractors else "")
         )
-        return panel(f"Explanation: {i.get('model', '?')} on {i.get('task', '?')}", body, note)
+        return panel(f"Explanation: {i.get('model', '?')} on {task_base(i.get('task', '?'))}", body, note)
 
     @property
     def gold_equals_distractors(self) -> bool:

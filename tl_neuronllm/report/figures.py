@@ -22,6 +22,7 @@ import numpy as np
 
 from tl_neuronllm.evaluation.conditions import EXPECTED_DIRECTION
 from tl_neuronllm.evaluation.eval_result import EvalResult
+from tl_neuronllm.html_view import task_base
 from tl_neuronllm.result.neuron_result import NeuronResult
 
 FIGURES = ("layer_counts", "ace_distribution", "interventions", "letters")
@@ -199,9 +200,7 @@ def _letter_colors(n: int) -> list[Any]:
 
 def task_title(result: NeuronResult) -> str:
     """The task's name without the split's suffix (``commonsenseqa:identify`` -> ``commonsenseqa``)."""
-    name = str(result.config.get("task", {}).get("name", "?"))
-    base, _, suffix = name.rpartition(":")
-    return base if base and suffix in ("identify", "heldout", "demo") else name
+    return task_base(result.config.get("task", {}).get("name", "?"))
 
 
 def _title(result: NeuronResult, what: str) -> str:

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from tl_neuronllm.config.identify import IdentifyConfig
 from tl_neuronllm.config.result import ResultConfig
-from tl_neuronllm.html_view import grid, num, panel, require_pandas
+from tl_neuronllm.html_view import grid, num, panel, require_pandas, task_base
 from tl_neuronllm.model.protocol import HookedModel
 from tl_neuronllm.result.files import CONFIG_FILE, FORMAT, FORMAT_NAME, TENSORS_FILE, ResultFileError, read_result
 from tl_neuronllm.result.interventions import Intervention, Mode, Positions, intervene, make_hooks
@@ -205,7 +205,7 @@ class NeuronResult:
             f"Top {n} per role shown; to_pandas() has every neuron."
         )
         title = (
-            f"NeuronResult: {c.get('model', {}).get('model_name', '?')} on {t.get('name', '?')} "
+            f"NeuronResult: {c.get('model', {}).get('model_name', '?')} on {task_base(t.get('name', '?'))} "
             f"({len(self.good)} good, {len(self.bad)} bad)"
         )
         return panel(title, table + "<h4>neurons per layer</h4>" + layers, note)
