@@ -8,7 +8,7 @@ import json
 
 import pytest
 import torch
-from conftest import WORDS, make_model, word_tokenizer
+from helpers import WORDS, make_model, word_tokenizer
 
 from tl_neuronllm import identify
 from tl_neuronllm.cli import app as cli
@@ -161,7 +161,7 @@ def test_unknown_task_and_model_names_get_a_suggestion(tmp_path, capsys):
 
 def test_identify_keyword_typo_gets_a_suggestion():
     model = make_model("native", False)
-    from conftest import token_task
+    from helpers import token_task
 
     task, fmt = token_task(4)
     with pytest.raises(TypeError, match=r"'stpes' \(did you mean 'steps'\?\)"):

@@ -9,7 +9,7 @@ import re
 
 import pytest
 import torch
-from conftest import make_model, text_task, token_task
+from helpers import make_model, text_task, token_task
 
 from tl_neuronllm import MissingDependency, Task, evaluate, explain, identify
 from tl_neuronllm.html_view import token_strip

@@ -15,7 +15,7 @@ import pytest
 import torch
 from _chromium import Chromium, find_chromium
 from _scaffold import tiny_cli_args
-from conftest import make_model, token_task
+from helpers import make_model, token_task
 
 from tl_neuronllm import evaluate, explain, identify
 from tl_neuronllm.cli import app as cli
@@ -288,7 +288,7 @@ def test_notebook_displays_in_headless_chromium(report, tmp_path):
 @pytest.mark.slow
 def test_default_size_report_stays_under_1_mb(tmp_path):
     """1,000 neurons (the command's k = 500), explained, with the four figures: the file stays under 1 MB."""
-    from conftest import NATIVE
+    from helpers import NATIVE
     from transformer_lens.model_bridge import TransformerBridge
 
     torch.manual_seed(0)
