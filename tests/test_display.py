@@ -11,7 +11,7 @@ import pytest
 import torch
 from helpers import make_model, text_task, token_task
 
-from tl_neuronllm import MissingDependency, Task, evaluate, explain, identify
+from tl_neuronllm import ConfigError, MissingDependency, Task, evaluate, explain, identify
 from tl_neuronllm.html_view import token_strip
 
 pd = pytest.importorskip("pandas")
@@ -116,7 +116,7 @@ def test_where_a_neuron_fires_equals_a_plain_forward(run):
     assert fires[0][1][-1] == pytest.approx(float(ex.activations[q0, j]), abs=1e-5)
     with pytest.raises(KeyError, match="L99N0"):
         ex.fires("L99N0")
-    with pytest.raises(ValueError, match="n_traces"):
+    with pytest.raises(ConfigError, match="n_traces must be >= 0"):
         explain(result, model, ident, demos=demo, n_traces=-1, progress=False)
     assert explain(result, model, ident, demos=demo, n_traces=0, n_boot=2, progress=False).traces == []
 

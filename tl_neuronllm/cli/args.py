@@ -132,14 +132,18 @@ def _device_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _identify_args(p: argparse.ArgumentParser) -> None:
-    d = DEFAULTS
+def _model_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model",
-        default=d["model"],
+        default=DEFAULTS["model"],
         help="model: smollm2 (default: SmolLM2-135M-Instruct, offline), a Hugging Face model id (needs the hub) or "
         "a local folder written by save_pretrained (loaded with transformers, run as a TransformerBridge)",
     )
+
+
+def _identify_args(p: argparse.ArgumentParser) -> None:
+    d = DEFAULTS
+    _model_arg(p)
     p.add_argument(
         "--task",
         default=d["task"],

@@ -70,6 +70,7 @@ from tl_neuronllm.pipeline.prepare import build_queries, identification_items
 from tl_neuronllm.result.neuron_result import NeuronResult
 from tl_neuronllm.scoring.ace import ACEState
 from tl_neuronllm.studies.stability import stability
+from tl_neuronllm.validate import check_int
 
 
 def _check_shape(result: NeuronResult, model: HookedModel) -> None:
@@ -226,8 +227,7 @@ def explain(
         n_boot: Bootstrap resamples for the selection stability (only with kept attributions).
         seed: Seed of the bootstrap.
         batch_size: Questions per forward pass.
-        n_traces: Identification prompts on whose every token the neurons' activations are kept
-            (``Explanation.traces``: where each neuron fires); 0 for none.
+        n_traces: Prompts whose every token's activations are kept (``Explanation.traces``: where it fires).
         progress: Show a progress bar over the forward passes.
 
     Returns:
@@ -238,10 +238,9 @@ def explain(
         ModelError: a model of another shape (layers, neurons, ``d_model``, ``d_vocab``) or without the
             weights the direct effect needs.
         TaskError: the task does not hold the identification items or demonstrations.
-        ValueError: bad ``items`` / ``n_boot`` / ``n_traces``.
+        ValueError: bad ``items`` / ``n_boot``; ConfigError: a negative ``n_traces``.
     """
-    if isinstance(n_traces, bool) or not isinstance(n_traces, int) or n_traces < 0:
-        raise ValueError(f"n_traces must be an int >= 0, got {n_traces!r}")
+    check_int("n_traces", n_traces, min_value=0)
     _check_shape(result, model)
     cfg = result.identify_config()
     hook = result.config.get("hook", "hook_post")
