@@ -182,3 +182,12 @@ def test_progress_moves_per_item_and_changes_no_number(run, monkeypatch):
     explain(result, model, ident, demos=demo, n_boot=2, batch_size=4)
     bar = _Bar.made[-1]
     assert bar.desc.startswith("explain") and bar.n == bar.total == len(ident) * result.config["n_proxies"]
+
+
+def test_where_it_fires_survives_save_json(run, tmp_path):
+    from tl_neuronllm.explain.explanation import Explanation
+
+    _, result, _, ex, _, _ = run
+    back = Explanation.load_json(ex.save_json(tmp_path / "explanation.json"))
+    label = result.bad[0].label
+    assert back.fires(label) == ex.fires(label) and [t.correct for t in back.traces] == [t.correct for t in ex.traces]

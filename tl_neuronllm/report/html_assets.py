@@ -199,7 +199,7 @@ JS = r"""
       card.appendChild(histogram(n.hist));
       card.appendChild(fires(n));
     } else {
-      card.appendChild(el("p", "No explanation in this report (run result.explain(model, task) or tl-neuronllm report)."));
+      card.appendChild(el("p", "No explanation in this report (run explain(result, model, task) or tl-neuronllm report)."));
     }
     card.hidden = false;
     render();
