@@ -9,6 +9,8 @@ the neuron's activation on it (blue positive, red negative, scaled by the larges
 answer position (the site where the method scores) outlined.
 """
 
+# pyright: strict
+
 from __future__ import annotations
 
 import html
@@ -54,7 +56,7 @@ def require_pandas() -> Any:
         MissingDependency: (an ``ImportError``) if pandas is not installed, saying what to install.
     """
     try:
-        import pandas as pd
+        import pandas as pd  # pyright: ignore[reportMissingTypeStubs]
     except ImportError:
         raise MissingDependency("to_pandas() needs pandas, which is not installed: pip install pandas") from None
     return pd
@@ -86,7 +88,7 @@ def visible(token: str) -> str:
 def grid(head: Sequence[str], rows: Sequence[Sequence[Any]], *, classes: Sequence[str] = ()) -> str:
     """A ``table.grid`` of already formatted cells (escaped here); ``classes`` gives per-column cell classes."""
     ths = "".join(f"<th>{esc(h)}</th>" for h in head)
-    trs = []
+    trs: list[str] = []
     for r in rows:
         tds = "".join(
             f'<td class="{classes[i]}">{esc(c)}</td>' if i < len(classes) and classes[i] else f"<td>{esc(c)}</td>"
