@@ -52,6 +52,11 @@ class CacheNotFilled(NeuronLLMError, RuntimeError):
     """The Bridge returned no cache, or one that does not hold the prefix."""
 
 
+class MissingDependency(NeuronLLMError, ImportError):
+    """An optional package a feature needs is not installed (pandas for ``to_pandas()``); the message says
+    what to install."""
+
+
 class ShortcutFallbackWarning(RuntimeWarning):
     """A speed shortcut failed its check against the plain forward and was switched off (results stay exact)."""
 
@@ -67,6 +72,7 @@ __all__ = [
     "ContextLengthError",
     "InterventionError",
     "MismatchError",
+    "MissingDependency",
     "ModelError",
     "NeuronLLMError",
     "RandomMatchWarning",

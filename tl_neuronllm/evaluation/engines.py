@@ -177,8 +177,30 @@ def _run_packed(
     if max(len(b) for b in batches) < 2:
         return None
     out: list[Tensor] = [first]
-    bar = _bar(batches, progress, f"evaluate ({len(conditions)} conditions)", "batch")
-    for b, idx in enumerate(bar):
+    bar: Any = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(queries), initial=1, desc=f"evaluate ({len(conditions)} conditions)", unit="question")
+    try:
+        return _packed_loop(adapter, queries, conditions, batches, first, out, bar)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _packed_loop(
+    adapter: ModelAdapter,
+    queries: Sequence[ProxyPrompt],
+    conditions: Sequence[Condition],
+    batches: list[list[int]],
+    first: Tensor,
+    out: list[Tensor],
+    bar: Any,
+) -> list[Tensor] | None:
+    """The packed batches of :func:`_run_packed` (``bar``: a question-count bar or None)."""
+    fp = adapter.fast
+    for b, idx in enumerate(batches):
         got = probs_packed(adapter, [queries[i] for i in idx], conditions)
         if b == 0:
             if fp.packed_queries is None:
@@ -192,6 +214,8 @@ def _run_packed(
                     return None
             got = got[1:]
         out += got
+        if bar is not None:
+            bar.update(len(got))
     return out
 
 

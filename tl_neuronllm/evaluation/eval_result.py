@@ -12,6 +12,7 @@ from typing import Any
 
 from tl_neuronllm.errors import MismatchError
 from tl_neuronllm.evaluation.stats import RELATIVE
+from tl_neuronllm.html_view import grid, panel, require_pandas, task_base
 
 EVAL_JSON = "evaluation.json"
 EVAL_MD = "evaluation.md"
@@ -235,10 +236,74 @@ class EvalResult:
         """The evaluation table and its legend as markdown."""
         return evaluation_markdown(self)
 
+    def to_pandas(self) -> Any:
+        """A ``pandas.DataFrame`` with one row per condition (baseline first), numbers as float64 columns (NaN
+        where a row has none, e.g. n/a rows): ``accuracy``, ``gold_prob``, ... with their intervals as
+        ``accuracy_lo`` / ``accuracy_hi``; ``delta_*`` (minus the baseline) with ``delta_*_lo`` / ``_hi``;
+        ``RAC`` / ``RCC`` with theirs; ``random_delta_*_mean`` / ``_sd`` (the random sets); ``mcnemar_p``.
+        ``condition`` is the row's key, ``description`` its text.
+
+        Raises:
+            MissingDependency: (an ``ImportError``) if pandas is not installed.
+        """
+        pd = require_pandas()
+        recs = [frame_record(r) for r in self.rows]
+        num_cols = sorted({k for rec in recs for k, v in rec.items() if isinstance(v, float)})
+        text = ["condition", "description", "paper_name", "available", "n_good", "n_bad"]
+        df = pd.DataFrame(recs, columns=text + num_cols)
+        return df.astype(dict.fromkeys(num_cols, "float64") | {"n_good": "int64", "n_bad": "int64", "available": bool})
+
+    def _repr_html_(self) -> str:
+        rows = table_rows(self)
+        e = self.config.get("eval", {})
+        ri = self.result_info
+        note = (
+            f"{self.n_items} held-out items × proxies = {self.n_queries} questions, mode {self.mode}; neurons from "
+            f"{ri.get('method', '?')} ({ri.get('n_good', 0)} good, {ri.get('n_bad', 0)} bad); "
+            f"{e.get('n_random', 0)} random sets per condition (mean ± sd), {e.get('n_boot', 0)} bootstrap "
+            "resamples. to_pandas() has the numbers."
+        )
+        title = f"EvalResult: {ri.get('model_name', '?')} on {task_base(self.task)} ({self.n_items} held-out items)"
+        return panel(title, grid(rows[0], rows[1:], classes=[""] * (len(rows[0]) - 1) + ["txt"]), note)
+
 
 # ------------------------------------------------------------------------------------------------
 # the tables (the report reuses them)
 # ------------------------------------------------------------------------------------------------
+
+
+def frame_record(r: EvalRow) -> dict[str, Any]:
+    """One row of :meth:`EvalResult.to_pandas`: text fields, then every number as a float."""
+    nan = float("nan")
+    rec: dict[str, Any] = {
+        "condition": r.name,
+        "description": r.description,
+        "paper_name": r.paper_name,
+        "available": bool(r.available),
+        "n_good": int(r.n_good),
+        "n_bad": int(r.n_bad),
+    }
+
+    def put(name: str, v: Any, ci: Any = None) -> None:
+        rec[name] = nan if v is None else float(v)
+        if ci is not None:
+            lo, hi = (list(ci) + [None, None])[:2] if ci else (None, None)
+            rec[f"{name}_lo"] = nan if lo is None else float(lo)
+            rec[f"{name}_hi"] = nan if hi is None else float(hi)
+
+    for k, v in r.metrics.items():
+        put(k, v, r.ci.get(k, []))
+    for k, v in r.delta.items():
+        put(f"delta_{k}", v, r.delta_ci.get(k, []))
+    for k, v in r.relative.items():
+        put(k, v, r.relative_ci.get(k, []))
+    for k, x in (r.random.get("metrics", {}) if r.random else {}).items():
+        if isinstance(x, dict) and "mean" in x:
+            put(f"random_{k}_mean", x["mean"])
+            put(f"random_{k}_sd", x.get("sd"))
+    if r.mcnemar:
+        put("mcnemar_p", r.mcnemar.get("p"))
+    return rec
 
 
 def letters_str(counts: Mapping[str, float], total: int) -> str:
@@ -458,6 +523,7 @@ __all__ = [
     "evaluation_markdown",
     "evaluation_table",
     "fmt_p",
+    "frame_record",
     "letters_str",
     "paper_rows",
     "table_rows",
