@@ -14,8 +14,11 @@
 
       v = W_out[l, i]                           # [d_model], the neuron's output direction
       v = v - mean(v)                           # LayerNorm models only (LN / LNPre): centring
-      v = v * w_final                           # the final norm's weight (ln_final.w), if it has one
-      effect = v @ W_U                          # [d_vocab]: logit change per unit of activation
+      v = v * w_final                           # the final norm's effective weight, if it has one
+                                                # (Gemma's offset norm: 1 + ln_final.w)
+      effect = (v @ W_U) * c                    # [d_vocab]: logit change per unit of activation; c: the
+                                                # final logit transform's slope at 0 (Granite 1/logits_scaling,
+                                                # Cohere logit_scale, soft-capping 1)
 
   This is TransformerLens's logit lens for a *direction* with a folded final norm: the per-input
   normalisation scale (``1 / rms`` or ``1 / std`` of the whole residual stream) and the norm's bias
@@ -60,6 +63,7 @@ from torch import Tensor
 from tl_neuronllm.data.tasks import LETTERS, Item, Task
 from tl_neuronllm.explain.activity import Activity, site_activations
 from tl_neuronllm.explain.direct_effect import direct_logit_effects, final_norm, option_effects, token_str
+from tl_neuronllm.model.head import final_transform
 from tl_neuronllm.explain.explanation import Explanation, NeuronExplanation
 from tl_neuronllm.model.adapter import ModelAdapter, ModelError, preserved_model_state
 from tl_neuronllm.model.answers import ProxyPrompt
@@ -259,7 +263,9 @@ def explain(
         "n_items": len(scored),
         "n_questions": len(queries),
         "n_right": int(activity.correct.sum()),
-        "norm": ("centred, " if centre else "") + ("times ln_final.w" if w is not None else "no norm weight"),
+        "norm": ("centred, " if centre else "")
+        + ("times the final norm's effective weight" if w is not None else "no norm weight")
+        + (f"; logits: {final_transform(model)}" if final_transform(model) else ""),
         "stability_boot": n_boot if stab is not None else 0,
     }
     return Explanation(out, acts.float(), activity.correct.tolist(), item_of, info)
