@@ -23,7 +23,6 @@ Per family and prompt (1-shot colour questions; SmolLM2: MMLU), medians of repea
   each timed at the per-token-layer cost of the plain forward.
 """
 
-
 import argparse
 import datetime as dt
 import importlib.metadata
@@ -98,7 +97,13 @@ FAMILIES: dict[str, Family] = {
             slow=False,
         ),
         Family("Llama", "LlamaConfig", "LlamaForCausalLM", _BASE, "GQA, gated MLP, RMSNorm", slow=False),
-        Family("Mistral", "MistralConfig", "MistralForCausalLM", dict(_BASE, sliding_window=4096), "GQA, sliding window 4096"),
+        Family(
+            "Mistral",
+            "MistralConfig",
+            "MistralForCausalLM",
+            dict(_BASE, sliding_window=4096),
+            "GQA, sliding window 4096",
+        ),
         Family(
             "Mistral (window 8)",
             "MistralConfig",
@@ -110,7 +115,13 @@ FAMILIES: dict[str, Family] = {
         ),
         Family("Qwen2", "Qwen2Config", "Qwen2ForCausalLM", _BASE, "GQA, q/k/v biases"),
         Family("Qwen3", "Qwen3Config", "Qwen3ForCausalLM", dict(_BASE, head_dim=16), "q/k norms", slow=False),
-        Family("Gemma", "GemmaConfig", "GemmaForCausalLM", dict(_BASE, head_dim=16), "offset RMSNorm (1 + w), scaled embeddings"),
+        Family(
+            "Gemma",
+            "GemmaConfig",
+            "GemmaForCausalLM",
+            dict(_BASE, head_dim=16),
+            "offset RMSNorm (1 + w), scaled embeddings",
+        ),
         Family(
             "Gemma 2",
             "Gemma2Config",
@@ -140,8 +151,15 @@ FAMILIES: dict[str, Family] = {
             "OPT",
             "OPTConfig",
             "OPTForCausalLM",
-            dict(hidden_size=64, ffn_dim=256, num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=256,
-                 word_embed_proj_dim=64, init_std=0.2),
+            dict(
+                hidden_size=64,
+                ffn_dim=256,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                max_position_embeddings=256,
+                word_embed_proj_dim=64,
+                init_std=0.2,
+            ),
             "learned positions with offset, ReLU",
         ),
         Family(
@@ -181,12 +199,20 @@ FAMILIES: dict[str, Family] = {
             dict(_BASE, partial_rotary_factor=0.25, use_qkv_bias=True),
             "partial rotary (25%), LayerNorm",
         ),
-        Family("Starcoder2", "Starcoder2Config", "Starcoder2ForCausalLM", dict(_BASE, sliding_window=4096), "GQA, sliding window, plain MLP"),
+        Family(
+            "Starcoder2",
+            "Starcoder2Config",
+            "Starcoder2ForCausalLM",
+            dict(_BASE, sliding_window=4096),
+            "GQA, sliding window, plain MLP",
+        ),
         Family(
             "Granite",
             "GraniteConfig",
             "GraniteForCausalLM",
-            dict(_BASE, logits_scaling=4.0, embedding_multiplier=2.0, residual_multiplier=0.5, attention_multiplier=0.3),
+            dict(
+                _BASE, logits_scaling=4.0, embedding_multiplier=2.0, residual_multiplier=0.5, attention_multiplier=0.3
+            ),
             "logit scaling (÷ 4), embedding / residual / attention multipliers",
             slow=False,
         ),
@@ -309,7 +335,9 @@ def floor_token_layers(adapter: Any, q: Any, steps: int) -> int:
     return (len(q.prompt) - 1) * L + 2 * steps * group * sum(L - layer for layer in range(L))
 
 
-def time_queries(adapter: Any, queries: list[Any], steps: int, rule: str, naive: bool, repeat: int = 3) -> dict[str, Any]:
+def time_queries(
+    adapter: Any, queries: list[Any], steps: int, rule: str, naive: bool, repeat: int = 3
+) -> dict[str, Any]:
     """Median timings and ratios over ``queries`` (see the module docstring)."""
     from tl_neuronllm.attribution.kernels import ig_fast, ig_naive
     from tl_neuronllm.model.answers import full_rows
@@ -378,8 +406,11 @@ def run_families(labels: list[str], mode: str, n_items: int, steps: int, rule: s
                 "per_prompt": t["per_prompt"],
             }
         )
-        print(f"{label}: fast/forward {t['fast_over_forward']:.1f}, fast/naive {t['fast_over_naive']:.3f}, "
-              f"fast/floor {t['fast_over_floor']:.1f}", flush=True)
+        print(
+            f"{label}: fast/forward {t['fast_over_forward']:.1f}, fast/naive {t['fast_over_naive']:.3f}, "
+            f"fast/floor {t['fast_over_floor']:.1f}",
+            flush=True,
+        )
     return rows
 
 
@@ -396,9 +427,15 @@ def run_smollm2(mode: str, n_items: int, steps: int, rule: str, task: str) -> li
     queries = [q for qs in prep.queries[:n_items] for q in qs]
     prep.adapter.share_prefix([q.prompt for qs in prep.queries for q in qs])
     t = time_queries(prep.adapter, queries, steps, rule, naive=False, repeat=2)
-    return [{"family": f"SmolLM2-135M ({mode}, {task})", "engaged": [k for k in ENGAGED if prep.adapter.fast_paths.get(k)],
-             "fast_paths": prep.adapter.fast_paths, **{k: v for k, v in t.items() if k != "per_prompt"},
-             "per_prompt": t["per_prompt"]}]
+    return [
+        {
+            "family": f"SmolLM2-135M ({mode}, {task})",
+            "engaged": [k for k in ENGAGED if prep.adapter.fast_paths.get(k)],
+            "fast_paths": prep.adapter.fast_paths,
+            **{k: v for k, v in t.items() if k != "per_prompt"},
+            "per_prompt": t["per_prompt"],
+        }
+    ]
 
 
 def markdown(res: dict[str, Any]) -> str:
@@ -445,10 +482,19 @@ def main() -> None:
         labels = list(FAMILIES) if args.families == "all" else args.families.split(",")
         rows = run_families(labels, mode, args.items, args.steps, args.rule)
     now = dt.datetime.now(dt.timezone.utc)
-    info = {"date": now.strftime("%Y-%m-%d %H:%M UTC"), "mode": mode, "steps": args.steps, "rule": args.rule,
-            "threads": torch.get_num_threads(), "versions": versions(), "loadavg": os.getloadavg()}
+    info = {
+        "date": now.strftime("%Y-%m-%d %H:%M UTC"),
+        "mode": mode,
+        "steps": args.steps,
+        "rule": args.rule,
+        "threads": torch.get_num_threads(),
+        "versions": versions(),
+        "loadavg": os.getloadavg(),
+    }
     res = {"info": info, "rows": rows}
-    run = args.run or (("smollm2_" + mode + "_") if args.smollm2 else "tiny_" + mode + "_") + now.strftime("%Y%m%dT%H%M")
+    run = args.run or (("smollm2_" + mode + "_") if args.smollm2 else "tiny_" + mode + "_") + now.strftime(
+        "%Y%m%dT%H%M"
+    )
     out = ROOT / "benchmarks" / "results" / "families"
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{run}.json").write_text(json.dumps(res, indent=2, default=str))

@@ -63,7 +63,9 @@ def hand_direct_effect(model, layer: int, idx: int) -> torch.Tensor:
     downs = [
         m
         for m in (getattr(x, "original_component", x) for x in layers[layer].modules())
-        if hasattr(m, "weight") and getattr(m.weight, "ndim", 0) == 2 and tuple(m.weight.shape) in ((d, d_mlp), (d_mlp, d))
+        if hasattr(m, "weight")
+        and getattr(m.weight, "ndim", 0) == 2
+        and tuple(m.weight.shape) in ((d, d_mlp), (d_mlp, d))
         and (isinstance(m, torch.nn.Linear) or type(m).__name__ == "Conv1D")
         and (tuple(m.weight.shape) == (d, d_mlp)) == isinstance(m, torch.nn.Linear)
     ]
@@ -90,7 +92,11 @@ def hand_direct_effect(model, layer: int, idx: int) -> torch.Tensor:
 def test_family_direct_effect_matches_a_hand_computation(label):
     model = model_of(label)
     for name, norm in model.original_model.named_modules():
-        if name.split(".")[-1] in FINAL_NORMS and not re.search(r"\.\d+\.", name) and getattr(norm, "weight", None) is not None:
+        if (
+            name.split(".")[-1] in FINAL_NORMS
+            and not re.search(r"\.\d+\.", name)
+            and getattr(norm, "weight", None) is not None
+        ):
             with torch.no_grad():  # norm weights away from 1, so that they matter
                 norm.weight.copy_(torch.linspace(-0.4, 0.6, norm.weight.numel()))
     neurons = [(0, 3), (1, 5)]

@@ -31,7 +31,15 @@ from tl_neuronllm.model.shortcuts import (
     warn_fallback,
 )
 
-CHECKED = ("prefix_cache", "packed_rows", "skip_layers", "letter_columns", "shared_prefix", "exact_ig", "packed_queries")
+CHECKED = (
+    "prefix_cache",
+    "packed_rows",
+    "skip_layers",
+    "letter_columns",
+    "shared_prefix",
+    "exact_ig",
+    "packed_queries",
+)
 
 
 @dataclass
@@ -153,7 +161,11 @@ class ShortcutChecks:
             packed, why = try_shortcut(lambda: packed_forward(host, state, pair * 2, group_size=2))
             ok = packed is not None and close(packed, ref, dtype)
             if not self.record(
-                "packed_rows", ok, what="packed rows", reason=why or max_err(packed, ref), cost="each row its own batch entry"
+                "packed_rows",
+                ok,
+                what="packed rows",
+                reason=why or max_err(packed, ref),
+                cost="each row its own batch entry",
             ):
                 self.paths.skip_layers = False
                 return
@@ -165,7 +177,9 @@ class ShortcutChecks:
             starts = [0, 1, host.n_layers - 1]
 
             def hooks(first: Tensor) -> list[tuple[str, Any]]:  # scale copy g at its start block, at its sites
-                return [(host.hook_names[s], scale_rows_hook(first[2 * g : 2 * g + 2])) for g, s in enumerate(starts) if g]
+                return [
+                    (host.hook_names[s], scale_rows_hook(first[2 * g : 2 * g + 2])) for g, s in enumerate(starts) if g
+                ]
 
             skipped, why = try_shortcut(
                 lambda: packed_forward(host, state, pair * 3, fwd_hooks=hooks, group_start=starts, skip=True)

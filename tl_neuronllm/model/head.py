@@ -30,7 +30,7 @@ def norm_weight(model: HookedModel, stored: Tensor | None) -> Tensor | None:
     d = int(getattr(model.cfg, "d_model", 0) or 0)
     if not isinstance(inner, torch.nn.Module) or d < 2 or d % 2:
         return stored
-    params = [p for p in inner.parameters()]
+    params = list(inner.parameters())
     dtype = params[0].dtype if params else torch.float32
     device = params[0].device if params else torch.device("cpu")
     x = torch.ones(d, dtype=dtype, device=device)

@@ -315,8 +315,8 @@ def head_columns(model: HookedModel, cols: Tensor) -> Iterator[None]:
         raise ValueError("the unembedding is not a plain nn.Linear")
     weight, bias = lin.weight[cols], None if lin.bias is None else lin.bias[cols]
 
-    def forward(x: Tensor) -> Tensor:
-        return torch.nn.functional.linear(x, weight, bias)
+    def forward(input: Tensor) -> Tensor:
+        return torch.nn.functional.linear(input, weight, bias)
 
     lin.forward = forward  # an instance attribute: nn.Module.__call__ finds it first
     try:
