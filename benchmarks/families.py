@@ -51,7 +51,6 @@ _BASE = dict(
     max_position_embeddings=256,
     initializer_range=0.2,
 )
-_NARROW = "sliding window of 8 tokens is narrower than the prompt"
 
 
 @dataclass(frozen=True)
@@ -109,8 +108,7 @@ FAMILIES: dict[str, Family] = {
             "MistralConfig",
             "MistralForCausalLM",
             dict(_BASE, sliding_window=8),
-            "sliding window narrower than the prompt",
-            off={"packed_rows": _NARROW, "skip_layers": "needs packed rows", "letter_columns": "needs packed rows"},
+            "sliding window narrower than the prompt (the window goes into the packed mask)",
             slow=False,
         ),
         Family("Qwen2", "Qwen2Config", "Qwen2ForCausalLM", _BASE, "GQA, q/k/v biases"),
@@ -128,6 +126,14 @@ FAMILIES: dict[str, Family] = {
             "Gemma2ForCausalLM",
             dict(_BASE, head_dim=16, final_logit_softcapping=3.0, attn_logit_softcapping=5.0),
             "final and attention soft-capping, alternating sliding window 4096, post-norms, offset norm",
+            slow=False,
+        ),
+        Family(
+            "Gemma 2 (window 8)",
+            "Gemma2Config",
+            "Gemma2ForCausalLM",
+            dict(_BASE, head_dim=16, final_logit_softcapping=3.0, sliding_window=8),
+            "alternating sliding window narrower than the prompt (a full and a windowed packed mask)",
             slow=False,
         ),
         Family(

@@ -131,14 +131,8 @@ class ShortcutChecks:
         """Check packing, skipping and (with ``logit_cols``) the partial unembedding against the plain
         forward of ``state.tokens + row``, each once; switch off and warn on disagreement."""
         host, caps = self.host, self.host.backend.capabilities()
-        n, window = len(state.tokens) + len(row), caps.sliding_window
         if self.pending("packed_rows") and not caps.packing:
             self._unsupported_rows(f"the {host.backend.name} backend cannot pack rows on this model")
-        elif self.pending("packed_rows") and window is not None and n > window:
-            self._unsupported_rows(
-                f"sliding window of {window} tokens is narrower than the prompt ({n} tokens): a packed 4D mask "
-                "replaces the model's window mask, and a sliding cache layer keeps fewer keys than it addresses"
-            )
         if self.pending("packed_rows") and host.packs_rows_for(len(state.tokens), max(len(row), 2)) >= 6:
             self._check_packing(state, row, caps.skip_layers)
         if logit_cols is not None and self.pending("letter_columns") and self.paths.packed_rows:

@@ -22,8 +22,8 @@ def norm_weight(model: HookedModel, stored: Tensor | None) -> Tensor | None:
     """The final norm's effective per-coordinate weight (``None``: the norm has none).
 
     On a ``TransformerBridge`` the wrapped Hugging Face norm module is probed with ``x = (+1, -1, +1, ...)``
-    (mean 0, unit RMS and standard deviation): ``(norm(x) - norm(-x)) / 2x`` is its weight, with Gemma's
-    ``1 + weight`` and without the bias. Otherwise, or when the probe fails, ``stored`` is returned.
+    (mean 0, unit RMS and standard deviation; run at 10^4 times that scale, so that the norm's epsilon
+    vanishes): ``(norm(x) - norm(-x)) / 2x`` is its weight, with Gemma's ``1 + weight`` and without the bias. Otherwise, or when the probe fails, ``stored`` is returned.
     """
     ln = getattr(model, "ln_final", None)
     inner = getattr(ln, "original_component", None)
@@ -35,9 +35,10 @@ def norm_weight(model: HookedModel, stored: Tensor | None) -> Tensor | None:
     device = params[0].device if params else torch.device("cpu")
     x = torch.ones(d, dtype=dtype, device=device)
     x[1::2] = -1
+    big = 1e4 * x  # so that the norm's epsilon (added to a variance of 1e8) changes nothing
     try:
         with torch.no_grad():
-            w = (inner(x[None]) - inner(-x[None]))[0] / (2 * x)
+            w = (inner(big[None]) - inner(-big[None]))[0] / (2 * x)
     except Exception:  # a norm that needs more than a hidden state: keep the stored weight
         return stored
     if stored is None and bool(torch.allclose(w, torch.ones_like(w), atol=1e-3)):

@@ -259,7 +259,6 @@ def packed_logits(
     S = len(lay.tokens)
     seq = torch.tensor(lay.tokens, dtype=torch.long, device=dev)
     depth = torch.tensor(lay.depth, dtype=torch.long, device=dev)
-    dtype = adapter.float_dtype()
     # new tokens see the whole prefix, and their own row up to themselves
     allowed = torch.cat([torch.ones(S, P, dtype=torch.bool, device=dev), lay.visible(dev)], dim=1)
     kwargs: dict[str, Any] = {}
@@ -272,8 +271,8 @@ def packed_logits(
     else:
         tokens, positions, off = seq, P + depth, 0
         kwargs.update(adapter.backend.cache_kwargs(state))
-    mask = torch.zeros(allowed.shape, dtype=dtype, device=dev).masked_fill_(~allowed, torch.finfo(dtype).min)
-    kwargs.update(attention_mask=mask[None, None], position_ids=positions[None])
+    keys = positions if state.cache is None else torch.cat([torch.arange(P, device=dev), positions])
+    kwargs.update(attention_mask=packed_mask(adapter, state, allowed, positions, keys), position_ids=positions[None])
     where = torch.tensor([[n[min(i, len(n) - 1)] for i in range(T)] for n in lay.row_nodes], device=dev)
     where = where + off  # a row shorter than T repeats its last position
     if callable(fwd_hooks):
@@ -285,14 +284,13 @@ def packed_logits(
         hooks = list(fwd_hooks(where.gather(1, at[:, None])[:, 0]))
     else:
         hooks = list(fwd_hooks)
-    handles = skip_hooks(adapter, group_start, lay, off, P if state.cache is not None else 0) if skip else []
+    handles = skip_hooks(adapter, group_start, lay, off) if skip else []
     cols = None if logit_cols is None else torch.as_tensor(list(logit_cols), dtype=torch.long, device=dev)
     try:
         with ExitStack() as stack:
             stack.enter_context(adapter.backend.calling())
             alibi = adapter.backend.capabilities().alibi_module
             if alibi is not None:
-                keys = positions if state.cache is None else torch.cat([torch.arange(P, device=dev), positions])
                 stack.enter_context(alibi_at(alibi, keys))
             if cols is not None and cols_direct:
                 stack.enter_context(head_columns(adapter.model, cols))
@@ -304,6 +302,39 @@ def packed_logits(
     if cols is not None and not cols_direct:
         out = out[..., cols]
     return out, where
+
+
+def packed_mask(
+    adapter: ShortcutHost, state: PrefixState, allowed: Tensor, queries: Tensor, keys: Tensor
+) -> Tensor | dict[str, Tensor]:
+    """The additive 4D attention mask of a packed sequence: ``allowed`` (``[queries, keys]``); on a model with a
+    sliding window, also no key ``window`` or more positions before its query, addressing only the prefix keys
+    that a sliding cache layer keeps; a ``{"full_attention", "sliding_attention"}`` mapping where layers mix."""
+    dtype = adapter.float_dtype()
+
+    def additive(ok: Tensor) -> Tensor:
+        return torch.zeros(ok.shape, dtype=dtype, device=ok.device).masked_fill_(~ok, torch.finfo(dtype).min)[
+            None, None
+        ]
+
+    caps = adapter.backend.capabilities()
+    if caps.sliding_window is None:
+        return additive(allowed)
+    near = allowed & ((queries[:, None] - keys[None, :]) < caps.sliding_window)
+    kept = sliding_cache_len(state.cache)
+    if state.cache is not None and kept is not None:
+        near = near[:, len(state.tokens) - kept :]
+    if not caps.mixed_layers:
+        return additive(near)
+    return {"full_attention": additive(allowed), "sliding_attention": additive(near)}
+
+
+def sliding_cache_len(cache: Any) -> int | None:
+    """How many prefix keys a sliding layer of a Hugging Face cache keeps (``None``: no sliding layer)."""
+    for layer in getattr(cache, "layers", None) or []:
+        if "Sliding" in type(layer).__name__ and getattr(layer, "keys", None) is not None:
+            return int(layer.keys.shape[-2])
+    return None
 
 
 @contextmanager
@@ -344,9 +375,7 @@ def alibi_at(module: Any, keys: Tensor) -> Iterator[None]:
         module.build_alibi_tensor = build
 
 
-def skip_hooks(
-    adapter: ShortcutHost, group_start: Sequence[int] | None, lay: PackedLayout, off: int, kv_off: int
-) -> list[Any]:
+def skip_hooks(adapter: ShortcutHost, group_start: Sequence[int] | None, lay: PackedLayout, off: int) -> list[Any]:
     """Forward pre-hooks on the blocks that hold only the started row groups in the sequence."""
     if group_start is None or max(group_start) == 0:
         return []
@@ -368,8 +397,8 @@ def skip_hooks(
             return type(v)(cut(x, n_q) for x in v)
         if not isinstance(v, Tensor) or v.ndim == 0:
             return v
-        if v.ndim == 4 and v.shape[-2] == full_q and v.shape[-1] == kv_off + full_q:  # attention mask
-            return v[..., :n_q, : kv_off + n_q]
+        if v.ndim == 4 and v.shape[-2] == full_q and v.shape[-1] >= full_q:  # attention mask (kv: cached + new)
+            return v[..., :n_q, : v.shape[-1] - full_q + n_q]
         if not v.is_floating_point() and v.shape[-1] == full_q:  # position ids, cache positions
             return v[..., :n_q]
         if v.is_floating_point() and v.ndim == 3 and v.shape[1] == full_q:  # rotary cos / sin

@@ -30,9 +30,11 @@ class Capabilities:
         skip_layers: Packed row copies can join at later blocks (needs ``packing`` and the model's blocks).
         alibi_module: The Hugging Face modelling module whose ``build_alibi_tensor`` builds the model's ALiBi
             bias (BLOOM, ALiBi Falcon); while packed rows run, it is given the packed key positions.
-        sliding_window: The narrowest attention window over all layers (``None``: no window). Packed rows
-            are used only when prefix and packed row fit inside it (a 4D mask replaces the model's own
-            window mask, and a sliding cache layer keeps fewer keys than the mask addresses).
+        sliding_window: The attention window of the sliding layers (``None``: no window). The packed mask
+            carries it (a key more than ``window - 1`` positions before a query is masked), and with a cache
+            it addresses only the keys a sliding cache layer keeps.
+        mixed_layers: Some layers slide and others attend to everything (Gemma 2 / 3): the packed mask is a
+            ``{"full_attention": ..., "sliding_attention": ...}`` mapping, which these models take as given.
         logit_columns: The unembedding is a plain ``nn.Linear`` that can compute only some vocabulary
             columns; its output still runs through the model's own head code (final soft-capping or
             logit scaling applies to the columns, elementwise).
@@ -43,14 +45,13 @@ class Capabilities:
     skip_layers: bool = False
     alibi_module: ModuleType | None = None
     sliding_window: int | None = None
+    mixed_layers: bool = False
     logit_columns: bool = False
     final_transform: str = ""
 
     def packs(self, prefix_len: int, row_len: int, n_ctx: int) -> int:
         """How many rows of ``row_len`` tokens fit one packed sequence after ``prefix_len`` tokens (0: none)."""
         if not self.packing or not prefix_len:
-            return 0
-        if self.sliding_window is not None and prefix_len + row_len > self.sliding_window:
             return 0
         return max(0, (n_ctx - prefix_len) // row_len) if n_ctx > 0 else 2**31
 
@@ -70,6 +71,12 @@ def sliding_window(model: HookedModel) -> int | None:
     if types is not None and "sliding_attention" not in types:
         return None
     return int(window)
+
+
+def mixed_layers(model: HookedModel) -> bool:
+    """Whether some layers use a sliding window and others full attention (``layer_types`` says both)."""
+    types = set(getattr(hf_config(model), "layer_types", None) or ())
+    return {"sliding_attention", "full_attention"} <= types
 
 
 def alibi_module(model: HookedModel) -> ModuleType | None:
@@ -118,6 +125,7 @@ def bridge_capabilities(model: HookedModel) -> Capabilities:
         skip_layers=blocks is not None and len(blocks) == n_layers,
         alibi_module=alibi_module(model),
         sliding_window=sliding_window(model),
+        mixed_layers=sliding_window(model) is not None and mixed_layers(model),
         logit_columns=unembed_linear(model) is not None,
         final_transform=final_transform(model),
     )
