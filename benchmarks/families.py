@@ -12,6 +12,7 @@ effect equals a hand computation, interventions change only what they should) an
     python benchmarks/families.py                      # time every family, write results/families/<run>.*
     python benchmarks/families.py --table-only         # rewrite the support table in docs/models.md
     python benchmarks/families.py --smollm2 letter     # SmolLM2-135M on a real task (minutes on 2 cores)
+    python benchmarks/families.py --families BLOOM --off packed_rows,skip_layers   # the cost without a fix
 
 Per family and prompt (1-shot colour questions; SmolLM2: MMLU), medians of repeats:
 
@@ -197,6 +198,22 @@ FAMILIES: dict[str, Family] = {
             "FalconForCausalLM",
             dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, alibi=False, initializer_range=0.2),
             "rotary, multi-query, parallel attention and MLP",
+        ),
+        Family(
+            "Falcon (new decoder architecture)",
+            "FalconConfig",
+            "FalconForCausalLM",
+            dict(
+                hidden_size=64,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                alibi=False,
+                new_decoder_architecture=True,
+                multi_query=True,
+                num_kv_heads=1,
+                initializer_range=0.2,
+            ),
+            "Falcon-40B layout with one key/value head (more do not boot in TransformerLens 4.3)",
         ),
         Family(
             "StableLM",
@@ -390,7 +407,9 @@ def family_queries(model: Any, mode: str, n_items: int) -> tuple[Any, list[Any]]
     return prep.adapter, [q for qs in prep.queries[:n_items] for q in qs]
 
 
-def run_families(labels: list[str], mode: str, n_items: int, steps: int, rule: str) -> list[dict[str, Any]]:
+def run_families(
+    labels: list[str], mode: str, n_items: int, steps: int, rule: str, off: tuple[str, ...] = ()
+) -> list[dict[str, Any]]:
     sys.path.insert(0, str(ROOT / "tests"))
     from conftest import word_tokenizer
 
@@ -398,6 +417,8 @@ def run_families(labels: list[str], mode: str, n_items: int, steps: int, rule: s
     for label in labels:
         model = build(label, word_tokenizer())
         adapter, queries = family_queries(model, mode, n_items)
+        for name in off:  # what the run costs without these shortcuts (as before a fix)
+            adapter.checks.unsupported(name, "switched off by benchmarks/families.py --off")
         adapter.share_prefix([q.prompt for q in queries])
         t = time_queries(adapter, queries, steps, rule, naive=True)
         paths = adapter.fast_paths
@@ -474,6 +495,7 @@ def main() -> None:
     ap.add_argument("--task", default="mmlu", help="real task for --smollm2")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--table-only", action="store_true", help="only rewrite the support table in docs/models.md")
+    ap.add_argument("--off", default="", help="shortcuts to switch off, comma-separated (e.g. packed_rows,skip_layers)")
     ap.add_argument("--run", default=None, help="name of the run (default: a timestamp)")
     args = ap.parse_args()
     if args.table_only:
@@ -486,7 +508,8 @@ def main() -> None:
         rows = run_smollm2(args.smollm2, args.items, args.steps, args.rule, args.task)
     else:
         labels = list(FAMILIES) if args.families == "all" else args.families.split(",")
-        rows = run_families(labels, mode, args.items, args.steps, args.rule)
+        off = tuple(x for x in args.off.split(",") if x)
+        rows = run_families(labels, mode, args.items, args.steps, args.rule, off)
     now = dt.datetime.now(dt.timezone.utc)
     info = {
         "date": now.strftime("%Y-%m-%d %H:%M UTC"),
