@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from conftest import make_model, token_task
+from helpers import make_model, token_task
 
 from tl_neuronllm import EvalConfig, IdentifyConfig, Intervention, ScoringConfig, evaluate, identify, rescore
 from tl_neuronllm.scoring.ace import select

@@ -11,7 +11,7 @@ import pytest
 from _scaffold import tiny_cli_args
 
 from tl_neuronllm.cli import app as cli
-from tl_neuronllm.evaluation.evaluate import EvalResult
+from tl_neuronllm.evaluation.eval_result import EvalResult
 from tl_neuronllm.result.neuron_result import NeuronResult
 
 PNG = b"\x89PNG\r\n\x1a\n"

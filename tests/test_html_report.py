@@ -15,7 +15,7 @@ import pytest
 import torch
 from _chromium import Chromium, find_chromium
 from _scaffold import tiny_cli_args
-from conftest import make_model, token_task
+from helpers import make_model, token_task
 
 from tl_neuronllm import evaluate, explain, identify
 from tl_neuronllm.cli import app as cli

@@ -5,6 +5,8 @@ Catch :class:`NeuronLLMError` to catch them all. Each also derives from the buil
 those keeps working. Warnings the package gives live beside them.
 """
 
+# pyright: strict
+
 from __future__ import annotations
 
 

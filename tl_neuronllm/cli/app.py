@@ -348,9 +348,10 @@ def cmd_report(args: argparse.Namespace, result: Any = None, evaluation: Any = N
     """Draw the figures, write ``report.md`` and ``report.html`` (with the neurons' explanations, which
     need the model: the one given, or the one ``run.json`` names; ``--no-explain`` skips them).
     Returns the path of ``report.html``."""
-    from tl_neuronllm.evaluation.evaluate import EVAL_JSON, EvalResult
+    from tl_neuronllm.evaluation.eval_result import EVAL_JSON, EvalResult
+    from tl_neuronllm.report.figures import FIGURES
     from tl_neuronllm.report.html import report_html
-    from tl_neuronllm.report.markdown import FIGURES, write_report
+    from tl_neuronllm.report.markdown import write_report
     from tl_neuronllm.result.neuron_result import NeuronResult
 
     out = Path(args.out)

@@ -61,32 +61,29 @@ from torch import Tensor
 from tl_neuronllm.config.identify import IdentifyConfig, config_from_options
 from tl_neuronllm.data.tasks import LETTERS, Item, Task, TaskError
 from tl_neuronllm.evaluation.conditions import (
-    EXPECTED_DIRECTION,
     INTERVENTIONS,
     PAPER_NAMES,
     Condition,
     ConditionPlan,
-    matched_random_sets,
     plan_conditions,
 )
 from tl_neuronllm.evaluation.engines import Engine, run_conditions
-from tl_neuronllm.evaluation.eval_result import EVAL_JSON, EVAL_MD, EvalResult, EvalRow
+from tl_neuronllm.evaluation.eval_result import EvalResult, EvalRow
 from tl_neuronllm.evaluation.stats import (
     DELTA_METRICS,
     METRICS,
     RELATIVE,
     Scored,
-    bootstrap_ci,
     bootstrap_indices,
     letter_counts,
-    mcnemar_exact,
     relative_change,
     score_predictions,
     spread,
 )
-from tl_neuronllm.model.adapter import ModelAdapter, preserved_model_state
+from tl_neuronllm.model.adapter import ModelAdapter
 from tl_neuronllm.model.answers import ProxyPrompt, check_finite_probs
 from tl_neuronllm.model.protocol import HookedModel
+from tl_neuronllm.model.state import preserved_model_state
 from tl_neuronllm.pipeline.prepare import prepare
 from tl_neuronllm.provenance import versions as _versions
 from tl_neuronllm.result.neuron_result import NeuronResult
@@ -165,12 +162,6 @@ class EvalConfig:
             TypeError: an unknown option (listing the valid ones); ValueError: a bad value.
         """
         return config_from_options(cls, config, options)
-
-
-def identify_config_of(result: NeuronResult) -> IdentifyConfig:
-    """The :class:`IdentifyConfig` (prompt and augmentation options) a result was identified with;
-    the same as ``result.identify_config()``."""
-    return result.identify_config()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -481,27 +472,4 @@ def evaluate_many(
     return out
 
 
-__all__ = [
-    "EVAL_JSON",
-    "EVAL_MD",
-    "EXPECTED_DIRECTION",
-    "INTERVENTIONS",
-    "METRICS",
-    "PAPER_NAMES",
-    "RELATIVE",
-    "Condition",
-    "EvalConfig",
-    "EvalResult",
-    "EvalRow",
-    "Scored",
-    "bootstrap_ci",
-    "bootstrap_indices",
-    "evaluate",
-    "evaluate_many",
-    "identify_config_of",
-    "letter_counts",
-    "matched_random_sets",
-    "mcnemar_exact",
-    "relative_change",
-    "score_predictions",
-]
+__all__ = ["EvalConfig", "evaluate", "evaluate_many"]

@@ -61,13 +61,15 @@ from typing import Any, Literal
 from torch import Tensor
 
 from tl_neuronllm.data.tasks import LETTERS, Item, Task
+from tl_neuronllm.errors import ModelError
 from tl_neuronllm.explain.activity import Activity, site_activations
 from tl_neuronllm.explain.direct_effect import direct_logit_effects, final_norm, option_effects, token_str
 from tl_neuronllm.explain.explanation import Explanation, NeuronExplanation
-from tl_neuronllm.model.adapter import ModelAdapter, ModelError, preserved_model_state
+from tl_neuronllm.model.adapter import ModelAdapter
 from tl_neuronllm.model.answers import ProxyPrompt
 from tl_neuronllm.model.head import final_transform
 from tl_neuronllm.model.protocol import HookedModel
+from tl_neuronllm.model.state import preserved_model_state
 from tl_neuronllm.pipeline.prepare import build_queries, identification_items
 from tl_neuronllm.result.neuron_result import NeuronResult
 from tl_neuronllm.scoring.ace import ACEState

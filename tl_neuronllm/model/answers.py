@@ -25,8 +25,8 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from tl_neuronllm.errors import ContextLengthError
-from tl_neuronllm.model.adapter import ModelAdapter, ModelError
+from tl_neuronllm.errors import ContextLengthError, ModelError
+from tl_neuronllm.model.adapter import ModelAdapter
 from tl_neuronllm.model.protocol import HookFn
 from tl_neuronllm.prompts.proxies import Proxy
 

@@ -20,47 +20,28 @@ from torch import Tensor
 
 from tl_neuronllm.attribution.methods import AttributionOptions, correct_mask
 from tl_neuronllm.attribution.methods import attribute_items as attribute_item_batch
-from tl_neuronllm.config.identify import IdentifyConfig, config_from_options
+from tl_neuronllm.config.identify import IdentifyConfig
 from tl_neuronllm.config.result import ResultConfig
 from tl_neuronllm.data.tasks import Item, Task, TaskError
-from tl_neuronllm.model.adapter import ModelAdapter, ModelError, preserved_model_state
+from tl_neuronllm.errors import ModelError
+from tl_neuronllm.model.adapter import ModelAdapter
 from tl_neuronllm.model.answers import AnswerTally, ProxyPrompt, check_finite_probs
 from tl_neuronllm.model.protocol import HookedModel
+from tl_neuronllm.model.state import preserved_model_state
 from tl_neuronllm.pipeline.checkpoint import Checkpoint, model_fingerprint
 from tl_neuronllm.pipeline.prepare import (
     Prepared,
-    build_queries,
-    check_layers,
-    choose_demos,
     prefix_witnesses,
     prepare,
     require_autograd,
 )
-from tl_neuronllm.pipeline.rescore import rescore
 from tl_neuronllm.pipeline.resolve import resolve
 from tl_neuronllm.provenance import versions
 from tl_neuronllm.result.neuron_result import NeuronResult, build_result
-from tl_neuronllm.scoring.ace import ACEState
 from tl_neuronllm.scoring.reducers import ACEReducer, Reducer
 from tl_neuronllm.validate import check_bool, check_count_or_fraction, check_int
 
-# re-exported: these lived here before (IdentifyConfig, the preparation step, checkpoints)
-__all__ = [
-    "ACEState",
-    "Checkpoint",
-    "IdentifyConfig",
-    "attribute_item_batch",
-    "build_queries",
-    "check_layers",
-    "choose_demos",
-    "config_from_options",
-    "identify",
-    "model_fingerprint",
-    "prepare",
-    "require_autograd",
-    "rescore",
-    "run_scoring",
-]
+__all__ = ["identify", "run_scoring"]
 
 
 def check_finite_attributions(ig: Tensor, mask: Tensor, start: int, item_ids: Sequence[str] | None = None) -> None:

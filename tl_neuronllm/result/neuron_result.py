@@ -57,7 +57,7 @@ class NeuronResult:
         state: The streaming statistics behind the scores: an :class:`ACEState` (membership counts, ES
             means/stds), or a baseline's reducer (:mod:`tl_neuronllm.attribution.baselines`).
         act_mean: Mean site activation over the scored proxies (used by ``mode="mean"``).
-        config: The run's configuration and provenance (a :class:`~tl_neuronllm.config.identify.ResultConfig`, which
+        config: The run's configuration and provenance (a :class:`~tl_neuronllm.config.result.ResultConfig`, which
             also reads as the flat dict of earlier versions); :meth:`identify_config` gives its options.
         stats: Summary numbers of the identification run (accuracy on the scored items, time).
         attributions: Per-item, per-proxy attributions ``[items, proxies, n_layers, d_mlp]`` when the
@@ -153,8 +153,7 @@ class NeuronResult:
 
     def with_k(self, k: int | float) -> NeuronResult:
         """The same scores with top-``k`` good and bad sets (count or fraction of all neurons)."""
-        cfg = ResultConfig.from_dict(self.config)
-        cfg.k = k
+        cfg = ResultConfig.from_dict(self.config).replace(k=k)
         return NeuronResult(
             self.scores,
             _ranked(self.scores, k, 1),
@@ -361,9 +360,8 @@ def build_result(
     proxy_mask: Tensor | None = None,
 ) -> NeuronResult:
     """Assemble a :class:`NeuronResult` from scores and the reducer's state (``config`` a
-    :class:`~tl_neuronllm.config.identify.ResultConfig` or its flat dict; ``k`` is recorded in it)."""
-    cfg = ResultConfig.from_dict(config or {})
-    cfg.k = k
+    :class:`~tl_neuronllm.config.result.ResultConfig` or its flat dict; ``k`` is recorded in it)."""
+    cfg = ResultConfig.from_dict(config or {}).replace(k=k)
     return NeuronResult(
         scores,
         _ranked(scores, k, 1),

@@ -1,4 +1,4 @@
-"""Common vs task-specific neurons across tasks (issue 12, part 3).
+"""Common vs task-specific neurons across tasks.
 
 ``compare(results)`` takes the results of one model on several tasks (``{task name: NeuronResult}``)
 and reports, for the good and for the bad sets:

@@ -1,4 +1,4 @@
-"""Cross-validated choice of the scoring options, without looking at held-out items (issue 12, part 5).
+"""Cross-validated choice of the scoring options, without looking at held-out items.
 
 The method's fixed defaults (z = 1%, strict ambiguity filter) are one point of a space of settings that
 :func:`tl_neuronllm.rescore` re-forms for free from kept attributions. :func:`select_cv` chooses among
@@ -15,7 +15,7 @@ them using the identification items only:
 
 Where the model has the skill (five testbeds, SmolLM2 on CommonsenseQA) it chose no filter, with z = 10% on
 all but one testbed (5%): that is ``identify``'s default since 0.5.0. Where SmolLM2 is at chance (OpenBookQA,
-BoolQ) the validated effects are noise-sized and it chose other settings (README, issue 12 section).
+BoolQ) the validated effects are noise-sized and it chose other settings (docs/results.md).
 
 The held-out split is never an argument, so it cannot be touched.
 """
@@ -272,13 +272,15 @@ def select_cv(
     mean_obj = [sum(e["objective"] for e in eff) / len(eff) for eff in effects]
     best = max(range(len(settings)), key=lambda i: (mean_obj[i], -i))
     chosen = rescore(result, **settings[best])
-    chosen.config["selection"] = {
-        "method": "cv",
-        "setting": settings[best],
-        "n_folds": n_folds,
-        "objective": objective,
-        "mean_objective": mean_obj[best],
-    }
+    chosen.config = chosen.config.replace(
+        selection={
+            "method": "cv",
+            "setting": settings[best],
+            "n_folds": n_folds,
+            "objective": objective,
+            "mean_objective": mean_obj[best],
+        }
+    )
     config = _cv_config(n_folds, seed, c.get("k"), opts, ident, demo_items)
     return CVSelection(
         grid=json.loads(json.dumps(settings)),

@@ -1,4 +1,4 @@
-"""How stable are the good and bad sets under resampling of the identification items? (issue 12, part 4)
+"""How stable are the good and bad sets under resampling of the identification items?
 
 From a result that kept its per-item attributions (``identify(..., keep_attributions=True)``) the sets
 are re-formed on resamples of the identification items with :func:`tl_neuronllm.rescore` (its
