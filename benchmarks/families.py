@@ -1,7 +1,7 @@
 """Every decoder family a researcher brings: tiny random models, what they engage, and how fast.
 
 The families (:data:`FAMILIES`) are tiny random Hugging Face models (2 layers, hidden 64, a 59-word
-vocabulary: the word-level tokenizer of ``tests/_scaffold.py``, built offline) booted as ``TransformerBridge``
+vocabulary: the word-level tokenizer of ``tests/helpers.py``, built offline) booted as ``TransformerBridge``
 with ``boot_transformers(name, hf_model=..., tokenizer=...)``; each carries the features that matter for the
 shortcuts (GQA, parallel attention and MLP, partial rotary, ALiBi, sliding windows, soft-capping, logit
 scaling, q/k norms, post-norm, offset norms). ``tests/test_families.py`` checks each one (fast IG equals the
@@ -9,10 +9,10 @@ naive per-step IG, the shortcuts engaged are exactly :attr:`Family.off`'s comple
 effect equals a hand computation, interventions change only what they should) and that the support table in
 ``docs/models.md`` is the one :func:`support_table` makes from the same specs.
 
-    python benchmarks/families.py                      # time every family, write results/families/<run>.*
-    python benchmarks/families.py --table-only         # rewrite the support table in docs/models.md
-    python benchmarks/families.py --smollm2 letter     # SmolLM2-135M on a real task (minutes on 2 cores)
-    python benchmarks/families.py --families BLOOM --off packed_rows,skip_layers   # the cost without a fix
+    python -m benchmarks families                      # time every family, write results/families/<run>.*
+    python -m benchmarks families --table-only         # rewrite the support table in docs/models.md
+    python -m benchmarks families --smollm2 letter     # SmolLM2-135M on a real task (minutes on 2 cores)
+    python -m benchmarks families --families BLOOM --off packed_rows,skip_layers   # the cost without a fix
 
 Per family and prompt (1-shot colour questions; SmolLM2: MMLU), medians of repeats:
 
@@ -24,14 +24,11 @@ Per family and prompt (1-shot colour questions; SmolLM2: MMLU), medians of repea
   each timed at the per-token-layer cost of the plain forward.
 """
 
-import argparse
-import datetime as dt
-import importlib.metadata
-import json
+from __future__ import annotations
+
 import os
 import re
 import statistics
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,8 +36,9 @@ from typing import Any
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from benchmarks import harness
+
+ROOT = harness.ROOT
 
 ENGAGED = ("prefix_cache", "packed_rows", "skip_layers", "letter_columns", "shared_prefix", "exact_ig")
 _BASE = dict(
@@ -390,92 +388,73 @@ def time_queries(
     return {"per_prompt": per, **{k: statistics.median(r[k] for r in per) for k in keys}}
 
 
-def versions() -> dict[str, str]:
-    return {d: importlib.metadata.version(d) for d in ("torch", "transformers", "transformer-lens")}
-
-
 def family_queries(model: Any, mode: str, n_items: int) -> tuple[Any, list[Any]]:
     """The adapter and 1-shot queries of the tests' colour task on ``model``."""
-    sys.path.insert(0, str(ROOT / "tests"))
-    from conftest import text_task
-
     from tl_neuronllm.config.identify import IdentifyConfig
     from tl_neuronllm.pipeline.prepare import prepare
 
     cfg = IdentifyConfig(n_shots=1, mode=mode, n_proxies=1)
-    prep = prepare(model, text_task(n_items + 2), cfg)
+    prep = prepare(model, harness.test_scaffolding().text_task(n_items + 2), cfg)
     return prep.adapter, [q for qs in prep.queries[:n_items] for q in qs]
 
 
 def run_families(
     labels: list[str], mode: str, n_items: int, steps: int, rule: str, off: tuple[str, ...] = ()
 ) -> list[dict[str, Any]]:
-    sys.path.insert(0, str(ROOT / "tests"))
-    from conftest import word_tokenizer
-
+    """Time every family of ``labels`` (``off``: shortcuts switched off first, to measure what they save)."""
+    tokenizer = harness.test_scaffolding().word_tokenizer()
     rows = []
     for label in labels:
-        model = build(label, word_tokenizer())
+        model = build(label, tokenizer)
         adapter, queries = family_queries(model, mode, n_items)
         for name in off:  # what the run costs without these shortcuts (as before a fix)
             adapter.checks.unsupported(name, "switched off by benchmarks/families.py --off")
         adapter.share_prefix([q.prompt for q in queries])
         t = time_queries(adapter, queries, steps, rule, naive=True)
-        paths = adapter.fast_paths
-        rows.append(
-            {
-                "family": label,
-                "engaged": [k for k in ENGAGED if paths.get(k)],
-                "fast_paths": paths,
-                "not_supported": adapter.fast.not_supported,
-                "fallbacks": adapter.fast.fallbacks,
-                **{k: v for k, v in t.items() if k != "per_prompt"},
-                "per_prompt": t["per_prompt"],
-            }
-        )
+        rows.append(_row(label, adapter, t))
         print(
             f"{label}: fast/forward {t['fast_over_forward']:.1f}, fast/naive {t['fast_over_naive']:.3f}, "
-            f"fast/floor {t['fast_over_floor']:.1f}",
+            f"fast/floor {t['fast_over_floor']:.2f}",
             flush=True,
         )
     return rows
 
 
+def _row(label: str, adapter: Any, t: dict[str, Any]) -> dict[str, Any]:
+    paths = adapter.fast_paths
+    return {
+        "family": label,
+        "engaged": [k for k in ENGAGED if paths.get(k)],
+        "fast_paths": paths,
+        "not_supported": adapter.fast.not_supported,
+        "fallbacks": adapter.fast.fallbacks,
+        **t,
+    }
+
+
 def run_smollm2(mode: str, n_items: int, steps: int, rule: str, task: str) -> list[dict[str, Any]]:
-    from tl_neuronllm import Task
+    """Time SmolLM2-135M-Instruct on ``n_items`` 1-shot prompts of the registered ``task``."""
     from tl_neuronllm.config.identify import IdentifyConfig
-    from tl_neuronllm.data.real_tasks import load_real_task_records
-    from tl_neuronllm.data.smollm2 import load_smollm2
     from tl_neuronllm.pipeline.prepare import prepare
 
-    records = load_real_task_records(task, limit=60)
     cloze = dict(show_options=False, n_proxies=1) if mode == "cloze" else dict(n_proxies=1)
-    prep = prepare(load_smollm2(), Task.from_records(records, name=task), IdentifyConfig(n_shots=1, mode=mode, **cloze))
+    cfg = IdentifyConfig(n_shots=1, mode=mode, **cloze)
+    prep = prepare(harness.load_model("smollm2"), harness.load_task(task, limit=60), cfg)
     queries = [q for qs in prep.queries[:n_items] for q in qs]
     prep.adapter.share_prefix([q.prompt for qs in prep.queries for q in qs])
     t = time_queries(prep.adapter, queries, steps, rule, naive=False, repeat=2)
-    return [
-        {
-            "family": f"SmolLM2-135M ({mode}, {task})",
-            "engaged": [k for k in ENGAGED if prep.adapter.fast_paths.get(k)],
-            "fast_paths": prep.adapter.fast_paths,
-            **{k: v for k, v in t.items() if k != "per_prompt"},
-            "per_prompt": t["per_prompt"],
-        }
-    ]
+    return [_row(f"SmolLM2-135M ({mode}, {task})", prep.adapter, t)]
 
 
-def markdown(res: dict[str, Any]) -> str:
-    info = res["info"]
+def markdown(rows: list[dict[str, Any]], head: str) -> str:
+    """The speed table of ``rows``."""
     lines = [
-        f"# Families benchmark ({info['date']}, {info['mode']} mode, steps {info['steps']} {info['rule']})",
-        "",
-        f"{info['versions']}; {info['threads']} torch threads; load average at start {info['loadavg']}.",
+        head,
         "",
         "| family | shortcuts engaged | fast IG / forward | fast / naive | fast / floor |",
         "|---|---|---|---|---|",
     ]
-    for r in res["rows"]:
+    for r in rows:
         naive = f"{r['fast_over_naive']:.3f}" if "fast_over_naive" in r else "n/a"
         lines.append(
             f"| {r['family']} | {', '.join(r['engaged']) or 'none'} | {r['fast_over_forward']:.1f} | {naive} | "
@@ -484,51 +463,34 @@ def markdown(res: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> None:
+    ap = harness.parser(__doc__, task=None)
     ap.add_argument("--families", default="all", help="comma-separated labels, or 'all'")
     ap.add_argument("--mode", choices=("letter", "cloze"), default="letter")
     ap.add_argument("--items", type=int, default=3)
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--rule", choices=("gauss", "riemann"), default="gauss")
     ap.add_argument("--smollm2", choices=("letter", "cloze"), help="time SmolLM2-135M instead of the tiny families")
-    ap.add_argument("--task", default="mmlu", help="real task for --smollm2")
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--table-only", action="store_true", help="only rewrite the support table in docs/models.md")
+    ap.add_argument("--task", default="mmlu", help="registered task for --smollm2 (default %(default)s)")
     ap.add_argument("--off", default="", help="shortcuts to switch off, comma-separated (e.g. packed_rows,skip_layers)")
-    ap.add_argument("--run", default=None, help="name of the run (default: a timestamp)")
-    args = ap.parse_args()
+    ap.add_argument("--table-only", action="store_true", help="only rewrite the support table in docs/models.md")
+    args = ap.parse_args(argv)
     if args.table_only:
         write_table()
         return
-    torch.set_num_threads(args.threads)
+    harness.setup(args)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     mode = args.smollm2 or args.mode
     if args.smollm2:
         rows = run_smollm2(args.smollm2, args.items, args.steps, args.rule, args.task)
     else:
         labels = list(FAMILIES) if args.families == "all" else args.families.split(",")
-        off = tuple(x for x in args.off.split(",") if x)
-        rows = run_families(labels, mode, args.items, args.steps, args.rule, off)
-    now = dt.datetime.now(dt.timezone.utc)
-    info = {
-        "date": now.strftime("%Y-%m-%d %H:%M UTC"),
-        "mode": mode,
-        "steps": args.steps,
-        "rule": args.rule,
-        "threads": torch.get_num_threads(),
-        "versions": versions(),
-        "loadavg": os.getloadavg(),
-    }
-    res = {"info": info, "rows": rows}
-    run = args.run or (("smollm2_" + mode + "_") if args.smollm2 else "tiny_" + mode + "_") + now.strftime(
-        "%Y%m%dT%H%M"
-    )
-    out = ROOT / "benchmarks" / "results" / "families"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{run}.json").write_text(json.dumps(res, indent=2, default=str))
-    (out / f"{run}.md").write_text(markdown(res))
-    print(markdown(res))
+        rows = run_families(labels, mode, args.items, args.steps, args.rule, tuple(x for x in args.off.split(",") if x))
+    run = args.run or (f"smollm2_{mode}_{args.task}" if args.smollm2 else f"tiny_{mode}")
+    head = f"# Families benchmark: {run} ({mode} mode, m = {args.steps} {args.rule} steps)"
+    md = markdown(rows, head)
+    harness.write_result("families", run, rows, args=args, markdown=md, out=args.out)
+    print(md)
 
 
 if __name__ == "__main__":

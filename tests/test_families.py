@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import has_bridge, load_benchmark, word_tokenizer
+from helpers import has_bridge, load_benchmark, word_tokenizer
 from test_attribution import queries_for
 from test_exactness import assert_equal_ig
 
@@ -176,6 +176,6 @@ def test_support_table_in_docs_is_made_from_the_family_specs():
     doc = (Path(__file__).resolve().parents[1] / "docs" / "models.md").read_text()
     start, end = doc.index(bench.TABLE_START), doc.index(bench.TABLE_END)
     assert doc[start + len(bench.TABLE_START) : end].strip() == bench.support_table().strip(), (
-        "docs/models.md is stale: run python benchmarks/families.py --table-only"
+        "docs/models.md is stale: run python -m benchmarks families --table-only"
     )
     assert len(FAMILIES) >= 21 and len(bench.MOE) >= 4
