@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import has_bridge, load_benchmark, word_tokenizer
+from helpers import has_bridge, load_benchmark, text_task, word_tokenizer
 from test_attribution import queries_for
 from test_exactness import assert_equal_ig
 
+from tl_neuronllm import identify
 from tl_neuronllm.errors import ModelError
 from tl_neuronllm.explain.direct_effect import direct_logit_effects
 from tl_neuronllm.model.adapter import ModelAdapter
@@ -150,7 +151,9 @@ def test_mixture_of_experts_is_refused_before_any_model_time(label, monkeypatch)
         ModelAdapter(model)
     assert "no hook point on an expert's hidden units" in str(e.value)
     assert "transformer-lens 4" in str(e.value) and "hook_post" in str(e.value)
-    assert calls == []
+    with pytest.raises(ModelError, match="mixture-of-experts"):  # the public entry point, too
+        identify(model, text_task(6), k=4, progress=False)
+    assert calls == []  # refused before any forward
 
 
 @pytest.mark.parametrize(
