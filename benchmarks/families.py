@@ -432,8 +432,11 @@ def _row(label: str, adapter: Any, t: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def run_smollm2(mode: str, n_items: int, steps: int, rule: str, task: str) -> list[dict[str, Any]]:
-    """Time SmolLM2-135M-Instruct on ``n_items`` 1-shot prompts of the registered ``task``."""
+def run_smollm2(
+    mode: str, n_items: int, steps: int, rule: str, task: str, off: tuple[str, ...] = ()
+) -> list[dict[str, Any]]:
+    """Time SmolLM2-135M-Instruct on ``n_items`` 1-shot prompts of the registered ``task`` (``off``: shortcuts
+    switched off first)."""
     from tl_neuronllm.config.identify import IdentifyConfig
     from tl_neuronllm.pipeline.prepare import prepare
 
@@ -441,6 +444,8 @@ def run_smollm2(mode: str, n_items: int, steps: int, rule: str, task: str) -> li
     cfg = IdentifyConfig(n_shots=1, mode=mode, **cloze)
     prep = prepare(harness.load_model("smollm2"), harness.load_task(task, limit=60), cfg)
     queries = [q for qs in prep.queries[:n_items] for q in qs]
+    for name in off:
+        prep.adapter.checks.unsupported(name, "switched off by benchmarks/families.py --off")
     prep.adapter.share_prefix([q.prompt for qs in prep.queries for q in qs])
     t = time_queries(prep.adapter, queries, steps, rule, naive=False, repeat=2)
     return [_row(f"SmolLM2-135M ({mode}, {task})", prep.adapter, t)]
@@ -481,11 +486,12 @@ def main(argv: list[str] | None = None) -> None:
     harness.setup(args)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     mode = args.smollm2 or args.mode
+    off = tuple(x for x in args.off.split(",") if x)
     if args.smollm2:
-        rows = run_smollm2(args.smollm2, args.items, args.steps, args.rule, args.task)
+        rows = run_smollm2(args.smollm2, args.items, args.steps, args.rule, args.task, off)
     else:
         labels = list(FAMILIES) if args.families == "all" else args.families.split(",")
-        rows = run_families(labels, mode, args.items, args.steps, args.rule, tuple(x for x in args.off.split(",") if x))
+        rows = run_families(labels, mode, args.items, args.steps, args.rule, off)
     run = args.run or (f"smollm2_{mode}_{args.task}" if args.smollm2 else f"tiny_{mode}")
     head = f"# Families benchmark: {run} ({mode} mode, m = {args.steps} {args.rule} steps)"
     md = markdown(rows, head)

@@ -7,8 +7,12 @@ is ``d_mlp``, resolves option-letter token ids, tokenizes prompts, runs right-pa
 (padding after the last real token never changes a causal model's earlier positions) and gives
 access to the **prompt-prefix** machinery that makes exact integrated gradients cheap: a backend per
 cache mechanism (:mod:`tl_neuronllm.model.backends`) and the shortcuts on top of it
-(:mod:`tl_neuronllm.model.shortcuts`), each checked once against the plain forward before it is used;
-:attr:`ModelAdapter.kv_backend` and :attr:`ModelAdapter.fast_paths` say what is in use.
+(:mod:`tl_neuronllm.model.shortcuts`), each declared by the backend (``backend.capabilities()``) and checked
+once against the plain forward before it is used, by :attr:`ModelAdapter.checks`
+(:class:`~tl_neuronllm.model.checks.ShortcutChecks`, the one writer of the record);
+:attr:`ModelAdapter.kv_backend` and :attr:`ModelAdapter.fast_paths` say what is in use. Mixture-of-experts
+blocks, and MLP widths that TransformerLens's config mapping gets wrong, are refused before any forward
+(:mod:`tl_neuronllm.model.structure`).
 
 :func:`preserved_model_state` guarantees that the user's model leaves a run exactly as it came in:
 hooks, ``requires_grad`` flags, ``.grad`` tensors and train/eval mode.
