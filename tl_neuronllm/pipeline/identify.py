@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from tl_neuronllm.attribution.methods import AttributionOptions, correct_mask
+from tl_neuronllm.attribution.methods import AttributionOptions, code_fingerprint, correct_mask
 from tl_neuronllm.attribution.methods import attribute_items as attribute_item_batch
 from tl_neuronllm.config.identify import IdentifyConfig
 from tl_neuronllm.config.result import ResultConfig
@@ -144,7 +144,13 @@ def score_resumable(
     start, reducer, act_sum, tally = 0, None, None, None
     on_batch: Callable[[int, Reducer, Tensor, AnswerTally], None] | None = None
     if checkpoint is not None:
-        meta = {"config": cfg.to_dict(), "model": adapter.describe(), "weights": model_fingerprint(adapter.model)}
+        method = resolve(cfg.method, cfg.method_kwargs)[0]
+        meta = {
+            "config": cfg.to_dict(),
+            "model": adapter.describe(),
+            "weights": model_fingerprint(adapter.model),
+            "method_code": code_fingerprint(type(method)),  # the same name re-registered with other code differs
+        }
         ckpt = Checkpoint(checkpoint, {**meta, **fingerprint}, checkpoint_every)
         loaded = ckpt.load()
         if loaded is not None:
@@ -286,7 +292,7 @@ def identify(
         TypeError: for unknown options.
     """
     cfg = IdentifyConfig.from_options(config, preset=preset, **options)
-    k = check_count_or_fraction("k", k)
+    k = check_count_or_fraction("k", k, min_count=1)  # before any model time: k=0 would give empty sets
     check_run_options(
         cfg,
         task,
@@ -358,7 +364,7 @@ def finish_result(
         stats.update(tally.stats())
     config = ResultConfig(
         identify=cfg,
-        model=adapter.describe(),
+        model={**adapter.describe(), "weights": model_fingerprint(adapter.model)},  # compare / explain check it
         task={
             "name": scored.name,
             "n_scored": len(scored),

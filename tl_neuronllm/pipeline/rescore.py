@@ -89,7 +89,7 @@ def rescore(
     if result.attributions is None:
         raise ValueError("this result has no per-item attributions; run identify(..., keep_attributions=True)")
     if k is not None:
-        k = check_count_or_fraction("k", k)
+        k = check_count_or_fraction("k", k, min_count=1)
     c = ResultConfig.from_dict(result.config)
     ident = c.identify
     scoring = ScoringConfig(

@@ -346,9 +346,13 @@ def report_html(
 
     Raises:
         ValueError: if ``explanation`` is not of ``result``.
+        ConfigError: ``evaluation`` that is not an :class:`EvalResult` (e.g. an output folder given second).
+        MismatchError: an evaluation of another result.
     """
     from tl_neuronllm.report.figures import make_figures
+    from tl_neuronllm.report.markdown import check_report_inputs
 
+    check_report_inputs(result, evaluation, "report_html")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     records = neuron_records(result, explanation)

@@ -197,7 +197,7 @@ def select(
         ValueError: for any other ``k`` (see :func:`tl_neuronllm.validate.check_count_or_fraction`).
     """
     n = scores.numel()
-    k = check_count_or_fraction("k", k)
+    k = check_count_or_fraction("k", k, min_count=1)  # k=0 would be two empty sets
     kk = min(int(round(k * n)) if isinstance(k, float) else k, n)
     flat = (sign * scores).flatten()
     vals, idx = flat.topk(kk) if kk else (flat[:0], flat[:0].long())

@@ -32,7 +32,7 @@ from typing import Any, Literal
 from tl_neuronllm.data.tasks import Item, Task, TaskError
 from tl_neuronllm.model.protocol import HookedModel
 from tl_neuronllm.result.neuron_result import NeuronResult
-from tl_neuronllm.validate import check_choice, check_int
+from tl_neuronllm.validate import check_choice, check_count_or_fraction, check_int
 
 CV_JSON = "selection.json"
 CV_FORMAT = "tl_neuronllm.CVSelection/1"
@@ -148,6 +148,9 @@ def _check_grid(grid: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         unknown = sorted(set(s) - set(SETTING_KEYS))
         if unknown:
             raise ValueError(f"grid[{i}] has unknown option(s) {unknown}; allowed: {list(SETTING_KEYS)}")
+        for key in ("k", "z"):  # before any model time: k=0 would validate empty sets
+            if s.get(key) is not None:
+                check_count_or_fraction(f"grid[{i}][{key!r}]", s[key], min_count=1)
         out.append(dict(s))
     return out
 
