@@ -203,15 +203,14 @@ def _packed_loop(
     for b, idx in enumerate(batches):
         got = probs_packed(adapter, [queries[i] for i in idx], conditions)
         if b == 0:
-            if fp.packed_queries is None:
-                fp.packed_queries = close(got[0], first, adapter.float_dtype())
-                if not fp.packed_queries:
-                    adapter.note_fallback(
-                        "packing several questions into one forward",
-                        max_err(got[0], first),
-                        "one forward per question",
-                    )
-                    return None
+            if adapter.checks.pending("packed_queries") and not adapter.checks.record(
+                "packed_queries",
+                close(got[0], first, adapter.float_dtype()),
+                what="packing several questions into one forward",
+                reason=max_err(got[0], first),
+                cost="one forward per question",
+            ):
+                return None
             got = got[1:]
         out += got
         if bar is not None:

@@ -14,8 +14,11 @@
 
       v = W_out[l, i]                           # [d_model], the neuron's output direction
       v = v - mean(v)                           # LayerNorm models only (LN / LNPre): centring
-      v = v * w_final                           # the final norm's weight (ln_final.w), if it has one
-      effect = v @ W_U                          # [d_vocab]: logit change per unit of activation
+      v = v * w_final                           # the final norm's effective weight, if it has one
+                                                # (Gemma's offset norm: 1 + ln_final.w)
+      effect = (v @ W_U) * c                    # [d_vocab]: logit change per unit of activation; c: the
+                                                # final logit transform's slope at 0 (Granite 1/logits_scaling,
+                                                # Cohere logit_scale, soft-capping 1)
 
   This is TransformerLens's logit lens for a *direction* with a folded final norm: the per-input
   normalisation scale (``1 / rms`` or ``1 / std`` of the whole residual stream) and the norm's bias
@@ -64,6 +67,7 @@ from tl_neuronllm.explain.direct_effect import direct_logit_effects, final_norm,
 from tl_neuronllm.explain.explanation import Explanation, NeuronExplanation
 from tl_neuronllm.model.adapter import ModelAdapter
 from tl_neuronllm.model.answers import ProxyPrompt
+from tl_neuronllm.model.head import final_transform
 from tl_neuronllm.model.protocol import HookedModel
 from tl_neuronllm.model.state import preserved_model_state
 from tl_neuronllm.pipeline.checkpoint import model_fingerprint
@@ -277,7 +281,9 @@ def explain(
         "n_items": len(scored),
         "n_questions": len(queries),
         "n_right": int(activity.correct.sum()),
-        "norm": ("centred, " if centre else "") + ("times ln_final.w" if w is not None else "no norm weight"),
+        "norm": ("centred, " if centre else "")
+        + ("times the final norm's effective weight" if w is not None else "no norm weight")
+        + (f"; logits: {final_transform(model)}" if final_transform(model) else ""),
         "stability_boot": n_boot if stab is not None else 0,
     }
     return Explanation(out, acts.float(), activity.correct.tolist(), item_of, info, traces)
