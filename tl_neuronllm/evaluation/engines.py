@@ -199,7 +199,6 @@ def _packed_loop(
     bar: Any,
 ) -> list[Tensor] | None:
     """The packed batches of :func:`_run_packed` (``bar``: a question-count bar or None)."""
-    fp = adapter.fast
     for b, idx in enumerate(batches):
         got = probs_packed(adapter, [queries[i] for i in idx], conditions)
         if b == 0:
