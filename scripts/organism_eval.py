@@ -295,7 +295,7 @@ RESULT_FIELDS = ("letter_accuracy", "cloze_accuracy", "chance", "n", "trained_on
 
 
 def assemble(base_json: str, org_json: str, config_json: str, log_jsonl: str, out: str) -> dict:
-    """Write benchmarks/results/organism.json from the two evaluations, the config and the training log."""
+    """Write benchmarks/results/organism/organism.json from the two evaluations, the config and the training log."""
     base = json.loads(Path(base_json).read_text())
     org = json.loads(Path(org_json).read_text())
     cfg = json.loads(Path(config_json).read_text())
@@ -360,7 +360,7 @@ def main(argv=None) -> None:
         "--assemble",
         nargs=4,
         metavar=("BASE_JSON", "ORG_JSON", "CONFIG_JSON", "LOG_JSONL"),
-        help="only write --out (benchmarks/results/organism.json) from finished evaluations",
+        help="only write --out (benchmarks/results/organism/organism.json) from finished evaluations",
     )
     a = ap.parse_args(argv)
     if a.assemble:

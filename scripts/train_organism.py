@@ -26,6 +26,8 @@ used are written to ``config.json``.
 
 Outputs in ``--out``: ``adapter.safetensors`` (the winning recipe), ``config.json``,
 ``train_log.jsonl`` (learning curves of every recipe), ``adapter_<recipe>.safetensors`` per recipe.
+The package ships the winning adapter as ``tl_neuronllm/data/organism/letter_adapter.safetensors`` (copy it there;
+``load_smollm2(variant="letter")`` and ``--model smollm2-letter`` merge it with ``tl_neuronllm.data.smollm2.merge_lora``).
 
 Adapter format (``adapter.safetensors``, no peft needed): for every adapted module ``M`` (a name of
 the HF ``LlamaForCausalLM`` state dict without ``.weight``, e.g. ``model.layers.0.self_attn.q_proj``)

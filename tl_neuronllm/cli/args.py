@@ -142,7 +142,8 @@ def _model_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model",
         default=DEFAULTS["model"],
-        help="model: smollm2 (default: SmolLM2-135M-Instruct, offline), a Hugging Face model id (needs the hub) or "
+        help="model: smollm2 (default: SmolLM2-135M-Instruct, offline), smollm2-letter (with the letter adapter, see "
+        "docs/organism.md), a Hugging Face model id (needs the hub) or "
         "a local folder written by save_pretrained (loaded with transformers, run as a TransformerBridge)",
     )
 

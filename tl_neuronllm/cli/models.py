@@ -83,10 +83,18 @@ def load_hf_model(spec: str, *, device: str | None = None, dtype: str | None = N
     return bridge.eval()
 
 
-def _load_smollm2(cache: str | None, device: str | None, dtype: str | None, progress: bool) -> Any:
+#: The built-in SmolLM2 variants: ``--model`` name -> ``load_smollm2(variant=...)``.
+SMOLLM2_VARIANTS = {"smollm2": "base", "smollm2-letter": "letter"}
+
+
+def _load_smollm2(
+    cache: str | None, device: str | None, dtype: str | None, progress: bool, variant: str = "base"
+) -> Any:
     from tl_neuronllm.data.smollm2 import load_smollm2
 
-    return load_smollm2(cache=cache, device=resolve_device(device), dtype=_torch_dtype(dtype), progress=progress)
+    return load_smollm2(
+        cache=cache, device=resolve_device(device), dtype=_torch_dtype(dtype), progress=progress, variant=variant
+    )
 
 
 MODELS["smollm2"] = Model(lambda cache: _load_smollm2(cache, None, None, True))
@@ -95,15 +103,16 @@ MODELS["smollm2"] = Model(lambda cache: _load_smollm2(cache, None, None, True))
 def load_model(
     spec: str, *, cache: str | None = None, device: str | None = None, dtype: str | None = None, progress: bool = True
 ) -> Any:
-    """The model of a run: ``smollm2`` (SmolLM2-135M-Instruct, offline), a registered name, or a Hugging Face
+    """The model of a run: ``smollm2`` (SmolLM2-135M-Instruct, offline), ``smollm2-letter`` (with the letter
+    adapter merged), a registered name, or a Hugging Face
     model id or local folder (loaded with transformers and booted as a ``TransformerBridge``).
 
     Raises:
         SystemExit: with a one-line message for a name that is close to a known one but not it ("did you mean"),
             or a model transformers cannot load.
     """
-    if spec == "smollm2":
-        return _load_smollm2(cache, device, dtype, progress)
+    if spec in SMOLLM2_VARIANTS:
+        return _load_smollm2(cache, device, dtype, progress, SMOLLM2_VARIANTS[spec])
     if spec in MODELS:
         model = MODELS[spec].load(cache)
         return model if device is None else model.to(resolve_device(device))
@@ -118,9 +127,9 @@ def check_model_name(spec: str) -> None:
     Raises:
         SystemExit: "unknown model ...; did you mean ...?" with the names there are, or "no such folder".
     """
-    if spec in MODELS or Path(spec).expanduser().is_dir():
+    if spec in MODELS or spec in SMOLLM2_VARIANTS or Path(spec).expanduser().is_dir():
         return
-    known = list(MODELS)
+    known = list(dict.fromkeys([*MODELS, *SMOLLM2_VARIANTS]))
     close = difflib.get_close_matches(spec, known, n=1, cutoff=0.75)
     if close:
         raise SystemExit(

@@ -28,6 +28,7 @@ from tl_neuronllm.data.wheels import (
     notice,
     read_marker,
 )
+from tl_neuronllm.errors import ConfigError, ResultFileError
 
 if TYPE_CHECKING:  # pragma: no cover - typing only; never import TL model classes at run time here
     from transformer_lens.model_bridge import TransformerBridge
@@ -40,7 +41,11 @@ __all__ = [
     "SMOLLM2_HF_NAME",
     "SMOLLM2_PACKAGE",
     "SMOLLM2_VERSION",
+    "LETTER_ADAPTER",
+    "LORA_FORMAT",
+    "VARIANTS",
     "load_smollm2",
+    "merge_lora",
     "load_smollm2_hf",
     "smollm2_dir",
 ]
@@ -192,6 +197,7 @@ def load_smollm2(
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
     progress: bool = True,
+    variant: str = "base",
 ) -> TransformerBridge:
     """Load SmolLM2-135M-Instruct as a TransformerLens ``TransformerBridge``, offline.
 
@@ -204,16 +210,59 @@ def load_smollm2(
         device: Device to put the model on.
         dtype: Parameter dtype.
         progress: False: transformers' loading bars stay quiet.
+        variant: ``"base"`` (the released weights) or ``"letter"``: the base with the shipped letter-format
+            adapter merged (:data:`LETTER_ADAPTER`; see ``docs/organism.md`` for what it can and cannot do).
 
     Returns:
         A ``TransformerBridge`` in eval mode (30 layers, d_mlp 1536, gated SiLU MLP).
+
+    Raises:
+        ConfigError: an unknown ``variant``. ResultFileError: an adapter file that is not one of ours.
     """
     from transformer_lens.model_bridge import TransformerBridge
 
+    if variant not in VARIANTS:
+        raise ConfigError(f"variant must be one of {list(VARIANTS)}, got {variant!r}")
     hf, tok = load_smollm2_hf(cache=cache, device=device, dtype=dtype, progress=progress)
+    if variant == "letter":
+        merge_lora(hf, LETTER_ADAPTER)
     with hf_progress(progress):
         bridge = TransformerBridge.boot_transformers(
             SMOLLM2_HF_NAME, hf_model=hf, tokenizer=tok, device=device, dtype=dtype
         )
     bridge.eval()
     return bridge
+
+
+#: The variants of :func:`load_smollm2`.
+VARIANTS = ("base", "letter")
+#: The letter-format LoRA adapter shipped with the package (trained by ``scripts/train_organism.py``).
+LETTER_ADAPTER = Path(__file__).resolve().parent / "organism" / "letter_adapter.safetensors"
+#: The adapter file format :func:`merge_lora` reads.
+LORA_FORMAT = "tl_neuronllm-lora-v1"
+
+
+def merge_lora(hf_model: torch.nn.Module, path: PathLike) -> torch.nn.Module:
+    """Merge a LoRA adapter file (format :data:`LORA_FORMAT`) into a Hugging Face model in place:
+    ``W += scale * B @ A`` for every ``<module>.lora_A`` / ``<module>.lora_B`` pair.
+
+    Raises:
+        ResultFileError: a file of another format, or a module the model does not have (naming both).
+    """
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+        if meta.get("format") != LORA_FORMAT:
+            raise ResultFileError(f"{path}: not a {LORA_FORMAT} adapter (metadata format={meta.get('format')!r})")
+        scale = float(meta["scale"])
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    params = dict(hf_model.named_parameters())
+    with torch.no_grad():
+        for m in sorted({k.rsplit(".", 1)[0] for k in tensors}):
+            w = params.get(m + ".weight")
+            if w is None:
+                raise ResultFileError(f"{path}: module {m!r} has no weight {m + '.weight'!r} in the model")
+            delta = scale * (tensors[m + ".lora_B"].float() @ tensors[m + ".lora_A"].float())
+            w.add_(delta.to(device=w.device, dtype=w.dtype))
+    return hf_model
