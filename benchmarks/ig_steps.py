@@ -108,6 +108,22 @@ def _sets(attr: torch.Tensor, cfg: Any, k: int) -> tuple[set[tuple[int, int]], s
     return ({(a, b) for a, b, _ in select(scores, k, 1)}, {(a, b) for a, b, _ in select(scores, k, -1)})
 
 
+def _boot_overlaps(attr: dict[Any, torch.Tensor], cfg: Any, k: int, n_boot: int) -> dict[Any, list[list[float]]]:
+    """Per step count, the good and bad overlaps with the reference on ``n_boot`` resamples of the items
+    (with replacement, seed 0; the same resamples for every step count)."""
+    n = attr[REFERENCE].shape[0]
+    g = torch.Generator().manual_seed(0)
+    out: dict[Any, list[list[float]]] = {s: [[], []] for s in attr}
+    for _ in range(n_boot):
+        idx = torch.randint(n, (n,), generator=g)
+        ref = _sets(attr[REFERENCE][idx], cfg, k)
+        for s, a in attr.items():
+            sets = _sets(a[idx], cfg, k)
+            for j in (0, 1):
+                out[s][j].append(len(sets[j] & ref[j]) / k)
+    return out
+
+
 def analyze(args: argparse.Namespace) -> dict[str, Any]:
     """Overlaps, errors and seconds against the reference, from the saved per-item attributions."""
     from tl_neuronllm.config.identify import IdentifyConfig
@@ -120,6 +136,8 @@ def analyze(args: argparse.Namespace) -> dict[str, Any]:
     ref = attr[REFERENCE]
     good_ref, bad_ref = _sets(ref, cfg, args.k)
     ref_abs = float(ref.abs().mean())
+    boot = _boot_overlaps(attr, cfg, args.k, args.n_boot)
+    q = lambda v: [float(x) for x in torch.tensor(v).quantile(torch.tensor([0.025, 0.975]))]
     rows = []
     for s in state["steps"]:
         good, bad = _sets(attr[s], cfg, args.k)
@@ -130,6 +148,8 @@ def analyze(args: argparse.Namespace) -> dict[str, Any]:
                 "steps": s,
                 "overlap_good": len(good & good_ref) / args.k,
                 "overlap_bad": len(bad & bad_ref) / args.k,
+                "overlap_good_ci95": q(boot[s][0]),
+                "overlap_bad_ci95": q(boot[s][1]),
                 "n_good": len(good),
                 "n_bad": len(bad),
                 "mean_abs_err": float(err.mean()),
@@ -140,6 +160,11 @@ def analyze(args: argparse.Namespace) -> dict[str, Any]:
             }
         )
     ok = [r["steps"] for r in rows if r["steps"] != REFERENCE and min(r["overlap_good"], r["overlap_bad"]) >= 0.95]
+    ok_lo = [
+        r["steps"]
+        for r in rows
+        if r["steps"] != REFERENCE and min(r["overlap_good_ci95"][0], r["overlap_bad_ci95"][0]) >= 0.95
+    ]
     today = None
     if TODAY in state["seconds"]:
         t_today = float(sum(state["seconds"][TODAY][:n]))
@@ -178,6 +203,8 @@ def analyze(args: argparse.Namespace) -> dict[str, Any]:
         "reference_mean_abs_attribution": ref_abs,
         "rows": rows,
         "smallest_steps_with_overlap_ge_0.95": min(ok) if ok else None,
+        "smallest_steps_with_ci_lower_ge_0.95": min(ok_lo) if ok_lo else None,
+        "n_boot": args.n_boot,
         "versions": versions(),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "loadavg": list(os.getloadavg())},
     }
@@ -199,13 +226,16 @@ def _markdown(out: dict[str, Any]) -> str:
         f"{out['reference_mean_abs_attribution']:.3g}). Overlap = |A & B| / K. Seconds: IG of all items, 1 torch "
         "thread, step counts interleaved per item on a shared 2-core machine.",
         "",
-        "| steps | overlap good | overlap bad | mean abs err | rel. mean abs err | IG s / item | x today |",
+        "| steps | overlap good [95% CI] | overlap bad [95% CI] | mean abs err | rel. mean abs err | IG s / item "
+        "| x today |",
         "|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    ci = lambda v: f"{v[0]:.3f}, {v[1]:.3f}"
     for r in out["rows"]:
         ratio = f"{r['x_today']:.2f}" if "x_today" in r else "-"
         lines.append(
-            f"| {r['steps']} | {r['overlap_good']:.3f} | {r['overlap_bad']:.3f} | {r['mean_abs_err']:.3g} | "
+            f"| {r['steps']} | {r['overlap_good']:.3f} [{ci(r['overlap_good_ci95'])}] | {r['overlap_bad']:.3f} "
+            f"[{ci(r['overlap_bad_ci95'])}] | {r['mean_abs_err']:.3g} | "
             f"{r['rel_mean_abs_err']:.3g} | {r['ig_seconds_per_item']:.1f} | {ratio} |"
         )
     v = out["versions"]
@@ -219,7 +249,9 @@ def _markdown(out: dict[str, Any]) -> str:
         ]
     lines += [
         "",
-        f"Smallest step count with both overlaps >= 0.95: **{out['smallest_steps_with_overlap_ge_0.95']}**.",
+        f"Smallest step count with both overlaps >= 0.95: **{out['smallest_steps_with_overlap_ge_0.95']}**; with "
+        f"both intervals' lower ends >= 0.95: **{out['smallest_steps_with_ci_lower_ge_0.95']}** (95% intervals: "
+        f"{out['n_boot']} resamples of the items, the same for every step count).",
         "",
         "Versions: " + ", ".join(f"{k} {v[k]}" for k in sorted(v)),
         "",
@@ -234,6 +266,7 @@ def main() -> None:
     ap.add_argument("--state", default="/tmp/ig_steps_state.pt", help="per-item attributions (written by measure)")
     ap.add_argument("--n-items", type=int, default=None, help="first n identification items (default all)")
     ap.add_argument("--k", type=int, default=500)
+    ap.add_argument("--n-boot", type=int, default=30, help="item resamples for the overlaps' intervals")
     args = ap.parse_args()
     (measure if args.what == "measure" else analyze)(args)
 
