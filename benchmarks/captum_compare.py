@@ -9,54 +9,52 @@ full sequences. That is the per-layer IG the method defines, computed the way a 
 layer at a time; it is timed on ``--layers`` layers and extrapolated to all (stated). Same prompts, same
 target F (log-softmax over the option letters at gold) as ``ig_fast``.
 
-    python benchmarks/captum_compare.py --prompts 3 --steps 8 --rule gauss --threads 1
+    python -m benchmarks captum_compare --prompts 3 --steps 8 --rule gauss --threads 1
 
 Reports seconds per prompt, the ratio to a plain forward, and the agreement on the timed layers (max
-relative difference, top-1% overlap). Writes ``captum_compare_smollm2.{json,md}`` to ``--out``.
+relative difference, top-1% overlap). Writes ``results/captum_compare/<run>.{json,md}`` (run ``smollm2``).
+
+Internals used (public names of internal modules; there is no public API for one proxy's attribution):
+``attribution.kernels.ig_fast``, ``pipeline.prepare.prepare``, ``model.adapter.preserved_model_state``,
+``model.answers.letter_scores`` / ``target_fn``.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import statistics
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
 
+from benchmarks import harness
+
 CAPTUM_RULE = {"riemann": "riemann_right", "gauss": "gausslegendre"}  # the same nodes and weights
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
+def main(argv: list[str] | None = None) -> None:
+    ap = harness.parser(__doc__, task=None, run="smollm2")
+    ap.set_defaults(threads=1)
     ap.add_argument("--prompts", type=int, default=3)
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--rule", choices=("gauss", "riemann"), default="gauss", help="identify's default: gauss")
     ap.add_argument("--layers", default="0,14,29")
-    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--min-tokens", type=int, default=150)
     ap.add_argument("--max-tokens", type=int, default=260)
-    ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    args = ap.parse_args(argv)
+    harness.setup(args)
     import captum
     from captum.attr import IntegratedGradients
 
-    from tl_neuronllm import Task
+    from tl_neuronllm import IdentifyConfig
     from tl_neuronllm.attribution.kernels import ig_fast
-    from tl_neuronllm.config.identify import IdentifyConfig
-    from tl_neuronllm.data.real_tasks import load_real_task_records
-    from tl_neuronllm.data.smollm2 import load_smollm2
     from tl_neuronllm.model.adapter import preserved_model_state
     from tl_neuronllm.model.answers import letter_scores, target_fn
-    from tl_neuronllm.pipeline.identify import _versions
     from tl_neuronllm.pipeline.prepare import prepare
 
-    model = load_smollm2()
-    task = Task.from_records(load_real_task_records("mmlu"), name="mmlu").subset(range(60))
+    model = harness.load_model()
+    task = harness.load_task("mmlu").subset(range(60))
     layers = [int(x) for x in args.layers.split(",")]
     prep = prepare(model, task, IdentifyConfig(n_proxies=1))
     ad = prep.adapter
@@ -129,12 +127,7 @@ def main() -> None:
         "timed_layers": layers,
         "n_layers": ad.n_layers,
         "captum": captum.__version__,
-        "versions": _versions(),
-        "threads": args.threads,
-        "load_avg": os.getloadavg(),
     }
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    (Path(args.out) / "captum_compare_smollm2.json").write_text(json.dumps(out, indent=1))
     md = [
         f"# captum IntegratedGradients vs tl_neuronllm fast IG (SmolLM2-135M, MMLU, m = {args.steps} {CAPTUM_RULE[args.rule]})",
         "",
@@ -152,7 +145,7 @@ def main() -> None:
         f"Agreement on the timed layers: max relative difference {max(r['max_rel_diff'] for r in rows):.1e}, "
         f"top-1% overlap {min(r['top1pct_overlap'] for r in rows):.3f} (worst prompt).",
     ]
-    (Path(args.out) / "captum_compare_smollm2.md").write_text("\n".join(md) + "\n")
+    harness.write_result("captum_compare", args.run, out, args=args, markdown="\n".join(md), out=args.out)
     print("\n".join(md))
 
 

@@ -1,14 +1,16 @@
 """Every method and ablation, same harness, same splits: held-out effects of the interventions.
 
-    python benchmarks/controllability.py                  # testbeds only, 3 trained instances of each
-    python benchmarks/controllability.py --instances 1    # the shipped testbeds only (config seed 0)
-    python benchmarks/controllability.py --real           # + SmolLM2 on three real tasks, letter and cloze
-    python benchmarks/controllability.py --real --testbeds "" --real-tasks siqa --out /tmp/part2   # one shard
-    python benchmarks/controllability.py --merge /tmp/part1.json /tmp/part2.json   # shards -> one table
+    python -m benchmarks controllability                  # testbeds only, 3 trained instances of each
+    python -m benchmarks controllability --instances 1    # the shipped testbeds only (config seed 0)
+    python -m benchmarks controllability --real           # + SmolLM2 on three real tasks, letter and cloze
+    python -m benchmarks controllability --real --testbeds "" --real-tasks siqa --out /tmp/r   # one shard
+    python -m benchmarks controllability --merge /tmp/r/controllability/*.json --run all   # shards -> one table
 
-Writes ``benchmarks/results/controllability.{md,json,png}``: per task x method x intervention, the change in
-accuracy and gold probability against the baseline with paired bootstrap 95% intervals, the same for
-matched random sets (mean over seeds), and the wall time of identification.
+Writes ``results/controllability/<run>.{md,json,png}`` (run: ``--run``, or ``testbeds`` /
+``testbeds_instances`` / ``..._real`` from the options; ``merged`` for ``--merge``): per task x method x
+intervention, the change in accuracy and gold probability against the baseline with paired bootstrap 95%
+intervals, the same for matched random sets (mean over seeds), and the wall time of identification.
+``--merge`` reads shards of either layout (the harness's, or the files written before it).
 
 The model is run once per *attribution* (IG with the CE target, IG with the probability target, grad x act,
 activation contrast, knowledge neurons, QR-Neuron); the NeuronLLM ablations of the scoring stage (ambiguity
@@ -20,24 +22,21 @@ Their "identify s" column is the shared attribution time.
 one), runs every method on each instance, and adds the spread across instances and the wins that hold on
 every instance (see ``controllability_instances.py``): a trained testbed is one draw, and another CPU's
 kernels train it to other weights. The header records the machine, versions and torch thread count.
+
+Internals used: ``studies.testbed.TESTBEDS`` / ``load_testbed`` (the trained testbeds).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import re
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
+from benchmarks import controllability_instances as ci
+from benchmarks import harness
 from tl_neuronllm import Task, evaluate, identify, rescore
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import controllability_instances as ci  # a sibling module (the path above)
 
 Variant = tuple[str, dict[str, Any]]  # (label, rescore options; "k" may set K)
 PAPER_IG = "neuronllm defaults, the method's IG (16 Riemann steps)"
@@ -279,12 +278,20 @@ def plot(runs: list[dict[str, Any]], path: Path) -> Path:
     return path
 
 
-def write(runs: list[dict[str, Any]], out: Path, meta: dict[str, Any]) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps({**meta, "runs": runs}, indent=1))
-    out.with_suffix(".md").write_text(to_markdown(runs, meta))
-    plot(runs, out.with_suffix(".png"))
-    print(to_markdown(runs, meta))
+def write(
+    runs: list[dict[str, Any]],
+    meta: dict[str, Any],
+    *,
+    run: str,
+    out: str | Path | None = None,
+    args: argparse.Namespace | None = None,
+) -> Path:
+    """``<out>/controllability/<run>.{json,md,png}`` (results: ``meta`` and the runs); returns the JSON path."""
+    md = to_markdown(runs, meta)
+    path = harness.write_result("controllability", run, {**meta, "runs": runs}, args=args, markdown=md, out=out)
+    plot(runs, path.with_suffix(".png"))
+    print(md)
+    return path
 
 
 def testbed_runs(names: list[str], instances: int, k: int, n_random: int, only: set[str]) -> list[dict[str, Any]]:
@@ -321,18 +328,15 @@ def testbed_runs(names: list[str], instances: int, k: int, n_random: int, only: 
 
 def real_runs(args: argparse.Namespace, only: set[str]) -> list[dict[str, Any]]:
     """SmolLM2 on the real tasks, letter and cloze."""
-    from tl_neuronllm.data.real_tasks import load_real_task
-    from tl_neuronllm.data.smollm2 import load_smollm2
-
-    model = load_smollm2()
+    model = harness.load_model()
     settings = {
         "letter": (50, {"steps": 4, "ig_rule": "gauss"}),
         "cloze": (500, {"steps": 2, "ig_rule": "gauss", "mode": "cloze", "show_options": False, "n_proxies": 1}),
     }
     runs = []
     for tname in [t for t in args.real_tasks.split(",") if t]:
-        task = load_real_task(tname)  # multiple-choice and classification tasks (imdb, boolq) alike
-        ident, held, demos = task.split(args.n_identify, args.n_heldout, n_demo=1, seed=0)
+        task = harness.load_task(tname)  # multiple-choice and classification tasks (imdb, boolq) alike
+        ident, held, demos = harness.split(task, args.n_identify, args.n_heldout, seed=args.seed)
         for mode in [m for m in args.real_modes.split(",") if m]:
             k, base = settings[mode]
             print(f"smollm2 {tname} {mode}", flush=True)
@@ -353,7 +357,8 @@ def real_runs(args: argparse.Namespace, only: set[str]) -> list[dict[str, Any]]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = harness.parser(__doc__, task=None)
+    ap.set_defaults(threads=1)
     ap.add_argument("--testbeds", default="facts-small,facts-lured-small,relations-small")
     ap.add_argument("--instances", type=int, default=3, help="independently trained copies of each testbed")
     ap.add_argument("--k", type=int, default=25, help="set size K on the testbeds")
@@ -367,26 +372,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--n-heldout", type=int, default=40)
     ap.add_argument("--methods", default="", help="comma-separated labels (default: all)")
     ap.add_argument("--merge", nargs="+", default=None, help="JSON files of earlier runs to merge into one table")
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "controllability"))
     args = ap.parse_args(argv)
     if args.instances < 1:
         ap.error(f"--instances must be >= 1, got {args.instances}")
+    if args.run is None:
+        parts = ["testbeds" + ("_instances" if args.instances > 1 else "")] if args.testbeds else []
+        args.run = "merged" if args.merge else "_".join(parts + (["real"] if args.real else [])) or "empty"
     return args
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    out = Path(args.out)
     if args.merge:
-        parts = [json.loads(Path(p).read_text()) for p in args.merge]
+        parts = [harness.read_json(p) for p in args.merge]
         runs = [r for p in parts for r in p["runs"]]
         meta = {k: v for k, v in parts[0].items() if k != "runs"}  # the runs' machine, versions, threads
         meta.update(
             date=max(p.get("date", "") for p in parts), wall_seconds=sum(p.get("wall_seconds", 0.0) for p in parts)
         )
-        write(runs, out, meta)
+        write(runs, meta, run=args.run, out=args.out, args=args)
         return
-    torch.set_num_threads(1)
+    harness.setup(args)
     meta = run_meta()
     only = {m.strip() for m in re.split(r",(?![^()]*\))", args.methods) if m.strip()}  # commas inside (...) stay
     t_start = time.perf_counter()
@@ -394,42 +400,20 @@ def main(argv: list[str] | None = None) -> None:
     if args.real:
         runs += real_runs(args, only)
     meta["wall_seconds"] = time.perf_counter() - t_start
-    write(runs, out, meta)
+    write(runs, meta, run=args.run, out=args.out, args=args)
 
 
 def run_meta() -> dict[str, Any]:
-    """Date, versions, machine and thread count of a run."""
-    import importlib.metadata as md
-    import os
-    import platform
-
-    versions = {}
-    for pkg in ("transformer-lens", "transformers", "numpy"):
-        try:
-            versions[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            pass
+    """Date, versions, machine and thread count of a run (from :func:`benchmarks.harness.environment`), for
+    the markdown's header."""
+    env = harness.environment()
     return {
-        "date": time.strftime("%Y-%m-%d"),
-        "torch": torch.__version__,
-        "versions": versions,
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {cpu_name()}, "
-        f"torch kernels {torch.backends.cpu.get_cpu_capability()}",
-        "torch_threads": torch.get_num_threads(),
+        "date": env["date"][:10],
+        "torch": env["versions"]["torch"],
+        "versions": env["versions"],
+        "machine": f"{env['machine']}, {env['cpu_count']} cores, {env['cpu']}, torch kernels {env['cpu_capability']}",
+        "torch_threads": env["torch_threads"],
     }
-
-
-def cpu_name() -> str:
-    """The CPU's model name (``/proc/cpuinfo``), or the platform's processor string."""
-    import platform
-
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "?"
 
 
 if __name__ == "__main__":

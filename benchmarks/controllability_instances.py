@@ -2,7 +2,7 @@
 
 A trained testbed is one draw: training on another CPU (other vectorised kernels, another MKL code path)
 or with another seed takes another path and ends at other weights, and the held-out effects move with
-it (see ``benchmarks/results/testbed_repro.md``). ``benchmarks/controllability.py --instances N`` trains
+it (see ``benchmarks/results/testbed_repro/facts-small.md``). ``python -m benchmarks controllability --instances N`` trains
 each testbed N times (``TestbedConfig.seed`` 0 .. N-1: the facts, the distractors, the initialisation
 and the training data are drawn again; seed 0 is the shipped testbed) and runs every method on each.
 This module summarises those runs:
@@ -22,7 +22,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from tl_neuronllm.evaluation.evaluate import EXPECTED_DIRECTION
+from tl_neuronllm.evaluation.conditions import EXPECTED_DIRECTION
 
 METRIC_KEYS = {"d_acc": ("d_acc_ci", "random_d_acc"), "d_gold": ("d_gold_ci", "random_d_gold")}
 HEADLINE = ("suppress_good", "suppress_bad")

@@ -1,10 +1,15 @@
 """Issue 12 on SmolLM2-135M-Instruct: one task per family, common vs task-specific neurons, stability.
 
-    python benchmarks/cross_task.py probe      # IMDB / BoolQ prompt formats: accuracy of the plain model
-    python benchmarks/cross_task.py identify   # identify (keep_attributions) on every task, results saved
-    python benchmarks/cross_task.py compare    # overlap table, heatmap, intervention check, stability
+    python -m benchmarks cross_task probe      # IMDB / BoolQ prompt formats: accuracy of the plain model
+    python -m benchmarks cross_task identify   # identify (keep_attributions) on every task, results saved
+    python -m benchmarks cross_task compare    # overlap table, heatmap, intervention check, stability
 
-Everything runs on one torch thread. Results go to ``--out`` (default ``benchmarks/results/cross_task``).
+Everything runs on one torch thread. Results go to ``results/cross_task/``: ``probe.json`` (probe stage),
+``<task>/result/`` (the saved identify results), ``comparison.*`` and ``overlap.png`` (compare stage) and the
+compare stage's report ``<run>.{json,md}`` (run ``cross_task``: stability curves and the tables).
+
+Internals used: ``pipeline.prepare.prepare`` and ``model.answers.predict`` (probe: the plain model's answers
+under several prompt formats), ``studies.stability.stability_curve`` / ``curve_markdown``.
 """
 
 from __future__ import annotations
@@ -12,10 +17,11 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
+
+from benchmarks import harness
 
 #: task -> (family, identify options). Cloze everywhere (SmolLM2 is at chance in letter mode); the long
 #: passages of IMDB and BoolQ are asked without a demonstration.
@@ -47,26 +53,21 @@ COMMON = {"steps": 2, "ig_rule": "gauss", "kv_cache": "auto"}
 
 
 def load(n_ident: int, n_held: int) -> tuple[Any, dict[str, tuple[Any, Any, Any]]]:
-    from tl_neuronllm.data.real_tasks import load_real_task
-    from tl_neuronllm.data.smollm2 import load_smollm2
-
-    model = load_smollm2()
-    splits = {name: load_real_task(name).split(n_ident, n_held, n_demo=1, seed=0) for name in TASKS}
+    model = harness.load_model()
+    splits = {name: harness.split(harness.load_task(name), n_ident, n_held) for name in TASKS}
     return model, splits
 
 
 def probe(args: argparse.Namespace) -> None:
     """Accuracy of the plain model on IMDB / BoolQ under a few prompt formats (forward passes only)."""
-    from tl_neuronllm.config.identify import IdentifyConfig
-    from tl_neuronllm.data.real_tasks import load_real_task
-    from tl_neuronllm.data.smollm2 import load_smollm2
+    from tl_neuronllm import IdentifyConfig
     from tl_neuronllm.model.answers import predict
     from tl_neuronllm.pipeline.prepare import prepare
 
-    model = load_smollm2()
+    model = harness.load_model()
     out = []
     for name in ("imdb", "boolq"):
-        task = load_real_task(name).split(args.n_probe, 0, n_demo=0, seed=1)[0]
+        task = harness.load_task(name).split(args.n_probe, 0, n_demo=0, seed=1)[0]
         instr = TASKS[name][1]["instruction"]
         formats = {
             "cloze, default instruction": dict(mode="cloze", show_options=False, n_proxies=1, n_shots=0),
@@ -108,8 +109,7 @@ def probe(args: argparse.Namespace) -> None:
             }
             print(json.dumps(row), flush=True)
             out.append(row)
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    (Path(args.out) / "probe.json").write_text(json.dumps(out, indent=1))
+    harness.write_result("cross_task", "probe", out, args=args, out=args.out)
 
 
 def identify_all(args: argparse.Namespace) -> None:
@@ -122,7 +122,7 @@ def identify_all(args: argparse.Namespace) -> None:
         ident, held, demo = splits[name]
         t0 = time.perf_counter()
         res = identify(model, ident, k=args.k, demos=demo, keep_attributions=True, progress=False, **COMMON, **opts)
-        res.save(Path(args.out) / name / "result")
+        res.save(harness.result_dir("cross_task", args.out) / name / "result")
         print(
             json.dumps(
                 {
@@ -140,10 +140,10 @@ def identify_all(args: argparse.Namespace) -> None:
         )
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> None:
+    ap = harness.parser(__doc__, task=None, run="cross_task")
+    ap.set_defaults(threads=1)
     ap.add_argument("stage", choices=("probe", "identify", "compare"))
-    ap.add_argument("--out", default="benchmarks/results/cross_task")
     ap.add_argument("--n-ident", type=int, default=12)
     ap.add_argument("--n-held", type=int, default=16)
     ap.add_argument("--n-probe", type=int, default=30)
@@ -153,18 +153,17 @@ def main() -> None:
     ap.add_argument("--n-random", type=int, default=2)
     ap.add_argument("--n-check-items", type=int, default=12, help="held-out items per task in the intervention check")
     ap.add_argument("--no-check", action="store_true", help="compare stage: skip the intervention check")
-    args = ap.parse_args()
-    torch.set_num_threads(1)
+    args = ap.parse_args(argv)
+    harness.setup(args)
     {"probe": probe, "identify": identify_all, "compare": lambda a: compare_all(a)}[args.stage](args)
 
 
 def compare_all(args: argparse.Namespace) -> None:
     """Overlap table + heatmap, the shared-vs-specific intervention check, stability curves."""
     from tl_neuronllm import NeuronResult, compare, shared_vs_specific
-    from tl_neuronllm.pipeline.identify import _versions
     from tl_neuronllm.studies.stability import curve_markdown, stability_curve
 
-    out = Path(args.out)
+    out = harness.result_dir("cross_task", args.out)
     names = [n for n in TASKS if (out / n / "result").is_dir()]
     results = {n: NeuronResult.load(out / n / "result") for n in names}
     cmp = compare(results)
@@ -201,11 +200,11 @@ def compare_all(args: argparse.Namespace) -> None:
         "## Stability (no model time)",
         "",
         curve_markdown(curves),
-        "",
-        f"versions: {json.dumps(_versions())}",
     ]
-    (out / "cross_task.md").write_text("\n".join(md))
-    (out / "stability.json").write_text(json.dumps({n: [s.summary() for s in c] for n, c in curves.items()}, indent=1))
+    stability = {n: [s.summary() for s in c] for n, c in curves.items()}
+    harness.write_result(
+        "cross_task", args.run, {"stability": stability}, args=args, markdown="\n".join(md), out=args.out
+    )
     print("\n".join(md))
 
 

@@ -1,23 +1,21 @@
 """Issue 12 part 5 on a real task: the setting ``select_cv`` chooses on SmolLM2's identification items, against
 the method's fixed defaults and no filter, on held-out items.
 
-    python benchmarks/cv_real.py --task commonsenseqa --n-heldout 200
+    python -m benchmarks cv_real --task commonsenseqa --n-heldout 200
 
 Same split and attribution as ``controllability.py``'s cloze runs (24 identification items, seed 0, 1-shot, IG
 with 2 Gauss steps, k = 500, options not listed). ``select_cv`` sees only the identification items (4 folds,
-objective ``both``); the held-out items are used once, for the comparison. Writes ``cv_real_<task>.{md,json}``.
+objective ``both``); the held-out items are used once, for the comparison. Writes
+``results/cv_real/<run>.{md,json}`` (run: the task).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
+from benchmarks import harness
 from tl_neuronllm import evaluate, identify, rescore, select_cv
 
 FIXED = {
@@ -47,28 +45,22 @@ def effects(model: Any, res: Any, held: Any, demos: Any, n_random: int) -> dict[
     return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--task", default="commonsenseqa")
-    ap.add_argument("--n-identify", type=int, default=24)
-    ap.add_argument("--n-heldout", type=int, default=200)
+def main(argv: list[str] | None = None) -> None:
+    ap = harness.parser(__doc__)
+    ap.set_defaults(threads=1)
     ap.add_argument("--n-random", type=int, default=3)
-    ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     ap.add_argument(
         "--update",
         action="store_true",
-        help="keep the CV choice and the rows of the existing cv_real_<task>.json; evaluate only the missing settings",
+        help="keep the CV choice and the rows of the existing cv_real/<run>.json; evaluate only the missing settings",
     )
-    args = ap.parse_args()
-    old_path = Path(args.out) / f"cv_real_{args.task}.json"
-    old = json.loads(old_path.read_text()) if args.update else None
-    torch.set_num_threads(1)
-    from tl_neuronllm.data.real_tasks import load_real_task
-    from tl_neuronllm.data.smollm2 import load_smollm2
-
-    model = load_smollm2()
-    task = load_real_task(args.task)
-    ident, held, demos = task.split(args.n_identify, args.n_heldout, n_demo=1, seed=0)
+    args = ap.parse_args(argv)
+    args.run = args.run or args.task
+    old = harness.read_json(Path(args.out) / "cv_real" / f"{args.run}.json") if args.update else None
+    harness.setup(args)
+    model = harness.load_model()
+    task = harness.load_task(args.task)
+    ident, held, demos = harness.split(task, args.n_identify, args.n_heldout, n_shots=args.n_shots, seed=args.seed)
     opts = {"steps": 2, "ig_rule": "gauss", "mode": "cloze", "show_options": False, "n_proxies": 1}
     t0 = time.perf_counter()
     base = identify(model, ident, k=500, demos=demos, keep_attributions=True, progress=False, **opts)
@@ -97,11 +89,7 @@ def main() -> None:
         "cv_setting": setting,
         "cv_table": cv_table,
         "variants": rows,
-        "versions": __import__("tl_neuronllm.pipeline.identify", fromlist=["_versions"])._versions(),
-        "date": time.strftime("%Y-%m-%d"),
     }
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    old_path.write_text(json.dumps(out, indent=1, default=str))
     f = lambda d: "n/a" if d is None else f"{d['d_gold']:+.3f} [{d['d_gold_ci'][0]:+.2f}, {d['d_gold_ci'][1]:+.2f}]"
     md = [
         f"# select_cv on SmolLM2 / {args.task} (cloze, {len(ident)} identification, {len(held)} held-out items)",
@@ -114,7 +102,7 @@ def main() -> None:
     for label, r in rows.items():
         md.append(f"| {label} | {r['n_good']} / {r['n_bad']} | " + " | ".join(f(r[c]) for c in CONDS) + " |")
     md += ["", "Held-out Δ gold probability [95% interval].", "", "## The CV table", "", cv_table, ""]
-    (Path(args.out) / f"cv_real_{args.task}.md").write_text("\n".join(md))
+    harness.write_result("cv_real", args.run, out, args=args, markdown="\n".join(md), out=args.out)
     print("\n".join(md))
 
 

@@ -1,6 +1,6 @@
 """Issue 12, parts 4 and 5 on the small testbeds: cross-validated setting vs fixed ones, and stability.
 
-    python benchmarks/cv_selection.py [--testbeds facts-small,relations-small,facts-lured-small] [--out DIR]
+    python -m benchmarks cv_selection [--testbeds facts-small,relations-small,facts-lured-small] [--run NAME]
 
 Per testbed (split ``tb.splits(0)``): exact IG (the method's defaults, 3 proxies, k = 25) with
 ``keep_attributions=True``; then, re-formed without the model, the method's fixed defaults (z = 1%, strict
@@ -8,19 +8,20 @@ filter), the hand-picked setting of the controllability benchmark (z = 0.05, rho
 (z = 0.05), and the setting :func:`tl_neuronllm.select_cv` chooses on 4 folds of the identification items
 (objective ``both``; the held-out split is not passed to it). Each is evaluated on the held-out items (5
 matched random sets). Stability: :func:`tl_neuronllm.studies.stability.stability_curve` of the default and the
-CV-chosen setting over the number of identification items. Writes ``cv_selection.{md,json}``.
+CV-chosen setting over the number of identification items. Writes ``results/cv_selection/<run>.{md,json}``
+(run ``testbeds``).
+
+Internals used: ``studies.stability.stability_curve`` / ``curve_markdown`` (the curve over item counts; the
+public ``stability`` is one point of it) and ``studies.testbed.load_testbed``.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
-from pathlib import Path
 from typing import Any
 
-import torch
-
+from benchmarks import harness
 from tl_neuronllm import evaluate, identify, rescore, select_cv
 from tl_neuronllm.studies.stability import curve_markdown, stability_curve
 
@@ -52,14 +53,14 @@ def effects(model: Any, res: Any, held: Any, demos: Any, n_random: int) -> dict[
     return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> None:
+    ap = harness.parser(__doc__, task=None, run="testbeds")
+    ap.set_defaults(threads=1)
     ap.add_argument("--testbeds", default="facts-small,relations-small,facts-lured-small")
     ap.add_argument("--k", type=int, default=25)
     ap.add_argument("--n-random", type=int, default=5)
-    ap.add_argument("--out", default="benchmarks/results/cv_selection")
-    args = ap.parse_args()
-    torch.set_num_threads(1)
+    args = ap.parse_args(argv)
+    harness.setup(args)
     from tl_neuronllm.studies.testbed import load_testbed
 
     runs, curves = [], {}
@@ -101,20 +102,7 @@ def main() -> None:
             ),
             flush=True,
         )
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "cv_selection.json").write_text(
-        json.dumps(
-            {
-                "runs": runs,
-                "stability": {k: [s.summary() for s in v] for k, v in curves.items()},
-                "versions": __import__("tl_neuronllm.pipeline.identify", fromlist=["_versions"])._versions(),
-                "date": time.strftime("%Y-%m-%d"),
-            },
-            indent=1,
-            default=str,
-        )
-    )
+    results = {"runs": runs, "stability": {k: [s.summary() for s in v] for k, v in curves.items()}}
     md = [f"# Cross-validated setting vs fixed ones, testbeds {args.testbeds} (k = {args.k})", ""]
     f = lambda x: "n/a" if x is None else f"{x:+.3f}"
     md += [
@@ -139,7 +127,7 @@ def main() -> None:
             run["cv_table"],
         ]
     md += ["", "## Stability over the number of identification items", "", curve_markdown(curves)]
-    (out / "cv_selection.md").write_text("\n".join(md))
+    harness.write_result("cv_selection", args.run, results, args=args, markdown="\n".join(md), out=args.out)
     print("\n".join(md))
 
 

@@ -1,39 +1,35 @@
 """``select_cv``'s fold loop: every setting of a fold in one ``evaluate_many`` pass vs one ``evaluate`` per setting.
 
-    python benchmarks/cv_speed.py --task commonsenseqa
+    python -m benchmarks cv_speed --task commonsenseqa
 
 SmolLM2, cloze, 24 identification items, IG with 2 Gauss steps, k = 500 (as ``cv_real.py``); one identify with
 kept attributions, then for each of the 4 folds the 12 settings of ``DEFAULT_GRID`` are evaluated on the
 left-out items both ways, alternating which goes first, and the validated effects are compared. Writes
-``cv_speed_<task>.json`` (times, the ratio, the largest difference of an effect, versions).
+``results/cv_speed/<run>.json`` (run: the task; times, the ratio, the largest difference of an effect).
+
+Internals used: ``studies.selection.DEFAULT_GRID`` and ``make_folds`` (``select_cv``'s grid and folds).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
-from pathlib import Path
 from typing import Any
 
-import torch
-
+from benchmarks import harness
 from tl_neuronllm import evaluate, evaluate_many, identify, rescore
 from tl_neuronllm.studies.selection import DEFAULT_GRID, make_folds
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--task", default="commonsenseqa")
-    ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
-    args = ap.parse_args()
-    torch.set_num_threads(1)
-    from tl_neuronllm.data.real_tasks import load_real_task
-    from tl_neuronllm.data.smollm2 import load_smollm2
-    from tl_neuronllm.pipeline.identify import _versions
-
-    model = load_smollm2()
-    ident, _, demos = load_real_task(args.task).split(24, 200, n_demo=1, seed=0)
+def main(argv: list[str] | None = None) -> None:
+    ap = harness.parser(__doc__)
+    ap.set_defaults(threads=1)
+    args = ap.parse_args(argv)
+    args.run = args.run or args.task
+    harness.setup(args)
+    model = harness.load_model()
+    task = harness.load_task(args.task)
+    ident, _, demos = harness.split(task, args.n_identify, args.n_heldout, n_shots=args.n_shots, seed=args.seed)
     opts: dict[str, Any] = {"steps": 2, "ig_rule": "gauss", "mode": "cloze", "show_options": False, "n_proxies": 1}
     base = identify(model, ident, k=500, demos=demos, keep_attributions=True, progress=False, **opts)
     ev_opts = {"n_random": 0, "n_boot": 200, "interventions": ("suppress_good", "suppress_bad"), "progress": False}
@@ -70,11 +66,8 @@ def main() -> None:
         "seconds_evaluate_many": t_many,
         "speedup": t_each / t_many,
         "max_abs_diff_delta_gold": max_diff,
-        "versions": _versions(),
-        "date": time.strftime("%Y-%m-%d"),
     }
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    (Path(args.out) / f"cv_speed_{args.task}.json").write_text(json.dumps(out, indent=1))
+    harness.write_result("cv_speed", args.run, out, args=args, out=args.out)
     print(json.dumps(out, indent=1))
 
 

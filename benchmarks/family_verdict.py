@@ -1,8 +1,9 @@
 """Issue 12's verdict per task family from ``controllability.py`` runs on SmolLM2 (one JSON per task).
 
-    python benchmarks/family_verdict.py benchmarks/results/controllability_smollm2_{boolq,commonsenseqa,...}.json
-    python benchmarks/family_verdict.py --default "neuronllm (0.5 default: z=10%, no filter)" \
-        --cv-real benchmarks/results/cv_real_commonsenseqa.json benchmarks/results/controllability_smollm2_*.json
+    python -m benchmarks family_verdict benchmarks/results/controllability/smollm2_{boolq,commonsenseqa,...}.json
+    python -m benchmarks family_verdict --default "neuronllm (0.5 default: z=10%, no filter)" \
+        --cv-real benchmarks/results/cv_real/commonsenseqa.json benchmarks/results/controllability/smollm2_*.json \
+        --run smollm2_families_0.5
 
 Runs of one task, mode and held-out size (the same split) are merged, so a later run of one method joins the
 earlier run of the others. ``--cv-real`` adds the rows of ``cv_real.py`` runs whose split matches (its
@@ -17,15 +18,15 @@ For each task, on held-out Δ gold probability (paired bootstrap 95% intervals, 
 * **bad neurons**: the shipped default's "suppress bad" against its matched random sets: **beats random**
   when its interval lies entirely above the random sets' mean Δ (suppressing bad neurons should raise it).
 
-Writes ``<out>.md`` and ``<out>.json``.
+Reads result files of either layout (the harness's, or the files written before it). Writes
+``results/family_verdict/<run>.{md,json}`` (run ``smollm2_families``). No model time.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-from pathlib import Path
 from typing import Any
+
+from benchmarks import harness
 
 DEFAULT = "neuronllm (defaults)"
 #: The peers the issue names; the other rows are NeuronLLM's own variants (ablations), shown but not counted.
@@ -231,23 +232,19 @@ def markdown(vs: list[dict[str, Any]], default: str = DEFAULT) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
+def main(argv: list[str] | None = None) -> None:
+    ap = harness.parser(__doc__, task=None, run="smollm2_families")
     ap.add_argument("runs", nargs="+", help="controllability JSON files")
     ap.add_argument("--default", default=DEFAULT, help=f"the method label judged as the default ({DEFAULT!r})")
     ap.add_argument(
         "--cv-real", action="append", default=[], help="a cv_real.py JSON whose rows join the matching run (repeatable)"
     )
-    ap.add_argument(
-        "--out", default=str(Path(__file__).resolve().parent / "results" / "controllability_smollm2_families")
-    )
-    args = ap.parse_args()
-    runs = [run for f in args.runs for run in json.loads(Path(f).read_text())["runs"]]
-    runs = merge_runs(runs, [json.loads(Path(f).read_text()) for f in args.cv_real])
+    args = ap.parse_args(argv)
+    runs = [run for f in args.runs for run in harness.read_json(f)["runs"]]
+    runs = merge_runs(runs, [harness.read_json(f) for f in args.cv_real])
     vs = [v for v in (verdict(run, args.default) for run in runs) if v is not None]
-    Path(args.out + ".json").write_text(json.dumps(vs, indent=2))
     md = markdown(vs, args.default) + "\n".join(measures(runs))
-    Path(args.out + ".md").write_text(md)
+    harness.write_result("family_verdict", args.run, vs, args=args, markdown=md, out=args.out)
     print(md)
 
 

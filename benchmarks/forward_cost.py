@@ -1,34 +1,29 @@
 """The fixed cost of one forward through a ``TransformerBridge``: seconds per call of SmolLM2 at 1..256 tokens.
 
-    python benchmarks/forward_cost.py --threads 1
+    python -m benchmarks forward_cost --threads 1
 
 Why it matters: packing rows, option trees and several questions into one forward (issue 14) pays only if a
-call costs more than its tokens. Writes ``results/forward_cost_smollm2.json`` (versions, load average).
+call costs more than its tokens. Writes ``results/forward_cost/<run>.json`` (run ``smollm2``; the harness
+records versions and load average; the load average at the start and end is in the results too).
 """
 
 from __future__ import annotations
 
-import argparse
-import importlib.metadata
-import json
 import os
-import platform
 import time
-from pathlib import Path
 
 import torch
 
+from benchmarks import harness
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--threads", type=int, default=1)
+
+def main(argv: list[str] | None = None) -> None:
+    ap = harness.parser(__doc__, task=None, run="smollm2")
+    ap.set_defaults(threads=1)
     ap.add_argument("--repeat", type=int, default=5)
-    ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    from tl_neuronllm.data.smollm2 import load_smollm2
-
-    model = load_smollm2()
+    args = ap.parse_args(argv)
+    harness.setup(args)
+    model = harness.load_model()
     load0 = os.getloadavg()
     rows = []
     gen = torch.Generator().manual_seed(0)
@@ -50,13 +45,9 @@ def main() -> None:
         "model": "SmolLM2-135M-Instruct (TransformerBridge)",
         "rows": rows,
         "fit": {"fixed_s": my - slope * mx, "per_token_s": slope},
-        "threads": args.threads,
-        "versions": {d: importlib.metadata.version(d) for d in ("torch", "transformers", "transformer-lens")},
-        "python": platform.python_version(),
         "loadavg": [load0, os.getloadavg()],
     }
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    (Path(args.out) / "forward_cost_smollm2.json").write_text(json.dumps(out, indent=1))
+    harness.write_result("forward_cost", args.run, out, args=args, out=args.out)
     print(out["fit"])
 
 

@@ -1,23 +1,25 @@
 """IG step rules on a testbed: Riemann-16 vs Gauss-Legendre-8 (and others) against a fine Riemann reference.
 
-    python benchmarks/gauss_testbed.py --testbed facts --items 8
+    python -m benchmarks gauss_testbed --testbed facts --items 8
 
 Per rule: max and L2 error against Riemann with ``--ref-steps`` steps (relative to the reference's max),
 and the overlap of the top 1% / top 5% neurons by |score|, averaged over the items' proxies; seconds per
-proxy. Writes ``gauss_testbed_<name>.json`` to ``--out``.
+proxy. Writes ``results/gauss_testbed/<run>.{json,md}`` (run: the testbed's name).
+
+Internals used (public names of internal modules; there is no public API for one proxy's attribution):
+``attribution.kernels.ig_fast``, ``pipeline.prepare.prepare``, ``model.adapter.preserved_model_state``,
+``studies.testbed.load_testbed``.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
-from pathlib import Path
 
 import torch
 
+from benchmarks import harness
+from tl_neuronllm import IdentifyConfig
 from tl_neuronllm.attribution.kernels import ig_fast
-from tl_neuronllm.config.identify import IdentifyConfig
 from tl_neuronllm.model.adapter import preserved_model_state
 from tl_neuronllm.pipeline.prepare import prepare
 from tl_neuronllm.studies.testbed import load_testbed
@@ -32,14 +34,15 @@ def overlap(a: torch.Tensor, b: torch.Tensor, frac: float) -> float:
     return len(ta & tb) / k
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
+def main(argv: list[str] | None = None) -> None:
+    ap = harness.parser(__doc__, task=None)
+    ap.set_defaults(threads=1)
     ap.add_argument("--testbed", default="facts")
     ap.add_argument("--items", type=int, default=8)
     ap.add_argument("--ref-steps", type=int, default=256)
-    ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
-    args = ap.parse_args()
-    torch.set_num_threads(1)
+    args = ap.parse_args(argv)
+    args.run = args.run or args.testbed
+    harness.setup(args)
     tb = load_testbed(args.testbed)
     task = tb.task.subset(range(1, args.items + 1))
     prep = prepare(tb.model, task, IdentifyConfig(token_format=tb.token_format), demos=[tb.task.items[0]])
@@ -72,16 +75,19 @@ def main() -> None:
         "ref": f"riemann-{args.ref_steps}",
         "rows": rows,
     }
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    (Path(args.out) / f"gauss_testbed_{args.testbed}.json").write_text(json.dumps(out, indent=1))
-    print(f"{args.testbed}: {out['n_neurons']} neurons, {len(qs)} proxies, reference {out['ref']}")
-    print("| rule | m | s / proxy | max rel err | L2 rel err | top-1% overlap | top-5% overlap |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    md = [
+        f"{args.testbed}: {out['n_neurons']} neurons, {len(qs)} proxies, reference {out['ref']}",
+        "",
+        "| rule | m | s / proxy | max rel err | L2 rel err | top-1% overlap | top-5% overlap |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
-        print(
+        md.append(
             f"| {r['rule']} | {r['m']} | {r['s_per_proxy']:.4f} | {r['max_rel_err']:.1e} | {r['l2_rel_err']:.1e} | "
             f"{r['top1pct_overlap']:.3f} | {r['top5pct_overlap']:.3f} |"
         )
+    harness.write_result("gauss_testbed", args.run, out, args=args, markdown="\n".join(md), out=args.out)
+    print("\n".join(md))
 
 
 if __name__ == "__main__":

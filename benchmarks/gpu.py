@@ -10,28 +10,30 @@ ever built on the CPU) and a GPT-2-small shape (768, 3072, 12 layers, vocab 5025
 the numbers are items/second of identification (``n_proxies`` proxies per item). Attributions
 are accumulated in float32 (IG step sums) and the ACE state in float64, whatever the model dtype.
 
-    python benchmarks/gpu.py                     # both shapes on cuda:0
-    python benchmarks/gpu.py --shapes gpt2 --items 32
-    python benchmarks/gpu.py --smoke             # tiny shapes on CPU: checks the script, no GPU needed
+    python -m benchmarks gpu                     # both shapes on cuda:0
+    python -m benchmarks gpu --shapes gpt2 --items 32
+    python -m benchmarks gpu --smoke             # tiny shapes on CPU: checks the script, no GPU needed
 
 Without a CUDA device (and without ``--smoke``) it exits with status 2 and says so. Writes
-``gpu.json`` / ``gpu.md`` (``gpu_smoke.*`` in smoke mode) to ``--out``.
+``results/gpu/<run>.{json,md}`` (run ``cuda``, or ``smoke`` in smoke mode).
+
+Internals used: ``pipeline.identify.run_scoring`` (the scoring loop alone, without preparation),
+``pipeline.prepare.prepare``, ``model.adapter.preserved_model_state``; the word-level tokenizer comes from the
+test scaffolding (:func:`benchmarks.harness.test_scaffolding`).
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
-import json
 import random
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks import harness
 
 SHAPES: dict[str, dict[str, Any]] = {
     "llama7b": dict(arch="llama", vocab=32000, d_model=4096, d_mlp=11008, n_layers=32, n_heads=32, n_kv=32),
@@ -45,10 +47,9 @@ SMOKE_SHAPES: dict[str, dict[str, Any]] = {
 
 def word_tokenizer() -> Any:
     """A tiny offline word-level tokenizer (the Bridge wants one; prompts are token ids anyway)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the test scaffolding
-    from _scaffold import word_tokenizer as build
-
-    return build(["[PAD]", "[UNK]", "[BOS]"] + list("ABCDEFGH") + ["Question:", "Answer:"])
+    return harness.test_scaffolding().word_tokenizer(
+        ["[PAD]", "[UNK]", "[BOS]"] + list("ABCDEFGH") + ["Question:", "Answer:"]
+    )
 
 
 def build_model(shape: dict[str, Any], device: torch.device, dtype: torch.dtype, seed: int = 0) -> Any:
@@ -124,7 +125,7 @@ def sync(device: torch.device) -> None:
 
 
 def bench_shape(name: str, shape: dict[str, Any], args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
-    from tl_neuronllm.config.identify import IdentifyConfig
+    from tl_neuronllm import IdentifyConfig
     from tl_neuronllm.model.adapter import preserved_model_state
     from tl_neuronllm.pipeline.identify import run_scoring
     from tl_neuronllm.pipeline.prepare import prepare
@@ -212,8 +213,8 @@ def markdown(res: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> None:
+    ap = harness.parser(__doc__, task=None)
     ap.add_argument("--smoke", action="store_true", help="tiny shapes on CPU (no GPU needed)")
     ap.add_argument("--shapes", default="llama7b,gpt2")
     ap.add_argument("--methods", default="ig,grad_x_act")
@@ -232,8 +233,9 @@ def main() -> None:
     )
     ap.add_argument("--dtype", default="bfloat16")
     ap.add_argument("--device", default="cuda")
-    ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    args.run = args.run or ("smoke" if args.smoke else "cuda")
+    harness.setup(args)
     if args.smoke:
         device, shapes = torch.device("cpu"), SMOKE_SHAPES
         args.items = args.items or 3
@@ -243,7 +245,7 @@ def main() -> None:
     else:
         if not torch.cuda.is_available():
             print(
-                "benchmarks/gpu.py: no CUDA device is available (torch.cuda.is_available() is False). Run it on a "
+                "benchmarks gpu: no CUDA device is available (torch.cuda.is_available() is False). Run it on a "
                 "machine with a GPU, or use --smoke for the CPU smoke mode.",
                 file=sys.stderr,
             )
@@ -264,11 +266,7 @@ def main() -> None:
     }
     for name in args.shapes.split(","):
         res["shapes"][name] = bench_shape(name, shapes[name], args, device)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = "gpu_smoke" if args.smoke else "gpu"
-    (out / f"{stem}.json").write_text(json.dumps(res, indent=2))
-    (out / f"{stem}.md").write_text(markdown(res))
+    harness.write_result("gpu", args.run, res, args=args, markdown=markdown(res), out=args.out)
     print(markdown(res))
 
 

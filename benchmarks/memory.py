@@ -12,25 +12,24 @@ Every measurement runs in a fresh subprocess and reads its peak resident set siz
   ~200-token prompt under several ``memory_budget_mb`` values, above a baseline process that loads
   the model and runs the prompt once: how well the automatic chunk size keeps to the budget.
 
-    python benchmarks/memory.py                 # items: 100 vs 1000
-    python benchmarks/memory.py --budget        # also the chunk-size budget on SmolLM2
+    python -m benchmarks memory                 # items: 100 vs 1000
+    python -m benchmarks memory --budget        # also the chunk-size budget on SmolLM2
 
-Writes ``memory.json`` and ``memory.md`` to ``--out``.
+Writes ``results/memory/<run>.{json,md}`` (run ``items``, or ``items_budget`` with ``--budget``). The tiny
+model comes from the test scaffolding (:func:`benchmarks.harness.test_scaffolding`). Internals used:
+``attribution.kernels.ig_fast``, ``pipeline.prepare.prepare``, ``model.adapter.preserved_model_state``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import subprocess
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks import harness
 
 
 def child(spec: dict[str, Any]) -> dict[str, Any]:
@@ -38,34 +37,28 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(1)
-    sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
     t0 = time.perf_counter()
     out: dict[str, Any] = {}
     if spec["kind"] == "items":
-        from conftest import make_model, token_task
-
         from tl_neuronllm import identify
 
-        model = make_model("native", gated=True, seed=0)
-        task, fmt = token_task(spec["n_items"] + 1)
+        helpers = harness.test_scaffolding()
+        model = helpers.make_model("native", gated=True, seed=0)
+        task, fmt = helpers.token_task(spec["n_items"] + 1)
         if spec["method"] is not None:
             res = identify(
                 model, task, token_format=fmt, method=spec["method"], steps=spec["steps"], k=10, progress=False
             )
             out["n_queries"] = res.stats["n_queries"]
     else:
-        from tl_neuronllm import Task
+        from tl_neuronllm import IdentifyConfig
         from tl_neuronllm.attribution.kernels import ig_fast
-        from tl_neuronllm.config.identify import IdentifyConfig
-        from tl_neuronllm.data.real_tasks import load_real_task_records
-        from tl_neuronllm.data.smollm2 import load_smollm2
         from tl_neuronllm.model.adapter import preserved_model_state
         from tl_neuronllm.pipeline.prepare import prepare
 
-        model = load_smollm2()
+        model = harness.load_model()
         cfg = IdentifyConfig()
-        records = load_real_task_records("mmlu", limit=40)
-        prep = prepare(model, Task.from_records(records), cfg)
+        prep = prepare(model, harness.load_task("mmlu", limit=40), cfg)
         adapter = prep.adapter
         qs = [q for item in prep.queries for q in item]
         q = min(qs, key=lambda q: abs(len(q.prompt) - 200))
@@ -81,10 +74,9 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def measure(spec: dict[str, Any]) -> dict[str, Any]:
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.run(
-        [sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True, env=env, timeout=3600
-    )
+    cmd, env = harness.command("memory", "--child", json.dumps(spec))
+    env["OMP_NUM_THREADS"] = "1"
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=harness.ROOT, timeout=3600)
     if proc.returncode != 0:
         raise RuntimeError(f"child {spec} failed:\n{proc.stderr[-4000:]}")
     res = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -92,16 +84,16 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     return {**spec, **res}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> None:
+    ap = harness.parser(__doc__, task=None)
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--items", default="100,1000")
     ap.add_argument("--methods", default="ig,grad_x_act")
     ap.add_argument("--steps", type=int, default=4, help="IG steps for the items runs")
     ap.add_argument("--budget", action="store_true", help="also measure ig_fast's memory budget on SmolLM2")
     ap.add_argument("--budgets", default="128,512,1024")
-    ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    args.run = args.run or ("items_budget" if args.budget else "items")
     if args.child:
         print(json.dumps(child(json.loads(args.child))))
         return
@@ -116,10 +108,7 @@ def main() -> None:
         for b in args.budgets.split(","):
             budget_rows.append(measure({"kind": "budget", "budget_mb": float(b)}))
     res = {"items": rows, "budget": budget_rows}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "memory.json").write_text(json.dumps(res, indent=2))
-    (out / "memory.md").write_text(markdown(res))
+    harness.write_result("memory", args.run, res, args=args, markdown=markdown(res), out=args.out)
     print(markdown(res))
 
 

@@ -2,7 +2,7 @@
 options not listed, 1-shot, IG with 2 Gauss-Legendre steps), by cProfile's internal time per function,
 grouped into the dense layers' matrix products, the backward pass, attention, and the rest.
 
-    python benchmarks/profile_ig.py --n-items 3 --out benchmarks/results/profile_ig_smollm2.json
+    python -m benchmarks profile_ig --n-items 3          # results/profile_ig/smollm2.json
 
 If the dense products and the backward pass take nearly all of the time, the run is bound by arithmetic:
 packing more rows into each forward (fewer calls) cannot make it much faster on a CPU; only fewer
@@ -11,15 +11,11 @@ multiply-adds can.
 
 from __future__ import annotations
 
-import argparse
 import cProfile
-import json
-import os
-import platform
 import pstats
 import time
 
-import torch
+from benchmarks import harness
 
 GROUPS = {
     "dense products (nn.Linear)": ("torch._C._nn.linear", "{built-in method torch._C._nn.linear}"),
@@ -35,24 +31,19 @@ def group_of(name: str) -> str:
     return "everything else (Python, hooks, norms, rotary, copies)"
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--task", default="commonsenseqa")
-    ap.add_argument("--n-items", type=int, default=3)
+def main(argv: list[str] | None = None) -> None:
+    ap = harness.parser(__doc__, run="smollm2")
+    ap.set_defaults(threads=1)
+    ap.add_argument("--n-items", type=int, default=3, help="profiled items (the split's identification items)")
     ap.add_argument("--steps", type=int, default=2)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", required=True)
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    args = ap.parse_args(argv)
+    harness.setup(args)
 
-    import tl_neuronllm
-    from tl_neuronllm import Task, identify
-    from tl_neuronllm.data.real_tasks import load_real_task_records
-    from tl_neuronllm.data.smollm2 import load_smollm2
+    from tl_neuronllm import identify
 
-    model = load_smollm2()
-    task = Task.from_records(load_real_task_records(args.task), name=args.task)
-    ident, _, demo = task.split(args.n_items + 1, 1, n_demo=1, seed=0)
+    model = harness.load_model()
+    task = harness.load_task(args.task)
+    ident, _, demo = harness.split(task, args.n_items + 1, 1, n_shots=args.n_shots, seed=args.seed)
     opts = dict(k=500, demos=demo, progress=False, mode="cloze", show_options=False, steps=args.steps, ig_rule="gauss")
     identify(model, ident.subset([0]), **opts)  # warm-up: the one-time exactness checks
     prof = cProfile.Profile()
@@ -74,17 +65,8 @@ def main() -> None:
         "s_per_item": wall / args.n_items,
         "seconds": dict(sorted(by_group.items(), key=lambda kv: -kv[1])),
         "share": {g: s / total for g, s in sorted(by_group.items(), key=lambda kv: -kv[1])},
-        "versions": {
-            "tl_neuronllm": tl_neuronllm.__version__,
-            "torch": torch.__version__,
-            "transformers": __import__("transformers").__version__,
-            "transformer_lens": __import__("importlib.metadata").metadata.version("transformer-lens"),
-        },
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "loadavg": os.getloadavg()},
-        "date": time.strftime("%Y-%m-%d"),
     }
-    with open(args.out, "w") as f:
-        json.dump(out, f, indent=2)
+    harness.write_result("profile_ig", args.run, out, args=args, out=args.out)
     for g, s in out["share"].items():
         print(f"{g:60s} {out['seconds'][g]:8.1f} s  {100 * s:5.1f}%")
     print(f"wall {wall:.1f} s, {out['s_per_item']:.1f} s per item")

@@ -1,46 +1,40 @@
 """Seconds per item of ``identify`` and ``evaluate`` on SmolLM2-135M-Instruct, for comparing two versions
 of the code side by side in one session (run it once per checkout, interleaved, on the same machine).
 
-    PYTHONPATH=/path/to/checkout python benchmarks/run_speed.py --label new --out /tmp/new.json
+    PYTHONPATH=/path/to/checkout python -m benchmarks run_speed --label new --out /tmp/runs
 
 Defaults follow the no-argument CLI run (CommonsenseQA, cloze, 1-shot, IG with 2 Gauss steps, k = 500,
-5 random sets) on fewer items. Records the versions, the torch threads and the load average.
+5 random sets) on fewer items. Writes ``<out>/run_speed/<run>.json`` (run: the label); the harness records
+the versions, the torch threads and the load average.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import platform
 import time
 
-import torch
+from benchmarks import harness
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--label", required=True)
-    ap.add_argument("--task", default="commonsenseqa")
+def main(argv: list[str] | None = None) -> None:
+    ap = harness.parser(__doc__)
+    ap.set_defaults(n_identify=6, n_heldout=12, threads=1)
+    ap.add_argument("--label", required=True, help="this checkout's label (the default run name)")
     ap.add_argument("--mode", default="cloze")
-    ap.add_argument("--n-identify", type=int, default=6)
-    ap.add_argument("--n-heldout", type=int, default=12)
     ap.add_argument("--steps", type=int, default=2)
     ap.add_argument("--rule", default="gauss")
     ap.add_argument("--n-random", type=int, default=5)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", required=True)
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    args = ap.parse_args(argv)
+    args.run = args.run or args.label
+    harness.setup(args)
 
     import tl_neuronllm
-    from tl_neuronllm import Task, evaluate, identify
-    from tl_neuronllm.data.real_tasks import load_real_task_records
-    from tl_neuronllm.data.smollm2 import load_smollm2
+    from tl_neuronllm import evaluate, identify
 
-    model = load_smollm2()
-    task = Task.from_records(load_real_task_records(args.task), name=args.task)
-    ident, held, demo = task.split(args.n_identify, args.n_heldout, n_demo=1, seed=0)
+    model = harness.load_model()
+    task = harness.load_task(args.task)
+    ident, held, demo = harness.split(task, args.n_identify, args.n_heldout, n_shots=args.n_shots, seed=args.seed)
     show = None if args.mode == "letter" else False
     opts = dict(mode=args.mode, steps=args.steps, ig_rule=args.rule)
     if show is False:
@@ -54,21 +48,16 @@ def main() -> None:
     out = {
         "label": args.label,
         "code": os.path.dirname(tl_neuronllm.__file__),
-        "args": vars(args),
         "identify_s": t_id,
         "identify_s_per_item": t_id / args.n_identify,
         "evaluate_s": t_ev,
-        "evaluate_s_per_item": t_ev / args.n_heldout,
+        "evaluate_s_per_item": t_ev / len(held),
         "baseline_gold_prob": ev.baseline.metrics["gold_prob"],
         "scores_sum": float(res.scores.abs().sum()),
         "fast_paths": res.stats.get("fast_paths"),
-        "load_avg": os.getloadavg(),
-        "versions": res.config.get("versions"),
-        "machine": platform.machine(),
-        "cpus": os.cpu_count(),
+        "load_avg_end": os.getloadavg(),
     }
-    with open(args.out, "w") as fh:
-        json.dump(out, fh, indent=2)
+    harness.write_result("run_speed", args.run, out, args=args, out=args.out)
     print(
         json.dumps(
             {

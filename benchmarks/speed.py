@@ -13,37 +13,35 @@ Measures, per proxy prompt (1-shot, 4 options, rendered by ``tl_neuronllm.pipeli
 
 and reports items/second (an item is ``n_proxies`` prompts), the ratios against the targets (fast
 >= 50x naive with scores equal to 1e-4 relative; fast <= 10x a forward; grad x act <= 3x a
-forward) and the max relative score difference fast vs naive. Results go to ``speed.json`` and
-``speed.md`` in ``--out``.
+forward) and the max relative score difference fast vs naive. Writes ``results/speed/<run>.{json,md}`` (run:
+the model, ``_<mode>_<task>`` added in cloze mode; ``gauss_<model>`` for ``--gauss-only``).
 
-    python benchmarks/speed.py                       # SmolLM2-135M (offline, see tl_neuronllm.data.smollm2)
-    python benchmarks/speed.py --model random        # random Llama of SmolLM2's shape
-    python benchmarks/speed.py --old --gauss --threads 1
+    python -m benchmarks speed                       # SmolLM2-135M (offline, see tl_neuronllm.data.smollm2)
+    python -m benchmarks speed --model random        # random Llama of SmolLM2's shape
+    python -m benchmarks speed --old --gauss --threads 1
 
 Timings on a shared CPU are noisy: each number is a median of repeats, the load average is
 recorded, and ratios are taken within one run.
+
+Internals used (public names of internal modules: the kernels themselves, and the shortcut switches there is
+no public option for): ``attribution.kernels.grad_x_act`` / ``ig_fast`` / ``ig_naive``,
+``model.adapter.ModelAdapter`` (its ``fast`` switches: packed rows, skipped layers, letter columns) and
+``preserved_model_state``, ``model.answers.full_rows``, ``pipeline.prepare.prepare``; the word-level
+tokenizer of ``--model random`` comes from the test scaffolding (:func:`benchmarks.harness.test_scaffolding`).
 """
 
 from __future__ import annotations
 
-import argparse
-import importlib.metadata
-import json
 import os
-import platform
 import statistics
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from tl_neuronllm import Task
+from benchmarks import harness
+from tl_neuronllm import IdentifyConfig, Task
 from tl_neuronllm.attribution.kernels import grad_x_act, ig_fast, ig_naive
-from tl_neuronllm.config.identify import IdentifyConfig
 from tl_neuronllm.model.adapter import ModelAdapter, preserved_model_state
 from tl_neuronllm.model.answers import full_rows
 from tl_neuronllm.pipeline.prepare import prepare
@@ -51,32 +49,27 @@ from tl_neuronllm.pipeline.prepare import prepare
 TARGETS = {"fast_vs_naive_min": 50.0, "max_rel_diff": 1e-4, "fast_vs_forward_max": 10.0, "gxa_vs_forward_max": 3.0}
 
 
-def load_model(kind: str, records: list[dict[str, Any]]) -> Any:
+def load_model(kind: str, task: Task) -> Any:
     """SmolLM2-135M-Instruct (``smollm2``) or a random Llama of its shape (``random``)."""
     if kind == "smollm2":
-        from tl_neuronllm.data.smollm2 import load_smollm2
-
-        return load_smollm2()
-    return random_smollm2_shape(records)
+        return harness.load_model()
+    return random_smollm2_shape(task)
 
 
-def random_smollm2_shape(records: list[dict[str, Any]], seed: int = 0) -> Any:
+def random_smollm2_shape(task: Task, seed: int = 0) -> Any:
     """A random-weight Llama with SmolLM2-135M's shape and a word-level tokenizer over the task's words."""
     from transformer_lens.model_bridge import TransformerBridge
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the test scaffolding
-    from _scaffold import word_tokenizer
-
     words = ["[PAD]", "[UNK]", "[BOS]"] + list("ABCDEFGH")
     seen = set(words)
-    for r in records:
-        for text in [r["question"], *r["options"], r.get("context") or ""]:
+    for item in task.items:
+        for text in [item.question, *item.options, item.context or ""]:
             for w in str(text).split() + ["Question:", "Answer:", "A.", "B.", "C.", "D."]:
                 if w not in seen:
                     seen.add(w)
                     words.append(w)
-    tok = word_tokenizer(words)
+    tok = harness.test_scaffolding().word_tokenizer(words)
     torch.manual_seed(seed)
     cfg = LlamaConfig(
         vocab_size=49152,
@@ -153,10 +146,10 @@ def gauss_study(adapter: ModelAdapter, queries: list[Any], ref_steps: int) -> di
     }
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> None:
+    ap = harness.parser(__doc__, task=None)
     ap.add_argument("--model", choices=("smollm2", "random"), default="smollm2")
-    ap.add_argument("--task", default="mmlu", help="real task (tl_neuronllm.data.real_tasks.load_real_task_records)")
+    ap.add_argument("--task", default="mmlu", help="a registered task (its first 400 items)")
     ap.add_argument("--items", type=int, default=4, help="items whose proxies are timed (fast IG, grad x act, forward)")
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument(
@@ -169,22 +162,20 @@ def main() -> None:
     ap.add_argument("--gauss-ref-steps", type=int, default=256)
     ap.add_argument("--gauss-prompts", type=int, default=2, help="prompts the Gauss study averages over")
     ap.add_argument("--gauss-only", action="store_true", help="run only the Gauss study (writes speed_gauss_*.json/md)")
-    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--min-tokens", type=int, default=150, help="use items whose 1-shot prompts have at least ...")
     ap.add_argument("--max-tokens", type=int, default=260, help="... and at most this many tokens")
-    ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
-    args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = ap.parse_args(argv)
+    if args.run is None:
+        cloze = "" if args.mode == "letter" else f"_{args.mode}_{args.task}"
+        args.run = f"gauss_{args.model}" if args.gauss_only else f"{args.model}{cloze}"
+    harness.setup(args)
 
-    from tl_neuronllm.data.real_tasks import load_real_task_records
-
-    records = load_real_task_records(args.task, limit=400)
-    model = load_model(args.model, records)
+    task = harness.load_task(args.task, limit=400)
+    model = load_model(args.model, task)
     # cloze as the default run: options not listed, so one proxy per item
     cloze = dict(show_options=False, n_proxies=1) if args.mode == "cloze" else {}
     cfg = IdentifyConfig(n_shots=1, mode=args.mode, **cloze)
-    prep = prepare(model, Task.from_records(records, name=args.task), cfg)
+    prep = prepare(model, task, cfg)
     adapter, all_q = prep.adapter, prep.queries
     picked = [
         qs
@@ -208,10 +199,7 @@ def main() -> None:
         "mode": args.mode,
         "prompt_tokens": [len(q.prompt) for q in queries],
         "threads": torch.get_num_threads(),
-        "cpu": platform.processor() or platform.machine(),
         "torch": torch.__version__,
-        "versions": {d: importlib.metadata.version(d) for d in ("torch", "transformers", "transformer-lens", "numpy")},
-        "python": platform.python_version(),
         "loadavg_start": os.getloadavg(),
     }
     print(
@@ -223,10 +211,7 @@ def main() -> None:
     if args.gauss_only:
         with preserved_model_state(model):
             res["gauss"] = gauss_study(adapter, queries[:: cfg.n_proxies][: args.gauss_prompts], args.gauss_ref_steps)
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / f"speed_gauss_{args.model}.json").write_text(json.dumps(res, indent=2))
-        (out / f"speed_gauss_{args.model}.md").write_text(gauss_markdown(res["gauss"]))
+        harness.write_result("speed", args.run, res, args=args, markdown=gauss_markdown(res["gauss"]), out=args.out)
         print(gauss_markdown(res["gauss"]))
         return
     with preserved_model_state(model):
@@ -302,11 +287,7 @@ def main() -> None:
     }
     info["loadavg_end"] = os.getloadavg()
     res.update(per_prompt=per, summary=summary)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = f"speed_{args.model}" + ("" if args.mode == "letter" else f"_{args.mode}_{args.task}")
-    (out / f"{stem}.json").write_text(json.dumps(res, indent=2))
-    (out / f"{stem}.md").write_text(markdown(res))
+    harness.write_result("speed", args.run, res, args=args, markdown=markdown(res), out=args.out)
     print(markdown(res))
 
 

@@ -1,7 +1,7 @@
 """Does a testbed train to the same weights twice? Thread count and CPU kernels against the weights and the benchmark.
 
-    python benchmarks/testbed_repro.py                          # facts-small, the default set of runs
-    python benchmarks/testbed_repro.py --runs "a:1,b:1,c:2"     # label:threads[:ENV=VALUE[+ENV=VALUE]]
+    python -m benchmarks testbed_repro                          # facts-small, the default set of runs
+    python -m benchmarks testbed_repro --runs "a:1,b:1,c:2"     # label:threads[:ENV=VALUE[+ENV=VALUE]]
 
 Each run trains the testbed from scratch in a fresh process (``train_testbed(cfg, num_threads=threads)``,
 with the given environment variables set before torch is imported, e.g. ``ATEN_CPU_CAPABILITY=avx2`` for
@@ -9,7 +9,11 @@ the vectorised kernels of a CPU without AVX-512, ``MKL_CBWR=AVX2`` for MKL's cod
 ``TORCH_MKLDNN=0`` to switch oneDNN off), saves the
 weights, then runs some methods of ``benchmarks/controllability.py`` on it with 1 torch thread (same splits
 as the benchmark). The parent compares every run's weights with the first run's (bitwise, max |difference|)
-and prints the held-out effects side by side. Writes ``benchmarks/results/testbed_repro.{md,json}``.
+and prints the held-out effects side by side. Writes ``results/testbed_repro/<run>.{md,json}`` (run: the
+testbed's name).
+
+Internals used: ``studies.testbed.TESTBEDS`` / ``make_task`` / ``train_testbed`` (training a testbed from
+scratch).
 """
 
 from __future__ import annotations
@@ -18,12 +22,13 @@ import argparse
 import hashlib
 import json
 import os
-import platform
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from benchmarks import controllability as ctl
+from benchmarks import harness
 
 DEFAULT_RUNS = (
     "1 thread:1,1 thread again:1,2 threads:2,2 threads again:2,"
@@ -60,9 +65,6 @@ def train_one(testbed: str, threads: int, folder: Path) -> None:
     """Child process: train, save weights and stats, run the methods with 1 thread."""
     import torch
     from safetensors.torch import save_file
-
-    sys.path.insert(0, str(Path(__file__).parent))
-    import controllability as ctl
 
     from tl_neuronllm.studies.testbed import TESTBEDS, make_task, train_testbed
 
@@ -141,14 +143,14 @@ def to_markdown(testbed: str, runs: list[dict[str, Any]], meta: dict[str, Any]) 
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> None:
+    ap = harness.parser(__doc__, task=None)
     ap.add_argument("--testbed", default="facts-small")
     ap.add_argument("--runs", default=DEFAULT_RUNS)
     ap.add_argument("--work", default="/tmp/testbed_repro", help="scratch folder for the weights")
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "testbed_repro"))
     ap.add_argument("--train-one", nargs=2, metavar=("THREADS", "FOLDER"), help=argparse.SUPPRESS)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    args.run = args.run or args.testbed
     if args.train_one:
         train_one(args.testbed, int(args.train_one[0]), Path(args.train_one[1]))
         return
@@ -157,36 +159,26 @@ def main() -> None:
     for i, (label, threads, env) in enumerate(runs):
         folder = Path(args.work) / f"run{i}"
         print(f"{label}: {threads} thread(s) {env}", flush=True)
-        subprocess.run(
-            [sys.executable, __file__, "--testbed", args.testbed, "--train-one", str(threads), str(folder)],
-            env={**os.environ, **env},
-            check=True,
+        cmd, cmd_env = harness.command(
+            "testbed_repro", "--testbed", args.testbed, "--train-one", str(threads), str(folder)
         )
+        subprocess.run(cmd, env={**cmd_env, **env}, cwd=harness.ROOT, check=True)
         folders.append(folder)
-    import importlib.metadata as md
-
-    import torch
-
-    sys.path.insert(0, str(Path(__file__).parent))
-    import controllability as ctl
-
     out_runs = []
     for (label, threads, env), f, cmp in zip(runs, folders, compare(folders)):
         data = json.loads((f / "run.json").read_text())
         out_runs.append({"label": label, "threads": threads, "env": env, **cmp, **data})
+    vs = harness.environment()["versions"]
     meta = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {ctl.cpu_name()}",
-        "torch": torch.__version__,
-        "transformer_lens": md.version("transformer-lens"),
-        "numpy": md.version("numpy"),
+        "machine": ctl.run_meta()["machine"],
+        "torch": vs["torch"],
+        "transformer_lens": vs.get("transformer_lens", "?"),
+        "numpy": vs.get("numpy", "?"),
         "testbed": args.testbed,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps({**meta, "runs": out_runs}, indent=1))
     md = to_markdown(args.testbed, out_runs, meta)
-    out.with_suffix(".md").write_text(md)
+    harness.write_result("testbed_repro", args.run, {**meta, "runs": out_runs}, args=args, markdown=md, out=args.out)
     print(md)
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
-import math
 import os
 import sys
 import time
@@ -234,13 +233,13 @@ def cyclic_perms(n: int) -> list[tuple[int, ...]]:
     return [tuple((j - s) % n for j in range(n)) for s in range(n)]
 
 
-def evaluate_task(model, tok, items: list[dict], lids, *, cloze: bool = True, log=None) -> dict:
+def evaluate_task(model, tok, items: list[dict], lids, *, cloze: bool = True, letter: bool = True, log=None) -> dict:
     preds, correct = Counter(), []
     c_correct = []
     t0 = time.time()
     for k, it in enumerate(items):
         n = len(it["options"])
-        for p, g in letter_eval_item(model, tok, it, cyclic_perms(n), lids):
+        for p, g in letter_eval_item(model, tok, it, cyclic_perms(n), lids) if letter else ():
             preds[LETTERS[p]] += 1
             correct.append(p == g)
         if cloze:
@@ -251,12 +250,12 @@ def evaluate_task(model, tok, items: list[dict], lids, *, cloze: bool = True, lo
     n_opt = len(items[0]["options"])
     tot = sum(preds.values())
     return {
-        "letter_accuracy": sum(correct) / len(correct),
+        "letter_accuracy": (sum(correct) / len(correct)) if letter else None,
         "cloze_accuracy": (sum(c_correct) / len(c_correct)) if cloze else None,
         "chance": 1.0 / n_opt,
         "n": len(items),
         "n_prompts": len(correct),
-        "letter_distribution": {L: round(preds[L] / tot, 4) for L in LETTERS[:n_opt]},
+        "letter_distribution": {L: round(preds[L] / tot, 4) for L in LETTERS[:n_opt]} if letter else None,
         "seconds": round(time.time() - t0, 1),
     }
 
@@ -276,6 +275,62 @@ def versions() -> dict:
     return v
 
 
+RESULT_FIELDS = ("letter_accuracy", "cloze_accuracy", "chance", "n", "trained_on", "letter_distribution")
+
+
+def assemble(base_json: str, org_json: str, config_json: str, log_jsonl: str, out: str) -> dict:
+    """Write benchmarks/results/organism.json from the two evaluations, the config and the training log."""
+    base = json.loads(Path(base_json).read_text())
+    org = json.loads(Path(org_json).read_text())
+    cfg = json.loads(Path(config_json).read_text())
+    trained = set(cfg["items"]["train_indices_used"])
+
+    cloze_pass = Path(org_json).with_name(Path(org_json).stem + "_cloze.json")
+    if cloze_pass.exists():  # the organism's cloze accuracies, run as a second pass
+        for k, v in json.loads(cloze_pass.read_text())["tasks"].items():
+            if k in org["tasks"] and org["tasks"][k].get("cloze_accuracy") is None:
+                org["tasks"][k]["cloze_accuracy"] = v["cloze_accuracy"]
+    for v in org["tasks"].values():
+        v.setdefault("cloze_accuracy", None)
+
+    def pick(r: dict, name: str) -> dict:
+        d = dict(r, trained_on=name in trained)
+        return {k: d[k] for k in RESULT_FIELDS}
+
+    rows = [json.loads(line) for line in Path(log_jsonl).read_text().splitlines() if line.strip()]
+    # the last run in the log (a log line "event": "start" opens a run)
+    starts = [i for i, r in enumerate(rows) if r.get("event") == "start"]
+    runs = [rows[i:j] for i, j in zip(starts, starts[1:] + [len(rows)])] if starts else [rows]
+    # stage 1 from the last run that trained it, stage 2 from the last run
+    s1_runs = [r for r in runs if any(x.get("stage") == "stage1" for x in r)]
+    rows = (s1_runs[-1] if s1_runs and s1_runs[-1] is not runs[-1] else []) + runs[-1]
+    tried = {}
+    for key, stage, recipe in [("stage1_binding", "stage1", "binding")] + [
+        (r, "stage2", r) for r in cfg["recipes"]
+    ]:
+        cur = [r for r in rows if r.get("stage") == stage and r.get("recipe") == recipe and "curve_seconds" in r]
+        if stage == "stage2" and not any(r["step"] == 0 for r in cur):  # shares step 0 with the first recipe
+            cur = [r for r in rows if r.get("stage") == "stage2" and r.get("step") == 0 and "curve_seconds" in r][:1] + cur
+        final = dict(cur[-1]) if cur else {}
+        if stage == "stage2":
+            final.update({k: v for k, v in cfg["recipes"][recipe].items() if k != "final_curve"})
+        else:
+            final["train_seconds"] = cfg["stage1_train_seconds"]
+        tried[key] = {"curve": cur, "final": final}
+    res = {
+        "tasks": {k: pick(v, k) for k, v in org["tasks"].items()},
+        "base": {k: pick(v, k) for k, v in base["tasks"].items()},
+        "recipe": cfg["recipe"],
+        "recipes_tried": tried,
+        "train_seconds": cfg["train_seconds"],
+        "versions": cfg["versions"],
+        "date": _dt.datetime.utcnow().strftime("%Y-%m-%d"),
+    }
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(res, indent=1) + "\n")
+    return res
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--adapter", default=None, help="adapter.safetensors to merge (none: base model)")
@@ -283,8 +338,14 @@ def main(argv=None) -> None:
     ap.add_argument("--n", type=int, default=N_TEST)
     ap.add_argument("--no-cloze", action="store_true")
     ap.add_argument("--out", required=True, help="JSON file for the per-task results")
+    ap.add_argument("--no-letter", action="store_true", help="cloze only")
     ap.add_argument("--selfcheck", action="store_true")
+    ap.add_argument("--assemble", nargs=4, metavar=("BASE_JSON", "ORG_JSON", "CONFIG_JSON", "LOG_JSONL"),
+                    help="only write --out (benchmarks/results/organism.json) from finished evaluations")
     a = ap.parse_args(argv)
+    if a.assemble:
+        assemble(*a.assemble, a.out)
+        return
     log = lambda m: print(f"[{time.strftime('%H:%M:%S')}] {m}", flush=True)  # noqa: E731
     model, tok = load_model()
     if a.adapter:
@@ -310,7 +371,7 @@ def main(argv=None) -> None:
             log("cache == full forward on one item")
         test = [items[i] for i in split_indices(len(items))[2][-a.n:]]
         log(f"{name}: {len(test)} test items")
-        r = evaluate_task(model, tok, test, lids, cloze=not a.no_cloze, log=log)
+        r = evaluate_task(model, tok, test, lids, cloze=not a.no_cloze, letter=not a.no_letter, log=log)
         r["test_indices"] = [len(items) - len(test), len(items) - 1]
         res["tasks"][name] = r
         log(f"{name}: {json.dumps({k: v for k, v in r.items() if k != 'test_indices'})}")

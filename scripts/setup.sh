@@ -5,13 +5,12 @@
 # reproduce. PIN=0 lets pip resolve the newest versions the package's ranges allow (CI's "newest" leg).
 # CPU machines: torch 2.13.0 is installed first so pip does not pull several GB of CUDA packages.
 # Environment: VENV (default .venv), PYTHON (default python3), TORCH_SPEC (e.g. "torch" on a GPU machine),
-# EXTRA_SPEC (extra requirement specs, e.g. "transformer-lens==3.9.0" or "transformers==5.9.0"; implies PIN=0),
-# TL_SPEC (old name of EXTRA_SPEC).
+# EXTRA_SPEC (extra requirement specs, e.g. "transformer-lens==3.9.0" or "transformers==5.9.0"; implies PIN=0).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${VENV:-.venv}"
 PY="${PYTHON:-python3}"
-EXTRA="${EXTRA_SPEC:-${TL_SPEC:-}}"
+EXTRA="${EXTRA_SPEC:-}"
 PIN="${PIN:-1}"
 [ -n "$EXTRA" ] && PIN=0
 CONSTRAINTS=()

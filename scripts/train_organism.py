@@ -233,6 +233,9 @@ def main(argv=None) -> None:
     ap.add_argument("--max-tokens", type=int, default=256, help="skip training prompts longer than this")
     ap.add_argument("--curve-every", type=int, default=50)
     ap.add_argument("--curve-n", type=int, default=E.N_VAL)
+    ap.add_argument("--init-adapter", default=None,
+                    help="start stage 2 from this stage-1 adapter file (skips stage 1; its seconds from --stage1-seconds)")
+    ap.add_argument("--stage1-seconds", type=float, default=0.0, help="train seconds of the stage-1 run (--init-adapter)")
     ap.add_argument("--train-tasks", default="siqa,piqa,mmlu")
     ap.add_argument("--curve-tasks", default="siqa,piqa,mmlu,commonsenseqa,openbookqa")
     a = ap.parse_args(argv)
@@ -389,9 +392,16 @@ def main(argv=None) -> None:
     record({"event": "start", "args": vars(a), "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
     # ---- stage 1 ----
     rng1 = random.Random(f"{a.seed}:stage1")
-    t1 = train("stage1", "binding", a.stage1_steps, a.lr1, lambda: [sample_binding(rng1) for _ in range(a.batch)], 1e9)
+    if a.init_adapter:
+        from safetensors.torch import load_file
+
+        load_lora_state(wrapped, {k: v.float() for k, v in load_file(a.init_adapter).items()})
+        t1 = a.stage1_seconds
+        say(f"stage 1 skipped: loaded {a.init_adapter} ({t1:.0f} train seconds)")
+    else:
+        t1 = train("stage1", "binding", a.stage1_steps, a.lr1, lambda: [sample_binding(rng1) for _ in range(a.batch)], 1e9)
+        save_adapter(wrapped, out / "adapter_stage1.safetensors", a.r, a.alpha, {"recipe": "stage1"})
     s1 = lora_state(wrapped)
-    save_adapter(wrapped, out / "adapter_stage1.safetensors", a.r, a.alpha, {"recipe": "stage1"})
 
     # ---- stage 2, per recipe from the same stage-1 adapter ----
     results = {}
@@ -404,7 +414,7 @@ def main(argv=None) -> None:
             return [sample_binding(rng) if rng.random() < a.replay else sample_real(rng, recipe) for _ in range(a.batch)]
 
         t_start = time.time()
-        t2 = train("stage2", recipe, a.steps, a.lr2, make_batch, a.minutes * 60, curve0=k_recipe == 0)
+        t2 = train("stage2", recipe, a.steps, a.lr2, make_batch, a.minutes * 60, curve0=k_recipe == 0 and not a.init_adapter)
         save_adapter(wrapped, out / f"adapter_{recipe}.safetensors", a.r, a.alpha, {"recipe": recipe})
         rows = [json.loads(l) for l in open(out / "train_log.jsonl") if '"curve_seconds"' in l]
         last = [r for r in rows if r.get("recipe") == recipe and r["stage"] == "stage2"][-1]

@@ -3,11 +3,12 @@ guarantee that the user's model leaves every run exactly as it came in."""
 
 import pytest
 import torch
-from conftest import TEXT_KINDS, make_model, text_task, token_task
+from helpers import TEXT_KINDS, make_model, text_task, token_task
 
 from tl_neuronllm import ModelError, identify
-from tl_neuronllm.model.adapter import ModelAdapter, preserved_model_state
+from tl_neuronllm.model.adapter import ModelAdapter
 from tl_neuronllm.model.answers import Query, predict
+from tl_neuronllm.model.state import preserved_model_state
 
 
 def test_hook_names_and_widths(any_model):
@@ -120,7 +121,6 @@ def test_identify_leaves_model_untouched(token_model, monkeypatch, where):
     model.hook_dict[user_hook].add_hook(lambda act, hook: fired.append(1))  # the user's own permanent hook
     snap = _snapshot(model)
     task, fmt = token_task(6)
-    import tl_neuronllm.pipeline.identify as pl
 
     if where == "attribution":
         import tl_neuronllm.attribution.kernels as at
@@ -138,7 +138,9 @@ def test_identify_leaves_model_untouched(token_model, monkeypatch, where):
 
         monkeypatch.setattr(mt, "ig_fast", bad)
     elif where == "scoring":
-        monkeypatch.setattr(pl.ACEState, "update", lambda *a, **k: (_ for _ in ()).throw(Boom("interrupted")))
+        import tl_neuronllm.scoring.ace as ace
+
+        monkeypatch.setattr(ace.ACEState, "update", lambda *a, **k: (_ for _ in ()).throw(Boom("interrupted")))
     if where == "none":
         identify(model, task, k=5, token_format=fmt, steps=2, progress=False)
     else:

@@ -3,7 +3,7 @@ MLP kind, in letter and cloze mode; grad x act equals one-step IG; no parameter 
 
 import pytest
 import torch
-from conftest import has_bridge, make_model, text_task, token_task
+from helpers import has_bridge, make_model, text_task, token_task
 
 from tl_neuronllm.attribution.kernels import grad_x_act, ig_fast, ig_naive, ig_points
 from tl_neuronllm.model.adapter import ModelAdapter

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import make_model, token_task
+from helpers import make_model, token_task
 
 from tl_neuronllm import ModelError, Task, TokenFormat, evaluate, identify
 from tl_neuronllm.model.answers import ContextLengthError
@@ -112,7 +112,7 @@ def test_nan_logits_in_evaluate_are_refused():
 
 
 def test_text_prompt_is_not_truncated_silently_by_the_tokenizer():
-    from conftest import has_bridge
+    from helpers import has_bridge
 
     if not has_bridge():
         pytest.skip("needs TransformerBridge")

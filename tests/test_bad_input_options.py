@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from conftest import make_model, token_task
+from helpers import make_model, token_task
 
 from tl_neuronllm import EvalConfig, IdentifyConfig, Intervention, ScoringConfig, evaluate, identify, rescore
 from tl_neuronllm.scoring.ace import select
@@ -31,7 +31,7 @@ def setup(model):
         (1.0, r"k = 1.0 is a float, so it must be a fraction in \(0, 1\)"),
         (1.5, r"k = 1.5 is a float"),
         (True, r"k must be an int count or a float fraction .* got True"),
-        (-3, r"k must be a count >= 0"),
+        (-3, r"k must be a count >= [01]"),
         ("abc", r"k must be an int count .* got 'abc'"),
         (math.nan, r"k = nan is a float"),
         (0.0, r"k = 0.0 is a float"),
@@ -46,7 +46,7 @@ def test_k_types_are_exact(k, msg):
 
 def test_k_count_and_fraction_still_work():
     s = torch.arange(1.0, 11.0).reshape(2, 5)
-    assert len(select(s, 3, 1)) == 3 and len(select(s, 0.5, 1)) == 5 and select(s, 0, 1) == []
+    assert len(select(s, 3, 1)) == 3 and len(select(s, 0.5, 1)) == 5 and len(select(s, 1, 1)) == 1
 
 
 @pytest.mark.parametrize(
@@ -116,7 +116,8 @@ def test_identify_fails_before_any_model_time(model, monkeypatch):
     real = model.forward
     monkeypatch.setattr(model, "forward", lambda *a, **kw: calls.append(1) or real(*a, **kw))
     for kw, msg in [
-        (dict(k=-3), "k must be a count >= 0"),
+        (dict(k=-3), "k must be a count >= 1"),
+        (dict(k=0), "k must be a count >= 1"),
         (dict(k="abc"), "k must be an int count"),
         (dict(z=math.nan), "z = nan"),
         (dict(k=True), "got True"),

@@ -6,11 +6,11 @@ import json
 
 import pytest
 import torch
-from conftest import make_model, token_task
+from helpers import make_model, token_task
 from safetensors.torch import load_file, save_file
 
 from tl_neuronllm import NeuronResult, Task, TaskError, evaluate, identify
-from tl_neuronllm.result.neuron_result import ResultFileError
+from tl_neuronllm.errors import ResultFileError
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +100,7 @@ def test_truncated_files_name_the_path(run, tmp_path):
 
 def test_hooks_check_the_model_when_built_and_the_width_when_fired(run):
     result = run[0]
-    from conftest import NATIVE
+    from helpers import NATIVE
     from transformer_lens.model_bridge import TransformerBridge
 
     torch.manual_seed(0)

@@ -16,8 +16,8 @@ import torch
 from tl_neuronllm import identify
 from tl_neuronllm.attribution import baselines as bl
 from tl_neuronllm.attribution import methods as mt
+from tl_neuronllm.config.identify import IdentifyConfig
 from tl_neuronllm.model.answers import Query
-from tl_neuronllm.pipeline.identify import IdentifyConfig
 from tl_neuronllm.studies.testbed import load_testbed
 
 NAMES = ("qr_neuron", "knowledge_neurons", "activation_contrast")

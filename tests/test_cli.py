@@ -11,7 +11,7 @@ import pytest
 from _scaffold import tiny_cli_args
 
 from tl_neuronllm.cli import app as cli
-from tl_neuronllm.evaluation.evaluate import EvalResult
+from tl_neuronllm.evaluation.eval_result import EvalResult
 from tl_neuronllm.result.neuron_result import NeuronResult
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -136,6 +136,9 @@ def test_z_ambiguity_and_rescoring_from_kept_attributions(tmp_path, capsys):
     want = rescore(kept, z=0.1, ambiguity=0.25)
     assert ev.row("suppress_good").n_good == len(want.good) and ev.row("suppress_bad").n_bad == len(want.bad)
     assert len(want.good) != len(kept.good) or want.good != kept.good
+    # report shows the re-formed sets it evaluated (saved in result_rescored/), not the identified ones
+    assert cli.main(["report", "--out", str(out), "--no-progress", "--quiet", "--no-explain"]) == 0
+    assert NeuronResult.load(out / "result_rescored").good == want.good
     # without kept attributions the re-forming options are refused with the fix in the message
     out2 = tmp_path / "plain"
     assert cli.main(["identify", *TINY, "--out", str(out2), "--quiet"]) == 0
@@ -155,8 +158,11 @@ def test_select_cv_flag_reforms_the_sets_with_the_chosen_setting(tmp_path, capsy
 
     kept_dir, cv_dir = tmp_path / "kept", tmp_path / "cv"
     assert cli.main(["identify", *TINY, "--out", str(kept_dir), "--quiet", "--keep-attributions"]) == 0
-    # --z 5 (a count) is in no grid setting, so a result saved without re-forming would show it
-    assert cli.main(["identify", *TINY, "--out", str(cv_dir), "--quiet", "--select-cv", "--z", "5"]) == 0
+    # --select-cv chooses --z and --ambiguity itself: giving either too is refused before anything runs
+    assert cli.main(["identify", *TINY, "--out", str(cv_dir), "--quiet", "--select-cv", "--z", "5"]) == 2
+    assert "--select-cv chooses --z and --ambiguity itself; drop --z" in capsys.readouterr().err
+    assert not cv_dir.exists()
+    assert cli.main(["identify", *TINY, "--out", str(cv_dir), "--quiet", "--select-cv"]) == 0
     kept = NeuronResult.load(kept_dir / "result")
     chosen = NeuronResult.load(cv_dir / "result")
     sel = CVSelection.load(cv_dir / "selection")
@@ -165,7 +171,7 @@ def test_select_cv_flag_reforms_the_sets_with_the_chosen_setting(tmp_path, capsy
     want = rescore(kept, **sel.setting)
     assert chosen.good == want.good and chosen.bad == want.bad
     assert chosen.attributions is None  # kept only for the selection, as asked
-    assert chosen.config["z"] == sel.setting["z"] != 5 and chosen.config["ambiguity"] == sel.setting["ambiguity"]
+    assert chosen.config["z"] == sel.setting["z"] and chosen.config["ambiguity"] == sel.setting["ambiguity"]
     run = json.loads((cv_dir / "run.json").read_text())
     assert run["selection"]["setting"] == sel.setting
     # the held-out evaluation of the chosen sets works as for any identify run

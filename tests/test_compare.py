@@ -7,13 +7,12 @@ import itertools
 import numpy as np
 import pytest
 import torch
-from conftest import make_model, token_task
+from helpers import identify_config_of, make_model, token_task
 
 from tl_neuronllm import identify
-from tl_neuronllm.evaluation.evaluate import identify_config_of
 from tl_neuronllm.model.adapter import ModelAdapter
 from tl_neuronllm.model.answers import predict
-from tl_neuronllm.pipeline.identify import build_queries
+from tl_neuronllm.pipeline.prepare import build_queries
 from tl_neuronllm.result.neuron_result import build_result
 from tl_neuronllm.scoring.ace import ACEState
 from tl_neuronllm.studies.compare import (

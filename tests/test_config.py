@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import token_task
+from helpers import token_task
 
 from tl_neuronllm import IdentifyConfig, NeuronResult, identify
+from tl_neuronllm.config.identify import IdentifyConfig as PipelineIdentifyConfig
 from tl_neuronllm.config.result import ResultConfig
-from tl_neuronllm.pipeline.identify import IdentifyConfig as PipelineIdentifyConfig
 from tl_neuronllm.prompts.proxies import TokenFormat
 
 
@@ -31,8 +31,11 @@ def test_result_config_reads_as_the_flat_dict():
     assert c.identify.method == "qr_neuron" and c.reducer == "qr_neuron" and c.site == "last"
     assert c["z"] == 5 and c["k"] == 10 and c["task"]["name"] == "t" and c["rescored"] is True
     assert c.get("missing") is None and c.get("hook") == "hook_post"
-    c["selection"] = {"method": "cv"}
-    c["z"] = 3
+    with pytest.raises(TypeError):
+        c["z"] = 3  # a frozen record (0.6.0): change it with replace()
+    c2 = c.replace(selection={"method": "cv"}, z=3)
+    assert c.identify.z == 5 and "selection" not in c.extra
+    c = c2
     assert c.identify.z == 3 and c.extra["selection"] == {"method": "cv"}
     assert ResultConfig.from_dict(json.loads(json.dumps(c.to_dict()))) == c
     assert dict(c) == c.to_dict()
@@ -72,7 +75,7 @@ def test_a_result_built_with_a_dict_config_gets_the_typed_record(result):
 
 
 def test_a_saved_config_with_refused_options_is_a_result_file_error(result, tmp_path):
-    from tl_neuronllm.result.neuron_result import ResultFileError
+    from tl_neuronllm.errors import ResultFileError
 
     path = result.save(tmp_path / "bad")
     meta = json.loads((path / "config.json").read_text())

@@ -1,4 +1,4 @@
-"""benchmarks/controllability.py on the small trained testbed: the rescored ablation rows share one
+"""benchmarks.controllability on the small trained testbed: the rescored ablation rows share one
 attribution run and equal fresh identify runs, and the md / json / png come out (and merge back)."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from conftest import load_benchmark
+from helpers import load_benchmark
 
 from tl_neuronllm import identify
 from tl_neuronllm.studies.testbed import load_testbed
@@ -51,13 +51,13 @@ def test_controllability_rows_and_outputs(tmp_path, monkeypatch):
         "methods": methods,
         "base_accuracy": methods[0]["rows"][0]["accuracy"],
     }
-    out = tmp_path / "ctl"
-    bench.write([run], out, {"date": "test", "torch": torch.__version__, "wall_seconds": 1.0})
+    meta = {"date": "test", "torch": torch.__version__, "wall_seconds": 1.0}
+    out = bench.write([run], meta, run="ctl", out=tmp_path).with_suffix("")  # tmp_path/controllability/ctl
     md = out.with_suffix(".md").read_text()
     assert "| testbed:facts-small letter | ablation: P=1 (no augmentation) |" in md and "| n/a |" in md
     assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
     # merging two shards gives one table with both runs and summed wall time
-    merged = tmp_path / "merged"
+    merged = tmp_path / "controllability" / "merged"
     monkeypatch.setattr(
         "sys.argv",
         [
@@ -66,11 +66,11 @@ def test_controllability_rows_and_outputs(tmp_path, monkeypatch):
             str(out.with_suffix(".json")),
             str(out.with_suffix(".json")),
             "--out",
-            str(merged),
+            str(tmp_path),
         ],
     )
     bench.main()
-    data = json.loads(merged.with_suffix(".json").read_text())
+    data = json.loads(merged.with_suffix(".json").read_text())["results"]  # the harness's schema
     assert len(data["runs"]) == 2 and data["wall_seconds"] == 2.0
 
 
@@ -181,8 +181,8 @@ def test_instances_markdown_tables(tmp_path):
     assert "| tb | suppress_good | neuronllm (defaults: z=1%, strict filter) | tie (0/3) | n/a | win (3/3) |" in md
     assert "vs knowledge neurons: 1 W / 0 T / 0 L" in md
     assert instances_markdown(_runs()[:1]) == []  # one instance: no across-instance section
-    out = tmp_path / "inst"
-    bench.write(_runs(), out, {"date": "test", "torch": "x", "machine": "m", "versions": {"numpy": "1"}})
+    meta = {"date": "test", "torch": "x", "machine": "m", "versions": {"numpy": "1"}}
+    out = bench.write(_runs(), meta, run="inst", out=tmp_path).with_suffix("")
     text = out.with_suffix(".md").read_text()
     assert "Machine: m; numpy 1; ? torch thread(s)." in text and "## Across independently trained instances" in text
 

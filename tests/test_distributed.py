@@ -25,7 +25,7 @@ OPTIONS = dict(k=8, steps=3, n_proxies=2, batch_size=3, progress=False)
 
 
 def _task():
-    from conftest import token_task
+    from helpers import token_task
 
     return token_task(12)  # 11 scored items: shards of 6 and 5, each over several batches
 
@@ -33,7 +33,7 @@ def _task():
 def worker(out: str) -> None:
     """One rank: init from torchrun's environment, identify each method, rank 0 saves."""
     torch.set_num_threads(1)
-    from conftest import has_bridge, make_model
+    from helpers import has_bridge, make_model
 
     from tl_neuronllm.pipeline.distributed import identify_distributed, init_distributed
 
@@ -72,7 +72,7 @@ def distributed_results(tmp_path_factory):
 
 @pytest.mark.parametrize("method", METHODS)
 def test_two_ranks_equal_one_process(distributed_results, method):
-    from conftest import has_bridge, make_model
+    from helpers import has_bridge, make_model
 
     from tl_neuronllm import NeuronResult, identify
 
@@ -105,7 +105,7 @@ def test_shards_are_strided_and_disjoint():
 
 
 def test_requires_an_initialised_process_group():
-    from conftest import has_bridge, make_model
+    from helpers import has_bridge, make_model
 
     from tl_neuronllm.pipeline.distributed import identify_distributed
 

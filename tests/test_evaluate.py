@@ -8,24 +8,16 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import make_model, text_task, token_task
+from helpers import identify_config_of, make_model, text_task, token_task
 
 from tl_neuronllm import Task, TaskError, identify
-from tl_neuronllm.evaluation.evaluate import (
-    INTERVENTIONS,
-    EvalConfig,
-    EvalResult,
-    bootstrap_ci,
-    evaluate,
-    identify_config_of,
-    letter_counts,
-    matched_random_sets,
-    mcnemar_exact,
-    score_predictions,
-)
+from tl_neuronllm.evaluation.conditions import INTERVENTIONS, matched_random_sets
+from tl_neuronllm.evaluation.eval_result import EvalResult
+from tl_neuronllm.evaluation.evaluate import EvalConfig, evaluate
+from tl_neuronllm.evaluation.stats import bootstrap_ci, letter_counts, mcnemar_exact, score_predictions
 from tl_neuronllm.model.adapter import ModelAdapter
 from tl_neuronllm.model.answers import predict
-from tl_neuronllm.pipeline.identify import build_queries
+from tl_neuronllm.pipeline.prepare import build_queries
 
 
 # ------------------------------------------------------------------------------------------------ McNemar

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import has_bridge, make_model, text_task
+from helpers import has_bridge, make_model, text_task
 from test_attribution import queries_for
 
 from tl_neuronllm import identify

@@ -10,14 +10,15 @@ import random
 
 import pytest
 import torch
-from conftest import ALL_KINDS, make_model, text_task, token_task
+from helpers import ALL_KINDS, identify_config_of, make_model, text_task, token_task
 
 from tl_neuronllm import ModelError, TaskError, identify, rescore
-from tl_neuronllm.evaluation.evaluate import identify_config_of
-from tl_neuronllm.explain.explainer import Explanation, direct_logit_effects, explain, selection_stability
+from tl_neuronllm.explain.direct_effect import direct_logit_effects
+from tl_neuronllm.explain.explainer import explain, selection_stability
+from tl_neuronllm.explain.explanation import Explanation
 from tl_neuronllm.model.adapter import ModelAdapter
 from tl_neuronllm.model.answers import predict
-from tl_neuronllm.pipeline.identify import build_queries
+from tl_neuronllm.pipeline.prepare import build_queries
 from tl_neuronllm.scoring.ace import select
 
 PARAMS = [(k, g) for k in ALL_KINDS for g in (False, True)]
@@ -264,7 +265,7 @@ def test_exports_pandas_csv_markdown(tmp_path):
 
 
 def test_refuses_models_of_another_shape_and_tasks_without_the_items():
-    from conftest import NATIVE
+    from helpers import NATIVE
     from transformer_lens.model_bridge import TransformerBridge
 
     model = make_model("native", False)

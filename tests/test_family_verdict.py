@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import load_benchmark
+from helpers import load_benchmark
 
 
 def _fv():

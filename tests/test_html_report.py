@@ -15,7 +15,7 @@ import pytest
 import torch
 from _chromium import Chromium, find_chromium
 from _scaffold import tiny_cli_args
-from conftest import make_model, token_task
+from helpers import make_model, token_task
 
 from tl_neuronllm import evaluate, explain, identify
 from tl_neuronllm.cli import app as cli
@@ -98,7 +98,7 @@ def test_report_content_and_self_contained(report):
         assert len(d["hist"]["edges"]) == HIST_BINS + 1
     # a wrong explanation is refused
     with pytest.raises(ValueError, match="not of this result"):
-        report_html(result.with_k(2), ev, path.parent / "other", explanation=ex)
+        report_html(result.with_k(2), None, path.parent / "other", explanation=ex)
 
 
 def test_report_without_evaluation_or_explanation(report, tmp_path):
@@ -201,5 +201,10 @@ def test_cli_run_writes_report_html_and_ends_with_its_path(tmp_path, capsys):
     html.unlink()
     assert cli.main(["report", "--out", str(out), "--no-progress", "--quiet"]) == 0
     assert _data(html.read_text()) == data
+    # --no-explain reuses the explanations the last report saved for these neurons (explanation.json) ...
+    assert cli.main(["report", "--out", str(out), "--no-progress", "--quiet", "--no-explain"]) == 0
+    assert _data(html.read_text()) == data
+    # ... and without them writes the report without explanations
+    (out / "explanation.json").unlink()
     assert cli.main(["report", "--out", str(out), "--no-progress", "--quiet", "--no-explain"]) == 0
     assert all("hist" not in d for d in _data(html.read_text()))

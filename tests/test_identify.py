@@ -2,12 +2,12 @@
 
 import pytest
 import torch
-from conftest import text_task, token_task
+from helpers import text_task, token_task
 
 from tl_neuronllm import IdentifyConfig, TaskError, identify
 from tl_neuronllm.attribution.kernels import ig_naive
 from tl_neuronllm.model.adapter import ModelAdapter
-from tl_neuronllm.pipeline.identify import build_queries, choose_demos
+from tl_neuronllm.pipeline.prepare import build_queries, choose_demos
 from tl_neuronllm.scoring.ace import ACEState
 
 

@@ -5,7 +5,7 @@ import csv
 
 import pytest
 import torch
-from conftest import token_task
+from helpers import token_task
 
 from tl_neuronllm import Intervention, NeuronResult, identify, make_hooks
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import token_task
+from helpers import token_task
 
 from tl_neuronllm import IdentifyConfig, identify
 from tl_neuronllm.attribution.kernels import grad_x_act, ig_fast
@@ -29,7 +29,8 @@ def test_registered_names_and_unknown_name_lists_the_valid_ones():
     with pytest.raises(ValueError, match=r"method must be one of .*'ig'.*'grad_x_act'.*'qr_neuron'"):
         IdentifyConfig(method="magic")
     with pytest.raises(
-        ValueError, match=r"unknown attribution method 'magic'; registered: \['activation', 'activation_contrast', 'grad_x_act'"
+        ValueError,
+        match=r"unknown attribution method 'magic'; registered: \['activation', 'activation_contrast', 'grad_x_act'",
     ):
         get_method("magic")
     with pytest.raises(ValueError, match=r"unknown method 'magic'; valid: \['ig'"):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import has_bridge, make_model
+from helpers import has_bridge, make_model
 
 from tl_neuronllm.attribution.kernels import ig_fast, ig_naive
 from tl_neuronllm.evaluation.conditions import Condition

@@ -7,19 +7,15 @@ import math
 
 import numpy as np
 import pytest
+from helpers import identify_config_of
 
 from tl_neuronllm import identify
-from tl_neuronllm.evaluation.evaluate import (
-    PAPER_NAMES,
-    EvalResult,
-    bootstrap_indices,
-    evaluate,
-    identify_config_of,
-    relative_change,
-    score_predictions,
-)
+from tl_neuronllm.evaluation.conditions import PAPER_NAMES
+from tl_neuronllm.evaluation.eval_result import EvalResult
+from tl_neuronllm.evaluation.evaluate import evaluate
+from tl_neuronllm.evaluation.stats import bootstrap_indices, relative_change, score_predictions
 from tl_neuronllm.model.adapter import ModelAdapter
-from tl_neuronllm.pipeline.identify import build_queries
+from tl_neuronllm.pipeline.prepare import build_queries
 
 
 def test_relative_change_hand_computed():

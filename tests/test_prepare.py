@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import text_task, token_task
+from helpers import text_task, token_task
 
 from tl_neuronllm import IdentifyConfig, TaskError
 from tl_neuronllm.model.adapter import ModelAdapter

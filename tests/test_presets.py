@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import make_model, token_task
+from helpers import make_model, token_task
 
 from tl_neuronllm import IdentifyConfig, identify, rescore
 from tl_neuronllm.config.identify import PRESETS

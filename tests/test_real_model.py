@@ -86,9 +86,10 @@ def test_fast_ig_is_engaged_and_equals_naive_on_smollm2(smollm2, obqa, recwarn):
     """The installed versions' fast path on the real model: no fallback, and equal to the naive
     per-layer loop (checked on three layers; the naive loop on all 30 takes minutes)."""
     from tl_neuronllm.attribution.kernels import ig_fast, ig_naive
+    from tl_neuronllm.config.identify import IdentifyConfig
     from tl_neuronllm.model.adapter import ModelAdapter
     from tl_neuronllm.model.shortcuts import ShortcutFallbackWarning
-    from tl_neuronllm.pipeline.identify import IdentifyConfig, build_queries
+    from tl_neuronllm.pipeline.prepare import build_queries
 
     _, held, demo = obqa
     ad = ModelAdapter(smollm2)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import helpers
 import pytest
 import torch
-from conftest import token_task
+from helpers import token_task
 
 from tl_neuronllm import NeuronResult, identify, rescore
 from tl_neuronllm.scoring import baseline_reducers as blr

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import token_task
+from helpers import token_task
 
 from tl_neuronllm import NeuronResult, identify, rescore
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import has_bridge, make_model, token_task
+from helpers import has_bridge, make_model, token_task
 
 import tl_neuronllm.pipeline.identify as pl
 from tl_neuronllm import identify

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 import torch
-from conftest import make_model, token_task
+from helpers import make_model, token_task
 
 from tl_neuronllm import TaskError, identify, rescore
 from tl_neuronllm.evaluation.evaluate import evaluate

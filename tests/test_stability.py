@@ -9,7 +9,7 @@ import random
 
 import pytest
 import torch
-from conftest import make_model, token_task
+from helpers import make_model, token_task
 
 from tl_neuronllm import identify, rescore
 from tl_neuronllm.result.neuron_result import build_result

@@ -5,9 +5,11 @@
     with result.suppress(model, "bad"):
         logits = model(tokens)
 
-The names here are what a user needs. Internals live in their modules (``tl_neuronllm.model.adapter``,
-``tl_neuronllm.scoring.ace``, ...); the few that used to be exported here still are, with a
-``DeprecationWarning`` naming their module.
+The names here are what a user needs. The package is built in layers, each a subpackage that imports only
+from the layers below it: ``data`` -> ``prompts`` -> ``model`` -> ``attribution`` -> ``scoring`` -> ``config`` ->
+``result`` -> ``pipeline`` -> ``evaluation`` -> ``studies`` -> ``explain`` -> ``report`` -> ``cli`` (with
+``errors``, ``provenance`` and ``validate`` underneath). Every error the package raises derives from
+:class:`NeuronLLMError`.
 """
 
 from tl_neuronllm.attribution.methods import AttributionMethod, register_method
@@ -17,6 +19,8 @@ from tl_neuronllm.errors import (
     CacheNotFilled,
     ConfigError,
     ContextLengthError,
+    InterventionError,
+    MismatchError,
     ModelError,
     NeuronLLMError,
     RegistryError,
@@ -24,8 +28,10 @@ from tl_neuronllm.errors import (
     ShortcutFallbackWarning,
     TaskError,
 )
-from tl_neuronllm.evaluation.evaluate import EvalConfig, EvalResult, evaluate, evaluate_many
-from tl_neuronllm.explain.explainer import Explanation, NeuronExplanation, explain
+from tl_neuronllm.evaluation.eval_result import EvalResult
+from tl_neuronllm.evaluation.evaluate import EvalConfig, evaluate, evaluate_many
+from tl_neuronllm.explain.explainer import explain
+from tl_neuronllm.explain.explanation import Explanation, NeuronExplanation
 from tl_neuronllm.pipeline.identify import identify
 from tl_neuronllm.pipeline.rescore import rescore
 from tl_neuronllm.prompts.proxies import AugmentConfig, PromptConfig, TokenFormat
@@ -42,6 +48,8 @@ __all__ = [
     "CacheNotFilled",
     "ConfigError",
     "ContextLengthError",
+    "InterventionError",
+    "MismatchError",
     "NeuronLLMError",
     "RegistryError",
     "ResultFileError",

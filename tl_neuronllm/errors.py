@@ -5,6 +5,8 @@ Catch :class:`NeuronLLMError` to catch them all. Each also derives from the buil
 those keeps working. Warnings the package gives live beside them.
 """
 
+# pyright: strict
+
 from __future__ import annotations
 
 
@@ -37,6 +39,15 @@ class RegistryError(NeuronLLMError, ValueError):
     """A registration that would silently replace another, or a class that is not what the registry holds."""
 
 
+class MismatchError(NeuronLLMError, ValueError):
+    """Two things that must belong together do not: an evaluation of another result, results of models with
+    other weights, a model other than the one a result was identified on."""
+
+
+class InterventionError(NeuronLLMError, RuntimeError):
+    """An intervention context used in a way that cannot work (entered again while it is active)."""
+
+
 class CacheNotFilled(NeuronLLMError, RuntimeError):
     """The Bridge returned no cache, or one that does not hold the prefix."""
 
@@ -49,6 +60,8 @@ __all__ = [
     "CacheNotFilled",
     "ConfigError",
     "ContextLengthError",
+    "InterventionError",
+    "MismatchError",
     "ModelError",
     "NeuronLLMError",
     "RegistryError",

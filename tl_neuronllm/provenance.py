@@ -1,5 +1,7 @@
 """The package's version string and the versions a run records (one place for both)."""
 
+# pyright: strict
+
 from __future__ import annotations
 
 import importlib.metadata as md

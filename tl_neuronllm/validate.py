@@ -12,6 +12,8 @@ naming the option, the value and what is allowed, never coerced into a different
 * string choices must be one of the listed values (``kv_cache="maybe"`` is refused).
 """
 
+# pyright: strict
+
 from __future__ import annotations
 
 import math

@@ -51,7 +51,6 @@ from tl_neuronllm.model.answers import (
 )
 from tl_neuronllm.model.memory import auto_memory_budget_mb, row_bytes
 
-Method = Literal["ig", "grad_x_act", "activation"]
 METHODS = ("ig", "grad_x_act", "activation")
 Rule = Literal["riemann", "gauss"]
 

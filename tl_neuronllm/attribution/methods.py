@@ -33,7 +33,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from tl_neuronllm.attribution.kernels import Rule, grad_x_act, ig_fast
-from tl_neuronllm.errors import ConfigError, RegistryError
+from tl_neuronllm.errors import ConfigError, ModelError, RegistryError
 from tl_neuronllm.model.adapter import ModelAdapter
 from tl_neuronllm.model.answers import ProxyPrompt, Target
 
@@ -272,11 +272,16 @@ def attribute_items(
         ``(attributions, mask, probs, act_sum)``: ``[items, P, n_layers, d_mlp]`` scores, the ``[items, P]``
         proxy mask (items may have fewer proxies than the widest), per item the clean option probs of
         each proxy, and the float64 sum of the site activations.
+
+    Raises:
+        ModelError: the method returned outputs of the wrong kind or shape (see :func:`check_attribution`).
     """
     P = max(len(qs) for qs in items)
     L, d = adapter.n_layers, adapter.d_mlp
     flat = [(i, p) for i, qs in enumerate(items) for p in range(len(qs))]
-    out = method.attribute(adapter, [q for qs in items for q in qs], options)
+    prompts = [q for qs in items for q in qs]
+    out = method.attribute(adapter, prompts, options)
+    check_attribution(method, out, prompts, L, d)
     attr = torch.zeros(len(items), P, L, d, dtype=torch.float32)
     mask = torch.zeros(len(items), P, dtype=torch.float32)
     probs: list[list[Tensor]] = [[] for _ in items]
@@ -286,6 +291,56 @@ def attribute_items(
         probs[i].append(out.probs[j])
     act_sum += out.acts.double().sum(0)
     return attr, mask, probs, act_sum
+
+
+def check_attribution(
+    method: AttributionMethod, out: Any, prompts: Sequence[ProxyPrompt], n_layers: int, d_mlp: int
+) -> None:
+    """Refuse a method's outputs that do not fit its prompts: an :class:`Attribution` whose ``scores`` and
+    ``acts`` are ``[prompts, n_layers, d_mlp]`` tensors and whose ``probs`` hold one 1-D tensor of
+    ``n_options`` probabilities per prompt.
+
+    Raises:
+        ModelError: naming the method, the output and the shape expected.
+    """
+    who = f"attribution method {method.name!r} ({type(method).__qualname__})"
+    if not isinstance(out, Attribution):
+        raise ModelError(f"{who} returned {type(out).__name__}, expected an Attribution(scores, probs, acts)")
+    want = (len(prompts), n_layers, d_mlp)
+    for name in ("scores", "acts"):
+        t = getattr(out, name)
+        if not isinstance(t, Tensor) or tuple(t.shape) != want:
+            got = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
+            raise ModelError(f"{who} returned {name} of shape {got}, expected [prompts, n_layers, d_mlp] = {want}")
+    if not isinstance(out.probs, Sequence) or len(out.probs) != len(prompts):
+        got = len(out.probs) if isinstance(out.probs, Sequence) else type(out.probs).__name__
+        raise ModelError(f"{who} returned probs for {got} prompts, expected one tensor per prompt ({len(prompts)})")
+    for j, (pr, q) in enumerate(zip(out.probs, prompts)):
+        if not isinstance(pr, Tensor) or tuple(pr.shape) != (q.n_options,):
+            got = tuple(pr.shape) if isinstance(pr, Tensor) else type(pr).__name__
+            raise ModelError(
+                f"{who} returned probs[{j}] of shape {got} for prompt {j} (item {q.item_index}, proxy "
+                f"{q.proxy_index}), expected [n_options] = ({q.n_options},)"
+            )
+
+
+def code_fingerprint(cls: type) -> str:
+    """A hash of a class's source code (and of its bases up to :class:`AttributionMethod`), so that a
+    checkpoint can tell a method re-registered under the same name with other code; the qualified names
+    when the source cannot be read (a class defined in an interactive session)."""
+    import hashlib
+    import inspect
+
+    h = hashlib.sha256()
+    for c in cls.__mro__:
+        if c is AttributionMethod or c is object:
+            break
+        try:
+            src = inspect.getsource(c)
+        except (OSError, TypeError):
+            src = f"{c.__module__}.{c.__qualname__}"
+        h.update(src.encode("utf-8"))
+    return h.hexdigest()[:16]
 
 
 def correct_mask(items: Sequence[Sequence[ProxyPrompt]], probs: Sequence[Sequence[Tensor]], P: int) -> Tensor:
@@ -306,6 +361,8 @@ __all__ = [
     "GradXAct",
     "IntegratedGradients",
     "attribute_items",
+    "check_attribution",
+    "code_fingerprint",
     "correct_mask",
     "get_method",
     "method_names",

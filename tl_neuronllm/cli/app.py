@@ -36,7 +36,15 @@ from typing import Any
 from tl_neuronllm.cli.args import DEFAULT_OUT as DEFAULT_OUT
 from tl_neuronllm.cli.args import DEFAULTS as DEFAULTS
 from tl_neuronllm.cli.args import UNSET, build_parser, parse_num
-from tl_neuronllm.provenance import __version__
+from tl_neuronllm.cli.checks import (
+    EXPLANATION_JSON,
+    RESCORED_DIR,
+    check_identify_args,
+    reported_result,
+    run_record,
+    saved_explanation,
+    writable_out,
+)
 
 RUN_JSON = "run.json"
 RESULT_DIR = "result"
@@ -155,12 +163,13 @@ def cmd_identify(args: argparse.Namespace, model: Any = None) -> tuple[Any, Any,
     from tl_neuronllm.config.identify import IdentifyConfig
     from tl_neuronllm.pipeline.identify import identify
 
-    out = _writable_out(args.out)
+    check_identify_args(args)  # option combinations, before anything is written or built
+    out = writable_out(args.out)
     if args.show_options is None:
         args.show_options = args.mode == "letter"
     if args.n_proxies is None:
         args.n_proxies = 1 if args.mode == "cloze" and not args.show_options else 3
-    run = _run_record(args)
+    run = run_record(args)
     t0 = time.perf_counter()
     options: dict[str, Any] = dict(
         mode=args.mode,
@@ -183,6 +192,12 @@ def cmd_identify(args: argparse.Namespace, model: Any = None) -> tuple[Any, Any,
         load_model(args.model)  # raises the "unknown model" message without building anything
     task = load_task(args.task, cache=args.cache)
     ident, held, demo = split_task(task, run)
+    if args.command == "run" and held is None:
+        raise SystemExit(
+            f"tl-neuronllm: error: no held-out items to evaluate on (--n-heldout {args.n_heldout}, task "
+            f"{task.name!r} of {len(task)} items less --n-identify {args.n_identify} and the demonstrations); "
+            "give --n-heldout >= 1, lower --n-identify, or run `identify` alone"
+        )
     if args.select_cv and len(ident) < CV_FOLDS:
         raise ValueError(
             f"--select-cv needs at least {CV_FOLDS} identification items ({CV_FOLDS} folds), got {len(ident)}"
@@ -233,45 +248,6 @@ def _select_cv(
     if not args.keep_attributions:  # kept only for the selection
         chosen = dataclasses.replace(chosen, attributions=None, proxy_mask=None)
     return chosen
-
-
-def _run_record(args: argparse.Namespace) -> dict[str, Any]:
-    """What ``run.json`` records of an identify run: model, task, split and options."""
-    return {
-        "model": args.model,
-        "task": args.task,
-        "mode": args.mode,
-        "show_options": args.show_options,
-        "n_identify": args.n_identify,
-        "n_heldout": args.n_heldout,
-        "n_shots": args.n_shots,
-        "n_proxies": args.n_proxies,
-        "method": args.method,
-        "steps": args.steps,
-        "ig_rule": args.ig_rule,
-        "k": args.k,
-        "z": args.z,
-        "ambiguity": args.ambiguity,
-        "keep_attributions": args.keep_attributions,
-        "split_seed": args.split_seed,
-        "seed": args.seed,
-        "cache": args.cache,
-        "version": __version__,
-    }
-
-
-def _writable_out(out: str) -> Path:
-    """The output folder, created; refused (one line) when it cannot be written."""
-    import tempfile
-
-    p = Path(out)
-    try:
-        p.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=p):
-            pass
-    except OSError as e:
-        raise SystemExit(f"tl-neuronllm: error: cannot write to --out {out}: {e.strerror or e}") from None
-    return p
 
 
 def _read_run(out: Path) -> dict[str, Any]:
@@ -326,7 +302,8 @@ def cmd_evaluate(args: argparse.Namespace, model: Any = None, result: Any = None
         if "z" in rescore_opts:
             rescore_opts["z"] = parse_num(rescore_opts["z"])
         result = rescore(result, **rescore_opts)
-        _say(args, f"re-formed the sets from the kept attributions: {rescore_opts}")
+        result.save(out / RESCORED_DIR)  # what this evaluation measured, for `report`
+        _say(args, f"re-formed the sets from the kept attributions: {rescore_opts}; saved {out / RESCORED_DIR}")
     ev = evaluate(
         model,
         result,
@@ -348,9 +325,10 @@ def cmd_report(args: argparse.Namespace, result: Any = None, evaluation: Any = N
     """Draw the figures, write ``report.md`` and ``report.html`` (with the neurons' explanations, which
     need the model: the one given, or the one ``run.json`` names; ``--no-explain`` skips them).
     Returns the path of ``report.html``."""
-    from tl_neuronllm.evaluation.evaluate import EVAL_JSON, EvalResult
+    from tl_neuronllm.evaluation.eval_result import EVAL_JSON, EvalResult
+    from tl_neuronllm.report.figures import FIGURES
     from tl_neuronllm.report.html import report_html
-    from tl_neuronllm.report.markdown import FIGURES, write_report
+    from tl_neuronllm.report.markdown import write_report
     from tl_neuronllm.result.neuron_result import NeuronResult
 
     out = Path(args.out)
@@ -358,9 +336,7 @@ def cmd_report(args: argparse.Namespace, result: Any = None, evaluation: Any = N
         result = NeuronResult.load(out / RESULT_DIR)
     if evaluation is None and (out / EVAL_JSON).exists():
         evaluation = EvalResult.load(out)
-    k = None if evaluation is None else evaluation.result_info.get("k")
-    if k is not None and k != result.config.get("k"):  # evaluated with re-selected sets
-        result = result.with_k(k)
+    result = reported_result(out, result, evaluation)  # the evaluated sets (re-selected k, re-formed), or refuse
     run = json.loads((out / RUN_JSON).read_text()) if (out / RUN_JSON).exists() else None
     info = None if run is None else {k: run[k] for k in ("task", "n_identify", "n_heldout", "split_seed") if k in run}
     path = write_report(result, evaluation, out, run_info=info)
@@ -371,6 +347,10 @@ def cmd_report(args: argparse.Namespace, result: Any = None, evaluation: Any = N
             _say(args, f"report: no {RUN_JSON} in {out}; report.html without explanations")
         else:
             explanation = _explain(args, result, run, model)
+    else:  # --no-explain: keep the explanations an earlier report computed for these neurons
+        explanation = saved_explanation(out, result)
+        if explanation is not None:
+            _say(args, f"report: reusing the explanations in {out / EXPLANATION_JSON}")
     figures = {name: out / "figures" / f"{name}.png" for name in FIGURES if (out / "figures" / f"{name}.png").exists()}
     html_path = report_html(result, evaluation, out, explanation=explanation, run_info=info, figures=figures)
     _say(args, f"report: {html_path}")
@@ -384,8 +364,11 @@ def _explain(args: argparse.Namespace, result: Any, run: dict[str, Any], model: 
     model = model if model is not None else load_model(run["model"], cache=run.get("cache"))
     task = load_task(run["task"], cache=run.get("cache"))
     ident, _held, demo = split_task(task, run)
-    explanation = result.explain(model, ident, demos=demo)
+    from tl_neuronllm.explain.explainer import explain
+
+    explanation = explain(result, model, ident, demos=demo)
     explanation.to_csv(out / "explanation.csv")
+    explanation.save_json(out / EXPLANATION_JSON)
     (out / "explanation.md").write_text(explanation.to_markdown(10))
     _say(
         args,
@@ -405,10 +388,11 @@ def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
     print()
     print(ev.table())
     print()
+    explained = "explanation.csv, " if getattr(args, "explain", True) else ""
     print(
         f"wall time {total:.0f} s (identify {run['identify_seconds']:.0f} s, evaluate {ev.seconds:.0f} s); "
         f"outputs in {Path(args.out).resolve()}: result/, evaluation.md, evaluation.json, figures/, report.md, "
-        f"explanation.csv, {path.name}"
+        f"{explained}{path.name}"
     )
     print(f"open the report: {path.resolve().as_uri()}")
     return {"result": result, "evaluation": ev, "report": path, "seconds": total}

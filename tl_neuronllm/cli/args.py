@@ -68,7 +68,7 @@ def _count_or_fraction(name: str) -> Any:
         from tl_neuronllm.validate import check_count_or_fraction
 
         try:
-            return check_count_or_fraction(name, parse_num(x), min_count=1 if name == "z" else 0)
+            return check_count_or_fraction(name, parse_num(x), min_count=1)
         except ValueError as e:
             msg = str(e) if "must" in str(e) else f"{name} must be an int count or a fraction in (0, 1), got {x!r}"
             raise argparse.ArgumentTypeError(msg) from None
@@ -103,8 +103,14 @@ def _finite(x: str) -> float:
     return v
 
 
+def _folder(x: str) -> str:
+    if not x.strip():
+        raise argparse.ArgumentTypeError("expected a folder, got an empty string (it would write into the current one)")
+    return x
+
+
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", default=DEFAULT_OUT, help=f"output directory (default ./{DEFAULT_OUT}/)")
+    p.add_argument("--out", type=_folder, default=DEFAULT_OUT, help=f"output directory (default ./{DEFAULT_OUT}/)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     p.add_argument("--quiet", action="store_true", help="print only the final table")
     p.add_argument(
@@ -168,19 +174,19 @@ def _identify_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--z",
         type=_count_or_fraction("z"),
-        default=d["z"],
+        default=UNSET,  # the default is filled in after checking that --select-cv is not given with it
         help=f"per-item candidates of each sign: a fraction < 1 of all neurons or a count (default {d['z']})",
     )
     p.add_argument(
         "--ambiguity",
         type=_ambiguity,
-        default=d["ambiguity"],
+        default=UNSET,
         help="ambiguity filter: 0 strict (the method's), rho in (0, 0.5], or none (default)",
     )
     p.add_argument(
         "--select-cv",
         action="store_true",
-        help="choose --z and --ambiguity per task with select_cv on 4 folds of the identification items (forward "
+        help="choose --z and --ambiguity (not to be given with it) per task with select_cv on 4 folds of the identification items (forward "
         "passes only; held-out items untouched); writes selection/selection.json",
     )
     p.add_argument(

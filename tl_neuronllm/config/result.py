@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, MutableMapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
@@ -17,12 +17,13 @@ _IDENTIFY_FIELDS = tuple(f.name for f in fields(IdentifyConfig))
 _RECORD_FIELDS = ("k", "model", "task", "versions", "site", "reducer")
 
 
-@dataclass(eq=False)
-class ResultConfig(MutableMapping[str, Any]):
+@dataclass(frozen=True, eq=False)
+class ResultConfig(Mapping[str, Any]):
     """What a result records about its run: the :class:`IdentifyConfig`, ``k``, the model, the task,
     the package versions, the scored site rule and the reducer.
 
-    It also reads as the flat JSON dict earlier versions stored (``config["method"]``,
+    A frozen record: change it with :meth:`replace` (fields, or any flat key as earlier versions stored
+    them), which returns a new config. It also reads (read-only) as the flat JSON dict earlier versions stored (``config["method"]``,
     ``config["task"]["item_ids"]``, ``config.get("z")``), which is what :meth:`to_dict` writes and
     :meth:`from_dict` reads (a dict saved by an earlier version loads the same).
 
@@ -77,18 +78,21 @@ class ResultConfig(MutableMapping[str, Any]):
             return getattr(self, key)
         return self.extra[key]
 
-    def __setitem__(self, key: str, value: Any) -> None:
-        if key in _IDENTIFY_FIELDS:
-            self.identify = IdentifyConfig.from_dict({**self.identify.to_dict(), key: value}, strict=False)
-        elif key in _RECORD_FIELDS:
-            setattr(self, key, value)
-        else:
-            self.extra[key] = value
+    def replace(self, **changes: Any) -> ResultConfig:
+        """A new config with ``changes``: fields of the record (``identify=``, ``k=``, ``task=``, ...), options
+        of the run by their flat name (``z=0.05``), or other recorded keys (``rescored=True``), which go to
+        ``extra``.
 
-    def __delitem__(self, key: str) -> None:
-        if key in _IDENTIFY_FIELDS or key in _RECORD_FIELDS:
-            raise TypeError(f"{key!r} is a field of the result's config and cannot be deleted")
-        del self.extra[key]
+        Raises:
+            ValueError: an invalid option value.
+        """
+        own = {k: changes.pop(k) for k in list(changes) if k in _RECORD_FIELDS or k in ("identify", "extra")}
+        opts = {k: changes.pop(k) for k in list(changes) if k in _IDENTIFY_FIELDS}
+        identify = own.pop("identify", self.identify)
+        if opts:
+            identify = IdentifyConfig.from_dict({**identify.to_dict(), **opts}, strict=False)
+        extra = {**own.pop("extra", self.extra), **changes}
+        return replace(self, identify=identify, extra=extra, **own)
 
     def __iter__(self) -> Iterator[str]:
         return iter((*_IDENTIFY_FIELDS, *_RECORD_FIELDS, *self.extra))

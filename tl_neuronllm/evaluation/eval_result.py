@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from tl_neuronllm.errors import MismatchError
 from tl_neuronllm.evaluation.stats import RELATIVE
 
 EVAL_JSON = "evaluation.json"
@@ -120,6 +121,31 @@ class EvalResult:
             if r.name == name:
                 return r
         raise KeyError(f"no row {name!r}; rows: {[r.name for r in self.rows]}")
+
+    def check_of(self, result: Any) -> None:
+        """Refuse a result other than the one this evaluation measured (by the fingerprint recorded in
+        ``result_info``: the good and bad sets, hook, method, model and items; evaluations saved before it
+        was recorded are checked by ``k`` and the set sizes).
+
+        Raises:
+            MismatchError: naming what differs.
+        """
+        ri = self.result_info
+        want = ri.get("result_fingerprint")
+        if want is not None:
+            if want != result.fingerprint():
+                raise MismatchError(
+                    f"this evaluation (of {ri.get('n_good')} good / {ri.get('n_bad')} bad neurons, k={ri.get('k')}, "
+                    f"method {ri.get('method')!r}) is of another result than the one given ({len(result.good)} good / "
+                    f"{len(result.bad)} bad, k={result.config.get('k')}); report a result with its own evaluation"
+                )
+            return
+        have = (len(result.good), len(result.bad), result.config.get("k"))
+        if ("n_good" in ri and "n_bad" in ri) and (ri["n_good"], ri["n_bad"], ri.get("k")) != have:
+            raise MismatchError(
+                f"this evaluation is of a result with {ri['n_good']} good / {ri['n_bad']} bad neurons (k={ri.get('k')}), "
+                f"the one given has {have[0]} / {have[1]} (k={have[2]})"
+            )
 
     # ---- persistence --------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

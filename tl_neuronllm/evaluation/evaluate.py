@@ -50,7 +50,7 @@ for ``positions="all"``). The two agree to float tolerance; see :mod:`tl_neuronl
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -60,33 +60,31 @@ from torch import Tensor
 
 from tl_neuronllm.config.identify import IdentifyConfig, config_from_options
 from tl_neuronllm.data.tasks import LETTERS, Item, Task, TaskError
+from tl_neuronllm.errors import ConfigError
 from tl_neuronllm.evaluation.conditions import (
-    EXPECTED_DIRECTION,
     INTERVENTIONS,
     PAPER_NAMES,
     Condition,
     ConditionPlan,
-    matched_random_sets,
     plan_conditions,
 )
 from tl_neuronllm.evaluation.engines import Engine, run_conditions
-from tl_neuronllm.evaluation.eval_result import EVAL_JSON, EVAL_MD, EvalResult, EvalRow
+from tl_neuronllm.evaluation.eval_result import EvalResult, EvalRow
 from tl_neuronllm.evaluation.stats import (
     DELTA_METRICS,
     METRICS,
     RELATIVE,
     Scored,
-    bootstrap_ci,
     bootstrap_indices,
     letter_counts,
-    mcnemar_exact,
     relative_change,
     score_predictions,
     spread,
 )
-from tl_neuronllm.model.adapter import ModelAdapter, preserved_model_state
+from tl_neuronllm.model.adapter import ModelAdapter
 from tl_neuronllm.model.answers import ProxyPrompt, check_finite_probs
 from tl_neuronllm.model.protocol import HookedModel
+from tl_neuronllm.model.state import preserved_model_state
 from tl_neuronllm.pipeline.prepare import prepare
 from tl_neuronllm.provenance import versions as _versions
 from tl_neuronllm.result.neuron_result import NeuronResult
@@ -139,7 +137,7 @@ class EvalConfig:
         object.__setattr__(self, "factor", check_float("factor", self.factor))
         check_int("n_random", self.n_random, min_value=0)
         if self.k is not None:
-            check_count_or_fraction("k", self.k)
+            check_count_or_fraction("k", self.k, min_count=1)
         check_int("n_boot", self.n_boot, min_value=1)
         check_float("ci", self.ci, low=0, high=1, low_open=True, high_open=True)
         check_int("seed", self.seed)
@@ -167,12 +165,6 @@ class EvalConfig:
         return config_from_options(cls, config, options)
 
 
-def identify_config_of(result: NeuronResult) -> IdentifyConfig:
-    """The :class:`IdentifyConfig` (prompt and augmentation options) a result was identified with;
-    the same as ``result.identify_config()``."""
-    return result.identify_config()
-
-
 # ------------------------------------------------------------------------------------------------
 # steps
 # ------------------------------------------------------------------------------------------------
@@ -192,10 +184,12 @@ def _check_disjoint(result: NeuronResult, heldout: Task, demo_items: Sequence[It
             f"held-out item {clash[0]!r} ({len(clash)} in all) {what}; evaluate on items the neurons were not "
             "identified on (Task.split gives disjoint splits), or pass allow_overlap=True to measure them anyway"
         )
-    demo_keys = {d.content_key() for d in demo_items}
-    both = [it.id for it in heldout.items if it.content_key() in demo_keys]
+    demo_keys = {d.content_key(): d.id for d in demo_items}
+    both = [(it.id, demo_keys[it.content_key()]) for it in heldout.items if it.content_key() in demo_keys]
     if both:
-        raise TaskError(f"held-out item {both[0]!r} is also a demonstration; demos must come from other items")
+        item_id, demo_id = both[0]
+        same = "is also a demonstration" if item_id == demo_id else f"has the same content as demonstration {demo_id!r}"
+        raise TaskError(f"held-out item {item_id!r} {same}; demos must come from other items")
 
 
 @dataclass
@@ -301,6 +295,7 @@ def _result_info(result: NeuronResult) -> dict[str, Any]:
     tcfg = result.config.get("task", {})
     return {
         "model_name": result.config.get("model", {}).get("model_name", "?"),
+        "result_fingerprint": result.fingerprint(),  # the reports refuse an evaluation of another result
         "method": result.config.get("method", "?"),
         "k": result.config.get("k"),
         "n_good": len(result.good),
@@ -366,9 +361,31 @@ def evaluate(
         TaskError: overlapping items or demos, malformed tasks.
         ValueError: a result for another model shape, bad options.
     """
+    if not isinstance(result, NeuronResult):
+        raise ConfigError(
+            f"result must be a NeuronResult, got {type(result).__name__} ({result!r:.60}); load a saved one with "
+            "NeuronResult.load(path)"
+        )
     return evaluate_many(
         model, [result], heldout, demos=demos, config=config, progress=progress, allow_overlap=allow_overlap, **options
     )[0]
+
+
+def check_results(results: Any) -> None:
+    """Refuse ``results`` that are not a non-empty list of :class:`NeuronResult` (naming the first entry that
+    is not one).
+
+    Raises:
+        ConfigError: naming the entry.
+    """
+    if isinstance(results, (NeuronResult, str, bytes, Mapping)) or not isinstance(results, Sequence) or not results:
+        raise ConfigError("results must be a non-empty list of NeuronResult (use evaluate for one result)")
+    for i, r in enumerate(results):
+        if not isinstance(r, NeuronResult):
+            raise ConfigError(
+                f"results[{i}] is a {type(r).__name__} ({r!r:.60}), not a NeuronResult; load a saved one with "
+                "NeuronResult.load(path)"
+            )
 
 
 def _prompt_key(icfg: IdentifyConfig) -> tuple[Any, ...]:
@@ -414,8 +431,7 @@ def evaluate_many(
     cfg = EvalConfig.from_options(config, **options)
     if not isinstance(heldout, Task):
         raise TaskError(f"heldout must be a tl_neuronllm.Task, got {type(heldout).__name__}")
-    if isinstance(results, NeuronResult) or not results:
-        raise ValueError("results must be a non-empty list of NeuronResult (use evaluate for one result)")
+    check_results(results)
     t0 = time.perf_counter()
     results = [r.with_k(cfg.k) if cfg.k is not None else r for r in results]
     for r in results:
@@ -481,27 +497,4 @@ def evaluate_many(
     return out
 
 
-__all__ = [
-    "EVAL_JSON",
-    "EVAL_MD",
-    "EXPECTED_DIRECTION",
-    "INTERVENTIONS",
-    "METRICS",
-    "PAPER_NAMES",
-    "RELATIVE",
-    "Condition",
-    "EvalConfig",
-    "EvalResult",
-    "EvalRow",
-    "Scored",
-    "bootstrap_ci",
-    "bootstrap_indices",
-    "evaluate",
-    "evaluate_many",
-    "identify_config_of",
-    "letter_counts",
-    "matched_random_sets",
-    "mcnemar_exact",
-    "relative_change",
-    "score_predictions",
-]
+__all__ = ["EvalConfig", "evaluate", "evaluate_many"]

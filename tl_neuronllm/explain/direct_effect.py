@@ -14,7 +14,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from tl_neuronllm.model.adapter import ModelError
+from tl_neuronllm.errors import ModelError
 from tl_neuronllm.model.answers import ProxyPrompt
 from tl_neuronllm.model.protocol import HookedModel
 

@@ -1,6 +1,6 @@
 """What do the good and bad neurons do? Per-neuron explanations of a :class:`NeuronResult`.
 
-:func:`explain` (also ``result.explain(model, task)``) returns one row per good and bad neuron:
+:func:`explain` returns one row per good and bad neuron:
 
 * **Identity**: role, layer, index, ACE score, rank within its role, *membership* (share of the
   scored items for which the neuron was a per-item candidate of its sign) and, when the result kept
@@ -58,12 +58,15 @@ from typing import Any, Literal
 from torch import Tensor
 
 from tl_neuronllm.data.tasks import LETTERS, Item, Task
+from tl_neuronllm.errors import MismatchError, ModelError
 from tl_neuronllm.explain.activity import Activity, site_activations
 from tl_neuronllm.explain.direct_effect import direct_logit_effects, final_norm, option_effects, token_str
 from tl_neuronllm.explain.explanation import Explanation, NeuronExplanation
-from tl_neuronllm.model.adapter import ModelAdapter, ModelError, preserved_model_state
+from tl_neuronllm.model.adapter import ModelAdapter
 from tl_neuronllm.model.answers import ProxyPrompt
 from tl_neuronllm.model.protocol import HookedModel
+from tl_neuronllm.model.state import preserved_model_state
+from tl_neuronllm.pipeline.checkpoint import model_fingerprint
 from tl_neuronllm.pipeline.prepare import build_queries, identification_items
 from tl_neuronllm.result.neuron_result import NeuronResult
 from tl_neuronllm.scoring.ace import ACEState
@@ -88,6 +91,12 @@ def _check_shape(result: NeuronResult, model: HookedModel) -> None:
                 f"this result is for a model with {name} = {v} ({result.n_layers} layers x {result.d_mlp} neurons); "
                 f"the given model has {name} = {got}"
             )
+    weights = rec.get("weights")
+    if weights and model_fingerprint(model) != weights:
+        raise MismatchError(
+            "this result was identified on a model with other weights (same shape, another weight fingerprint); "
+            "explain it with the model it was identified on"
+        )
 
 
 def selection_stability(

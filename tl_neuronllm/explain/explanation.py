@@ -132,6 +132,53 @@ class Explanation:
                 w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
         return path
 
+    def save_json(self, path: str | Path) -> Path:
+        """Write everything (neurons, activations, answers, info) as JSON, which :meth:`load_json` reads back
+        (the CLI writes it beside ``explanation.csv`` so that ``report --no-explain`` can reuse it)."""
+        import json
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        body = {
+            "format": "tl_neuronllm.Explanation/1",
+            "neurons": [asdict(n) for n in self.neurons],
+            "activations": self.activations.tolist(),
+            "correct": list(self.correct),
+            "item_ids": list(self.item_ids),
+            "info": self.info,
+        }
+        path.write_text(json.dumps(body, default=str))
+        return path
+
+    @classmethod
+    def load_json(cls, path: str | Path) -> Explanation:
+        """Read an explanation written by :meth:`save_json`.
+
+        Raises:
+            ResultFileError: naming the file, when it is not such an explanation.
+        """
+        import json
+
+        import torch
+
+        from tl_neuronllm.errors import ResultFileError
+
+        path = Path(path)
+        try:
+            body = json.loads(path.read_text(encoding="utf-8"))
+            assert body["format"] == "tl_neuronllm.Explanation/1"
+            neurons = []
+            for d in body["neurons"]:
+                for key in ("top_promoted", "top_suppressed", "top_items"):
+                    d[key] = [tuple(x) for x in d[key]]
+                neurons.append(NeuronExplanation(**d))
+            acts = torch.tensor(body["activations"], dtype=torch.float32).reshape(-1, len(neurons))
+            return cls(neurons, acts, list(body["correct"]), list(body["item_ids"]), dict(body["info"]))
+        except (OSError, ValueError, KeyError, TypeError, AssertionError, RuntimeError) as e:
+            raise ResultFileError(
+                f"{path}: not a saved explanation ({type(e).__name__}: {e}); explain again (report without --no-explain)"
+            ) from None
+
     def to_markdown(self, n: int = 10) -> str:
         """A markdown table of the top ``n`` neurons of each role."""
         mode = self.info.get("mode", "letter")

@@ -17,7 +17,6 @@ hooks, ``requires_grad`` flags, ``.grad`` tensors and train/eval mode.
 from __future__ import annotations
 
 import inspect
-import string
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
@@ -39,6 +38,7 @@ from tl_neuronllm.model.shortcuts import (
     warn_fallback,
 )
 from tl_neuronllm.model.state import preserved_model_state
+from tl_neuronllm.model.tokens import check_materialized, letter_token_ids, tokenize_untruncated
 
 HOOK_CHOICES = ("hook_post", "hook_pre", "hook_pre_linear")
 
@@ -70,6 +70,7 @@ class ModelAdapter:
         for attr in ("n_layers", "d_mlp"):
             if getattr(cfg, attr, None) in (None, 0):
                 raise ModelError(f"model.cfg.{attr} is not set; tl_neuronllm needs MLP neurons")
+        check_materialized(model)
         self.model = model
         self.hook = hook
         self.n_layers = int(cfg.n_layers)
@@ -160,13 +161,18 @@ class ModelAdapter:
 
     # ---- tokens -------------------------------------------------------------------------
     def tokenize(self, prompt: str | Sequence[int], *, bos: bool = True) -> list[int]:
-        """Token ids of a prompt (strings via the model's tokenizer; token sequences pass through)."""
+        """Token ids of a prompt (strings via the model's tokenizer; token sequences pass through), never
+        truncated: the model's ``to_tokens(..., truncate=False)``, so that a prompt longer than the context
+        comes back at its full length and is refused (:func:`~tl_neuronllm.model.answers.make_queries`).
+
+        Raises:
+            ModelError: without a tokenizer.
+        """
         if not isinstance(prompt, str):
             return [int(t) for t in prompt]
         if self.tokenizer is None:
             raise ModelError("this model has no tokenizer; use a token-level task (TokenFormat)")
-        toks = self.model.to_tokens(prompt, prepend_bos=bos)
-        return [int(t) for t in toks[0].tolist()]
+        return tokenize_untruncated(self.model, prompt, bos)
 
     def letter_token_ids(self, n: int) -> list[list[int]]:
         """Token ids of the option letters A.. (forms "A" and " A" that are single tokens).
@@ -174,24 +180,7 @@ class ModelAdapter:
         Raises:
             ModelError: if a letter has no single-token form.
         """
-        tok = self.tokenizer
-        if tok is None:
-            raise ModelError("this model has no tokenizer; give TokenFormat(letters=...) for the option letters")
-        out = []
-        for letter in string.ascii_uppercase[:n]:
-            forms: list[int] = []
-            for form in (letter, " " + letter):
-                ids = tok.encode(form, add_special_tokens=False)
-                # a single token that decodes back to the letter (not e.g. an unknown-token id)
-                if len(ids) == 1 and ids[0] not in forms and tok.decode([ids[0]]).strip() == letter:
-                    forms.append(int(ids[0]))
-            if not forms:
-                raise ModelError(
-                    f"option letter {letter!r} is not a single token in this tokenizer (neither {letter!r} nor "
-                    f"{' ' + letter!r}); use mode='cloze'"
-                )
-            out.append(forms)
-        return out
+        return letter_token_ids(self.tokenizer, n)
 
     def pad_batch(
         self, seqs: Sequence[Sequence[int]], pad: int = 0

@@ -25,8 +25,8 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from tl_neuronllm.errors import ContextLengthError
-from tl_neuronllm.model.adapter import ModelAdapter, ModelError
+from tl_neuronllm.errors import ContextLengthError, ModelError
+from tl_neuronllm.model.adapter import ModelAdapter
 from tl_neuronllm.model.protocol import HookFn
 from tl_neuronllm.prompts.proxies import Proxy
 
@@ -145,16 +145,30 @@ def context_length(adapter: ModelAdapter) -> int | None:
     return n if n and n > 0 else None
 
 
-def _untruncated_length(adapter: ModelAdapter, text: str, fallback: int) -> int:
-    """Token count of ``text`` (with BOS) without the tokenizer's truncation to the context."""
-    try:
-        # TransformerLens models have to_tokens; the adapter's model protocol does not list it
-        return int(adapter.model.to_tokens(text, prepend_bos=True, truncate=False).shape[-1])  # pyright: ignore[reportAttributeAccessIssue]
-    except TypeError:  # a to_tokens without ``truncate``
-        tok = adapter.tokenizer
-        if tok is None:
-            return fallback
-        return max(fallback, len(tok.encode(text)) + 1)
+def check_vocab(
+    d_vocab: int,
+    prompt: Sequence[int],
+    conts: Sequence[Sequence[int]] | None,
+    letter_ids: Sequence[Sequence[int]] | None,
+) -> None:
+    """Refuse token ids outside the model's vocabulary ``0 .. d_vocab - 1`` (token-level tasks and
+    ``TokenFormat`` letters give ids directly); the caller names the item.
+
+    Raises:
+        ModelError: naming the field, the id and ``d_vocab``.
+    """
+    parts: list[tuple[str, Sequence[int]]] = [
+        (f"letter {j} (TokenFormat.letters)", i) for j, i in enumerate(letter_ids or ())
+    ]
+    parts += [(f"option {j}", c) for j, c in enumerate(conts or ())]
+    parts += [("prompt (question, context, demonstrations or format tokens)", prompt)]  # shows the above too
+    for what, ids in parts:
+        bad = [t for t in ids if not 0 <= t < d_vocab]
+        if bad:
+            raise ModelError(
+                f"token id {bad[0]} in the {what} is outside the model's vocabulary (d_vocab = {d_vocab}, ids "
+                f"0..{d_vocab - 1})"
+            )
 
 
 def make_queries(
@@ -194,10 +208,7 @@ def make_queries(
         prompt = adapter.tokenize(p.prompt)
         if len(prompt) < 1:
             raise ModelError(f"item {p.item_index}: the prompt is empty after tokenization")
-        if n_ctx is not None and isinstance(p.prompt, str) and len(prompt) >= n_ctx:
-            prompt_len = _untruncated_length(adapter, p.prompt, len(prompt))
-        else:
-            prompt_len = len(prompt)
+        prompt_len = len(prompt)  # untruncated (ModelAdapter.tokenize never truncates)
         conts = None
         if mode == "cloze":
             conts = []
@@ -207,6 +218,7 @@ def make_queries(
                     raise ModelError(f"item {p.item_index}: option {j} is empty after tokenization")
                 conts.append(tuple(c))
             conts = tuple(conts)
+        check_vocab(adapter.d_vocab, prompt, conts, letter_ids[: p.n_options] if letter_ids is not None else None)
         if n_ctx is not None:
             longest = max((len(c) for c in conts), default=0) if conts else 0
             if prompt_len + longest > n_ctx:

@@ -42,6 +42,28 @@ def model_fingerprint(model: HookedModel, *, n_tensors: int = 4, n_values: int =
     return h.hexdigest()
 
 
+_PARTS = {
+    "config": "options",
+    "model": "model shape",
+    "weights": "model weights",
+    "method_code": "the attribution method's code (re-registered under the same name)",
+    "items": "scored items",
+    "demos": "demonstrations",
+}
+
+
+def _differing(saved: str | None, current: str) -> str:
+    """``": differs in ..."`` naming the parts of two run fingerprints (JSON) that differ, or ``""``."""
+    try:
+        a, b = json.loads(saved or ""), json.loads(current)
+    except (json.JSONDecodeError, TypeError):
+        return ""
+    if not isinstance(a, dict) or not isinstance(b, dict):
+        return ""
+    diff = [_PARTS.get(str(k), str(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    return f": it differs in {', '.join(diff)}" if diff else ""
+
+
 class Checkpoint:
     """Periodic snapshots of the streaming state so an interrupted run can resume.
 
@@ -84,8 +106,9 @@ class Checkpoint:
             ) from None
         if meta.get("fingerprint") != self.fingerprint:
             raise ValueError(
-                f"checkpoint {self.path} was written by a run with other arguments or another model (weights, task "
-                "or options); delete it or choose another checkpoint directory"
+                f"checkpoint {self.path} was written by a run with other arguments or another model (weights, task, "
+                f"options or the attribution method's code){_differing(meta.get('fingerprint'), self.fingerprint)}; "
+                "delete it or choose another checkpoint directory"
             )
         return next_item, state, t["act_sum"], tally
 

@@ -39,9 +39,9 @@ from torch import Tensor
 
 from tl_neuronllm.config.identify import IdentifyConfig
 from tl_neuronllm.data.tasks import Item, Task
-from tl_neuronllm.model.adapter import preserved_model_state
 from tl_neuronllm.model.answers import AnswerTally
 from tl_neuronllm.model.protocol import HookedModel
+from tl_neuronllm.model.state import preserved_model_state
 from tl_neuronllm.pipeline.identify import finish_result, ready_adapter, run_fingerprint, score_resumable
 from tl_neuronllm.pipeline.prepare import LazyQueries, prepare, require_autograd
 from tl_neuronllm.result.neuron_result import NeuronResult

@@ -18,49 +18,30 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from tl_neuronllm.attribution.methods import AttributionOptions, correct_mask
+from tl_neuronllm.attribution.methods import AttributionOptions, code_fingerprint, correct_mask
 from tl_neuronllm.attribution.methods import attribute_items as attribute_item_batch
-from tl_neuronllm.config.identify import IdentifyConfig, config_from_options
+from tl_neuronllm.config.identify import IdentifyConfig
 from tl_neuronllm.config.result import ResultConfig
 from tl_neuronllm.data.tasks import Item, Task, TaskError
-from tl_neuronllm.model.adapter import ModelAdapter, ModelError, preserved_model_state
+from tl_neuronllm.errors import ModelError
+from tl_neuronllm.model.adapter import ModelAdapter
 from tl_neuronllm.model.answers import AnswerTally, ProxyPrompt, check_finite_probs
 from tl_neuronllm.model.protocol import HookedModel
+from tl_neuronllm.model.state import preserved_model_state
 from tl_neuronllm.pipeline.checkpoint import Checkpoint, model_fingerprint
 from tl_neuronllm.pipeline.prepare import (
     Prepared,
-    build_queries,
-    check_layers,
-    choose_demos,
     prefix_witnesses,
     prepare,
     require_autograd,
 )
-from tl_neuronllm.pipeline.rescore import rescore
 from tl_neuronllm.pipeline.resolve import resolve
 from tl_neuronllm.provenance import versions
 from tl_neuronllm.result.neuron_result import NeuronResult, build_result
-from tl_neuronllm.scoring.ace import ACEState
 from tl_neuronllm.scoring.reducers import ACEReducer, Reducer
 from tl_neuronllm.validate import check_bool, check_count_or_fraction, check_int
 
-# re-exported: these lived here before (IdentifyConfig, the preparation step, checkpoints)
-__all__ = [
-    "ACEState",
-    "Checkpoint",
-    "IdentifyConfig",
-    "attribute_item_batch",
-    "build_queries",
-    "check_layers",
-    "choose_demos",
-    "config_from_options",
-    "identify",
-    "model_fingerprint",
-    "prepare",
-    "require_autograd",
-    "rescore",
-    "run_scoring",
-]
+__all__ = ["identify", "run_scoring"]
 
 
 def check_finite_attributions(ig: Tensor, mask: Tensor, start: int, item_ids: Sequence[str] | None = None) -> None:
@@ -163,7 +144,13 @@ def score_resumable(
     start, reducer, act_sum, tally = 0, None, None, None
     on_batch: Callable[[int, Reducer, Tensor, AnswerTally], None] | None = None
     if checkpoint is not None:
-        meta = {"config": cfg.to_dict(), "model": adapter.describe(), "weights": model_fingerprint(adapter.model)}
+        method = resolve(cfg.method, cfg.method_kwargs)[0]
+        meta = {
+            "config": cfg.to_dict(),
+            "model": adapter.describe(),
+            "weights": model_fingerprint(adapter.model),
+            "method_code": code_fingerprint(type(method)),  # the same name re-registered with other code differs
+        }
         ckpt = Checkpoint(checkpoint, {**meta, **fingerprint}, checkpoint_every)
         loaded = ckpt.load()
         if loaded is not None:
@@ -305,7 +292,7 @@ def identify(
         TypeError: for unknown options.
     """
     cfg = IdentifyConfig.from_options(config, preset=preset, **options)
-    k = check_count_or_fraction("k", k)
+    k = check_count_or_fraction("k", k, min_count=1)  # before any model time: k=0 would give empty sets
     check_run_options(
         cfg,
         task,
@@ -377,7 +364,7 @@ def finish_result(
         stats.update(tally.stats())
     config = ResultConfig(
         identify=cfg,
-        model=adapter.describe(),
+        model={**adapter.describe(), "weights": model_fingerprint(adapter.model)},  # compare / explain check it
         task={
             "name": scored.name,
             "n_scored": len(scored),

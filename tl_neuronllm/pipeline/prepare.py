@@ -202,10 +202,16 @@ def choose_demos(task: Task, n_shots: int, seed: int, demos: Task | Sequence[Ite
         demo_items = list(demos)[:n_shots]
         if len(demo_items) < n_shots:
             raise TaskError(f"n_shots={n_shots} but only {len(demo_items)} demo item(s) were given")
-        keys = {as_shown(d) for d in demo_items}
-        clash = [it.id for it in task.items if as_shown(it) in keys]
+        keys = {as_shown(d): d.id for d in demo_items}
+        clash = [(it.id, keys[as_shown(it)]) for it in task.items if as_shown(it) in keys]
         if clash:
-            raise TaskError(f"item {clash[0]!r} is both a demo and a scored item; demos must come from other items")
+            item_id, demo_id = clash[0]
+            if item_id == demo_id:
+                raise TaskError(f"item {item_id!r} is both a demo and a scored item; demos must come from other items")
+            raise TaskError(
+                f"scored item {item_id!r} has the same context, question and options as demonstration {demo_id!r}; "
+                "demos must come from other items"
+            )
         return task, demo_items
     if len(task) <= n_shots:
         raise TaskError(

@@ -89,7 +89,7 @@ def rescore(
     if result.attributions is None:
         raise ValueError("this result has no per-item attributions; run identify(..., keep_attributions=True)")
     if k is not None:
-        k = check_count_or_fraction("k", k)
+        k = check_count_or_fraction("k", k, min_count=1)
     c = ResultConfig.from_dict(result.config)
     ident = c.identify
     scoring = ScoringConfig(
@@ -102,12 +102,13 @@ def rescore(
     reducer = reducer_class(c.reducer).create(result.n_layers, result.d_mlp, scoring)
     reducer.update(attr, mask)
     changed = dict(candidates=scoring.candidates, z=scoring.z, tau=scoring.tau, ambiguity=scoring.ambiguity)
-    c.identify = IdentifyConfig.from_dict(
-        {**ident.to_dict(), **changed, "n_proxies": n_proxies or ident.n_proxies}, strict=False
+    c = c.replace(
+        identify=IdentifyConfig.from_dict(
+            {**ident.to_dict(), **changed, "n_proxies": n_proxies or ident.n_proxies}, strict=False
+        ),
+        rescored=True,
+        **({} if task_cfg is None else {"task": task_cfg}),
     )
-    c["rescored"] = True
-    if task_cfg is not None:
-        c.task = task_cfg
     return build_result(
         reducer.result().scores,
         reducer.state,

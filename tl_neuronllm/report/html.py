@@ -21,7 +21,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from tl_neuronllm.evaluation.evaluate import EXPECTED_DIRECTION, EvalResult
+from tl_neuronllm.evaluation.conditions import EXPECTED_DIRECTION
+from tl_neuronllm.evaluation.eval_result import EvalResult
 from tl_neuronllm.report.html_assets import CSS as _CSS
 from tl_neuronllm.report.html_assets import JS as _JS
 from tl_neuronllm.result.neuron_result import NeuronResult
@@ -345,9 +346,13 @@ def report_html(
 
     Raises:
         ValueError: if ``explanation`` is not of ``result``.
+        ConfigError: ``evaluation`` that is not an :class:`EvalResult` (e.g. an output folder given second).
+        MismatchError: an evaluation of another result.
     """
-    from tl_neuronllm.report.markdown import make_figures
+    from tl_neuronllm.report.figures import make_figures
+    from tl_neuronllm.report.markdown import check_report_inputs
 
+    check_report_inputs(result, evaluation, "report_html")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     records = neuron_records(result, explanation)

@@ -147,7 +147,7 @@ JS = r"""
       card.appendChild(ul);
       card.appendChild(histogram(n.hist));
     } else {
-      card.appendChild(el("p", "No explanation in this report (run result.explain(model, task) or tl-neuronllm report)."));
+      card.appendChild(el("p", "No explanation in this report (run explain(result, model, task) or tl-neuronllm report)."));
     }
     card.hidden = false;
     render();

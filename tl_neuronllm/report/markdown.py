@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tl_neuronllm.errors import ConfigError
 from tl_neuronllm.evaluation.conditions import EXPECTED_DIRECTION
 from tl_neuronllm.evaluation.eval_result import (
     EvalResult,
@@ -161,6 +162,27 @@ def _reading(ev: EvalResult) -> list[str]:
     return out
 
 
+def check_report_inputs(result: Any, evaluation: Any, where: str) -> None:
+    """Refuse a report of something that is not a result, of an evaluation that is not one, or of an
+    evaluation of another result (:meth:`EvalResult.check_of`).
+
+    Raises:
+        ConfigError: wrong types (naming the argument); MismatchError: an evaluation of another result.
+    """
+    if not isinstance(result, NeuronResult):
+        raise ConfigError(f"{where}: result must be a NeuronResult, got {type(result).__name__}")
+    if evaluation is None:
+        return
+    if not isinstance(evaluation, EvalResult):
+        hint = (
+            " (the output folder is the third argument, or out_dir=...)" if isinstance(evaluation, (str, Path)) else ""
+        )
+        raise ConfigError(
+            f"{where}: evaluation must be an EvalResult or None, got {type(evaluation).__name__} {evaluation!r}{hint}"
+        )
+    evaluation.check_of(result)
+
+
 def write_report(
     result: NeuronResult,
     evaluation: EvalResult | None,
@@ -169,7 +191,13 @@ def write_report(
     run_info: dict[str, Any] | None = None,
     figures_dir: str = "figures",
 ) -> Path:
-    """Draw the figures into ``out_dir/figures`` and write ``out_dir/report.md``; returns its path."""
+    """Draw the figures into ``out_dir/figures`` and write ``out_dir/report.md``; returns its path.
+
+    Raises:
+        ConfigError: ``evaluation`` that is not an :class:`EvalResult`; MismatchError: an evaluation of another
+            result.
+    """
+    check_report_inputs(result, evaluation, "write_report")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     figs = make_figures(result, evaluation, out / figures_dir)
@@ -181,6 +209,7 @@ def write_report(
 
 __all__: Sequence[str] = (
     "FIGURES",
+    "check_report_inputs",
     "evaluation_markdown",
     "evaluation_table",
     "make_figures",

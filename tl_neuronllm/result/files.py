@@ -27,6 +27,25 @@ FORMAT = f"{FORMAT_NAME}/1"
 _REDO = "save the result again (or rerun identify)"
 
 
+def config_digest(config: Any) -> str:
+    """A SHA-256 of a result's recorded config (its JSON form, keys sorted), stored with the tensors so that
+    a hand-edited ``config.json`` (hook, mode, z, layers, proxies, ...) is refused at load."""
+    import hashlib
+
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode("utf-8")).hexdigest()
+
+
+def tensor_metadata(path: Path) -> dict[str, str]:
+    """The string metadata of a safetensors file (``{}`` when it cannot be read)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            return dict(fh.metadata() or {})
+    except Exception:  # unreadable: read_files reports it
+        return {}
+
+
 def read_files(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
     """The tensors and the JSON metadata of a saved result, checked for readability and format.
 
@@ -149,6 +168,13 @@ def read_result(path: Path) -> dict[str, Any]:
                     f"{CONFIG_FILE}: the {role} list ({len(lists[role])} neurons) is not the top-k={config.k} "
                     "of the scores tensor"
                 )
+    saved = tensor_metadata(path / TENSORS_FILE).get("config_digest")
+    if saved is not None and saved != config_digest(meta["config"]):
+        fail(
+            f"{CONFIG_FILE}'s 'config' differs from the one saved with {TENSORS_FILE} (its digest does not match): "
+            "it was edited by hand or copied from another run, and hooks, rescore and evaluate would use the edited "
+            "values"
+        )
     return dict(
         scores=scores,
         good=lists["good"],

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
@@ -23,14 +22,32 @@ from torch import Tensor
 
 from tl_neuronllm.config.identify import IdentifyConfig
 from tl_neuronllm.config.result import ResultConfig
+from tl_neuronllm.errors import InterventionError
 from tl_neuronllm.model.protocol import HookedModel
-from tl_neuronllm.result.files import CONFIG_FILE, FORMAT, FORMAT_NAME, TENSORS_FILE, ResultFileError, read_result
+from tl_neuronllm.result.files import (
+    CONFIG_FILE,
+    FORMAT,
+    FORMAT_NAME,
+    TENSORS_FILE,
+    ResultFileError,
+    config_digest,
+    read_result,
+)
 from tl_neuronllm.result.interventions import Intervention, Mode, Positions, intervene, make_hooks
 from tl_neuronllm.scoring.ace import ACEState, select
 from tl_neuronllm.scoring.reducers import Reducer
 
 Role = Literal["good", "bad", "both"]
-__all__ = ["FORMAT", "FORMAT_NAME", "Neuron", "NeuronResult", "ResultFileError", "Role", "build_result"]
+__all__ = [
+    "FORMAT",
+    "FORMAT_NAME",
+    "InterventionContext",
+    "Neuron",
+    "NeuronResult",
+    "ResultFileError",
+    "Role",
+    "build_result",
+]
 
 
 class Neuron(NamedTuple):
@@ -57,7 +74,7 @@ class NeuronResult:
         state: The streaming statistics behind the scores: an :class:`ACEState` (membership counts, ES
             means/stds), or a baseline's reducer (:mod:`tl_neuronllm.attribution.baselines`).
         act_mean: Mean site activation over the scored proxies (used by ``mode="mean"``).
-        config: The run's configuration and provenance (a :class:`~tl_neuronllm.config.identify.ResultConfig`, which
+        config: The run's configuration and provenance (a :class:`~tl_neuronllm.config.result.ResultConfig`, which
             also reads as the flat dict of earlier versions); :meth:`identify_config` gives its options.
         stats: Summary numbers of the identification run (accuracy on the scored items, time).
         attributions: Per-item, per-proxy attributions ``[items, proxies, n_layers, d_mlp]`` when the
@@ -153,8 +170,7 @@ class NeuronResult:
 
     def with_k(self, k: int | float) -> NeuronResult:
         """The same scores with top-``k`` good and bad sets (count or fraction of all neurons)."""
-        cfg = ResultConfig.from_dict(self.config)
-        cfg.k = k
+        cfg = ResultConfig.from_dict(self.config).replace(k=k)
         return NeuronResult(
             self.scores,
             _ranked(self.scores, k, 1),
@@ -166,6 +182,24 @@ class NeuronResult:
             self.attributions,
             self.proxy_mask,
         )
+
+    def fingerprint(self) -> str:
+        """A hash of what an evaluation of this result measured: the good and bad sets (labels and scores),
+        the hook, the method and the model (its weight fingerprint when recorded) and the identification
+        items. An :class:`~tl_neuronllm.evaluation.eval_result.EvalResult` records it, and the reports refuse
+        an evaluation of another result."""
+        import hashlib
+
+        c = self.config
+        body = {
+            "good": [[n.layer, n.neuron, f"{n.score:.9g}"] for n in self.good],
+            "bad": [[n.layer, n.neuron, f"{n.score:.9g}"] for n in self.bad],
+            "hook": c.get("hook"),
+            "method": c.get("method"),
+            "model": {key: c.get("model", {}).get(key) for key in ("model_name", "n_layers", "d_mlp", "weights")},
+            "items": c.get("task", {}).get("item_keys") or c.get("task", {}).get("item_ids"),
+        }
+        return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode("utf-8")).hexdigest()[:16]
 
     def summary(self) -> str:
         """A few lines describing the result."""
@@ -227,7 +261,6 @@ class NeuronResult:
         iv = self.intervention(role, mode, factor=factor, value=value, positions=positions)
         return make_hooks(self.hook_names, iv, site, d_mlp=self.d_mlp)
 
-    @contextmanager
     def intervene(
         self,
         model: HookedModel,
@@ -237,11 +270,16 @@ class NeuronResult:
         factor: float = 2.0,
         value: float | None = None,
         positions: Positions = "site",
-    ) -> Iterator[Any]:
-        """Context manager applying an intervention; the hooks are removed on exit, even on error."""
+    ) -> InterventionContext:
+        """Context manager applying an intervention; the hooks are removed on exit, even on error. The
+        object may be used for several ``with`` blocks in turn, not entered again inside its own block.
+
+        Raises:
+            ValueError: a model of another shape; InterventionError: (on entry) the object is already active.
+        """
         self._check_model(model)
-        with intervene(model, self.hooks(role, mode, factor=factor, value=value, positions=positions, model=model)):
-            yield model
+        hooks = self.hooks(role, mode, factor=factor, value=value, positions=positions, model=model)
+        return InterventionContext(lambda: intervene(model, hooks), f"{role} neurons, {mode}")
 
     def suppress(self, model: HookedModel, role: Role = "good", *, positions: Positions = "site") -> Any:
         """Zero a role's neurons (context manager)."""
@@ -317,10 +355,11 @@ class NeuronResult:
             tensors["proxy_mask"] = (
                 self.proxy_mask.contiguous() if self.proxy_mask is not None else torch.ones(self.attributions.shape[:2])
             )
-        save_file(tensors, str(path / TENSORS_FILE))
+        config = json.loads(json.dumps(self.config.to_dict(), default=str))  # as config.json will hold it
+        save_file(tensors, str(path / TENSORS_FILE), metadata={"config_digest": config_digest(config)})
         meta = {
             "format": FORMAT,
-            "config": self.config.to_dict(),
+            "config": config,
             "stats": self.stats,
             "good": [list(n) for n in self.good],
             "bad": [list(n) for n in self.bad],
@@ -345,6 +384,31 @@ class NeuronResult:
         return cls(good=good, bad=bad, **parts)
 
 
+class InterventionContext:
+    """What :meth:`NeuronResult.intervene` (and ``suppress``, ``enhance``, ...) return: the hooks are attached
+    on entry and removed on exit. Entering the same object again inside its own block is refused (the
+    intervention would apply twice, and the generator behind it cannot be entered twice)."""
+
+    def __init__(self, make: Any, what: str) -> None:
+        self._make, self._what = make, what
+        self._active: Any = None
+
+    def __enter__(self) -> Any:
+        if self._active is not None:
+            raise InterventionError(
+                f"this intervention ({self._what}) is already active: the same context object was entered again "
+                "inside its own with-block; call suppress(...) / enhance(...) again for a second, separate context"
+            )
+        cm = self._make()
+        model = cm.__enter__()
+        self._active = cm
+        return model
+
+    def __exit__(self, *exc: Any) -> Any:
+        cm, self._active = self._active, None
+        return cm.__exit__(*exc)
+
+
 def _ranked(scores: Tensor, k: int | float, sign: Literal[1, -1]) -> list[Neuron]:
     return [Neuron(*x) for x in select(scores, k, sign)]
 
@@ -361,9 +425,8 @@ def build_result(
     proxy_mask: Tensor | None = None,
 ) -> NeuronResult:
     """Assemble a :class:`NeuronResult` from scores and the reducer's state (``config`` a
-    :class:`~tl_neuronllm.config.identify.ResultConfig` or its flat dict; ``k`` is recorded in it)."""
-    cfg = ResultConfig.from_dict(config or {})
-    cfg.k = k
+    :class:`~tl_neuronllm.config.result.ResultConfig` or its flat dict; ``k`` is recorded in it)."""
+    cfg = ResultConfig.from_dict(config or {}).replace(k=k)
     return NeuronResult(
         scores,
         _ranked(scores, k, 1),

@@ -16,6 +16,8 @@ and negative memberships, ``N``, and the sum and sum of squares of ``ES_j`` (for
 States of different shards merge by addition, which is how the multi-process path all-reduces.
 """
 
+# pyright: strict
+
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
@@ -68,7 +70,7 @@ def candidate_masks(
     es: Float[Tensor, "items n_layers d_mlp"], cfg: ScoringConfig
 ) -> tuple[Float[Tensor, "items n_layers d_mlp"], Float[Tensor, "items n_layers d_mlp"]]:
     """Per-item good (``G_j``) and bad (``B_j``) candidate masks as 0/1 float tensors."""
-    n, L, d = es.shape
+    _, L, d = es.shape
     flat = einops.rearrange(es, "i l d -> i (l d)")
     if cfg.candidates == "topk":
         k = cfg.z_count(L * d)
@@ -195,7 +197,7 @@ def select(
         ValueError: for any other ``k`` (see :func:`tl_neuronllm.validate.check_count_or_fraction`).
     """
     n = scores.numel()
-    k = check_count_or_fraction("k", k)
+    k = check_count_or_fraction("k", k, min_count=1)  # k=0 would be two empty sets
     kk = min(int(round(k * n)) if isinstance(k, float) else k, n)
     flat = (sign * scores).flatten()
     vals, idx = flat.topk(kk) if kk else (flat[:0], flat[:0].long())

@@ -1,40 +1,7 @@
 """The baselines' reducers: how QR-Neuron, knowledge neurons and activation contrast turn the per-item
-attributions of their methods (:mod:`tl_neuronllm.attribution.baselines`) into task scores.
-
-Each baseline is an attribution method (:mod:`tl_neuronllm.attribution.methods`) and a reducer
-(:mod:`tl_neuronllm.scoring.reducers`) over the same per-item ``[P, n_layers, d_mlp]`` attributions as the
-method's ACE score, so :func:`tl_neuronllm.identify` runs it through the same streaming path
-(``identify(model, task, method="qr_neuron")``), with checkpoints, ``keep_attributions`` / ``rescore``
-and ``identify_distributed``.
-Positive-only methods (QR-Neuron, knowledge neurons) return no negative scores, so their bad set is
-empty (report it as n/a). The IG baselines use the same exact prefix-cache IG as the method
-(:class:`GoldProbIG`: ``cfg.steps`` steps, ``cfg.ig_rule``) but attribute the gold option's probability
-under the full vocabulary (``target="vocab_prob"``), as the original papers do. Every baseline records
-its wall time in ``info["baseline_seconds"]``.
-
-* ``"qr_neuron"`` (Chen, Dejl, Toni 2024, arXiv 2406.10868). Per proxy ``p`` of item ``j``:
-  ``IG_{j,p}``; coarse set ``S_{j,p} = {w : IG_{j,p}(w) > t * max_w IG_{j,p}(w)}`` (``t = 0.2``).
-  Cluster of the item (the query): ``C_j = U_p S_{j,p}``. Normalised attribution
-  ``A_j = mean_p IG_{j,p} / max_w mean_p IG_{j,p}``. Inverse cluster frequency
-  ``icf(w) = log(N / (n_w + 1))`` with ``N`` clusters and ``n_w`` the clusters holding ``w``.
-  Neurons in more than 30% of the clusters are *common* and dropped. Task score
-  ``(1/N) sum_j 1[w in C_j] * max(A_j(w), 0) * icf(w)`` (0 for common neurons). Note that with
-  few items (``N <= 3``) every clustered neuron is common.
-* ``"knowledge_neurons"`` (Dai et al. 2022). Per proxy: the same coarse sets on the gold
-  probability's IG; refined set of the item ``R_j = {w : #{p : w in S_{j,p}} >= 0.5 * P_j}``
-  (shared by at least half of the item's prompts). Task score
-  ``(1/N) sum_j 1[w in R_j] * max(mean_p IG_{j,p}(w), 0)``: the attribution-weighted frequency of
-  ``w`` among the items' refined sets, which ranks neurons refined for more items (and, among
-  those, more strongly attributed) first.
-* ``"activation_contrast"``: mean site activation over the correctly answered proxies minus the
-  mean over the incorrectly answered ones (argmax over the options, clean run). Signed: positive
-  scores are neurons more active when the model is right. With no wrong (or no right) proxy the
-  contrast is undefined; the scores are then zero (nothing is selected) and
-  ``info["contrast_defined"]`` is False. Its reducer needs whether each proxy was answered right,
-  which kept attributions do not hold, so its results cannot be rescored.
-
-``grad_x_act`` (attribution patching) is ``identify(method="grad_x_act")`` and the random control
-with matched per-layer counts lives in the evaluation, so neither is repeated here.
+attributions of their methods into task scores. The formulas, with their papers, are in the docstring of
+:mod:`tl_neuronllm.attribution.baselines` (the methods); the naive whole-tensor oracles the tests hold these
+streaming reducers to are in ``tests/helpers.py``.
 """
 
 from __future__ import annotations

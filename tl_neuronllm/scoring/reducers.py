@@ -13,6 +13,8 @@ the baselines' reducers (QR-Neuron, knowledge neurons, activation contrast) live
 a method names its reducer, and a result records the reducer's name and finds it with :func:`reducer_class`.
 """
 
+# pyright: strict
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
@@ -39,7 +41,7 @@ class ReducerResult:
 
     scores: Float[Tensor, "n_layers d_mlp"]
     positive_only: bool = False
-    info: dict[str, Any] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict[str, Any])
 
 
 class Reducer(ABC):

@@ -1,4 +1,4 @@
-"""Common vs task-specific neurons across tasks (issue 12, part 3).
+"""Common vs task-specific neurons across tasks.
 
 ``compare(results)`` takes the results of one model on several tasks (``{task name: NeuronResult}``)
 and reports, for the good and for the bad sets:
@@ -32,6 +32,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from tl_neuronllm.data.tasks import Task
+from tl_neuronllm.errors import MismatchError
 from tl_neuronllm.evaluation.stats import chance_overlap, overlap_p_value
 from tl_neuronllm.model.protocol import HookedModel
 from tl_neuronllm.result.neuron_result import NeuronResult
@@ -248,6 +249,12 @@ def _check_results(results: Mapping[str, NeuronResult]) -> tuple[list[str], list
         m = r.config.get("model", {}).get("model_name")
         if m and model0 and m != model0:
             raise ValueError(f"results[{name!r}] is for model {m!r} but results[{first!r}] for {model0!r}")
+        w, w0 = r.config.get("model", {}).get("weights"), r0.config.get("model", {}).get("weights")
+        if w and w0 and w != w0:
+            raise MismatchError(
+                f"results[{name!r}] was identified on a model with other weights than results[{first!r}] (weight "
+                f"fingerprints {w[:12]} and {w0[:12]}): compare results of one model"
+            )
     return names, res
 
 

@@ -1,4 +1,4 @@
-"""Cross-validated choice of the scoring options, without looking at held-out items (issue 12, part 5).
+"""Cross-validated choice of the scoring options, without looking at held-out items.
 
 The method's fixed defaults (z = 1%, strict ambiguity filter) are one point of a space of settings that
 :func:`tl_neuronllm.rescore` re-forms for free from kept attributions. :func:`select_cv` chooses among
@@ -15,7 +15,7 @@ them using the identification items only:
 
 Where the model has the skill (five testbeds, SmolLM2 on CommonsenseQA) it chose no filter, with z = 10% on
 all but one testbed (5%): that is ``identify``'s default since 0.5.0. Where SmolLM2 is at chance (OpenBookQA,
-BoolQ) the validated effects are noise-sized and it chose other settings (README, issue 12 section).
+BoolQ) the validated effects are noise-sized and it chose other settings (docs/results.md).
 
 The held-out split is never an argument, so it cannot be touched.
 """
@@ -32,7 +32,7 @@ from typing import Any, Literal
 from tl_neuronllm.data.tasks import Item, Task, TaskError
 from tl_neuronllm.model.protocol import HookedModel
 from tl_neuronllm.result.neuron_result import NeuronResult
-from tl_neuronllm.validate import check_choice, check_int
+from tl_neuronllm.validate import check_choice, check_count_or_fraction, check_int
 
 CV_JSON = "selection.json"
 CV_FORMAT = "tl_neuronllm.CVSelection/1"
@@ -148,6 +148,9 @@ def _check_grid(grid: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         unknown = sorted(set(s) - set(SETTING_KEYS))
         if unknown:
             raise ValueError(f"grid[{i}] has unknown option(s) {unknown}; allowed: {list(SETTING_KEYS)}")
+        for key in ("k", "z"):  # before any model time: k=0 would validate empty sets
+            if s.get(key) is not None:
+                check_count_or_fraction(f"grid[{i}][{key!r}]", s[key], min_count=1)
         out.append(dict(s))
     return out
 
@@ -272,13 +275,15 @@ def select_cv(
     mean_obj = [sum(e["objective"] for e in eff) / len(eff) for eff in effects]
     best = max(range(len(settings)), key=lambda i: (mean_obj[i], -i))
     chosen = rescore(result, **settings[best])
-    chosen.config["selection"] = {
-        "method": "cv",
-        "setting": settings[best],
-        "n_folds": n_folds,
-        "objective": objective,
-        "mean_objective": mean_obj[best],
-    }
+    chosen.config = chosen.config.replace(
+        selection={
+            "method": "cv",
+            "setting": settings[best],
+            "n_folds": n_folds,
+            "objective": objective,
+            "mean_objective": mean_obj[best],
+        }
+    )
     config = _cv_config(n_folds, seed, c.get("k"), opts, ident, demo_items)
     return CVSelection(
         grid=json.loads(json.dumps(settings)),

@@ -1,4 +1,4 @@
-"""How stable are the good and bad sets under resampling of the identification items? (issue 12, part 4)
+"""How stable are the good and bad sets under resampling of the identification items?
 
 From a result that kept its per-item attributions (``identify(..., keep_attributions=True)``) the sets
 are re-formed on resamples of the identification items with :func:`tl_neuronllm.rescore` (its
@@ -30,7 +30,7 @@ from jaxtyping import Float
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from tl_neuronllm.validate import check_int
+from tl_neuronllm.validate import check_count_or_fraction, check_int
 
 if TYPE_CHECKING:
     from tl_neuronllm.result.neuron_result import NeuronResult
@@ -189,6 +189,8 @@ def stability(
 
     if result.attributions is None:
         raise ValueError("stability needs the per-item attributions: run identify(..., keep_attributions=True)")
+    if result.config.get("k") is not None:  # k=0: empty sets, whose Jaccard would read 1.0
+        check_count_or_fraction("the result's k", result.config.get("k"), min_count=1)
     n = int(result.attributions.shape[0])
     draws, replaced = resample_indices(n, n_items, n_resamples, seed, replace)
     L, d = result.n_layers, result.d_mlp

@@ -6,18 +6,34 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from tl_neuronllm.data.tasks.items import Item, TaskError
+from tl_neuronllm.data.tasks.items import Item, TaskError, canon
 
 __all__ = ["classification_items", "records_list"]
 
 
 def records_list(records: Iterable[Mapping[str, Any]]) -> Iterable[Mapping[str, Any]]:
-    """``records`` as given, or a Hugging Face ``datasets.Dataset`` as its list of rows."""
+    """``records`` as given, or a Hugging Face ``datasets.Dataset`` as its list of rows.
+
+    Raises:
+        TaskError: for a string, bytes, a single dict or anything that is not a collection of records.
+    """
     to_list = getattr(records, "to_list", None)
-    if to_list is None:
-        return records
-    rows: list[Mapping[str, Any]] = to_list()
-    return rows
+    if to_list is not None:
+        rows: list[Mapping[str, Any]] = to_list()
+        return rows
+    if isinstance(records, (str, bytes)):
+        raise TaskError(
+            f"records must be a list of dicts (one per item), got a {type(records).__name__} {records[:40]!r}; "
+            "for a file use Task.from_jsonl / Task.from_csv"
+        )
+    if isinstance(records, Mapping):
+        raise TaskError(
+            f"records must be a list of dicts (one per item), got one dict with keys {sorted(map(str, records))[:6]}; "
+            "wrap a single record in a list"
+        )
+    if not isinstance(records, Iterable):
+        raise TaskError(f"records must be a list of dicts (one per item), got {type(records).__name__} {records!r}")
+    return records
 
 
 def classification_items(
@@ -35,7 +51,7 @@ def classification_items(
         TaskError: as :meth:`Task.from_classification`.
     """
     keys, opts, lookup = _label_lookup(label_names)
-    if question is not None and (not isinstance(question, str) or not question.strip()):
+    if question is not None and (not isinstance(question, str) or not canon(question)):
         raise TaskError(f"question must be a non-empty string (the stem of every item), got {question!r}")
     if question is not None and context is not None:
         raise TaskError(
@@ -51,12 +67,10 @@ def classification_items(
         for fld in (text, label) + ((context,) if context is not None else ()):
             if fld not in rec or rec[fld] is None:
                 raise TaskError(f"{where}: missing field {fld!r}")
-            if fld != label and isinstance(rec[fld], str) and not rec[fld].strip():
+            if fld != label and isinstance(rec[fld], str) and not canon(rec[fld]):
                 raise TaskError(f"{where}: field {fld!r} is empty")
         raw = rec[label]
-        idx = lookup.get(raw) if not isinstance(raw, (list, dict)) else None
-        if idx is None and not isinstance(raw, (list, dict)):
-            idx = lookup.get(str(raw).strip())
+        idx = _label_index(raw, lookup, label_names, where, label)
         if idx is None:
             allowed = [str(k) for k in keys]
             raise TaskError(f"{where}: field {label!r} = {raw!r} is not one of the labels {allowed}")
@@ -75,6 +89,39 @@ def classification_items(
     return out
 
 
+def _label_index(
+    raw: Any, lookup: dict[Any, int], label_names: Sequence[str] | Mapping[Any, str], where: str, label: str
+) -> int | None:
+    """The option index of a row's raw label (``None`` when it is not one of the labels).
+
+    A ``bool`` label is read only against ``True`` / ``False`` keys of a mapping (or their strings), never as
+    the index 0 / 1 of a list: ``from_records`` refuses ``answer=True`` for the same reason.
+
+    Raises:
+        TaskError: a bool label with a list of label names.
+    """
+    if isinstance(raw, bool):
+        if not isinstance(label_names, Mapping):
+            raise TaskError(
+                f"{where}: field {label!r} = {raw!r} is a bool, which a list of label names would read as the index "
+                f"{int(raw)}; give label_names as a mapping, e.g. {{False: ..., True: ...}}"
+            )
+        for key in (raw, str(raw)):
+            hit = next((i for i, k in enumerate(label_names) if type(k) in (bool, str) and k == key), None)
+            if hit is not None:
+                return hit
+        return None
+    if isinstance(raw, (list, dict, set, tuple)):
+        return None
+    try:
+        idx = lookup.get(raw)
+    except TypeError:  # unhashable
+        idx = None
+    if idx is None:
+        idx = lookup.get(canon(str(raw)))
+    return idx
+
+
 def _label_lookup(label_names: Sequence[str] | Mapping[Any, str]) -> tuple[list[Any], list[str], dict[Any, int]]:
     """``(raw labels, option texts, raw label or its string or option text -> option index)``."""
     if isinstance(label_names, Mapping):
@@ -86,16 +133,17 @@ def _label_lookup(label_names: Sequence[str] | Mapping[Any, str]) -> tuple[list[
         keys, opts = list(range(len(label_names))), list(label_names)
     if len(opts) < 2:
         raise TaskError(f"label_names has {len(opts)} name(s); a classification task needs at least 2")
-    bad = [o for o in opts if not isinstance(o, str) or not o.strip()]
+    bad = [o for o in opts if not isinstance(o, str) or not canon(o)]
     if bad:
         raise TaskError(f"label_names: option text {bad[0]!r} must be a non-empty string")
-    if len({o.strip() for o in opts}) != len(opts):
+    if len({canon(o) for o in opts}) != len(opts):
         raise TaskError(f"label_names has duplicate option texts: {opts}")
     lookup: dict[Any, int] = {}
     for i, key in enumerate(keys):
-        lookup.setdefault(key, i)
-        lookup.setdefault(str(key).strip(), i)
+        if not isinstance(key, bool):  # bool keys are matched only by bool labels (see _label_index)
+            lookup.setdefault(key, i)
+        lookup.setdefault(canon(str(key)), i)
     if not isinstance(label_names, Mapping):
         for i, o in enumerate(opts):
-            lookup.setdefault(o.strip(), i)
+            lookup.setdefault(canon(o), i)
     return keys, opts, lookup

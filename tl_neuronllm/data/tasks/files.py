@@ -70,6 +70,10 @@ def csv_records(path: str | Path) -> list[dict[str, Any]]:
     reader = csv.DictReader(io.StringIO(text, newline=""))
     cols = [c.strip() for c in reader.fieldnames or []]
     reader.fieldnames = cols
+    if "question" not in cols:  # checked first: a short column name ("q") would else read as an option letter
+        near = [c for c in cols if c.lower() in ("question", "q", "questions", "stem", "prompt")]
+        hint = f"; rename column {near[0]!r} to 'question'" if near else ""
+        raise TaskError(f"{path}:1: missing column 'question' (the header has {cols}){hint}")
     opt_cols = _option_columns(cols, path)
     for ln, row in enumerate(reader, 2):
         if None in row:  # more cells than header columns: csv would drop them silently
@@ -86,8 +90,6 @@ def csv_records(path: str | Path) -> list[dict[str, Any]]:
             "options": opts,
             "answer": row.get("answer"),
         }
-        if row.get("question") is None:
-            raise TaskError(f"{path}: missing column 'question'")
         if row.get("context"):
             rec["context"] = row["context"]
         recs.append(rec)

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from tl_neuronllm.errors import TaskError
 
-__all__ = ["LETTERS", "MAX_OPTIONS", "Item", "TaskError", "Text", "TokenSeq", "item_from_record"]
+__all__ = ["LETTERS", "MAX_OPTIONS", "Item", "TaskError", "Text", "TokenSeq", "canon", "item_from_record"]
 
 MAX_OPTIONS = 26
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -19,11 +21,21 @@ TokenSeq = tuple[int, ...]
 Text = str | TokenSeq
 
 
+def canon(text: str) -> str:
+    """``text`` as compared and checked: NFC-normalised (``"e" + U+0301`` is ``"é"``), without invisible
+    format characters (zero-width space and joiners, byte-order mark, soft hyphen: Unicode category Cf)
+    and stripped of surrounding whitespace. Stored text is kept as given; only comparisons use this."""
+    text = unicodedata.normalize("NFC", text)
+    return "".join(ch for ch in text if unicodedata.category(ch) != "Cf").strip()
+
+
 def _as_text(value: Any, where: str, fld: str, *, allow_empty: bool = False) -> Text:
     if isinstance(value, str):
-        if not allow_empty and not value.strip():
-            raise TaskError(f"{where}: field '{fld}' is empty")
+        if not allow_empty and not canon(value):
+            raise TaskError(f"{where}: field '{fld}' is empty (or only whitespace / invisible characters)")
         return value
+    if isinstance(value, bytes):
+        raise TaskError(f"{where}: field '{fld}' is bytes; decode it to a string (UTF-8)")
     if isinstance(value, Sequence) and all(isinstance(t, int) and not isinstance(t, bool) for t in value):
         if not allow_empty and len(value) == 0:
             raise TaskError(f"{where}: field '{fld}' is an empty token list")
@@ -64,14 +76,20 @@ class Item:
                 f"{where}: field 'options' is a {type(self.options).__name__}, which has no fixed option "
                 "order (a dict would become its keys); give a list of options"
             )
-        opts = tuple(_as_text(o, where, f"options[{i}]") for i, o in enumerate(self.options))
+        if not isinstance(self.options, Sequence) and not callable(getattr(self.options, "tolist", None)):
+            raise TaskError(
+                f"{where}: field 'options' must be a list of options, got {type(self.options).__name__} "
+                f"{self.options!r}"
+            )
+        raw = self.options.tolist() if not isinstance(self.options, Sequence) else self.options  # type: ignore[union-attr]
+        opts = tuple(_as_text(o, where, f"options[{i}]") for i, o in enumerate(raw))
         if len(opts) < 2:
             raise TaskError(f"{where}: field 'options' has {len(opts)} option(s); at least 2 are needed")
         if len(opts) > MAX_OPTIONS:
             raise TaskError(
                 f"{where}: field 'options' has {len(opts)} options; at most {MAX_OPTIONS} (A-Z) are supported"
             )
-        norm = [o.strip() if isinstance(o, str) else o for o in opts]
+        norm = [canon(o) if isinstance(o, str) else o for o in opts]
         seen: dict[Any, int] = {}
         for i, o in enumerate(norm):
             if o in seen:
@@ -102,7 +120,7 @@ class Item:
     def content_key(self) -> str:
         """A hash of the item's content (context, question and the set of options; not its id or the
         option order), so that the same question under another id or option order is recognised."""
-        norm = lambda v: v.strip() if isinstance(v, str) else list(v)
+        norm = lambda v: canon(v) if isinstance(v, str) else list(v)
         body = [
             norm(self.context) if self.context is not None else None,
             norm(self.question),
@@ -136,37 +154,50 @@ def _answer_index(value: Any, options: Sequence[Any], where: str) -> int:
     if isinstance(value, float) and value.is_integer():
         return int(value)
     if isinstance(value, str):
-        s = value.strip()
-        if s.lstrip("-").isdigit():
+        s = canon(value)
+        if re.fullmatch(r"-?[0-9]+", s):
             return int(s)
         if len(s) == 1 and s.upper() in LETTERS:
             return LETTERS.index(s.upper())
         for i, o in enumerate(options):
-            if isinstance(o, str) and o.strip() == s:
+            if isinstance(o, str) and canon(o) == s:
                 return i
         if len(s) >= 2 and s[0].upper() in LETTERS and s[1] in ".):":
             return LETTERS.index(s[0].upper())
     raise TaskError(f"{where}: field 'answer' = {value!r} is neither an index, a letter nor one of the options")
 
 
+def _short(value: Any, n: int = 60) -> str:
+    r = repr(value)
+    return r if len(r) <= n else r[: n - 3] + "..."
+
+
 def item_from_record(rec: Mapping[str, Any], *, index: int = 0) -> Item:
     """Build an :class:`Item` from a dict with ``question``, ``options``, ``answer`` (and ``context``)."""
+    if not isinstance(rec, Mapping):
+        raise TaskError(
+            f"record {index}: expected a dict with question, options and answer, got {type(rec).__name__} {_short(rec)}"
+        )
     rid = str(rec.get("id", index))
     where = f"item {rid!r} (record {index})"
-    if not isinstance(rec, Mapping):
-        raise TaskError(f"record {index}: expected a dict, got {type(rec).__name__}")
     if "question" not in rec:
         raise TaskError(f"{where}: missing field 'question'")
     if "options" not in rec and "choices" not in rec:
         raise TaskError(f"{where}: missing field 'options'")
     options = rec.get("options", rec.get("choices"))
-    if isinstance(options, str):
+    if isinstance(options, (str, bytes)):
         raise TaskError(f"{where}: field 'options' is a single string; give a list of options")
     if isinstance(options, (Mapping, set, frozenset)):
         raise TaskError(
             f"{where}: field 'options' is a {type(options).__name__}, which has no fixed option order "
             "(a dict would become its keys); give a list of options"
         )
+    if options is not None and not isinstance(options, Sequence) and not callable(getattr(options, "tolist", None)):
+        raise TaskError(f"{where}: field 'options' must be a list of options, got {type(options).__name__} {options!r}")
+    if options is not None and not isinstance(options, Sequence):
+        options = options.tolist()  # an array or tensor of options
+        if not isinstance(options, Sequence):
+            raise TaskError(f"{where}: field 'options' must be a list of options, got {options!r}")
     if options is None or len(options) == 0:
         raise TaskError(f"{where}: field 'options' is missing or empty")
     key = next((k for k in _ANSWER_KEYS if k in rec and rec[k] is not None and rec[k] != ""), None)

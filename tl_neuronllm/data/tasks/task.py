@@ -24,23 +24,39 @@ class Task:
     instruction: str | None = None
 
     def __post_init__(self) -> None:
+        if not isinstance(self.name, str):
+            raise TaskError(f"task name must be a string, got {type(self.name).__name__} {self.name!r}")
+        if self.instruction is not None and not isinstance(self.instruction, str):
+            raise TaskError(f"task {self.name!r}: instruction must be a string or None, got {self.instruction!r}")
+        if isinstance(self.items, (str, bytes, Mapping)) or not isinstance(self.items, Iterable):
+            raise TaskError(
+                f"task {self.name!r}: items must be a list of Item, got {type(self.items).__name__}; "
+                "use Task.from_records(...) for dicts"
+            )
         items = tuple(self.items)
         if not items:
             raise TaskError(f"task {self.name!r} is empty: it needs at least one item")
         for i, it in enumerate(items):
             if not isinstance(it, Item):
                 raise TaskError(f"task {self.name!r}: entry {i} is a {type(it).__name__}, not an Item")
-        kinds = {it.is_tokens for it in items}
-        if len(kinds) > 1:
-            raise TaskError(f"task {self.name!r} mixes text items and token-id items")
+        odd = next((i for i, it in enumerate(items) if it.is_tokens != items[0].is_tokens), None)
+        if odd is not None:
+            kind = lambda it: "token ids" if it.is_tokens else "text"
+            raise TaskError(
+                f"task {self.name!r} mixes text items and token-id items: entry {odd} (item {items[odd].id!r}) is "
+                f"{kind(items[odd])}, entry 0 (item {items[0].id!r}) is {kind(items[0])}"
+            )
         # give items stable ids when none were given
         fixed = tuple(
             it if it.id else Item(it.question, it.options, it.answer, it.context, str(i)) for i, it in enumerate(items)
         )
         ids = [it.id for it in fixed]
         if len(set(ids)) != len(ids):
-            dup = next(x for x in ids if ids.count(x) > 1)
-            raise TaskError(f"task {self.name!r}: duplicate item id {dup!r}")
+            seen: dict[str, int] = {}
+            for j, x in enumerate(ids):
+                if x in seen:
+                    raise TaskError(f"task {self.name!r}: duplicate item id {x!r} (entries {seen[x]} and {j})")
+                seen[x] = j
         object.__setattr__(self, "items", fixed)
 
     def __len__(self) -> int:

@@ -1,21 +1,5 @@
-"""Model backends: one way each of computing a prompt prefix once and continuing it with many rows.
-
-A backend answers two questions for a model: :meth:`Backend.prefix` (run the prefix tokens once,
-keep whatever lets continuations reuse it) and :meth:`Backend.run_suffix` (logits of ``rows``
-right-padded continuations of that prefix, suffix positions only). Three exist:
-
-* :class:`~tl_neuronllm.model.backends.hf_cache.HFCacheBackend`: a ``TransformerBridge`` over a Hugging
-  Face model, continuing the HF key/value cache.
-* :class:`~tl_neuronllm.model.backends.tl_cache.TLCacheBackend`: a TL 2.x/3.x ``HookedTransformer``,
-  continuing a frozen TransformerLens key/value cache.
-* :class:`~tl_neuronllm.model.backends.rerun.RerunBackend`: any model; the prefix is re-run in every row
-  (exact, not cheaper). The fallback whenever a cache does not reproduce the plain forward.
-
-No backend is trusted on its word: :mod:`tl_neuronllm.model.shortcuts` checks the chosen one once per
-model against a plain full-sequence forward without a cache, and falls back to the re-run backend
-(with a warning) when they disagree. A new model family is one new backend file plus one line in
-:func:`candidate_backends`.
-"""
+"""The backend interface (:class:`Backend`) and the prefix state it returns (:class:`PrefixState`); the
+backends themselves and how one is chosen are in :mod:`tl_neuronllm.model.backends`."""
 
 from __future__ import annotations
 

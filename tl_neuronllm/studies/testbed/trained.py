@@ -111,8 +111,9 @@ class Testbed:
         ``demos`` default to the demo split of ``splits(seed)``; ``options`` are other
         :class:`~tl_neuronllm.pipeline.identify.IdentifyConfig` fields (``permutation``, ...).
         """
+        from tl_neuronllm.config.identify import IdentifyConfig
         from tl_neuronllm.model.adapter import ModelAdapter
-        from tl_neuronllm.pipeline.identify import IdentifyConfig, build_queries, choose_demos
+        from tl_neuronllm.pipeline.prepare import build_queries, choose_demos
 
         cfg = IdentifyConfig(token_format=self.token_format, n_proxies=n_proxies, n_shots=n_shots, seed=seed, **options)
         if demos is None and n_shots > 0:
@@ -150,8 +151,9 @@ class Testbed:
         Raises:
             ValueError: when ``task`` is not given and the held-out split is empty.
         """
-        from tl_neuronllm.model.adapter import ModelAdapter, preserved_model_state
+        from tl_neuronllm.model.adapter import ModelAdapter
         from tl_neuronllm.model.answers import predict
+        from tl_neuronllm.model.state import preserved_model_state
 
         if task is None:
             task = self.splits(seed)[1]
