@@ -1,11 +1,11 @@
 """IG steps: how many Gauss-Legendre steps the default run's top-K sets need (issue 21, part 5).
 
-    OMP_NUM_THREADS=1 python benchmarks/ig_steps.py measure --state /tmp/ig_steps_state.pt
-    python benchmarks/ig_steps.py analyze --state /tmp/ig_steps_state.pt
+    OMP_NUM_THREADS=1 python -m benchmarks ig_steps measure --threads 1 --state /tmp/ig_steps_state.pt
+    python -m benchmarks ig_steps analyze --state /tmp/ig_steps_state.pt
 
 The default cloze setting of ``tl-neuronllm run`` (:data:`tl_neuronllm.cli.args.DEFAULTS`): SmolLM2-135M-Instruct,
 CommonsenseQA, its identification items (the CLI's split: 24 items, seed 0, 1 demonstration), cloze mode without
-listed options (so 1 proxy), IG with ``ig_rule="gauss"``, ACE with z = 10% and no filter, K = 500.
+listed options (so 1 proxy; the split from :func:`benchmarks.harness.split`, as the CLI's), IG with ``ig_rule="gauss"``, ACE with z = 10% and no filter, K = 500.
 
 ``measure`` computes every identification item's IG at 2 / 4 / 8 / 16 / 64 steps, item by item (items in the
 outer loop, the step counts in a rotating order inside, so that the step counts' wall times are taken side by
@@ -14,66 +14,61 @@ per-item attributions and seconds to ``--state`` after every item (a stopped run
 ``analyze`` forms the sets of each step count from the first ``n`` finished items with the ACE reducer (what
 ``identify`` / ``rescore`` would return on those items) and writes, against the 64-step reference: the top-K
 overlap of the good and of the bad set (``|A & B| / K``), the mean absolute attribution error (and relative
-to the reference's mean ``|IG|``) and the IG seconds per item. Writes ``results/ig_steps/<task>.{json,md}``.
+to the reference's mean ``|IG|``) and the IG seconds per item. Writes ``results/ig_steps/<run>.{json,md}``
+(run: the task's name by default) with the harness's schema.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import torch
+
+from benchmarks import harness
 
 STEPS = (2, 4, 5, 6, 8, 16)
 REFERENCE = 64
 BUDGET_MB = 4096.0  # IG chunk memory of the sweep (fewer, larger chunks; the scores do not depend on it)
 TODAY = "4@1024"  # today's default run: 4 steps at the CPU default chunk budget (1024 MB), timed alongside
-OUT = Path(__file__).resolve().parent / "results" / "ig_steps"
 
 
-def _setup(task_name: str, n_items: int | None) -> tuple[Any, Any, Any, Any]:
-    """The CLI's default model, identification items, demos and IdentifyConfig."""
-    from tl_neuronllm.cli.app import _run_record, load_task, split_task
-    from tl_neuronllm.cli.args import build_parser
+def _setup(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
+    """The CLI's default model, identification items, demos and IdentifyConfig (at the reference's steps)."""
+    from tl_neuronllm.cli.args import DEFAULTS as D
     from tl_neuronllm.config.identify import IdentifyConfig
-    from tl_neuronllm.data.smollm2 import load_smollm2
 
-    args = build_parser().parse_args(["run", "--task", task_name])
-    args.show_options = args.mode == "letter"
-    args.n_proxies = 1 if args.mode == "cloze" and not args.show_options else 3
-    run = _run_record(args)
-    ident, _held, demo = split_task(load_task(task_name), run)
-    if n_items is not None:
-        ident = ident.subset(list(range(min(n_items, len(ident)))), name=ident.name)
+    task = harness.load_task(args.task)
+    ident, _held, demo = harness.split(task, args.n_identify, args.n_heldout, n_shots=args.n_shots, seed=args.seed)
+    if args.n_items is not None:
+        ident = ident.subset(list(range(min(args.n_items, len(ident)))), name=ident.name)
+    show = D["mode"] == "letter" if D["show_options"] is None else D["show_options"]
     cfg = IdentifyConfig.from_options(
-        mode=args.mode,
-        show_options=args.show_options,
+        mode=D["mode"],
+        show_options=show,
         n_shots=args.n_shots,
-        n_proxies=args.n_proxies,
-        method=args.method,
+        n_proxies=1 if D["mode"] == "cloze" and not show else 3,
+        method=D["method"],
         steps=REFERENCE,
-        ig_rule=args.ig_rule,
-        seed=args.seed,
-        z=float(args.z),
-        ambiguity=args.ambiguity,
+        ig_rule=D["ig_rule"],
+        seed=D["seed"],
+        z=float(D["z"]),
+        ambiguity=D["ambiguity"],
     )
-    return load_smollm2(), ident, demo, cfg
+    return harness.load_model(), ident, demo, cfg
 
 
 def measure(args: argparse.Namespace) -> None:
     """Per-item IG at every step count (and today's default), saved after each item."""
-    torch.set_num_threads(1)
     from tl_neuronllm.attribution.kernels import ensure_exact_ig
     from tl_neuronllm.model.adapter import preserved_model_state
     from tl_neuronllm.pipeline.identify import prepare, ready_adapter, run_scoring
 
-    model, ident, demo, cfg = _setup(args.task, args.n_items)
+    model, ident, demo, cfg = _setup(args)
     runs: dict[Any, Any] = {s: replace(cfg, steps=s, memory_budget_mb=BUDGET_MB) for s in (*STEPS, REFERENCE)}
     runs[TODAY] = replace(cfg, steps=4, memory_budget_mb=None)
     keys = list(runs)
@@ -208,9 +203,7 @@ def analyze(args: argparse.Namespace) -> dict[str, Any]:
         "versions": versions(),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "loadavg": list(os.getloadavg())},
     }
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / f"{args.task}.json").write_text(json.dumps(out, indent=2))
-    (OUT / f"{args.task}.md").write_text(_markdown(out))
+    harness.write_result("ig_steps", args.run or args.task, out, args=args, markdown=_markdown(out), out=args.out)
     print(_markdown(out))
     return out
 
@@ -259,15 +252,15 @@ def _markdown(out: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> None:
+    ap = harness.parser(__doc__)
     ap.add_argument("what", choices=("measure", "analyze"))
-    ap.add_argument("--task", default="commonsenseqa")
     ap.add_argument("--state", default="/tmp/ig_steps_state.pt", help="per-item attributions (written by measure)")
     ap.add_argument("--n-items", type=int, default=None, help="first n identification items (default all)")
     ap.add_argument("--k", type=int, default=500)
     ap.add_argument("--n-boot", type=int, default=30, help="item resamples for the overlaps' intervals")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    harness.setup(args)
     (measure if args.what == "measure" else analyze)(args)
 
 
