@@ -25,6 +25,7 @@ import os
 import platform
 import time
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -75,10 +76,16 @@ def measure(args: argparse.Namespace) -> None:
     prep = prepare(model, ident, cfg, demos=demo)
     state: dict[str, Any] = {"item_ids": prep.item_ids, "steps": (*STEPS, REFERENCE), "attr": {s: [] for s in keys}}
     state.update(seconds={s: [] for s in keys}, config=cfg.to_dict(), budget_mb=BUDGET_MB, started=time.time())
+    first = 0
+    if args.resume and Path(args.state).exists():  # go on after the saved state's finished items
+        state = torch.load(args.state, weights_only=False)
+        if state["item_ids"] != prep.item_ids or list(state["seconds"]) != keys:
+            raise ValueError(f"{args.state} holds another run's items or step counts; drop --resume")
+        first = int(state["n_done"])
     with preserved_model_state(model):
         ready_adapter(prep, cfg, prep.queries)
         ensure_exact_ig(prep.adapter, prep.queries[0][0], rule=cfg.ig_rule, target=cfg.target)  # not timed
-        for i in range(len(prep.queries)):
+        for i in range(first, len(prep.queries)):
             order = keys[i % len(keys) :] + keys[: i % len(keys)]  # rotate which run goes first
             for s in order:
                 kept: list[tuple[torch.Tensor, torch.Tensor]] = []
@@ -257,6 +264,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("what", choices=("measure", "analyze"))
     ap.add_argument("--state", default="/tmp/ig_steps_state.pt", help="per-item attributions (written by measure)")
     ap.add_argument("--n-items", type=int, default=None, help="first n identification items (default all)")
+    ap.add_argument("--resume", action="store_true", help="measure: go on after the items --state holds")
     ap.add_argument("--k", type=int, default=500)
     ap.add_argument("--n-boot", type=int, default=30, help="item resamples for the overlaps' intervals")
     args = ap.parse_args(argv)
