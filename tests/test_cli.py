@@ -93,8 +93,10 @@ def test_errors_are_clear(tmp_path, capsys):
     assert "not found" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="unknown task"):
         cli.load_task("no_such_task")
-    with pytest.raises(SystemExit, match="unknown model"):
-        cli.load_model("gpt-17")
+    with pytest.raises(SystemExit, match="unknown model './gpt-17': no such model folder"):
+        cli.load_model("./gpt-17")
+    with pytest.raises(SystemExit, match="did you mean 'smollm2'"):
+        cli.load_model("smolm2")
     with pytest.raises(SystemExit):
         cli.main(["run", "--mode", "banana"])
     assert "invalid choice" in capsys.readouterr().err

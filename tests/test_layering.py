@@ -1,6 +1,6 @@
 """The package's layers, as a test with no whitelist.
 
-The layers, from the bottom: the foundation (``errors``, ``provenance``, ``validate``), ``data``, ``prompts``,
+The layers, from the bottom: the foundation (``errors``, ``provenance``, ``validate``, ``html_view``), ``data``, ``prompts``,
 ``model``, ``attribution``, ``scoring``, ``config``, ``result``, ``pipeline``, ``evaluation``, ``studies``,
 ``explain``, ``report``, ``cli``, and the package face (``__init__``, ``__main__``). Every import, at module level or
 inside a function or a ``TYPE_CHECKING`` block, goes to the same layer or one below. On top of the order:
@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1] / "tl_neuronllm"
 PKG = "tl_neuronllm"
 
 LAYERS: list[tuple[str, ...]] = [
-    ("errors", "provenance", "validate"),
+    ("errors", "provenance", "validate", "html_view"),
     ("data",),
     ("prompts",),
     ("model",),

@@ -25,7 +25,15 @@ from tl_neuronllm.scoring.reducers import ACEReducer
 
 def test_registered_names_and_unknown_name_lists_the_valid_ones():
     assert list(ATTRIBUTION_METHODS)[:3] == ["ig", "grad_x_act", "activation"]
-    assert method_names() == ("ig", "grad_x_act", "activation", "activation_contrast", "knowledge_neurons", "qr_neuron")
+    assert method_names() == (
+        "ig",
+        "grad_x_act",
+        "activation",
+        "activation_contrast",
+        "knowledge_neurons",
+        "qr_neuron",
+        "mean_ig",
+    )
     with pytest.raises(ValueError, match=r"method must be one of .*'ig'.*'grad_x_act'.*'qr_neuron'"):
         IdentifyConfig(method="magic")
     with pytest.raises(

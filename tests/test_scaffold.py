@@ -49,8 +49,8 @@ def test_the_cli_knows_the_tiny_model_and_task_only_when_registered(monkeypatch)
         "answer": 1,
     }
     assert isinstance(cli.load_model("tiny"), type(_scaffold.tiny_model()))
-    with pytest.raises(SystemExit, match=r"unknown model 'gpt-17'; available: smollm2, tiny"):
-        cli.load_model("gpt-17")
+    with pytest.raises(SystemExit, match=r"unknown model 'tinny'; did you mean 'tiny'\? \(known: smollm2, tiny;"):
+        cli.load_model("tinny")
     monkeypatch.setattr(cli, "_TASKS", dict(cli._TASKS))
     cli.register_task("two", lambda cache: task.subset([0, 1], name=f"two from {cache}"))
     assert cli.load_task("two", cache="c").name == "two from c"

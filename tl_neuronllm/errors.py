@@ -52,8 +52,18 @@ class CacheNotFilled(NeuronLLMError, RuntimeError):
     """The Bridge returned no cache, or one that does not hold the prefix."""
 
 
+class MissingDependency(NeuronLLMError, ImportError):
+    """An optional package a feature needs is not installed (pandas for ``to_pandas()``); the message says
+    what to install."""
+
+
 class ShortcutFallbackWarning(RuntimeWarning):
     """A speed shortcut failed its check against the plain forward and was switched off (results stay exact)."""
+
+
+class RandomMatchWarning(UserWarning):
+    """``random_match="auto"`` could not match the random sets on activation (no recorded activations, or a
+    layer without enough other neurons) and matched them on layer counts only."""
 
 
 __all__ = [
@@ -62,8 +72,10 @@ __all__ = [
     "ContextLengthError",
     "InterventionError",
     "MismatchError",
+    "MissingDependency",
     "ModelError",
     "NeuronLLMError",
+    "RandomMatchWarning",
     "RegistryError",
     "ResultFileError",
     "ShortcutFallbackWarning",

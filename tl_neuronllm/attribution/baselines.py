@@ -32,6 +32,11 @@ its wall time in ``info["baseline_seconds"]``.
   ``info["contrast_defined"]`` is False. Its reducer needs whether each proxy was answered right,
   which kept attributions do not hold, so its results cannot be rescored.
 
+* ``"mean_ig"``: the method's own IG (same target, steps and rule as ``"ig"``), reduced by plain averaging:
+  the score of a neuron is its mean signed attribution over all items and proxies, with no per-item
+  candidate sets and no ambiguity filter. Top-K of it is what ACE reduces to when its candidates and filter
+  add nothing, so every table can show whether they do.
+
 ``grad_x_act`` (attribution patching) is ``identify(method="grad_x_act")`` and the random control
 with matched per-layer counts lives in the evaluation, so neither is repeated here.
 """
@@ -77,7 +82,15 @@ class QRNeuron(GoldProbIG):
     reducer = "qr_neuron"
 
 
-#: The registered baseline methods (each with its own reducer), in registration order.
-BASELINES = ("activation_contrast", "knowledge_neurons", "qr_neuron")
+@register_method
+class MeanIG(IntegratedGradients):
+    """The method's IG, reduced by the ``mean_ig`` reducer (mean signed attribution, no candidates, no filter)."""
 
-__all__ = ["BASELINES", "ActivationContrast", "GoldProbIG", "KnowledgeNeurons", "QRNeuron"]
+    name = "mean_ig"
+    reducer = "mean_ig"
+
+
+#: The registered baseline methods (each with its own reducer), in registration order.
+BASELINES = ("activation_contrast", "knowledge_neurons", "qr_neuron", "mean_ig")
+
+__all__ = ["BASELINES", "ActivationContrast", "GoldProbIG", "KnowledgeNeurons", "MeanIG", "QRNeuron"]

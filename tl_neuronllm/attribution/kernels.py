@@ -136,7 +136,7 @@ def ensure_exact_ig(adapter: ModelAdapter, q: ProxyPrompt, *, rule: Rule = "riem
     Raises:
         RuntimeError: if the plain path without shortcuts disagrees too.
     """
-    if adapter.fast.exact_ig is not None:
+    if not adapter.checks.pending("exact_ig"):
         return
     layer = adapter.n_layers // 2
     while True:
@@ -148,11 +148,11 @@ def ensure_exact_ig(adapter: ModelAdapter, q: ProxyPrompt, *, rule: Rule = "riem
         err = float((fast[layer] - naive[layer]).abs().max())
         scale = float(naive[layer].abs().max())
         if bool(torch.isfinite(fast).all()) and err <= tol * scale + 1e-7:
-            adapter.fast.exact_ig = True
+            adapter.checks.record("exact_ig", True)
             return
         reason = f"layer {layer} IG differs from the naive loop by {err:.3g} (naive max {scale:.3g})"
         if not adapter.disable_shortcuts(reason):
-            adapter.fast.exact_ig = False
+            adapter.checks.record("exact_ig", False)
             if torch.finfo(adapter.float_dtype()).bits < 32:  # 16-bit rounding, not a wrong path
                 warnings.warn(
                     f"tl_neuronllm: {reason} on a {adapter.float_dtype()} model even without shortcuts "

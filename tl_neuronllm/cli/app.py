@@ -2,7 +2,7 @@
 
 Subcommands::
 
-    tl-neuronllm                     # = tl-neuronllm run: identify + evaluate + report with defaults
+    tl-neuronllm                     # = tl-neuronllm run (announced): identify + evaluate + report with defaults
     tl-neuronllm run [options]       # the same, with options
     tl-neuronllm identify [options]  # find the neurons; writes OUT/run.json and OUT/result/
     tl-neuronllm evaluate [--out OUT] [evaluation options]   # writes OUT/evaluation.{json,md}
@@ -13,7 +13,9 @@ The default run loads SmolLM2-135M-Instruct (fetched once from PyPI, see :mod:`t
 and a real task (see :mod:`tl_neuronllm.data.real_tasks`), splits it into identification, held-out and
 demonstration items (seeded), identifies the good and bad neurons, evaluates the interventions on
 the held-out items against random neuron sets and writes everything into ``./tl_neuronllm_out/``.
-``--task`` also accepts a ``.jsonl`` or ``.csv`` file (see :class:`tl_neuronllm.Task`).
+``--task`` also accepts a ``.jsonl`` or ``.csv`` file (see :class:`tl_neuronllm.Task`); ``--model`` a Hugging Face
+model id or a local folder (:mod:`tl_neuronllm.cli.models`). Every run prints its settings first; options
+without a subcommand are refused, and typos get a suggestion (:mod:`tl_neuronllm.cli.hints`).
 
 ``evaluate`` and ``report`` read ``OUT/run.json`` (written by ``identify``), which records the model,
 the task and the split, so that the held-out items and demonstrations are exactly the ones the
@@ -24,12 +26,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import json
 import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +47,9 @@ from tl_neuronllm.cli.checks import (
     saved_explanation,
     writable_out,
 )
+from tl_neuronllm.cli.hints import parse_argv
+from tl_neuronllm.cli.models import MODELS, check_model_name, load_model
+from tl_neuronllm.cli.models import register_model as register_model
 
 RUN_JSON = "run.json"
 RESULT_DIR = "result"
@@ -55,28 +60,8 @@ CV_FOLDS = 4  # --select-cv
 # ------------------------------------------------------------------------------------------------
 # models and tasks
 # ------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class _Model:
-    load: Callable[[str | None], Any]  # cache folder -> model
-    token_format: Any = None  # a TokenFormat for token-level models
-
-
-def _load_smollm2(cache: str | None) -> Any:
-    from tl_neuronllm.data.smollm2 import load_smollm2
-
-    return load_smollm2(cache=cache)
-
-
-_MODELS: dict[str, _Model] = {"smollm2": _Model(_load_smollm2)}
+_MODELS = MODELS  # the registered models (tl_neuronllm.cli.models)
 _TASKS: dict[str, Callable[[str | None], Any]] = {}
-
-
-def register_model(name: str, load: Callable[[str | None], Any], *, token_format: Any = None) -> None:
-    """Make ``--model name`` load ``load(cache)``, rendered with ``token_format`` when it is token-level.
-
-    The tests register their tiny model here (``tests/_scaffold.py``).
-    """
-    _MODELS[name] = _Model(load, token_format)
 
 
 def register_task(name: str, load: Callable[[str | None], Any]) -> None:
@@ -84,15 +69,11 @@ def register_task(name: str, load: Callable[[str | None], Any]) -> None:
     _TASKS[name] = load
 
 
-def load_model(spec: str, *, cache: str | None = None) -> Any:
-    """The model of a run: ``"smollm2"`` (SmolLM2-135M-Instruct as a TransformerBridge).
-
-    Raises:
-        SystemExit: with a one-line message, for an unknown name.
-    """
-    if spec not in _MODELS:
-        raise SystemExit(f"tl-neuronllm: unknown model {spec!r}; available: {', '.join(sorted(_MODELS))}")
-    return _MODELS[spec].load(cache)
+def _load(args: argparse.Namespace, run: dict[str, Any]) -> Any:
+    """The model of ``run`` (its name, cache, device and dtype; ``--device`` / ``--dtype`` given now win)."""
+    device = getattr(args, "device", None) or run.get("device")
+    dtype = getattr(args, "dtype", None) or run.get("dtype")
+    return load_model(run["model"], cache=run.get("cache"), device=device, dtype=dtype, progress=args.progress)
 
 
 def load_task(spec: str, *, cache: str | None = None) -> Any:
@@ -106,6 +87,9 @@ def load_task(spec: str, *, cache: str | None = None) -> Any:
 
     if spec in _TASKS:
         return _TASKS[spec](cache)
+    close = difflib.get_close_matches(spec, list(_TASKS), n=1, cutoff=0.75)
+    if close:
+        raise SystemExit(f"tl-neuronllm: unknown task {spec!r} (did you mean {close[0]!r}?)")
     p = Path(spec)
     if p.suffix.lower() in (".jsonl", ".json", ".csv"):
         if not p.is_file():
@@ -183,13 +167,12 @@ def cmd_identify(args: argparse.Namespace, model: Any = None) -> tuple[Any, Any,
         z=parse_num(args.z),
         ambiguity=args.ambiguity,
     )
-    registered = _MODELS.get(args.model)
+    registered = MODELS.get(args.model)
     if registered is not None and registered.token_format is not None:
         options["token_format"] = registered.token_format
     # every option, the task and the split are checked before the model is built
     IdentifyConfig.from_options(**options)
-    if registered is None:
-        load_model(args.model)  # raises the "unknown model" message without building anything
+    check_model_name(args.model)  # a typo or a missing folder: refused without building anything
     task = load_task(args.task, cache=args.cache)
     ident, held, demo = split_task(task, run)
     if args.command == "run" and held is None:
@@ -202,7 +185,7 @@ def cmd_identify(args: argparse.Namespace, model: Any = None) -> tuple[Any, Any,
         raise ValueError(
             f"--select-cv needs at least {CV_FOLDS} identification items ({CV_FOLDS} folds), got {len(ident)}"
         )
-    model = model if model is not None else load_model(args.model, cache=args.cache)
+    model = model if model is not None else _load(args, run)
     _say(
         args,
         f"identify: {len(ident)} items of {task.name} ({len(task)} in all), mode {args.mode}, "
@@ -283,7 +266,7 @@ def cmd_evaluate(args: argparse.Namespace, model: Any = None, result: Any = None
     EvalConfig(
         n_random=args.n_random, factor=args.factor, n_boot=args.n_boot, seed=args.seed
     )  # checked before the model
-    model = model if model is not None else load_model(run["model"], cache=run.get("cache"))
+    model = model if model is not None else _load(args, run)
     _say(args, f"evaluate: {len(held)} held-out items, {args.n_random} random sets per condition")
     k = getattr(args, "k", None) if args.command == "evaluate" else None
     rescore_opts = {
@@ -361,12 +344,12 @@ def _explain(args: argparse.Namespace, result: Any, run: dict[str, Any], model: 
     """Explain the neurons on the identification items of ``run``; writes ``explanation.{csv,md}``."""
     t0 = time.perf_counter()
     out = Path(args.out)
-    model = model if model is not None else load_model(run["model"], cache=run.get("cache"))
-    task = load_task(run["task"], cache=run.get("cache"))
-    ident, _held, demo = split_task(task, run)
     from tl_neuronllm.explain.explainer import explain
 
-    explanation = explain(result, model, ident, demos=demo)
+    model = model if model is not None else _load(args, run)
+    task = load_task(run["task"], cache=run.get("cache"))
+    ident, _held, demo = split_task(task, run)
+    explanation = explain(result, model, ident, demos=demo, progress=args.progress)
     explanation.to_csv(out / "explanation.csv")
     explanation.save_json(out / EXPLANATION_JSON)
     (out / "explanation.md").write_text(explanation.to_markdown(10))
@@ -408,11 +391,10 @@ COMMANDS = {"run": cmd_run, "identify": cmd_identify, "evaluate": cmd_evaluate, 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``tl-neuronllm``; returns the exit status."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version")):
-        argv = ["run", *argv]
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_argv(parser, list(sys.argv[1:] if argv is None else argv))
+    if isinstance(args, int):
+        return args
     _set_threads(args.threads)
     try:
         COMMANDS[args.command](args)

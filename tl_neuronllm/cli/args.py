@@ -21,7 +21,7 @@ DEFAULTS: dict[str, Any] = {
     "n_identify": 24,
     "n_heldout": 200,
     "n_shots": 1,
-    "n_proxies": None,  # 3; 1 in cloze mode without listed options (the proxies would be one prompt)
+    "n_proxies": None,  # 3; 1 in cloze mode without listed options (cloze proxies exist but triple the cost; issue 21)
     "method": "ig",
     "steps": 8,  # smallest Gauss step count whose top-500 sets overlap 64 steps' by >= 0.95 (docs/ig_steps.md)
     "ig_rule": "gauss",
@@ -122,9 +122,34 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=DEFAULTS["seed"], help="seed of permutations, random sets and bootstrap")
 
 
+def _device_args(p: argparse.ArgumentParser) -> None:
+    """``--device`` and ``--dtype`` of the model (every subcommand that may load it)."""
+    p.add_argument(
+        "--device",
+        default=None,
+        help="device of the model: auto (cuda when there is a GPU, else cpu), cpu, cuda, cuda:1, mps, ... "
+        "(default: as recorded in run.json, else auto)",
+    )
+    p.add_argument(
+        "--dtype",
+        choices=("float32", "bfloat16", "float16", "float64"),
+        default=None,
+        help="parameter dtype of the model (default: as recorded in run.json, else float32)",
+    )
+
+
+def _model_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--model",
+        default=DEFAULTS["model"],
+        help="model: smollm2 (default: SmolLM2-135M-Instruct, offline), a Hugging Face model id (needs the hub) or "
+        "a local folder written by save_pretrained (loaded with transformers, run as a TransformerBridge)",
+    )
+
+
 def _identify_args(p: argparse.ArgumentParser) -> None:
     d = DEFAULTS
-    p.add_argument("--model", default=d["model"], help="model: smollm2 (default)")
+    _model_arg(p)
     p.add_argument(
         "--task",
         default=d["task"],
@@ -155,8 +180,8 @@ def _identify_args(p: argparse.ArgumentParser) -> None:
         "--n-proxies",
         type=_int_at_least(1),
         default=None,
-        help="proxies per item (default 3; 1 in cloze mode without listed options, where all proxies "
-        "would be the same prompt)",
+        help="proxies per item (default 3; 1 in cloze mode without listed options, where each proxy varies "
+        "the instruction template and demonstration instead of the option letters)",
     )
     p.add_argument(
         "--method", default=d["method"], help="attribution: ig (default), grad_x_act, activation, or a baseline"
@@ -255,16 +280,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="{run,identify,evaluate,report}")
     p_run = sub.add_parser("run", help="identify + evaluate + report (the default)")
     _common(p_run)
+    _device_args(p_run)
     _identify_args(p_run)
     _evaluate_args(p_run, heldout=False)
     _report_args(p_run)
     p_id = sub.add_parser("identify", help="find the good and bad neurons")
     _common(p_id)
+    _device_args(p_id)
     _identify_args(p_id)
     p_ev = sub.add_parser("evaluate", help="evaluate the interventions on the held-out items")
     _common(p_ev)
+    _device_args(p_ev)
     _evaluate_args(p_ev, heldout=True)
     p_rep = sub.add_parser("report", help="draw the figures, explain the neurons and write report.md and report.html")
     _common(p_rep)
+    _device_args(p_rep)
     _report_args(p_rep)
     return parser

@@ -100,6 +100,8 @@ def run_record(args: argparse.Namespace) -> dict[str, Any]:
         "split_seed": args.split_seed,
         "seed": args.seed,
         "cache": args.cache,
+        "device": args.device,
+        "dtype": args.dtype,
         "version": __version__,
     }
 

@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import difflib
-import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Literal
@@ -36,7 +35,8 @@ class IdentifyConfig:
         n_shots: Solved demonstrations in each prompt (default 1), from items not scored.
         instruction: Instruction line (default: the task's, else a standard one).
         token_format: Prompt format for token-level tasks.
-        show_options: Cloze mode: list the lettered options in the prompt.
+        show_options: Cloze mode: list the lettered options in the prompt. Without them the proxies of an
+            item differ by instruction template and demonstrations (:mod:`tl_neuronllm.prompts.proxies`).
         steps: IG steps m (default 8, with ``ig_rule="gauss"``; the method's setting is 16 Riemann steps).
         ig_rule: ``"riemann"`` (alpha_k = k/m) or ``"gauss"`` (Gauss-Legendre).
         hook: Neuron hook: ``"hook_post"``, ``"hook_pre"`` or ``"hook_pre_linear"``.
@@ -107,13 +107,6 @@ class IdentifyConfig:
             if not layers or len(set(layers)) != len(layers):
                 raise ValueError(f"layers must be distinct layer indices (at least one), got {list(self.layers)}")
             object.__setattr__(self, "layers", layers)
-        if self.mode == "cloze" and not self.show_options and self.n_proxies > 1:
-            # without listed options every permutation renders the same prompt
-            warnings.warn(
-                "cloze mode with show_options=False: all proxies would be the same prompt; using n_proxies=1",
-                stacklevel=3,
-            )
-            object.__setattr__(self, "n_proxies", 1)
         # these validate themselves
         _ = (self.scoring, self.prompt, self.augment)
 

@@ -12,6 +12,8 @@ import logging
 import shutil
 import time
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +34,7 @@ if TYPE_CHECKING:  # pragma: no cover - typing only; never import TL model class
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 __all__ = [
+    "hf_progress",
     "SMOLLM2_DIRNAME",
     "SMOLLM2_GGUF_MEMBER",
     "SMOLLM2_HF_NAME",
@@ -119,12 +122,41 @@ def smollm2_dir(*, cache: PathLike | None = None) -> Path:
     return build_dir_atomically(final, _smollm2_complete, lambda tmp: _build_smollm2(tmp, cache))
 
 
+@contextmanager
+def hf_progress(enabled: bool) -> Iterator[None]:
+    """Within it, transformers' and huggingface_hub's progress bars (loading weights, downloads) are off unless
+    ``enabled``; their earlier state comes back on exit."""
+    if enabled:
+        yield
+        return
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    hub: Any = None
+    try:
+        from huggingface_hub import utils as hub
+    except ImportError:  # pragma: no cover - transformers depends on it
+        pass
+    hub_was = None if hub is None else hub.are_progress_bars_disabled()
+    hf_logging.disable_progress_bar()
+    if hub is not None:
+        hub.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
+        if hub is not None and not hub_was:
+            hub.enable_progress_bars()
+
+
 def load_smollm2_hf(
     *,
     cache: PathLike | None = None,
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
     attn_implementation: str | None = "eager",
+    progress: bool = True,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load SmolLM2-135M-Instruct as a Hugging Face model and tokenizer, offline.
 
@@ -134,6 +166,7 @@ def load_smollm2_hf(
         dtype: Parameter dtype.
         attn_implementation: Attention kernel; ``"eager"`` (default) matches what a
             TransformerBridge uses, so logits agree exactly. None: transformers' default.
+        progress: False: transformers' loading bars stay quiet.
 
     Returns:
         ``(model, tokenizer)``, the model in eval mode. The tokenizer adds no BOS token.
@@ -144,8 +177,9 @@ def load_smollm2_hf(
     kwargs: dict[str, Any] = {"dtype": dtype, "local_files_only": True}
     if attn_implementation is not None:
         kwargs["attn_implementation"] = attn_implementation
-    model = AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)
-    tok = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    with hf_progress(progress):
+        model = AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)
+        tok = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
     # transformers' overloads of PreTrainedModel.to confuse pyright (it reads `device` as `self`)
     model = model.to(device)  # pyright: ignore[reportArgumentType]
     model.eval()
@@ -157,6 +191,7 @@ def load_smollm2(
     cache: PathLike | None = None,
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
+    progress: bool = True,
 ) -> TransformerBridge:
     """Load SmolLM2-135M-Instruct as a TransformerLens ``TransformerBridge``, offline.
 
@@ -168,15 +203,17 @@ def load_smollm2(
         cache: Cache folder override (see :func:`cache_dir`).
         device: Device to put the model on.
         dtype: Parameter dtype.
+        progress: False: transformers' loading bars stay quiet.
 
     Returns:
         A ``TransformerBridge`` in eval mode (30 layers, d_mlp 1536, gated SiLU MLP).
     """
     from transformer_lens.model_bridge import TransformerBridge
 
-    hf, tok = load_smollm2_hf(cache=cache, device=device, dtype=dtype)
-    bridge = TransformerBridge.boot_transformers(
-        SMOLLM2_HF_NAME, hf_model=hf, tokenizer=tok, device=device, dtype=dtype
-    )
+    hf, tok = load_smollm2_hf(cache=cache, device=device, dtype=dtype, progress=progress)
+    with hf_progress(progress):
+        bridge = TransformerBridge.boot_transformers(
+            SMOLLM2_HF_NAME, hf_model=hf, tokenizer=tok, device=device, dtype=dtype
+        )
     bridge.eval()
     return bridge

@@ -4,8 +4,14 @@ The baseline (no intervention) and the interventions of :data:`INTERVENTIONS` (s
 Enhance, Degrade; the table is in :mod:`tl_neuronllm.evaluation.evaluate`, which documents the protocol).
 
 Each intervention runs on the identified neurons and again on ``n_random`` random neuron sets of the same size
-and the same per-layer counts (:func:`matched_random_sets`: a random stand-in for the good set and one for the
-bad set, disjoint from each other and, when the layer has room, from the identified neurons). The random set
+and the same per-layer counts, disjoint from each other and from the identified neurons. ``random_match``
+says how the stand-ins are drawn: ``"layer"`` (:func:`matched_random_sets`: uniformly within each layer;
+where a layer has too few other neurons, from all of them) or ``"activation"`` (the default of
+:func:`tl_neuronllm.evaluate`; :func:`activation_matched_sets`: each identified neuron's stand-in is drawn
+from the :data:`MATCH_WINDOW` other neurons of its layer nearest to it in activation magnitude, the
+magnitude of its mean site activation over the identification proxies, ``|result.act_mean|``), or ``"auto"``
+(the default of :func:`tl_neuronllm.evaluate`: activation-matched where that can be satisfied, else layer-matched
+with a :class:`~tl_neuronllm.errors.RandomMatchWarning`; the plan records which was used). The random set
 ``s`` is drawn with seed ``seed + s`` and shared by all interventions. :func:`plan_conditions` lists them all;
 conditions that need a set the result does not have (no bad set) are recorded as unavailable.
 """
@@ -13,16 +19,23 @@ conditions that need a set the result does not have (no bad set) are recorded as
 from __future__ import annotations
 
 import random
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+import torch
 from torch import Tensor
 
+from tl_neuronllm.errors import ConfigError, RandomMatchWarning
 from tl_neuronllm.result.interventions import Intervention, Mode, Positions
 from tl_neuronllm.result.neuron_result import NeuronResult
 
 SetRole = Literal["good", "bad"]
+RandomMatch = Literal["auto", "activation", "layer"]
+#: ``random_match="activation"``: each stand-in is drawn from this many free neurons of the layer nearest in
+#: activation magnitude to the identified neuron it stands for.
+MATCH_WINDOW = 8
 Neuron = tuple[int, int]
 BASELINE = "baseline"
 
@@ -165,6 +178,87 @@ def matched_random_sets(
     return out, excluded_all
 
 
+def activation_magnitude(result: NeuronResult) -> Tensor:
+    """``|act_mean|``: the magnitude of each neuron's mean site activation over the identification proxies.
+
+    Raises:
+        ConfigError: a result without recorded activations (it cannot be activation-matched).
+    """
+    if result.act_mean is None:
+        raise ConfigError(
+            "random_match='activation' needs the result's mean site activations (act_mean), which this result "
+            "does not hold; pass random_match='layer'"
+        )
+    return result.act_mean.detach().abs().double().cpu()
+
+
+def activation_matched_sets(
+    identified: Mapping[str, Sequence[Neuron]],
+    magnitude: Tensor,
+    *,
+    seed: int,
+    window: int = MATCH_WINDOW,
+) -> dict[str, list[Neuron]]:
+    """Random stand-ins matched neuron by neuron in layer and activation magnitude.
+
+    For every identified neuron (in a seeded order) a stand-in is drawn uniformly from the ``window`` free
+    neurons of its layer whose ``magnitude`` is nearest to its own; free means neither identified (in any
+    role) nor already drawn, so the sets are disjoint from each other and from the identified neurons.
+
+    Args:
+        identified: Role -> ``(layer, neuron)`` pairs.
+        magnitude: ``[n_layers, d_mlp]`` per-neuron activation magnitudes.
+        seed: Seed of the draw.
+        window: How many nearest free neurons each stand-in is drawn from.
+
+    Returns:
+        Role -> sorted stand-ins, as many per layer as the role has identified neurons there.
+
+    Raises:
+        ConfigError: a layer with fewer free neurons than identified ones (the match cannot be satisfied).
+    """
+    rng = random.Random(seed)
+    taken = {(int(a), int(b)) for pairs in identified.values() for a, b in pairs}
+    by_layer: dict[int, list[tuple[str, int]]] = {}
+    for role, pairs in identified.items():
+        for layer, n in pairs:
+            by_layer.setdefault(int(layer), []).append((role, int(n)))
+    out: dict[str, list[Neuron]] = {r: [] for r in identified}
+    d_mlp = magnitude.shape[1]
+    for layer, members in sorted(by_layer.items()):
+        free = [i for i in range(d_mlp) if (layer, i) not in taken]
+        if len(free) < len(members):
+            raise ConfigError(
+                f"random_match='activation': layer {layer} has {len(members)} identified neurons but only "
+                f"{len(free)} others to match them with; pass random_match='layer' or a smaller k"
+            )
+        mag = magnitude[layer]
+        order = list(range(len(members)))
+        rng.shuffle(order)
+        for j in order:
+            role, n = members[j]
+            dist = (mag[torch.tensor(free)] - mag[n]).abs()
+            near = torch.argsort(dist, stable=True)[: max(1, window)].tolist()
+            pick = free.pop(near[rng.randrange(len(near))])
+            out[role].append((layer, pick))
+    return {r: sorted(v) for r, v in out.items()}
+
+
+def match_ratio(
+    sets: Mapping[str, Sequence[Neuron]], identified: Mapping[str, Sequence[Neuron]], magnitude: Tensor
+) -> dict[str, float]:
+    """Per role: mean activation magnitude of the random set over that of the identified set (nan when empty)."""
+    out = {}
+    for role, pairs in identified.items():
+        if not pairs or not sets.get(role):
+            out[role] = float("nan")
+            continue
+        mean = lambda ps: float(sum(float(magnitude[a, b]) for a, b in ps) / len(ps))
+        ident = mean(pairs)
+        out[role] = mean(sets[role]) / ident if ident > 0 else float("nan")
+    return out
+
+
 @dataclass
 class ConditionPlan:
     """Every condition of one evaluation.
@@ -176,6 +270,9 @@ class ConditionPlan:
         identified: Role -> the identified neurons.
         seeds: The seeds of the random sets.
         excluded_identified: Whether every random set avoided the identified neurons.
+        random_match: ``"activation"`` or ``"layer"``.
+        match_ratio: Per role, the random sets' mean activation magnitude over the identified set's (mean
+            over the random sets; empty without them or without recorded activations).
     """
 
     conditions: list[Condition]
@@ -183,6 +280,8 @@ class ConditionPlan:
     identified: dict[str, list[Neuron]]
     seeds: list[int]
     excluded_identified: bool
+    random_match: RandomMatch = "layer"
+    match_ratio: dict[str, float] = field(default_factory=dict)
 
     def index(self, name: str, random_index: int | None = None) -> int:
         """Position in :attr:`conditions` of the named condition (of its random set ``random_index``).
@@ -215,12 +314,16 @@ def plan_conditions(
     positions: Positions,
     n_random: int,
     seed: int,
+    random_match: RandomMatch = "layer",
 ) -> ConditionPlan:
     """The conditions that evaluate ``result``: the baseline, and each intervention on the identified neurons
-    and on ``n_random`` matched random sets (seeds ``seed``, ``seed + 1``, ...).
+    and on ``n_random`` matched random sets (seeds ``seed``, ``seed + 1``, ...), drawn as ``random_match``
+    says (see the module docstring).
 
     Raises:
         ValueError: an unknown intervention, or a layer too small for the random sets.
+        ConfigError: ``random_match="activation"`` that cannot be satisfied (no recorded activations, a layer
+            without enough other neurons).
     """
     ident: dict[str, list[Neuron]] = {
         "good": [(n.layer, n.neuron) for n in result.good],
@@ -229,12 +332,33 @@ def plan_conditions(
     counts = {"good": result.layer_counts("good"), "bad": result.layer_counts("bad")}
     exclude = result.mask("both")
     seeds = [seed + s for s in range(n_random)]
-    random_sets = []
+    random_sets: list[dict[str, list[Neuron]]] = []
     excluded_all = True
+    if random_match not in ("auto", "activation", "layer"):
+        raise ConfigError(f"random_match must be 'auto', 'activation' or 'layer', got {random_match!r}")
+    mag = None
+    if random_match != "layer" and seeds:
+        try:
+            mag = activation_magnitude(result)
+            activation_matched_sets(ident, mag, seed=seeds[0])  # can it be satisfied? (before any model time)
+            random_match = "activation"
+        except ConfigError as e:
+            if random_match == "activation":
+                raise
+            warnings.warn(f"{e}; matching the random sets on layer counts only", RandomMatchWarning, stacklevel=3)
+            mag, random_match = None, "layer"
     for sd in seeds:
+        if mag is not None:
+            random_sets.append(activation_matched_sets(ident, mag, seed=sd))
+            continue
         sets, ok = matched_random_sets(counts, result.d_mlp, seed=sd, exclude=exclude)
         random_sets.append(sets)
         excluded_all &= ok
+    ratios: dict[str, float] = {}
+    if random_sets and result.act_mean is not None:
+        m = result.act_mean.detach().abs().double().cpu()
+        per = [match_ratio(s, ident, m) for s in random_sets]
+        ratios = {r: float(sum(p[r] for p in per) / len(per)) for r in ident}
     positive_only = bool(result.stats.get("positive_only", False))
     conditions = [Condition(BASELINE, factor=factor, positions=positions)]
     unavailable: dict[str, str] = {}
@@ -248,14 +372,19 @@ def plan_conditions(
         conditions.append(Condition(name, ident, factor, positions))
         for s, sets in enumerate(random_sets):
             conditions.append(Condition(name, sets, factor, positions, random_index=s, seed=seeds[s]))
-    return ConditionPlan(conditions, unavailable, ident, seeds, excluded_all)
+    return ConditionPlan(conditions, unavailable, ident, seeds, excluded_all, random_match, ratios)
 
 
 __all__ = [
     "BASELINE",
     "EXPECTED_DIRECTION",
     "INTERVENTIONS",
+    "MATCH_WINDOW",
     "PAPER_NAMES",
+    "RandomMatch",
+    "activation_magnitude",
+    "activation_matched_sets",
+    "match_ratio",
     "Condition",
     "ConditionPlan",
     "matched_random_sets",

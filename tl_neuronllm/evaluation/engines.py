@@ -177,21 +177,43 @@ def _run_packed(
     if max(len(b) for b in batches) < 2:
         return None
     out: list[Tensor] = [first]
-    bar = _bar(batches, progress, f"evaluate ({len(conditions)} conditions)", "batch")
-    for b, idx in enumerate(bar):
+    bar: Any = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(queries), initial=1, desc=f"evaluate ({len(conditions)} conditions)", unit="question")
+    try:
+        return _packed_loop(adapter, queries, conditions, batches, first, out, bar)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _packed_loop(
+    adapter: ModelAdapter,
+    queries: Sequence[ProxyPrompt],
+    conditions: Sequence[Condition],
+    batches: list[list[int]],
+    first: Tensor,
+    out: list[Tensor],
+    bar: Any,
+) -> list[Tensor] | None:
+    """The packed batches of :func:`_run_packed` (``bar``: a question-count bar or None)."""
+    for b, idx in enumerate(batches):
         got = probs_packed(adapter, [queries[i] for i in idx], conditions)
         if b == 0:
-            if fp.packed_queries is None:
-                fp.packed_queries = close(got[0], first, adapter.float_dtype())
-                if not fp.packed_queries:
-                    adapter.note_fallback(
-                        "packing several questions into one forward",
-                        max_err(got[0], first),
-                        "one forward per question",
-                    )
-                    return None
+            if adapter.checks.pending("packed_queries") and not adapter.checks.record(
+                "packed_queries",
+                close(got[0], first, adapter.float_dtype()),
+                what="packing several questions into one forward",
+                reason=max_err(got[0], first),
+                cost="one forward per question",
+            ):
+                return None
             got = got[1:]
         out += got
+        if bar is not None:
+            bar.update(len(got))
     return out
 
 

@@ -12,10 +12,12 @@ from typing import Any
 
 from tl_neuronllm.errors import MismatchError
 from tl_neuronllm.evaluation.stats import RELATIVE
+from tl_neuronllm.html_view import grid, panel, require_pandas, task_base
 
 EVAL_JSON = "evaluation.json"
 EVAL_MD = "evaluation.md"
 EVAL_FORMAT = "tl_neuronllm.EvalResult/1"
+_OPTIONAL_ROW_KEYS = ("rank_p", "control")
 
 
 @dataclass
@@ -44,6 +46,12 @@ class EvalRow:
         random: Random control summary: per metric (and ``delta_*``) ``mean``, ``sd``, ``min``,
             ``max`` and ``values`` over seeds, ``letters_mean``, ``seeds``, ``excluded_identified``.
         predictions: Predicted option (letter index) of every proxy question, in query order.
+        rank_p: Per metric (``accuracy``, ``gold_prob``, ``balanced_accuracy``), the one-sided rank p-value of
+            the change against the random sets' changes in the expected direction
+            (:func:`tl_neuronllm.evaluation.stats.rank_p_value`; floor ``1 / (n_random + 1)``).
+        control: The off-task record (:mod:`tl_neuronllm.evaluation.controls`): ``task`` (Δaccuracy, Δgold
+            probability, Δbalanced accuracy on the control task and their intervals), ``text`` (Δloss per token
+            on the control passages), ``specificity`` and ``specificity_ci``.
     """
 
     name: str
@@ -64,10 +72,16 @@ class EvalRow:
     letters: dict[str, int] = field(default_factory=dict)
     random: dict[str, Any] = field(default_factory=dict)
     predictions: list[int] = field(default_factory=list)
+    rank_p: dict[str, float] = field(default_factory=dict)
+    control: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        """The row as plain JSON-able data."""
-        return asdict(self)
+        """The row as plain JSON-able data (``rank_p`` and ``control`` only when set)."""
+        d = asdict(self)
+        for key in _OPTIONAL_ROW_KEYS:
+            if not d[key]:
+                del d[key]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> EvalRow:
@@ -94,6 +108,9 @@ class EvalResult:
         config: The :class:`tl_neuronllm.evaluation.evaluate.EvalConfig` and the identification options used for rendering.
         result_info: Facts about the evaluated :class:`tl_neuronllm.NeuronResult` (model, method, k, set sizes).
         seconds: Wall time of the evaluation.
+        per_item: Per-item values (``evaluation.json["per_item"]``): ``item_ids``, ``labels``, per condition the
+            items' mean gold probability, share correct and consistency (``conditions``), the same averaged over
+            the random sets (``random_mean``), and the controls' per-item values (``control``).
     """
 
     rows: list[EvalRow]
@@ -105,6 +122,7 @@ class EvalResult:
     config: dict[str, Any] = field(default_factory=dict)
     result_info: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    per_item: dict[str, Any] = field(default_factory=dict)
 
     @property
     def baseline(self) -> EvalRow:
@@ -151,6 +169,9 @@ class EvalResult:
     def to_dict(self) -> dict[str, Any]:
         """The evaluation as plain data, with its ``format`` tag."""
         d = asdict(self)
+        d["rows"] = [r.to_dict() for r in self.rows]
+        if not d["per_item"]:
+            del d["per_item"]
         d["format"] = EVAL_FORMAT
         return d
 
@@ -215,10 +236,74 @@ class EvalResult:
         """The evaluation table and its legend as markdown."""
         return evaluation_markdown(self)
 
+    def to_pandas(self) -> Any:
+        """A ``pandas.DataFrame`` with one row per condition (baseline first), numbers as float64 columns (NaN
+        where a row has none, e.g. n/a rows): ``accuracy``, ``gold_prob``, ... with their intervals as
+        ``accuracy_lo`` / ``accuracy_hi``; ``delta_*`` (minus the baseline) with ``delta_*_lo`` / ``_hi``;
+        ``RAC`` / ``RCC`` with theirs; ``random_delta_*_mean`` / ``_sd`` (the random sets); ``mcnemar_p``.
+        ``condition`` is the row's key, ``description`` its text.
+
+        Raises:
+            MissingDependency: (an ``ImportError``) if pandas is not installed.
+        """
+        pd = require_pandas()
+        recs = [frame_record(r) for r in self.rows]
+        num_cols = sorted({k for rec in recs for k, v in rec.items() if isinstance(v, float)})
+        text = ["condition", "description", "paper_name", "available", "n_good", "n_bad"]
+        df = pd.DataFrame(recs, columns=text + num_cols)
+        return df.astype(dict.fromkeys(num_cols, "float64") | {"n_good": "int64", "n_bad": "int64", "available": bool})
+
+    def _repr_html_(self) -> str:
+        rows = table_rows(self)
+        e = self.config.get("eval", {})
+        ri = self.result_info
+        note = (
+            f"{self.n_items} held-out items × proxies = {self.n_queries} questions, mode {self.mode}; neurons from "
+            f"{ri.get('method', '?')} ({ri.get('n_good', 0)} good, {ri.get('n_bad', 0)} bad); "
+            f"{e.get('n_random', 0)} random sets per condition (mean ± sd), {e.get('n_boot', 0)} bootstrap "
+            "resamples. to_pandas() has the numbers."
+        )
+        title = f"EvalResult: {ri.get('model_name', '?')} on {task_base(self.task)} ({self.n_items} held-out items)"
+        return panel(title, grid(rows[0], rows[1:], classes=[""] * (len(rows[0]) - 1) + ["txt"]), note)
+
 
 # ------------------------------------------------------------------------------------------------
 # the tables (the report reuses them)
 # ------------------------------------------------------------------------------------------------
+
+
+def frame_record(r: EvalRow) -> dict[str, Any]:
+    """One row of :meth:`EvalResult.to_pandas`: text fields, then every number as a float."""
+    nan = float("nan")
+    rec: dict[str, Any] = {
+        "condition": r.name,
+        "description": r.description,
+        "paper_name": r.paper_name,
+        "available": bool(r.available),
+        "n_good": int(r.n_good),
+        "n_bad": int(r.n_bad),
+    }
+
+    def put(name: str, v: Any, ci: Any = None) -> None:
+        rec[name] = nan if v is None else float(v)
+        if ci is not None:
+            lo, hi = (list(ci) + [None, None])[:2] if ci else (None, None)
+            rec[f"{name}_lo"] = nan if lo is None else float(lo)
+            rec[f"{name}_hi"] = nan if hi is None else float(hi)
+
+    for k, v in r.metrics.items():
+        put(k, v, r.ci.get(k, []))
+    for k, v in r.delta.items():
+        put(f"delta_{k}", v, r.delta_ci.get(k, []))
+    for k, v in r.relative.items():
+        put(k, v, r.relative_ci.get(k, []))
+    for k, x in (r.random.get("metrics", {}) if r.random else {}).items():
+        if isinstance(x, dict) and "mean" in x:
+            put(f"random_{k}_mean", x["mean"])
+            put(f"random_{k}_sd", x.get("sd"))
+    if r.mcnemar:
+        put("mcnemar_p", r.mcnemar.get("p"))
+    return rec
 
 
 def letters_str(counts: Mapping[str, float], total: int) -> str:
@@ -303,6 +388,59 @@ def paper_rows(ev: EvalResult) -> list[list[str]]:
     return out
 
 
+def control_rows(ev: EvalResult) -> list[list[str]]:
+    """Balanced accuracy, rank p against the random sets and the off-task controls: header, then one row per
+    intervention (empty when the evaluation predates them)."""
+    if not any(r.rank_p or r.control for r in ev.rows[1:]):
+        return []
+    f = lambda x: "" if x is None or x != x else f"{x:+.3f}"
+    ci = lambda c: "" if not c or c[0] != c[0] else f"[{c[0]:+.3f}, {c[1]:+.3f}]"
+    out = [
+        [
+            "condition",
+            "Δbal acc",
+            "Δbal acc CI",
+            "rank p (gold p)",
+            "rank p (acc)",
+            "random/identified |act|",
+            "off-task Δgold p",
+            "off-task CI",
+            "Δloss/token",
+            "Δloss CI",
+            "specificity",
+            "specificity CI",
+        ]
+    ]
+    for r in ev.rows[1:]:
+        if not r.available:
+            out.append([r.description] + ["n/a"] + [""] * 10)
+            continue
+        ratio = (r.random or {}).get("match_ratio", {})
+        ratio_s = " / ".join(f"{k} {v:.2f}" for k, v in ratio.items() if v == v)
+        c = r.control or {}
+        task, text = c.get("task", {}), c.get("text", {})
+        spec = c.get("specificity")
+        out.append(
+            [
+                r.description,
+                f(r.delta.get("balanced_accuracy")),
+                ci(r.delta_ci.get("balanced_accuracy")),
+                fmt_p(r.rank_p.get("gold_prob", float("nan"))),
+                fmt_p(r.rank_p.get("accuracy", float("nan"))),
+                ratio_s,
+                f(task.get("delta", {}).get("gold_prob")),
+                ci(task.get("delta_ci", {}).get("gold_prob")),
+                f(text.get("delta_loss")),
+                ci(text.get("delta_loss_ci")),
+                "" if spec is None or spec != spec else f"{spec:.2f}",
+                ""
+                if not c.get("specificity_ci") or c["specificity_ci"][0] != c["specificity_ci"][0]
+                else f"[{c['specificity_ci'][0]:.2f}, {c['specificity_ci'][1]:.2f}]",
+            ]
+        )
+    return out
+
+
 def evaluation_table(ev: EvalResult) -> str:
     """A plain-text table for the terminal."""
     rows = table_rows(ev)
@@ -344,6 +482,18 @@ def evaluation_markdown(ev: EvalResult) -> str:
         "|" + "---|" * len(paper[0]),
     ]
     md += ["| " + " | ".join(paper_row) + " |" for paper_row in paper[1:]]
+    extra = control_rows(ev)
+    if extra:
+        md += [
+            "",
+            "Against the random sets and off-task (rank p: one-sided, floor 1/(n+1); specificity: |Δgold p on task| / "
+            "(|on task| + |off task|); Δloss: language-model loss per token on the control passages, neurons acted "
+            "on at every position):",
+            "",
+            "| " + " | ".join(extra[0]) + " |",
+            "|" + "---|" * len(extra[0]),
+        ]
+        md += ["| " + " | ".join(x) + " |" for x in extra[1:]]
     legend = [
         "",
         "accuracy: argmax over the options, over all proxy questions; CI: bootstrap over items; "
@@ -369,9 +519,11 @@ __all__ = [
     "EVAL_MD",
     "EvalResult",
     "EvalRow",
+    "control_rows",
     "evaluation_markdown",
     "evaluation_table",
     "fmt_p",
+    "frame_record",
     "letters_str",
     "paper_rows",
     "table_rows",

@@ -16,8 +16,14 @@ proxy question is answered under these conditions:
 
 all at the site (the last prompt token), and each identified condition again with ``n_random``
 (default 5) random neuron sets of the same size and the same per-layer counts (a random stand-in
-for the good set and one for the bad set, disjoint from each other and, when the layer has room,
-from the identified neurons).
+for the good set and one for the bad set, disjoint from each other and from the identified neurons),
+matched neuron by neuron in activation magnitude (``random_match="auto"``, the default, or ``"activation"``)
+or drawn uniformly within each layer (``random_match="layer"``); see :mod:`tl_neuronllm.evaluation.conditions`.
+Every row has a one-sided rank p-value against the random sets (``row.rank_p``; floor ``1 / (n_random + 1)``).
+``control=`` / ``control_text=`` add each condition's off-task effect and its specificity
+(:mod:`tl_neuronllm.evaluation.controls`). Balanced accuracy (mean per-label recall; the label is the gold
+letter in letter mode, the gold option's text in cloze mode on classification tasks) stands beside accuracy;
+per-item values are kept in :attr:`EvalResult.per_item`.
 
 Beside the absolute changes, every row has the relative changes against the baseline that we read the
 paper's RAC and RCC to be: ``RAC = (acc - acc_base) / acc_base`` and ``RCC = (cacc - cacc_base) /
@@ -60,13 +66,23 @@ from torch import Tensor
 
 from tl_neuronllm.config.identify import IdentifyConfig, config_from_options
 from tl_neuronllm.data.tasks import LETTERS, Item, Task, TaskError
+from tl_neuronllm.data.tasks.balance import is_classification
 from tl_neuronllm.errors import ConfigError
 from tl_neuronllm.evaluation.conditions import (
+    EXPECTED_DIRECTION,
     INTERVENTIONS,
     PAPER_NAMES,
     Condition,
     ConditionPlan,
     plan_conditions,
+)
+from tl_neuronllm.evaluation.controls import (
+    Controls,
+    control_per_item,
+    control_row,
+    item_values,
+    prepare_controls,
+    run_controls,
 )
 from tl_neuronllm.evaluation.engines import Engine, run_conditions
 from tl_neuronllm.evaluation.eval_result import EvalResult, EvalRow
@@ -77,6 +93,7 @@ from tl_neuronllm.evaluation.stats import (
     Scored,
     bootstrap_indices,
     letter_counts,
+    rank_p_value,
     relative_change,
     score_predictions,
     spread,
@@ -113,6 +130,11 @@ class EvalConfig:
             or ``"full"``.
         batch_size: Proxies per forward in the ``"full"`` engine.
         memory_budget_mb: Activation memory to aim for per continuation chunk (``"prefix"`` engine).
+        random_match: ``"auto"`` (default: random stand-ins matched per layer on activation magnitude, or, for
+            a result where that cannot be satisfied, on layer counts with a ``RandomMatchWarning``),
+            ``"activation"`` (refuse what cannot be matched) or ``"layer"`` (uniform within each layer); see
+            :mod:`tl_neuronllm.evaluation.conditions`.
+        control_max_tokens: Tokens of each ``control_text`` passage that are scored (the rest is cut).
     """
 
     interventions: tuple[str, ...] = tuple(INTERVENTIONS)
@@ -126,6 +148,8 @@ class EvalConfig:
     engine: Literal["auto", "prefix", "full"] = "auto"
     batch_size: int = 16
     memory_budget_mb: float = 512.0
+    random_match: Literal["auto", "activation", "layer"] = "auto"
+    control_max_tokens: int = 128
 
     def __post_init__(self) -> None:
         if isinstance(self.interventions, str):
@@ -147,6 +171,8 @@ class EvalConfig:
             raise ValueError("engine='prefix' needs positions='site' (the prefix changes when all positions are hit)")
         check_int("batch_size", self.batch_size, min_value=1)
         check_float("memory_budget_mb", self.memory_budget_mb, low=0, low_open=True)
+        check_choice("random_match", self.random_match, ("auto", "activation", "layer"))
+        check_int("control_max_tokens", self.control_max_tokens, min_value=2)
 
     @property
     def resolved_engine(self) -> Engine:
@@ -202,18 +228,24 @@ class _Questions:
     n_options: int
     gold: np.ndarray
     boot: np.ndarray
+    labels: np.ndarray
 
     @classmethod
-    def of(cls, queries: Sequence[Sequence[ProxyPrompt]], cfg: EvalConfig) -> _Questions:
+    def of(cls, queries: Sequence[Sequence[ProxyPrompt]], cfg: EvalConfig, task: Task, mode: str) -> _Questions:
         flat = [q for qs in queries for q in qs]
         item_of = np.array([i for i, qs in enumerate(queries) for _ in qs])
         n_items = len(queries)
         n_opt = max(q.n_options for q in flat)
         gold = np.array([q.gold for q in flat])
-        return cls(flat, item_of, n_items, n_opt, gold, bootstrap_indices(n_items, cfg.n_boot, cfg.seed))
+        if mode == "cloze" and is_classification(task):  # the gold answer's text: one label per class
+            labels = np.array([str(task.items[i].options[task.items[i].answer]) for i in item_of])
+        else:  # the gold letter
+            labels = np.array([LETTERS[g] for g in gold])
+        boot = bootstrap_indices(n_items, cfg.n_boot, cfg.seed)
+        return cls(flat, item_of, n_items, n_opt, gold, boot, labels)
 
     def score(self, probs: Sequence[Tensor], base: Scored | None = None) -> Scored:
-        return score_predictions(probs, self.gold, self.item_of, self.n_items, base=base)
+        return score_predictions(probs, self.gold, self.item_of, self.n_items, base=base, labels=self.labels)
 
 
 def _random_summary(
@@ -235,6 +267,8 @@ def _random_summary(
     return {
         "seeds": list(plan.seeds),
         "excluded_identified": plan.excluded_identified,
+        "random_match": plan.random_match,
+        "match_ratio": dict(plan.match_ratio),
         "metrics": {k: spread(v) for k, v in per_seed.items()},
         "letters_mean": {LETTERS[i]: float(let_sum[i] / len(idx)) for i in range(qs.n_options)},
     }
@@ -247,6 +281,11 @@ def _intervention_row(
     i = plan.index(name)
     cond = plan.conditions[i]
     sc = qs.score(probs[i], base)
+    random = _random_summary(plan, name, probs, base, qs) if plan.seeds else {}
+    rank_p = {}
+    for k in ("accuracy", "gold_prob", "balanced_accuracy"):
+        values = random["metrics"][f"delta_{k}"]["values"] if random else []
+        rank_p[k] = rank_p_value(sc.metrics[k] - base.metrics[k], values, EXPECTED_DIRECTION[name])
     return EvalRow(
         name,
         cond.description,
@@ -262,8 +301,9 @@ def _intervention_row(
         mcnemar=sc.mcnemar(base, "correct"),
         mcnemar_consistent=sc.mcnemar(base, "consistent"),
         letters=letter_counts(sc.pred, qs.n_options),
-        random=_random_summary(plan, name, probs, base, qs) if plan.seeds else {},
+        random=random,
         predictions=sc.pred.tolist(),
+        rank_p=rank_p,
     )
 
 
@@ -288,6 +328,42 @@ def _score_rows(plan: ConditionPlan, probs: list[list[Tensor]], qs: _Questions, 
         else:
             rows.append(_intervention_row(plan, name, probs, base, qs, cfg.ci))
     return rows
+
+
+def _per_item(plan: ConditionPlan, probs: list[list[Tensor]], qs: _Questions, ids: list[str]) -> dict[str, Any]:
+    """``EvalResult.per_item``: per condition (identified neurons) and averaged over its random sets, each
+    item's mean gold probability, share correct and consistency."""
+    base = qs.score(probs[0])
+    item_labels = [str(qs.labels[qs.item_of == i][0]) for i in range(qs.n_items)]
+    conds: dict[str, Any] = {"baseline": item_values(base)}
+    rnd: dict[str, Any] = {}
+    for c, cond in enumerate(plan.conditions):
+        if c == 0 or cond.is_random:
+            continue
+        conds[cond.name] = item_values(qs.score(probs[c], base))
+        per = [item_values(qs.score(probs[j], base)) for j in plan.random_indices(cond.name)]
+        if per:
+            rnd[cond.name] = {k: np.mean([p[k] for p in per], axis=0).tolist() for k in per[0]}
+    return {"item_ids": ids, "labels": item_labels, "conditions": conds, "random_mean": rnd}
+
+
+def _add_controls(
+    rows: list[EvalRow],
+    plan: ConditionPlan,
+    probs: list[list[Tensor]],
+    qs: _Questions,
+    ran: dict[str, Any],
+    ctrl_index: dict[tuple[Any, ...], int],
+    ci: float,
+) -> None:
+    """Fill ``row.control`` of every available intervention row from the controls' run."""
+    base = qs.score(probs[0])
+    for row in rows[1:]:
+        if not row.available:
+            continue
+        i = plan.index(row.name)
+        c = ctrl_index[_condition_key(plan.conditions[i])]
+        row.control = control_row(ran, c, qs.score(probs[i], base), base, qs.boot, ci)
 
 
 def _result_info(result: NeuronResult) -> dict[str, Any]:
@@ -338,6 +414,9 @@ def evaluate(
     config: EvalConfig | None = None,
     progress: bool = True,
     allow_overlap: bool = False,
+    control: Task | None = None,
+    control_demos: Task | Sequence[Item] | None = None,
+    control_text: str | Sequence[str] | None = None,
     **options: Any,
 ) -> EvalResult:
     """Evaluate a result's neurons on held-out items (see the module docstring for the protocol).
@@ -352,13 +431,19 @@ def evaluate(
         progress: Show a progress bar.
         allow_overlap: Skip the check that no held-out item is an identification item (compared by
             content: context, question and the set of options, whatever the ids).
-        **options: Any :class:`EvalConfig` field, e.g. ``n_random=3``, ``factor=4.0``.
+        control: An unrelated task: every identified condition also runs on its items (``row.control``,
+            specificity; :mod:`tl_neuronllm.evaluation.controls`); ``control_demos``: its demonstrations
+            (default: drawn from it).
+        control_text: Plain passages scored as language-model loss per token under every identified condition.
+        **options: Any :class:`EvalConfig` field, e.g. ``n_random=3``, ``factor=4.0``, ``random_match="layer"``.
 
     Returns:
         An :class:`EvalResult` (baseline row first).
 
     Raises:
-        TaskError: overlapping items or demos, malformed tasks.
+        TaskError: overlapping items or demos, malformed tasks, a control task for another model or tokenizer.
+        ModelError: ``control_text`` for a model without a tokenizer.
+        ConfigError: a ``random_match`` the result cannot satisfy.
         ValueError: a result for another model shape, bad options.
     """
     if not isinstance(result, NeuronResult):
@@ -367,7 +452,17 @@ def evaluate(
             "NeuronResult.load(path)"
         )
     return evaluate_many(
-        model, [result], heldout, demos=demos, config=config, progress=progress, allow_overlap=allow_overlap, **options
+        model,
+        [result],
+        heldout,
+        demos=demos,
+        config=config,
+        progress=progress,
+        allow_overlap=allow_overlap,
+        control=control,
+        control_demos=control_demos,
+        control_text=control_text,
+        **options,
     )[0]
 
 
@@ -406,6 +501,9 @@ def evaluate_many(
     config: EvalConfig | None = None,
     progress: bool = True,
     allow_overlap: bool = False,
+    control: Task | None = None,
+    control_demos: Task | Sequence[Item] | None = None,
+    control_text: str | Sequence[str] | None = None,
     **options: Any,
 ) -> list[EvalResult]:
     """:func:`evaluate` of several results on the same held-out items in one pass.
@@ -419,6 +517,9 @@ def evaluate_many(
         model, heldout, demos, config, progress, allow_overlap, **options: As for :func:`evaluate`.
         results: Results identified with the same prompt options and hook (mode, shots, proxies,
             permutations, seed, ...), e.g. re-formings of one run by :func:`tl_neuronllm.rescore`.
+        control: An unrelated task whose held-out items every identified condition also runs on (its
+            demonstrations: ``control_demos``, default drawn from it); see :mod:`tl_neuronllm.evaluation.controls`.
+        control_text: Plain passages scored as language-model loss per token under every identified condition.
 
     Returns:
         One :class:`EvalResult` per result, in order.
@@ -426,7 +527,9 @@ def evaluate_many(
     Raises:
         ValueError: no results, results whose prompt options or hook differ (naming the first such one), a
             result for another model shape, bad options.
-        TaskError: overlapping items or demos, malformed tasks.
+        TaskError: overlapping items or demos, malformed tasks; a control task of another kind of items (another
+            model or tokenizer).
+        ConfigError: a ``random_match`` the result cannot satisfy (no recorded activations, a full layer).
     """
     cfg = EvalConfig.from_options(config, **options)
     if not isinstance(heldout, Task):
@@ -448,9 +551,25 @@ def evaluate_many(
     if not allow_overlap:
         for r in results:
             _check_disjoint(r, scored, demo_items)
+    ctrls = prepare_controls(
+        model,
+        adapter,
+        icfg,
+        scored,
+        control=control,
+        control_demos=control_demos,
+        control_text=control_text,
+        max_tokens=cfg.control_max_tokens,
+    )
     plans = [
         plan_conditions(
-            r, cfg.interventions, factor=cfg.factor, positions=cfg.positions, n_random=cfg.n_random, seed=cfg.seed
+            r,
+            cfg.interventions,
+            factor=cfg.factor,
+            positions=cfg.positions,
+            n_random=cfg.n_random,
+            seed=cfg.seed,
+            random_match=cfg.random_match,
         )
         for r in results
     ]
@@ -461,7 +580,13 @@ def evaluate_many(
             if _condition_key(c) not in unique:
                 unique[_condition_key(c)] = len(conditions)
                 conditions.append(c)
-    qs = _Questions.of(list(prep.queries), cfg)
+    qs = _Questions.of(list(prep.queries), cfg, scored, icfg.mode)
+    ctrl_index: dict[tuple[Any, ...], int] = {}
+    ctrl_conditions: list[Condition] = []
+    for c in conditions:
+        if not c.is_random:
+            ctrl_index[_condition_key(c)] = len(ctrl_conditions)
+            ctrl_conditions.append(c)
     with preserved_model_state(model), torch.no_grad():
         adapter.check_widths()
         probs = run_conditions(
@@ -473,6 +598,7 @@ def evaluate_many(
             memory_budget_mb=cfg.memory_budget_mb,
             progress=progress,
         )
+        ran = _run_controls(adapter, ctrls, ctrl_conditions, cfg)
     ids = [it.id for it in scored.items]
     check_finite_probs([[p] for p in probs[0]], [ids[i] for i in qs.item_of], "evaluate (baseline)")
     seconds = time.perf_counter() - t0
@@ -481,9 +607,15 @@ def evaluate_many(
     for r, plan in zip(results, plans):
         mine = [probs[unique[_condition_key(c)]] for c in plan.conditions]
         rc = {**run_config, "identify": r.identify_config().to_dict()}
+        rows = _score_rows(plan, mine, qs, cfg)
+        per_item = _per_item(plan, mine, qs, ids)
+        if ran:
+            _add_controls(rows, plan, mine, qs, ran, ctrl_index, cfg.ci)
+            mine_ctrl = {c.name: ctrl_index[_condition_key(c)] for c in plan.conditions if not c.is_random}
+            per_item["control"] = control_per_item(ran, mine_ctrl)
         out.append(
             EvalResult(
-                rows=_score_rows(plan, mine, qs, cfg),
+                rows=rows,
                 task=scored.name,
                 mode=icfg.mode,
                 n_items=qs.n_items,
@@ -492,9 +624,27 @@ def evaluate_many(
                 config=rc,
                 result_info=_result_info(r),
                 seconds=seconds,
+                per_item=per_item,
             )
         )
     return out
+
+
+def _run_controls(
+    adapter: ModelAdapter, ctrls: Controls, conditions: list[Condition], cfg: EvalConfig
+) -> dict[str, Any]:
+    if ctrls.empty:
+        return {}
+    return run_controls(
+        adapter,
+        ctrls,
+        conditions,
+        engine=cfg.resolved_engine,
+        batch_size=cfg.batch_size,
+        memory_budget_mb=cfg.memory_budget_mb,
+        n_boot=cfg.n_boot,
+        seed=cfg.seed,
+    )
 
 
 __all__ = ["EvalConfig", "evaluate", "evaluate_many"]

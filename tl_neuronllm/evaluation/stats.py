@@ -30,9 +30,9 @@ from tl_neuronllm.data.tasks import LETTERS
 #: Relative measures (our reading of the paper's RAC / RCC): key -> the metric they are relative changes of.
 RELATIVE = {"RAC": "accuracy", "RCC": "consistent_accuracy"}
 #: The metrics of a condition that the random control summarises per seed.
-METRICS = ("accuracy", "gold_prob", "consistent_accuracy", "changed")
+METRICS = ("accuracy", "gold_prob", "consistent_accuracy", "changed", "balanced_accuracy")
 #: The metrics whose change against the baseline is reported (``delta``).
-DELTA_METRICS = ("accuracy", "gold_prob", "consistent_accuracy")
+DELTA_METRICS = ("accuracy", "gold_prob", "consistent_accuracy", "balanced_accuracy")
 
 Probs = Sequence[Tensor] | Sequence[Sequence[float]]
 
@@ -110,6 +110,47 @@ def bootstrap_ci(
     a = (1 - ci) / 2
     lo, hi = np.quantile(stats, [a, 1 - a])
     return (float(lo), float(hi))
+
+
+def rank_p_value(effect: float, random_effects: Sequence[float], direction: int) -> float:
+    """One-sided rank p-value of an identified set's effect against the random sets' effects.
+
+    ``(1 + #{random effects at least as far in ``direction`` as effect}) / (n + 1)``: its floor is
+    ``1 / (n + 1)`` (no random set as extreme), so 5 sets can never give less than 1/6. ``nan`` without
+    random sets.
+
+    Raises:
+        ValueError: ``direction`` other than +1 / -1.
+    """
+    if direction not in (1, -1):
+        raise ValueError(f"direction must be +1 or -1, got {direction!r}")
+    r = np.asarray(random_effects, dtype=np.float64)
+    if len(r) == 0:
+        return float("nan")
+    return float((1 + int((direction * r >= direction * effect).sum())) / (len(r) + 1))
+
+
+def balanced_accuracy(correct: Sequence[float] | np.ndarray, labels: Sequence[Any] | np.ndarray) -> float:
+    """Mean per-class recall: per gold label, the share of its questions answered right, averaged over the
+    labels present (a model that always gives one answer scores ``1 / n_labels``)."""
+    c = np.asarray(correct, dtype=np.float64)
+    lab = np.asarray(labels)
+    if len(c) == 0:
+        return 0.0
+    return float(np.mean([c[lab == u].mean() for u in np.unique(lab)]))
+
+
+def _balanced_boot(
+    correct: np.ndarray, labels: np.ndarray, item_of: np.ndarray, n_items: int, indices: np.ndarray
+) -> np.ndarray:
+    """Balanced accuracy of every resample of the items (``indices``: ``[n_boot, n_items]``)."""
+    w = np.stack([np.bincount(row, minlength=n_items) for row in indices]).astype(np.float64)[:, item_of]
+    recalls = []
+    for u in np.unique(labels):
+        m = labels == u
+        den = w[:, m].sum(1)
+        recalls.append(np.where(den > 0, (w[:, m] @ correct[m]) / np.maximum(den, 1e-12), np.nan))
+    return np.nanmean(np.stack(recalls), axis=0)
 
 
 def spread(values: Sequence[float]) -> dict[str, Any]:
@@ -253,7 +294,9 @@ class Scored:
         consistent: Per item, 1.0 when all of its questions are correct.
         changed: 1.0 where the prediction differs from the baseline's (zeros without a baseline).
         item_of: Item index of every question.
-        metrics: ``accuracy``, ``gold_prob``, ``consistent_accuracy``, ``changed``, ``changed_items``.
+        metrics: ``accuracy``, ``gold_prob``, ``consistent_accuracy``, ``changed``, ``changed_items``,
+            ``balanced_accuracy`` (mean per-class recall over the gold labels; see :func:`balanced_accuracy`).
+        labels: Gold label of every question (default: its gold letter).
     """
 
     pred: np.ndarray
@@ -263,6 +306,7 @@ class Scored:
     changed: np.ndarray
     item_of: np.ndarray
     metrics: dict[str, float]
+    labels: np.ndarray | None = None
 
     def _item_sum(self, x: np.ndarray) -> np.ndarray:
         return np.bincount(self.item_of, weights=x.astype(np.float64), minlength=len(self.consistent))
@@ -285,6 +329,13 @@ class Scored:
             if other is not None:
                 v = v - other[k][0]
             out[k] = list(bootstrap_ci(v, w, indices=indices, ci=ci))
+        if self.labels is not None:
+            n = len(self.consistent)
+            stats = _balanced_boot(self.correct, self.labels, self.item_of, n, indices)
+            if minus is not None and minus.labels is not None:
+                stats = stats - _balanced_boot(minus.correct, minus.labels, minus.item_of, n, indices)
+            a = (1 - ci) / 2
+            out["balanced_accuracy"] = [float(x) for x in np.nanquantile(stats, [a, 1 - a])]
         return out
 
     def relative_intervals(self, indices: np.ndarray, ci: float, base: Scored) -> dict[str, list[float]]:
@@ -318,6 +369,7 @@ def score_predictions(
     n_items: int | None = None,
     *,
     base: Scored | None = None,
+    labels: Sequence[Any] | np.ndarray | None = None,
 ) -> Scored:
     """Score the option probabilities of the questions of one condition.
 
@@ -327,6 +379,7 @@ def score_predictions(
         item_of: Per question, its item index (``0..n_items-1``).
         n_items: Number of items (default ``max(item_of) + 1``).
         base: The baseline condition, for ``changed``.
+        labels: Per question, its gold label for balanced accuracy (default: the gold letter).
 
     Returns:
         A :class:`Scored`; accuracy and gold probability are means over questions, consistent
@@ -350,7 +403,11 @@ def score_predictions(
         "changed": float(changed.mean()),
         "changed_items": float(changed_items.mean()),
     }
-    return Scored(pred, gp, correct, consistent, changed, item_of, metrics)
+    lab = np.asarray(gold if labels is None else labels)
+    if len(lab) != len(gold):
+        raise ValueError(f"labels must have one entry per question: {len(lab)} for {len(gold)}")
+    metrics["balanced_accuracy"] = balanced_accuracy(correct, lab)
+    return Scored(pred, gp, correct, consistent, changed, item_of, metrics, lab)
 
 
 def letter_counts(pred: Sequence[int] | np.ndarray, n_options: int) -> dict[str, int]:
@@ -365,6 +422,7 @@ __all__ = [
     "RELATIVE",
     "Scored",
     "accuracy_stats",
+    "balanced_accuracy",
     "bootstrap_ci",
     "bootstrap_indices",
     "chance_overlap",
@@ -372,6 +430,7 @@ __all__ = [
     "letter_counts",
     "mcnemar_exact",
     "overlap_p_value",
+    "rank_p_value",
     "relative_change",
     "score_predictions",
     "spread",

@@ -16,20 +16,33 @@ from jaxtyping import Float
 from torch import Tensor
 
 from tl_neuronllm.data.tasks import LETTERS, Item
+from tl_neuronllm.explain.direct_effect import token_str
+from tl_neuronllm.explain.explanation import PromptTrace
 from tl_neuronllm.model.adapter import ModelAdapter
 from tl_neuronllm.model.answers import ProxyPrompt, batch_full_rows, full_scores
 
 
 @torch.no_grad()
 def site_activations(
-    adapter: ModelAdapter, queries: Sequence[ProxyPrompt], neurons: Sequence[tuple[int, int]], batch_size: int
+    adapter: ModelAdapter,
+    queries: Sequence[ProxyPrompt],
+    neurons: Sequence[tuple[int, int]],
+    batch_size: int,
+    *,
+    progress: bool = False,
 ) -> tuple[Float[Tensor, "questions neurons"], list[Tensor]]:
-    """Site activations ``[questions, neurons]`` (float64, CPU) of the given neurons and the option probabilities."""
+    """Site activations ``[questions, neurons]`` (float64, CPU) of the given neurons and the option probabilities
+    (``progress``: a bar that moves per question)."""
     by_layer: dict[int, list[int]] = {}
     for j, (layer, _) in enumerate(neurons):
         by_layer.setdefault(layer, []).append(j)
     acts = torch.zeros(len(queries), len(neurons), dtype=torch.float64)
     probs: list[Tensor] = []
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(queries), desc=f"explain ({len(neurons)} neurons)", unit="question")
     for b in range(0, len(queries), batch_size):
         qs = queries[b : b + batch_size]
         rows, sites, starts = batch_full_rows(qs)
@@ -54,7 +67,48 @@ def site_activations(
             n = 1 if q.continuations is None else len(q.continuations)
             lg = logits[starts[i] : starts[i] + n]
             probs.append(torch.softmax(full_scores(lg, q, sites[starts[i]]), dim=-1).cpu())
+        if bar is not None:
+            bar.update(len(qs))
+    if bar is not None:
+        bar.close()
     return acts, probs
+
+
+@torch.no_grad()
+def prompt_traces(
+    adapter: ModelAdapter,
+    queries: Sequence[ProxyPrompt],
+    item_of: Sequence[str],
+    correct: Sequence[bool],
+    neurons: Sequence[tuple[int, int]],
+    n_prompts: int = 3,
+) -> list[PromptTrace]:
+    """Where the neurons fire: their activation on every token, up to the answer position, of the first
+    question of each of the first ``n_prompts`` items (one forward pass per prompt)."""
+    first = {item: i for i, item in reversed(list(enumerate(item_of)))}  # each item's first question
+    picks = sorted(first.values())[:n_prompts]
+    cols_of: dict[int, list[int]] = {}
+    for j, (layer, _) in enumerate(neurons):
+        cols_of.setdefault(layer, []).append(j)
+    out = []
+    for i in picks:
+        q = queries[i]
+        row = list(q.prompt[: q.site + 1])
+        toks, _ = adapter.pad_batch([row])
+        acts = torch.zeros(len(row), len(neurons), dtype=torch.float32)
+
+        def make(layer: int) -> Any:
+            idx = torch.tensor([neurons[j][1] for j in cols_of[layer]], device=toks.device)
+
+            def hook(act: Tensor, hook: Any) -> None:
+                acts[:, cols_of[layer]] = act[0][:, idx].detach().to("cpu", torch.float32)
+
+            return hook
+
+        adapter.forward(toks, fwd_hooks=[(adapter.hook_names[layer], make(layer)) for layer in cols_of])
+        tokens = [token_str(adapter.model, t) for t in row]
+        out.append(PromptTrace(item_of[i], tokens, q.site, acts, bool(correct[i])))
+    return out
 
 
 def cohen_d(a: Tensor, b: Tensor) -> Tensor:
@@ -138,4 +192,4 @@ class Activity:
         }
 
 
-__all__ = ["Activity", "cohen_d", "site_activations", "snippet"]
+__all__ = ["Activity", "cohen_d", "prompt_traces", "site_activations", "snippet"]

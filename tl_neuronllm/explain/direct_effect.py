@@ -16,6 +16,7 @@ from torch import Tensor
 
 from tl_neuronllm.errors import ModelError
 from tl_neuronllm.model.answers import ProxyPrompt
+from tl_neuronllm.model.head import logit_factor, norm_weight
 from tl_neuronllm.model.protocol import HookedModel
 
 
@@ -37,8 +38,9 @@ def final_norm(model: HookedModel) -> tuple[bool, Tensor | None]:
     """How the final norm acts on a direction: ``(centre, weight)``.
 
     ``centre`` is True for LayerNorm models (``cfg.normalization_type`` ``"LN"`` / ``"LNPre"``, or a
-    ``ln_final`` with a bias when the config does not say); ``weight`` is ``ln_final.w`` (``None``
-    when the norm has no weight: ``LNPre`` / ``RMSPre``, folded weights, or no final norm).
+    ``ln_final`` with a bias when the config does not say); ``weight`` is the norm's effective weight
+    (:func:`tl_neuronllm.model.head.norm_weight`: Gemma's ``1 + ln_final.w``, else ``ln_final.w``; ``None``
+    when the norm has no weight: ``LNPre`` / ``RMSPre``, OLMo's LayerNorm, folded weights, or no final norm).
     """
     ln = getattr(model, "ln_final", None)
     kind = getattr(model.cfg, "normalization_type", None)
@@ -57,7 +59,7 @@ def final_norm(model: HookedModel) -> tuple[bool, Tensor | None]:
         centre = has_bias
     else:
         centre = str(kind).upper().startswith("LN")
-    return centre, w
+    return centre, norm_weight(model, w)
 
 
 @torch.no_grad()
@@ -103,7 +105,7 @@ def direct_logit_effects(model: HookedModel, neurons: Sequence[tuple[int, int]])
         v = v - v.mean(-1, keepdim=True)
     if w is not None:
         v = v * w.detach().to("cpu", torch.float64)
-    return (v @ W_U).float()
+    return (v @ W_U * logit_factor(model)).float()
 
 
 def option_effects(

@@ -14,8 +14,11 @@
 
       v = W_out[l, i]                           # [d_model], the neuron's output direction
       v = v - mean(v)                           # LayerNorm models only (LN / LNPre): centring
-      v = v * w_final                           # the final norm's weight (ln_final.w), if it has one
-      effect = v @ W_U                          # [d_vocab]: logit change per unit of activation
+      v = v * w_final                           # the final norm's effective weight, if it has one
+                                                # (Gemma's offset norm: 1 + ln_final.w)
+      effect = (v @ W_U) * c                    # [d_vocab]: logit change per unit of activation; c: the
+                                                # final logit transform's slope at 0 (Granite 1/logits_scaling,
+                                                # Cohere logit_scale, soft-capping 1)
 
   This is TransformerLens's logit lens for a *direction* with a folded final norm: the per-input
   normalisation scale (``1 / rms`` or ``1 / std`` of the whole residual stream) and the norm's bias
@@ -59,18 +62,21 @@ from torch import Tensor
 
 from tl_neuronllm.data.tasks import LETTERS, Item, Task
 from tl_neuronllm.errors import MismatchError, ModelError
-from tl_neuronllm.explain.activity import Activity, site_activations
+from tl_neuronllm.explain.activity import Activity, prompt_traces, site_activations
 from tl_neuronllm.explain.direct_effect import direct_logit_effects, final_norm, option_effects, token_str
 from tl_neuronllm.explain.explanation import Explanation, NeuronExplanation
 from tl_neuronllm.model.adapter import ModelAdapter
 from tl_neuronllm.model.answers import ProxyPrompt
+from tl_neuronllm.model.head import final_transform
 from tl_neuronllm.model.protocol import HookedModel
 from tl_neuronllm.model.state import preserved_model_state
 from tl_neuronllm.pipeline.checkpoint import model_fingerprint
 from tl_neuronllm.pipeline.prepare import build_queries, identification_items
+from tl_neuronllm.prompts.proxies import demo_pool_size
 from tl_neuronllm.result.neuron_result import NeuronResult
 from tl_neuronllm.scoring.ace import ACEState
 from tl_neuronllm.studies.stability import stability
+from tl_neuronllm.validate import check_int
 
 
 def _check_shape(result: NeuronResult, model: HookedModel) -> None:
@@ -210,6 +216,8 @@ def explain(
     n_boot: int = 50,
     seed: int = 0,
     batch_size: int = 8,
+    n_traces: int = 3,
+    progress: bool = True,
 ) -> Explanation:
     """Explain a result's good and bad neurons: direct effect on the answer and behaviour on the task.
 
@@ -231,6 +239,8 @@ def explain(
         n_boot: Bootstrap resamples for the selection stability (only with kept attributions).
         seed: Seed of the bootstrap.
         batch_size: Questions per forward pass.
+        n_traces: Prompts whose every token's activations are kept (``Explanation.traces``: where it fires).
+        progress: Show a progress bar over the forward passes.
 
     Returns:
         An :class:`Explanation` (good neurons first, then bad; ``to_pandas()``, ``to_csv()``,
@@ -240,22 +250,25 @@ def explain(
         ModelError: a model of another shape (layers, neurons, ``d_model``, ``d_vocab``) or without the
             weights the direct effect needs.
         TaskError: the task does not hold the identification items or demonstrations.
-        ValueError: bad ``items`` / ``n_boot``.
+        ValueError: bad ``items`` / ``n_boot``; ConfigError: a negative ``n_traces``.
     """
+    check_int("n_traces", n_traces, min_value=0)
     _check_shape(result, model)
     cfg = result.identify_config()
     hook = result.config.get("hook", "hook_post")
     adapter = ModelAdapter(model, hook=hook)
-    scored, demo_items = identification_items(result.config, task, demos, items, cfg.n_shots, cfg.seed)
+    pool = demo_pool_size(cfg.prompt, cfg.augment)  # cloze proxies: one demonstration block per proxy
+    scored, demo_items = identification_items(result.config, task, demos, items, pool, cfg.seed)
     keys = [(x.layer, x.neuron) for x in result.neurons("both")]
     with preserved_model_state(model):
         queries_by_item = build_queries(adapter, scored, cfg, demo_items)
         queries = [q for qs in queries_by_item for q in qs]
         effects = direct_logit_effects(model, keys).double()  # [N, d_vocab]
-        acts, probs = site_activations(adapter, queries, keys, batch_size)
+        acts, probs = site_activations(adapter, queries, keys, batch_size, progress=progress)
+        item_of = [scored.items[q.item_index].id for q in queries]
+        activity = Activity.of(acts, probs, queries, item_of)
+        traces = prompt_traces(adapter, queries, item_of, activity.correct.tolist(), keys, n_traces)
     stab = selection_stability(result, n_boot=n_boot, seed=seed)
-    item_of = [scored.items[q.item_index].id for q in queries]
-    activity = Activity.of(acts, probs, queries, item_of)
     by_id = {it.id: it for it in scored.items}
     out = _neuron_rows(result, model, queries, effects, activity, stab, by_id, top_tokens, top_items)
     centre, w = final_norm(model)
@@ -268,10 +281,12 @@ def explain(
         "n_items": len(scored),
         "n_questions": len(queries),
         "n_right": int(activity.correct.sum()),
-        "norm": ("centred, " if centre else "") + ("times ln_final.w" if w is not None else "no norm weight"),
+        "norm": ("centred, " if centre else "")
+        + ("times the final norm's effective weight" if w is not None else "no norm weight")
+        + (f"; logits: {final_transform(model)}" if final_transform(model) else ""),
         "stability_boot": n_boot if stab is not None else 0,
     }
-    return Explanation(out, acts.float(), activity.correct.tolist(), item_of, info)
+    return Explanation(out, acts.float(), activity.correct.tolist(), item_of, info, traces)
 
 
 __all__ = ["Explanation", "NeuronExplanation", "direct_logit_effects", "explain", "final_norm", "selection_stability"]

@@ -3,12 +3,34 @@
 from __future__ import annotations
 
 import csv
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from jaxtyping import Float
 from torch import Tensor
+
+from tl_neuronllm.html_view import esc, grid, num, panel, require_pandas, task_base, token_strip, visible
+
+
+@dataclass
+class PromptTrace:
+    """Where the explained neurons fire on one identification prompt.
+
+    Attributes:
+        item_id: The item the prompt renders.
+        tokens: The prompt's tokens as text, through the answer position (``#id`` without a tokenizer).
+        site: The answer position (the scored one; the last token here).
+        acts: ``[positions, neurons]`` activations at every token (column order of ``Explanation.neurons``).
+        correct: Whether the model answered this question right.
+    """
+
+    item_id: str
+    tokens: list[str]
+    site: int
+    acts: Float[Tensor, "pos neurons"]
+    correct: bool
 
 
 @dataclass
@@ -86,6 +108,8 @@ class Explanation:
         correct: ``[questions]`` whether the model answered each question right.
         item_ids: The item id of each question.
         info: Model, task, mode, option tokens, how the direct effect was computed.
+        traces: Where the neurons fire: their activation on every token of a few identification prompts
+            (:class:`PromptTrace`; :meth:`fires` gives one neuron's).
     """
 
     neurons: list[NeuronExplanation]
@@ -93,6 +117,7 @@ class Explanation:
     correct: list[bool]
     item_ids: list[str]
     info: dict[str, Any] = field(default_factory=dict)
+    traces: list[PromptTrace] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.neurons)
@@ -103,6 +128,87 @@ class Explanation:
                 return n
         raise KeyError(f"no neuron {label!r} in this explanation")
 
+    def column(self, label: str) -> int:
+        """The column of a neuron in ``activations`` and the traces.
+
+        Raises:
+            KeyError: for a neuron not in this explanation.
+        """
+        for j, n in enumerate(self.neurons):
+            if n.label == label:
+                return j
+        raise KeyError(f"no neuron {label!r} in this explanation")
+
+    def fires(self, label: str) -> list[tuple[list[str], list[float], int]]:
+        """Where a neuron fires: ``(tokens, activation on each token, answer position)`` per traced prompt.
+
+        Raises:
+            KeyError: for a neuron not in this explanation.
+        """
+        j = self.column(label)
+        return [(list(t.tokens), [float(a) for a in t.acts[:, j]], t.site) for t in self.traces]
+
+    def fire_html(self, label: str, last: int | None = 48) -> str:
+        """:meth:`fires` as coloured token strips (the last ``last`` tokens of each prompt; ``None``: all)."""
+        strips = []
+        fires = self.fires(label)
+        scale = max((abs(a) for _, acts, _ in fires for a in acts), default=0.0)
+        for tokens, acts, site in fires:
+            start = 0 if last is None else max(0, len(tokens) - last)
+            strips.append(token_strip(tokens[start:], acts[start:], site, scale=scale, start=start))
+        return "".join(strips)
+
+    def _repr_html_(self) -> str:
+        n = 8
+        head = ["neuron", "role", "ACE", "stability", "gold eff.", "distr. eff.", "DLA margin", "d", "promotes"]
+        rows = [
+            [
+                x.label,
+                x.role,
+                num(x.score, ".3g"),
+                num(x.stability, ".2f"),
+                num(x.gold_effect, "+.3f"),
+                num(x.distractor_effect, "+.3f"),
+                num(x.dla_margin, "+.3f"),
+                num(x.act_effect_size, "+.2f"),
+                " ".join(visible(t) for t, _ in x.top_promoted[:3]),
+            ]
+            for role in ("good", "bad")
+            for x in [x for x in self.neurons if x.role == role][:n]
+        ]
+        drop = {5} if self.gold_equals_distractors else set()  # equal columns: one, named for both
+        if drop:
+            head[4] = "gold = distr. eff."
+        if all(x.stability is None for x in self.neurons):
+            drop.add(3)
+        keep = [i for i in range(len(head)) if i not in drop]
+        head, rows = [head[i] for i in keep], [[r[i] for i in keep] for r in rows]
+        body = grid(head, rows, classes=[""] * (len(head) - 1) + ["txt"])
+        shown = [next(x for x in self.neurons if x.role == role) for role in ("good", "bad") if self._has(role)]
+        if self.traces:
+            for x in shown:
+                body += f"<h4>where {esc(x.label)} ({esc(x.role)}) fires</h4>" + self.fire_html(x.label)
+        i = self.info
+        note = (
+            f"{len(self)} neurons explained on {i.get('n_questions', '?')} questions of {i.get('n_items', '?')} "
+            f"items of {i.get('task', '?')} (top {n} per role shown; to_pandas() has them all). Token strips: "
+            "activation on each token (blue +, red −), the answer position outlined."
+            + (EQUAL_NOTE if self.gold_equals_distractors else "")
+        )
+        return panel(f"Explanation: {i.get('model', '?')} on {task_base(i.get('task', '?'))}", body, note)
+
+    @property
+    def gold_equals_distractors(self) -> bool:
+        """Whether every neuron's gold and distractor direct effects are equal: in letter mode, when every letter
+        was gold equally often (the cyclic proxies of items with as many proxies as options), the two averages
+        run over the same letters, and only the effect on each letter tells the neurons apart."""
+        return bool(self.neurons) and all(
+            math.isclose(x.gold_effect, x.distractor_effect, rel_tol=1e-6, abs_tol=1e-9) for x in self.neurons
+        )
+
+    def _has(self, role: str) -> bool:
+        return any(x.role == role for x in self.neurons)
+
     def rows(self) -> list[dict[str, Any]]:
         """Flat rows (see :meth:`NeuronExplanation.flat`)."""
         return [n.flat() for n in self.neurons]
@@ -111,11 +217,9 @@ class Explanation:
         """A ``pandas.DataFrame`` with one row per neuron (pandas ships with TransformerLens).
 
         Raises:
-            ImportError: if pandas is not installed.
+            MissingDependency: (an ``ImportError``) if pandas is not installed.
         """
-        import pandas as pd
-
-        return pd.DataFrame(self.rows())
+        return require_pandas().DataFrame(self.rows())
 
     def to_csv(self, path: str | Path) -> Path:
         """Write the flat rows as CSV (no pandas needed); returns the path."""
@@ -146,6 +250,16 @@ class Explanation:
             "correct": list(self.correct),
             "item_ids": list(self.item_ids),
             "info": self.info,
+            "traces": [
+                {
+                    "item_id": t.item_id,
+                    "tokens": t.tokens,
+                    "site": t.site,
+                    "acts": t.acts.tolist(),
+                    "correct": t.correct,
+                }
+                for t in self.traces
+            ],
         }
         path.write_text(json.dumps(body, default=str))
         return path
@@ -173,7 +287,13 @@ class Explanation:
                     d[key] = [tuple(x) for x in d[key]]
                 neurons.append(NeuronExplanation(**d))
             acts = torch.tensor(body["activations"], dtype=torch.float32).reshape(-1, len(neurons))
-            return cls(neurons, acts, list(body["correct"]), list(body["item_ids"]), dict(body["info"]))
+            traces = [  # absent in files of 0.6.0
+                PromptTrace(
+                    t["item_id"], list(t["tokens"]), int(t["site"]), _tensor(t["acts"], len(neurons)), t["correct"]
+                )
+                for t in body.get("traces", [])
+            ]
+            return cls(neurons, acts, list(body["correct"]), list(body["item_ids"]), dict(body["info"]), traces)
         except (OSError, ValueError, KeyError, TypeError, AssertionError, RuntimeError) as e:
             raise ResultFileError(
                 f"{path}: not a saved explanation ({type(e).__name__}: {e}); explain again (report without --no-explain)"
@@ -196,21 +316,26 @@ class Explanation:
             "promotes",
             "suppresses",
         ]
+        equal = self.gold_equals_distractors
+        if equal:
+            head.remove("distr. eff.")
+            head[head.index("gold eff.")] = "gold = distr. eff."
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for role in ("good", "bad"):
             for x in [x for x in self.neurons if x.role == role][:n]:
                 stab = "" if x.stability is None else f"{x.stability:.2f}"
                 toks = lambda ts: " ".join(repr(t) for t, _ in ts[:3]).replace("|", "\\|")
+                distr = "" if equal else f"{x.distractor_effect:+.3f} | "
                 lines.append(
                     f"| {x.label} | {x.role} | {x.score:.3g} | {stab} | {x.gold_effect:+.3f} | "
-                    f"{x.distractor_effect:+.3f} | {x.dla_margin:+.3f} | {x.act_right:.3f} | {x.act_wrong:.3f} | "
+                    f"{distr}{x.dla_margin:+.3f} | {x.act_right:.3f} | {x.act_wrong:.3f} | "
                     f"{_fmt(x.act_effect_size, '+.2f')} | {toks(x.top_promoted)} | {toks(x.top_suppressed)} |"
                 )
         note = (
             f"Direct effects (logit lens of W_out through the final norm, direct path only) on the option "
             f"{'letters' if mode == 'letter' else 'texts’ first tokens'}; activations on "
             f"{self.info.get('n_questions', '?')} questions of {self.info.get('n_items', '?')} items "
-            f"({self.info.get('n_right', '?')} answered right)."
+            f"({self.info.get('n_right', '?')} answered right)." + (EQUAL_NOTE if equal else "")
         )
         return "\n".join(lines) + "\n\n" + note + "\n"
 
@@ -238,8 +363,20 @@ class Explanation:
         return out
 
 
+EQUAL_NOTE = (
+    " Gold and distractor effects are equal for every neuron: every letter was gold equally often (cyclic "
+    "proxies), so both average the same letters; the effect on each letter (effect_A, ...) tells them apart."
+)
+
+
+def _tensor(rows: Any, n: int) -> Tensor:
+    import torch
+
+    return torch.tensor(rows, dtype=torch.float32).reshape(-1, n)
+
+
 def _fmt(v: float, spec: str) -> str:
     return "nan" if v != v else format(v, spec)
 
 
-__all__ = ["Explanation", "NeuronExplanation"]
+__all__ = ["Explanation", "NeuronExplanation", "PromptTrace"]

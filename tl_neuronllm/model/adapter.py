@@ -7,8 +7,12 @@ is ``d_mlp``, resolves option-letter token ids, tokenizes prompts, runs right-pa
 (padding after the last real token never changes a causal model's earlier positions) and gives
 access to the **prompt-prefix** machinery that makes exact integrated gradients cheap: a backend per
 cache mechanism (:mod:`tl_neuronllm.model.backends`) and the shortcuts on top of it
-(:mod:`tl_neuronllm.model.shortcuts`), each checked once against the plain forward before it is used;
-:attr:`ModelAdapter.kv_backend` and :attr:`ModelAdapter.fast_paths` say what is in use.
+(:mod:`tl_neuronllm.model.shortcuts`), each declared by the backend (``backend.capabilities()``) and checked
+once against the plain forward before it is used, by :attr:`ModelAdapter.checks`
+(:class:`~tl_neuronllm.model.checks.ShortcutChecks`, the one writer of the record);
+:attr:`ModelAdapter.kv_backend` and :attr:`ModelAdapter.fast_paths` say what is in use. Mixture-of-experts
+blocks, and MLP widths that TransformerLens's config mapping gets wrong, are refused before any forward
+(:mod:`tl_neuronllm.model.structure`).
 
 :func:`preserved_model_state` guarantees that the user's model leaves a run exactly as it came in:
 hooks, ``requires_grad`` flags, ``.grad`` tensors and train/eval mode.
@@ -25,19 +29,13 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from tl_neuronllm.errors import ModelError
-from tl_neuronllm.model.backends import Backend, PrefixState, candidate_backends, model_device
+from tl_neuronllm.model.backends import Backend, PrefixState, candidate_backends, is_bridge, model_device
+from tl_neuronllm.model.checks import CHECKED, FastPaths, ShortcutChecks
 from tl_neuronllm.model.memory import ig_chunk_rows, row_bytes
 from tl_neuronllm.model.protocol import HookedModel, HookFn, missing_attributes
-from tl_neuronllm.model.shortcuts import (
-    FastPaths,
-    PackedLayout,
-    check_row_paths,
-    check_shared_prefix,
-    choose_backend,
-    packed_logits,
-    warn_fallback,
-)
+from tl_neuronllm.model.shortcuts import PackedLayout, packed_logits
 from tl_neuronllm.model.state import preserved_model_state
+from tl_neuronllm.model.structure import refuse_mapped_width, refuse_moe, width_mismatch
 from tl_neuronllm.model.tokens import check_materialized, letter_token_ids, tokenize_untruncated
 
 HOOK_CHOICES = ("hook_post", "hook_pre", "hook_pre_linear")
@@ -53,8 +51,9 @@ class ModelAdapter:
         kv_cache: ``"auto"`` (use a prefix cache when the model offers one), or ``"off"``.
 
     Raises:
-        ModelError: if the model lacks ``cfg.n_layers`` / ``cfg.d_mlp``, a layer lacks the hook,
-            or the hook's width is not ``d_mlp``.
+        ModelError: if the model lacks ``cfg.n_layers`` / ``cfg.d_mlp``, a layer lacks the hook, a
+            layer's MLP is a mixture of experts (found by its router and experts modules, before any
+            forward), or the hook's width is not ``d_mlp``.
     """
 
     def __init__(self, model: HookedModel, *, hook: str = "hook_post", kv_cache: Literal["auto", "off"] = "auto"):
@@ -83,19 +82,16 @@ class ModelAdapter:
                 + (f" ({len(missing)} layers missing it)" if len(missing) > 1 else "")
                 + f"; choose another hook among {HOOK_CHOICES}"
             )
-        sig = inspect.signature(model.forward).parameters
-        self.is_hooked_transformer = "past_kv_cache" in sig
-        # a TransformerBridge: TL 4.x names past_key_values; TL 3.x's Bridge passes it on through **kwargs
-        takes_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.values())
-        self.is_bridge = "past_key_values" in sig or (
-            not self.is_hooked_transformer and takes_kwargs and hasattr(model, "original_model")
-        )
+        refuse_moe(model, hook)
+        refuse_mapped_width(model)
+        self.is_hooked_transformer = "past_kv_cache" in inspect.signature(model.forward).parameters
+        self.is_bridge = is_bridge(model)
         if kv_cache not in ("auto", "off"):
             raise ValueError(f"kv_cache must be 'auto' or 'off', got {kv_cache!r}")
         self._candidates = candidate_backends(model, kv_cache)
         self._backend: Backend | None = None  # chosen (and checked) on the first prefix() call
         self._shared: PrefixState | None = None  # the run's shared prompt prefix (share_prefix)
-        self.fast = FastPaths()
+        self.checks = ShortcutChecks(self)  # the one owner of the shortcut checks and of their record
         self._widths_checked = False
 
     # ---- basic facts --------------------------------------------------------------------
@@ -153,10 +149,7 @@ class ModelAdapter:
                     f"hook {name!r} (layer {layer}) fired {len(widths)} times in one forward, expected once"
                 )
             if widths[0] != self.d_mlp:
-                raise ModelError(
-                    f"hook {name!r} (layer {layer}) has width {widths[0]}, expected d_mlp = {self.d_mlp}; "
-                    "this hook does not expose MLP neurons on this model"
-                )
+                raise ModelError(width_mismatch(self.model, name, layer, widths[0], self.d_mlp))
         self._widths_checked = True
 
     # ---- tokens -------------------------------------------------------------------------
@@ -211,6 +204,11 @@ class ModelAdapter:
         return self._backend
 
     @property
+    def fast(self) -> FastPaths:
+        """What the shortcut checks found (read it; :attr:`checks` writes it)."""
+        return self.checks.paths
+
+    @property
     def kv_backend(self) -> str:
         """``"hf"``, ``"tl"`` or ``"rerun"`` (known after the first :meth:`prefix` call)."""
         return self.fast.backend or "unknown"
@@ -221,21 +219,11 @@ class ModelAdapter:
         ``prefix_cache``, ``packed_rows``, ``skip_layers``, ``letter_columns``, ``shared_prefix``,
         ``exact_ig`` and ``packed_queries``."""
         d = self.fast.to_dict()
-        keys = (
-            "prefix_cache",
-            "packed_rows",
-            "skip_layers",
-            "letter_columns",
-            "shared_prefix",
-            "exact_ig",
-            "packed_queries",
-        )
-        return {k: d[k] for k in keys}
+        return {k: d[k] for k in CHECKED}
 
     def note_fallback(self, what: str, reason: str, cost: str) -> None:
         """Record and announce (one warning) a shortcut that was switched off."""
-        self.fast.fallbacks.append(f"{what}: {reason}")
-        warn_fallback(what, reason, cost, stacklevel=4)
+        self.checks.fallback(what, reason, cost)
 
     def float_dtype(self) -> torch.dtype:
         """The model's floating-point parameter dtype (float32 when it has none)."""
@@ -253,7 +241,7 @@ class ModelAdapter:
         """
         tokens = [int(t) for t in tokens]
         if self._backend is None and len(tokens) >= 2:
-            self._backend = choose_backend(self, self._candidates, tokens)
+            self._backend = self.checks.choose_backend(self._candidates, tokens)
         shared = self._shared
         if (
             shared is not None
@@ -262,7 +250,7 @@ class ModelAdapter:
             and tokens[: len(shared.tokens)] == shared.tokens
         ):
             if self.fast.shared_prefix is None:
-                check_shared_prefix(self, shared, tokens)
+                self.checks.check_shared_prefix(shared, tokens)
             if self.fast.shared_prefix:
                 return self.backend.extend(shared, tokens[len(shared.tokens) :])
         return self.backend.prefix(tokens)
@@ -297,25 +285,13 @@ class ModelAdapter:
         return n
 
     def disable_shortcuts(self, reason: str) -> bool:
-        """Switch off the next shortcut, most specific first (skipping, packing and columns, the
-        cache); ``False`` when nothing is left (the plain path itself disagreed)."""
-        fp = self.fast
-        if fp.skip_layers:
-            fp.skip_layers = False
-            self.note_fallback("skipping blocks for continuation rows", reason, "every IG row runs all blocks")
-        elif fp.packed_rows or fp.letter_columns:
-            fp.packed_rows = fp.letter_columns = fp.skip_layers = False
-            self.note_fallback("packed rows and letter columns", reason, "each row becomes its own batch entry")
-        elif fp.shared_prefix:
-            fp.shared_prefix = False
-            self.note_fallback("continuing the shared prefix", reason, "each prompt's prefix is computed in full")
-        elif self.backend.cached:
+        """Switch off the next shortcut, most specific first (skipping, packing and columns, the shared
+        prefix, the cache); ``False`` when nothing is left (the plain path itself disagreed)."""
+        step = self.checks.disable_next(reason)
+        if step == "cache":
             self._backend, self._shared = self._candidates[-1](self.model), None
-            fp.backend, fp.prefix_cache = self._backend.name, False
-            self.note_fallback("the key/value cache", reason, "every continuation re-runs the prompt prefix")
-        else:
-            return False
-        return True
+            self.checks.set_backend(self._backend.name, False)
+        return step is not None
 
     def run_suffix(
         self,
@@ -333,30 +309,14 @@ class ModelAdapter:
         """How many rows of this length :meth:`run_rows` packs into one sequence after a prefix of this
         length (0: it runs them as a batch). As far as known before the one-time check; call after
         :meth:`prefix`. Packed sequences stay within ``cfg.n_ctx`` and any sliding attention window."""
-        if (
-            self.fast.packed_rows is False
-            or not self.is_bridge
-            or self.kv_backend not in ("hf", "rerun")
-            or not prefix_len
-        ):
+        if self.fast.packed_rows is False:
             return 0
-        window = self._sliding_window()
-        if window is not None and prefix_len + row_len > window:
-            return 0
-        n_ctx = int(getattr(self.model.cfg, "n_ctx", 0) or 0)
-        return max(0, (n_ctx - prefix_len) // row_len) if n_ctx > 0 else 2**31
-
-    def _sliding_window(self) -> int | None:
-        hf_cfg = getattr(getattr(self.model, "original_model", None), "config", None)
-        window = getattr(hf_cfg, "sliding_window", None)
-        if window and getattr(hf_cfg, "use_sliding_window", True) is not False:
-            return int(window)
-        return None
+        return self.backend.capabilities().packs(prefix_len, row_len, int(getattr(self.model.cfg, "n_ctx", 0) or 0))
 
     def check_fast_paths(self, state: PrefixState, row: Sequence[int], logit_cols: Sequence[int] | None = None) -> None:
         """Run :meth:`run_rows`' pending one-time checks (packing, skipping, and with ``logit_cols`` the
         partial unembedding) against the plain forward of ``state.tokens + row``."""
-        check_row_paths(self, state, row, logit_cols)
+        self.checks.check_rows(state, row, logit_cols)
 
     def run_rows(
         self,

@@ -1,24 +1,23 @@
-"""Shortcuts over continuation rows, and the run-time checks that decide whether to trust them.
+"""Shortcuts over continuation rows: how they compute (the checks that decide whether to trust them live in
+:mod:`tl_neuronllm.model.checks`).
 
-Three exact savings sit on top of a backend's prefix (:mod:`tl_neuronllm.model.backends`):
+Three exact savings sit on top of a backend's prefix (:mod:`tl_neuronllm.model.backends`), each used only
+where the backend declares it (:class:`~tl_neuronllm.model.backends.Capabilities`):
 
 * **packed rows**: on a ``TransformerBridge`` the rows are packed into one sequence after the prefix;
   row ``r`` sits at positions ``P .. P + len(r) - 1`` and attends to the prefix and causally to itself
-  only (a 4D additive attention mask and explicit ``position_ids``), so it computes exactly what it
-  would alone, with no per-row cache copies. Rows of one group (the options of one query under one
-  scaling or condition) share their common first tokens: a prefix tree (:class:`PackedLayout`).
+  only (a 4D additive attention mask and explicit ``position_ids``; on ALiBi models the bias is built
+  from the same packed positions), so it computes exactly what it would alone, with no per-row cache
+  copies. Rows of one group (the options of one query under one scaling or condition) share their
+  common first tokens: a prefix tree (:class:`PackedLayout`).
 * **skipped layers**: copies of the rows that equal copy 0 below block ``g`` join the sequence there.
-* **letter columns**: only the needed vocabulary columns of the unembedding are computed.
+* **letter columns**: only the needed vocabulary columns of the unembedding are computed; they still run
+  through the model's own head code, so a final logit soft-capping or scaling applies to them.
 
-None of them, nor the backend's cache, is trusted on its word. Each is checked once per model, on a
-real query of the run, against a **plain full-sequence forward without any cache** (logits; and in
-:mod:`tl_neuronllm.attribution.kernels`, one layer's IG against the naive per-step loop). A shortcut that
-disagrees is switched off and the run goes on with the exact slower path, announced in one warning
-that names the installed torch / transformers / transformer-lens versions and the expected slowdown.
-An exception raised inside a check by a library (torch, transformers, TransformerLens, this package)
-counts as "unsupported"; one raised by the user's own code (a hook) is re-raised.
-
-:class:`FastPaths` records what was verified; ``adapter.fast_paths`` shows it and results store it.
+None of them, nor the backend's cache, is trusted on its word: each is checked once per model against a
+plain full-sequence forward without any cache (:class:`~tl_neuronllm.model.checks.ShortcutChecks`). An
+exception raised inside a check by a library (torch, transformers, TransformerLens, this package) counts as
+"unsupported"; one raised by the user's own code (a hook) is re-raised.
 """
 
 from __future__ import annotations
@@ -27,8 +26,9 @@ import os
 import sys
 import traceback
 import warnings
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -36,42 +36,11 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from tl_neuronllm.errors import ShortcutFallbackWarning
-from tl_neuronllm.model.backends import Backend, PrefixState
+from tl_neuronllm.model.backends import PrefixState
+from tl_neuronllm.model.backends.capabilities import unembed_linear
 from tl_neuronllm.model.protocol import HookedModel, HookFn, ShortcutHost
 
 HooksArg = Sequence[tuple[str, "HookFn"]] | Callable[[Tensor], Sequence[tuple[str, "HookFn"]]]
-
-
-@dataclass
-class FastPaths:
-    """What was verified against the plain computation on this model (``None``: not checked yet).
-
-    Attributes:
-        backend: The prefix backend in use (``"hf"``, ``"tl"``, ``"rerun"``; ``None`` before the first prefix).
-        prefix_cache: The backend's continuation equals the plain forward.
-        packed_rows: Packed rows equal the plain forward.
-        skip_layers: Rows joining at later blocks equal the plain forward with the same scaling.
-        letter_columns: Unembedding only some columns equals those columns of the full logits.
-        shared_prefix: Continuing the run's shared prefix (instruction and demonstrations) with a
-            query's own tokens equals computing the query's prefix from scratch.
-        exact_ig: One layer's fast IG equals the naive per-step IG (checked by attribution).
-        packed_queries: Several questions' evaluation rows packed into one forward after the shared
-            prefix equal each question run on its own (checked by the evaluation).
-        fallbacks: One line per shortcut switched off, with the reason.
-    """
-
-    backend: str | None = None
-    prefix_cache: bool | None = None
-    packed_rows: bool | None = None
-    skip_layers: bool | None = None
-    letter_columns: bool | None = None
-    shared_prefix: bool | None = None
-    exact_ig: bool | None = None
-    packed_queries: bool | None = None
-    fallbacks: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -290,7 +259,6 @@ def packed_logits(
     S = len(lay.tokens)
     seq = torch.tensor(lay.tokens, dtype=torch.long, device=dev)
     depth = torch.tensor(lay.depth, dtype=torch.long, device=dev)
-    dtype = adapter.float_dtype()
     # new tokens see the whole prefix, and their own row up to themselves
     allowed = torch.cat([torch.ones(S, P, dtype=torch.bool, device=dev), lay.visible(dev)], dim=1)
     kwargs: dict[str, Any] = {}
@@ -303,8 +271,8 @@ def packed_logits(
     else:
         tokens, positions, off = seq, P + depth, 0
         kwargs.update(adapter.backend.cache_kwargs(state))
-    mask = torch.zeros(allowed.shape, dtype=dtype, device=dev).masked_fill_(~allowed, torch.finfo(dtype).min)
-    kwargs.update(attention_mask=mask[None, None], position_ids=positions[None])
+    keys = positions if state.cache is None else torch.cat([torch.arange(P, device=dev), positions])
+    kwargs.update(attention_mask=packed_mask(adapter, state, allowed, positions, keys), position_ids=positions[None])
     where = torch.tensor([[n[min(i, len(n) - 1)] for i in range(T)] for n in lay.row_nodes], device=dev)
     where = where + off  # a row shorter than T repeats its last position
     if callable(fwd_hooks):
@@ -316,40 +284,98 @@ def packed_logits(
         hooks = list(fwd_hooks(where.gather(1, at[:, None])[:, 0]))
     else:
         hooks = list(fwd_hooks)
-    handles = skip_hooks(adapter, group_start, lay, off, P if state.cache is not None else 0) if skip else []
+    handles = skip_hooks(adapter, group_start, lay, off) if skip else []
     cols = None if logit_cols is None else torch.as_tensor(list(logit_cols), dtype=torch.long, device=dev)
-    unembed = unembed_linear(adapter.model) if cols is not None and cols_direct else None
-    taken: list[Tensor] = []
-    if unembed is not None:
-
-        def take(module: Any, args: tuple) -> tuple:  # keep the input, unembed nothing
-            taken.append(args[0])
-            return (args[0][..., :0, :], *args[1:])
-
-        handles.append(unembed.register_forward_pre_hook(take))
     try:
-        with adapter.backend.calling(), adapter.model.hooks(fwd_hooks=hooks):
+        with ExitStack() as stack:
+            stack.enter_context(adapter.backend.calling())
+            alibi = adapter.backend.capabilities().alibi_module
+            if alibi is not None:
+                stack.enter_context(alibi_at(alibi, keys))
+            if cols is not None and cols_direct:
+                stack.enter_context(head_columns(adapter.model, cols))
+            stack.enter_context(adapter.model.hooks(fwd_hooks=hooks))
             out = adapter.model(tokens[None], **kwargs)[0]
     finally:
         for h in handles:
             h.remove()
-    if unembed is not None:
-        bias = unembed.bias[cols] if unembed.bias is not None else None
-        out = torch.nn.functional.linear(taken[0][0], unembed.weight[cols], bias)
-    elif cols is not None:
+    if cols is not None and not cols_direct:
         out = out[..., cols]
     return out, where
 
 
-def unembed_linear(model: HookedModel) -> torch.nn.Linear | None:
-    """The Bridge's unembedding as a plain ``nn.Linear`` (for computing only some columns), or ``None``."""
-    lin = getattr(getattr(model, "unembed", None), "original_component", None)
-    return lin if isinstance(lin, torch.nn.Linear) else None
+def packed_mask(
+    adapter: ShortcutHost, state: PrefixState, allowed: Tensor, queries: Tensor, keys: Tensor
+) -> Tensor | dict[str, Tensor]:
+    """The additive 4D attention mask of a packed sequence: ``allowed`` (``[queries, keys]``); on a model with a
+    sliding window, also no key ``window`` or more positions before its query, addressing only the prefix keys
+    that a sliding cache layer keeps; a ``{"full_attention", "sliding_attention"}`` mapping where layers mix."""
+    dtype = adapter.float_dtype()
+
+    def additive(ok: Tensor) -> Tensor:
+        return torch.zeros(ok.shape, dtype=dtype, device=ok.device).masked_fill_(~ok, torch.finfo(dtype).min)[
+            None, None
+        ]
+
+    caps = adapter.backend.capabilities()
+    if caps.sliding_window is None:
+        return additive(allowed)
+    near = allowed & ((queries[:, None] - keys[None, :]) < caps.sliding_window)
+    kept = sliding_cache_len(state.cache)
+    if state.cache is not None and kept is not None:
+        near = near[:, len(state.tokens) - kept :]
+    if not caps.mixed_layers:
+        return additive(near)
+    return {"full_attention": additive(allowed), "sliding_attention": additive(near)}
 
 
-def skip_hooks(
-    adapter: ShortcutHost, group_start: Sequence[int] | None, lay: PackedLayout, off: int, kv_off: int
-) -> list[Any]:
+def sliding_cache_len(cache: Any) -> int | None:
+    """How many prefix keys a sliding layer of a Hugging Face cache keeps (``None``: no sliding layer)."""
+    for layer in getattr(cache, "layers", None) or []:
+        if "Sliding" in type(layer).__name__ and getattr(layer, "keys", None) is not None:
+            return int(layer.keys.shape[-2])
+    return None
+
+
+@contextmanager
+def head_columns(model: HookedModel, cols: Tensor) -> Iterator[None]:
+    """While inside, the unembedding computes only the vocabulary columns ``cols``; its output still runs
+    through the rest of the model's head (a final soft-capping or logit scale applies, elementwise)."""
+    lin = unembed_linear(model)
+    if lin is None:
+        raise ValueError("the unembedding is not a plain nn.Linear")
+    weight, bias = lin.weight[cols], None if lin.bias is None else lin.bias[cols]
+
+    def forward(input: Tensor) -> Tensor:
+        return torch.nn.functional.linear(input, weight, bias)
+
+    lin.forward = forward  # an instance attribute: nn.Module.__call__ finds it first
+    try:
+        yield
+    finally:
+        del lin.forward
+
+
+@contextmanager
+def alibi_at(module: Any, keys: Tensor) -> Iterator[None]:
+    """While inside, the modelling ``module``'s ``build_alibi_tensor`` gives the ALiBi bias of the key
+    positions ``keys`` (packed rows restart their positions after the prefix): the bias the model builds for
+    an unpadded sequence, taken at those positions, so the values are exactly the plain forward's."""
+    build = module.build_alibi_tensor
+    n = int(keys.max()) + 1
+
+    def at_keys(attention_mask: Tensor, num_heads: int, dtype: torch.dtype) -> Tensor:
+        full = build(torch.ones((1, n), dtype=torch.long, device=attention_mask.device), num_heads, dtype)
+        return full[..., keys.to(full.device)].repeat(attention_mask.shape[0], 1, 1)
+
+    module.build_alibi_tensor = at_keys
+    try:
+        yield
+    finally:
+        module.build_alibi_tensor = build
+
+
+def skip_hooks(adapter: ShortcutHost, group_start: Sequence[int] | None, lay: PackedLayout, off: int) -> list[Any]:
     """Forward pre-hooks on the blocks that hold only the started row groups in the sequence."""
     if group_start is None or max(group_start) == 0:
         return []
@@ -371,8 +397,8 @@ def skip_hooks(
             return type(v)(cut(x, n_q) for x in v)
         if not isinstance(v, Tensor) or v.ndim == 0:
             return v
-        if v.ndim == 4 and v.shape[-2] == full_q and v.shape[-1] == kv_off + full_q:  # attention mask
-            return v[..., :n_q, : kv_off + n_q]
+        if v.ndim == 4 and v.shape[-2] == full_q and v.shape[-1] >= full_q:  # attention mask (kv: cached + new)
+            return v[..., :n_q, : v.shape[-1] - full_q + n_q]
         if not v.is_floating_point() and v.shape[-1] == full_q:  # position ids, cache positions
             return v[..., :n_q]
         if v.is_floating_point() and v.ndim == 3 and v.shape[1] == full_q:  # rotary cos / sin
@@ -421,132 +447,3 @@ def try_shortcut(fn: Callable[[], Tensor]) -> tuple[Tensor | None, str]:
         if not own_failure(e):
             raise
         return None, f"raised {type(e).__name__}: {e}"
-
-
-def check_row_paths(
-    adapter: ShortcutHost, state: PrefixState, row: Sequence[int], logit_cols: Sequence[int] | None = None
-) -> None:
-    """Check packing, skipping and (with ``logit_cols``) the partial unembedding against the plain
-    forward of ``state.tokens + row``, each once per adapter; switch off and warn on disagreement."""
-    fp = adapter.fast
-    if fp.packed_rows is None and adapter.packs_rows_for(len(state.tokens), max(len(row), 2)) >= 6:
-        _check_packing(adapter, state, row)
-    if logit_cols is not None and fp.letter_columns is None and fp.packed_rows:
-        _check_cols(adapter, state, row, logit_cols)
-
-
-def branching_pair(adapter: ShortcutHost, row: Sequence[int]) -> list[list[int]]:
-    """``row`` and a second row that shares its first token and then differs (a packed group's
-    rows share that token): what the packing and skipping checks run."""
-    row = [int(t) for t in row]
-    alt = [row[0], (row[1] + 1) % adapter.d_vocab, *row[2:]] if len(row) > 1 else [row[0], row[0]]
-    return [row, alt]
-
-
-def _check_packing(adapter: ShortcutHost, state: PrefixState, row: Sequence[int]) -> None:
-    fp, dtype = adapter.fast, adapter.float_dtype()
-    pair = branching_pair(adapter, row)
-    with torch.no_grad():
-        ref = plain_rows(adapter, state.tokens, pair * 2)
-        packed, why = try_shortcut(lambda: packed_forward(adapter, state, pair * 2, group_size=2))
-        fp.packed_rows = packed is not None and close(packed, ref, dtype)
-        if not fp.packed_rows:
-            adapter.note_fallback("packed rows", why or max_err(packed, ref), "each row becomes its own batch entry")
-            fp.skip_layers = False
-            return
-        if adapter.n_layers < 2 or fp.skip_layers is not None:
-            return
-        starts = [0, 1, adapter.n_layers - 1]
-
-        def hooks(first: Tensor) -> list[tuple[str, Any]]:  # scale copy g at its start block, at its sites
-            return [
-                (adapter.hook_names[s], scale_rows_hook(first[2 * g : 2 * g + 2])) for g, s in enumerate(starts) if g
-            ]
-
-        skipped, why = try_shortcut(
-            lambda: packed_forward(adapter, state, pair * 3, fwd_hooks=hooks, group_start=starts, skip=True)
-        )
-        full = plain_rows(adapter, state.tokens, pair * 3, fwd_hooks=hooks)
-        fp.skip_layers = skipped is not None and close(skipped, full, dtype)
-        if not fp.skip_layers:
-            adapter.note_fallback(
-                "skipping blocks for continuation rows",
-                why or max_err(skipped, full),
-                f"every IG row runs all {adapter.n_layers} blocks, about 2x the block passes",
-            )
-
-
-def _check_cols(adapter: ShortcutHost, state: PrefixState, row: Sequence[int], cols: Sequence[int]) -> None:
-    fp = adapter.fast
-    if unembed_linear(adapter.model) is None:
-        fp.letter_columns = False
-        return
-    with torch.no_grad():
-        ref = plain_rows(adapter, state.tokens, [row, row])[..., torch.as_tensor(list(cols), device=adapter.device)]
-        part, why = try_shortcut(lambda: packed_forward(adapter, state, [row, row], logit_cols=cols, cols_direct=True))
-        fp.letter_columns = part is not None and close(part, ref, adapter.float_dtype())
-        if not fp.letter_columns:
-            adapter.note_fallback(
-                "unembedding only the letter columns", why or max_err(part, ref), "the full unembedding is computed"
-            )
-
-
-# ------------------------------------------------------------------------------------------------
-# the cache backend and the shared prefix, checked against the plain forward
-# ------------------------------------------------------------------------------------------------
-def choose_backend(adapter: ShortcutHost, candidates: Sequence[type[Backend]], tokens: list[int]) -> Backend:
-    """The first of ``candidates`` whose cached continuation of ``tokens`` equals the plain forward (the
-    last one, the re-run backend, when none does; the reasons go to a :class:`ShortcutFallbackWarning`)."""
-    tail = min(3, len(tokens) - 1)
-    head, rows = tokens[:-tail], [tokens[-tail:]] * 2
-    with torch.no_grad():
-        ref = plain_rows(adapter, head, rows)
-    reasons = []
-    for cls in candidates:
-        backend = cls(adapter.model)
-        if not backend.cached:
-            break
-
-        def attempt(backend: Backend = backend) -> Tensor:
-            state = backend.prefix(head)
-            with torch.no_grad():
-                return backend.run_suffix(state, torch.tensor(rows, device=adapter.device))
-
-        out, why = try_shortcut(attempt)
-        if out is not None and close(out, ref, adapter.float_dtype()):
-            adapter.fast.backend, adapter.fast.prefix_cache = cls.name, True
-            return backend
-        reasons.append(f"{cls.name} cache: {why or max_err(out, ref)}")
-    backend = candidates[-1](adapter.model)
-    adapter.fast.backend = backend.name
-    if reasons:
-        adapter.fast.prefix_cache = False
-        adapter.note_fallback(
-            "the key/value cache",
-            "; ".join(reasons),
-            "every continuation re-runs the prompt prefix, about (prefix + suffix) / suffix "
-            f"times the cached cost ({len(tokens)}-token prompt here)",
-        )
-    return backend
-
-
-def check_shared_prefix(adapter: ShortcutHost, shared: PrefixState, tokens: list[int]) -> None:
-    """Set ``fast.shared_prefix``: whether continuing ``shared`` to ``tokens`` equals the plain forward."""
-    tail = min(3, len(tokens) - len(shared.tokens))
-    head, rows = tokens[:-tail], [tokens[-tail:]] * 2
-    with torch.no_grad():
-        ref = plain_rows(adapter, head, rows)
-
-        def attempt() -> Tensor:
-            extra = head[len(shared.tokens) :]
-            state = adapter.backend.extend(shared, extra) if extra else shared
-            return adapter.backend.run_suffix(state, torch.tensor(rows, device=adapter.device))
-
-        out, why = try_shortcut(attempt)
-    adapter.fast.shared_prefix = out is not None and close(out, ref, adapter.float_dtype())
-    if not adapter.fast.shared_prefix:
-        adapter.note_fallback(
-            "continuing the shared prefix",
-            why or max_err(out, ref),
-            "each prompt's prefix is computed from its first token",
-        )

@@ -35,6 +35,7 @@ from tl_neuronllm.pipeline.prepare import (
     prepare,
     require_autograd,
 )
+from tl_neuronllm.pipeline.progress import ItemBar
 from tl_neuronllm.pipeline.resolve import resolve
 from tl_neuronllm.provenance import versions
 from tl_neuronllm.result.neuron_result import NeuronResult, build_result
@@ -62,14 +63,6 @@ def check_finite_attributions(ig: Tensor, mask: Tensor, start: int, item_ids: Se
         f"(proxy {p}); layers with non-finite values in this batch: {layers}. The model produces nan/inf "
         "activations or gradients on this prompt (check its weights and dtype); no scores were formed"
     )
-
-
-def _progress(it: Iterable[Any], total: int, enabled: bool, desc: str) -> Iterable[Any]:
-    if not enabled:
-        return it
-    from tqdm.auto import tqdm
-
-    return tqdm(it, total=total, desc=desc, unit="batch")
 
 
 def run_scoring(
@@ -104,10 +97,42 @@ def run_scoring(
     act_sum = torch.zeros(adapter.n_layers, adapter.d_mlp, dtype=torch.float64) if act_sum is None else act_sum
     options = AttributionOptions.from_config(cfg)
     tally = tally or AnswerTally()
-    starts = range(start, len(queries), cfg.batch_size)
-    for b in _progress(starts, len(starts), progress, f"identify ({cfg.method}, {len(queries)} items)"):
+    bar = ItemBar(progress, len(queries), start, f"identify ({cfg.method})")
+    try:
+        _score_batches(
+            method, adapter, queries, cfg, reducer, act_sum, tally, start, options, on_batch, kept, item_ids, bar
+        )
+    finally:
+        bar.close()
+    return reducer, act_sum, tally
+
+
+def _score_batches(
+    method: Any,
+    adapter: ModelAdapter,
+    queries: Sequence[Sequence[ProxyPrompt]],
+    cfg: IdentifyConfig,
+    reducer: Reducer,
+    act_sum: Tensor,
+    tally: AnswerTally,
+    start: int,
+    options: AttributionOptions,
+    on_batch: Callable[[int, Reducer, Tensor, AnswerTally], None] | None,
+    kept: list[tuple[Tensor, Tensor]] | None,
+    item_ids: Sequence[str] | None,
+    bar: ItemBar,
+) -> None:
+    """The batches of :func:`run_scoring`, streamed into the reducer. With the bar on and the model on the CPU,
+    the items of a batch are attributed one at a time (the bar moves per item; on the CPU the attributions are
+    the same bit for bit, which tests/test_display.py checks) and joined before the reducer sees the batch."""
+    per_item = bar.bar is not None and adapter.device.type == "cpu"
+    for b in range(start, len(queries), cfg.batch_size):
         batch = queries[b : b + cfg.batch_size]
-        ig, mask, probs, a = attribute_item_batch(method, adapter, batch, options)
+        if per_item:
+            ig, mask, probs, a = _attribute_per_item(method, adapter, batch, options, bar)
+        else:
+            ig, mask, probs, a = attribute_item_batch(method, adapter, batch, options)
+            bar.update(len(batch))
         check_finite_attributions(ig, mask, b, item_ids)
         ids = item_ids[b : b + len(batch)] if item_ids is not None else [f"#{b + i}" for i in range(len(batch))]
         check_finite_probs(probs, ids, "identify")
@@ -118,7 +143,20 @@ def run_scoring(
         tally.add(batch, probs)
         if on_batch is not None:
             on_batch(b + len(batch), reducer, act_sum, tally)
-    return reducer, act_sum, tally
+
+
+def _attribute_per_item(
+    method: Any, adapter: ModelAdapter, batch: Sequence[Sequence[ProxyPrompt]], options: Any, bar: ItemBar
+) -> tuple[Tensor, Tensor, list[list[Tensor]], Tensor]:
+    """:func:`attribute_item_batch` of a batch, one item at a time, joined (proxy axis padded to the widest)."""
+    parts = []
+    for qs in batch:
+        parts.append(attribute_item_batch(method, adapter, [qs], options))
+        bar.update(1)
+    ig, mask = stack_kept([(p[0], p[1]) for p in parts])
+    probs = [pr for p in parts for pr in p[2]]
+    act_sum = torch.stack([p[3] for p in parts]).sum(0)
+    return ig, mask, probs, act_sum
 
 
 def score_resumable(

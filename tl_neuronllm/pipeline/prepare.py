@@ -21,7 +21,7 @@ from tl_neuronllm.data.tasks import Item, Task, TaskError
 from tl_neuronllm.model.adapter import ModelAdapter
 from tl_neuronllm.model.answers import ProxyPrompt, make_queries
 from tl_neuronllm.model.protocol import HookedModel
-from tl_neuronllm.prompts.proxies import Renderer
+from tl_neuronllm.prompts.proxies import Renderer, demo_pool_size
 
 if TYPE_CHECKING:
     from tl_neuronllm.config.identify import IdentifyConfig
@@ -152,7 +152,8 @@ def prepare(
         raise TaskError(f"task must be a tl_neuronllm.Task, got {type(task).__name__}; use Task.from_records(...)")
     adapter = adapter or ModelAdapter(model, hook=cfg.hook, kv_cache=cfg.kv_cache)
     check_layers(cfg.layers, adapter.n_layers)
-    scored, demo_items = choose_demos(task, cfg.n_shots, cfg.seed, demos)
+    pool = demo_pool_size(cfg.prompt, cfg.augment)
+    scored, demo_items = choose_demos(task, cfg.n_shots, cfg.seed, demos, pool)
     queries = LazyQueries(adapter, scored, cfg, demo_items)
     witnesses = prefix_witnesses(q.prompt for qs in queries for q in qs)  # reads (and checks) every prompt
     return Prepared(adapter, scored, demo_items, queries, witnesses)
@@ -189,17 +190,21 @@ def as_shown(item: Item) -> tuple[Any, ...]:
     return (item.context, item.question, item.options)
 
 
-def choose_demos(task: Task, n_shots: int, seed: int, demos: Task | Sequence[Item] | None) -> tuple[Task, list[Item]]:
+def choose_demos(
+    task: Task, n_shots: int, seed: int, demos: Task | Sequence[Item] | None, pool: int | None = None
+) -> tuple[Task, list[Item]]:
     """Split off the demonstration items: given ones must not be scored; otherwise draw
-    ``n_shots`` items (seeded) from the task and score the rest.
+    ``pool`` items (default ``n_shots``; more for cloze proxies, :func:`demo_pool_size`) seeded from the
+    task and score the rest. Of given demos, the first ``pool`` are used (at least ``n_shots`` needed).
 
     Raises:
         TaskError: too few demos or items, or a demo that is also a scored item.
     """
     if n_shots == 0:
         return task, []
+    pool = max(n_shots, pool or n_shots)
     if demos is not None:
-        demo_items = list(demos)[:n_shots]
+        demo_items = list(demos)[:pool]
         if len(demo_items) < n_shots:
             raise TaskError(f"n_shots={n_shots} but only {len(demo_items)} demo item(s) were given")
         keys = {as_shown(d): d.id for d in demo_items}
@@ -213,11 +218,11 @@ def choose_demos(task: Task, n_shots: int, seed: int, demos: Task | Sequence[Ite
                 "demos must come from other items"
             )
         return task, demo_items
-    if len(task) <= n_shots:
+    if len(task) <= pool:
         raise TaskError(
-            f"task {task.name!r} has {len(task)} item(s): too few to take {n_shots} demo(s) and score the rest"
+            f"task {task.name!r} has {len(task)} item(s): too few to take {pool} demo(s) and score the rest"
         )
-    idx = random.Random(f"demos:{seed}").sample(range(len(task)), n_shots)
+    idx = random.Random(f"demos:{seed}").sample(range(len(task)), pool)
     rest = [i for i in range(len(task)) if i not in idx]
     return task.subset(rest), [task.items[i] for i in idx]
 

@@ -9,8 +9,10 @@ from typing import Any, Literal, cast
 import torch
 from torch import Tensor
 
+from tl_neuronllm.attribution.methods import get_method
 from tl_neuronllm.config.identify import IdentifyConfig
 from tl_neuronllm.config.result import ResultConfig
+from tl_neuronllm.errors import ConfigError
 from tl_neuronllm.result.neuron_result import NeuronResult, build_result
 from tl_neuronllm.scoring.ace import ScoringConfig
 from tl_neuronllm.scoring.reducers import reducer_class
@@ -58,6 +60,17 @@ def _subset(
     return attr, mask, n_proxies, task_cfg
 
 
+def _check_same_attribution(old: str, new: str) -> None:
+    """Refuse re-forming a result of method ``old`` with method ``new`` unless both compute the same
+    attributions (the same ``attribute`` and ``options``)."""
+    a, b = type(get_method(old)), type(get_method(new))
+    if a.attribute is not b.attribute or a.options is not b.options:
+        raise ConfigError(
+            f"rescore(method={new!r}): {new!r} attributes differently from the result's method {old!r}; "
+            "run identify with it instead"
+        )
+
+
 def rescore(
     result: NeuronResult,
     *,
@@ -68,6 +81,7 @@ def rescore(
     tau: float | None = None,
     proxies: Sequence[int] | None = None,
     items: Sequence[int] | None = None,
+    method: str | None = None,
 ) -> NeuronResult:
     """Re-form the candidate sets, ambiguity filter, proxy subset and item subset of a result, without the model.
 
@@ -81,10 +95,13 @@ def rescore(
     ``identify`` on that subset; the returned config's ``task`` then lists only those items, so
     :func:`tl_neuronllm.evaluation.evaluate` accepts the other items as held-out ones (cross-validation,
     :mod:`tl_neuronllm.studies.selection`). A baseline's result is re-formed by its own reducer (the ACE options
-    ``z``, ``ambiguity``, ``candidates`` and ``tau`` do not apply to it).
+    ``z``, ``ambiguity``, ``candidates`` and ``tau`` do not apply to it). ``method`` re-forms the scores with
+    another registered method's reducer when that method computes the same attributions (e.g. ``"ig"`` to
+    ``"mean_ig"``: plain IG from the same run).
 
     Raises:
         ValueError: if the result has no kept attributions, or for out-of-range options, proxies or items.
+        ConfigError: a ``method`` whose attributions differ from the result's method's.
     """
     if result.attributions is None:
         raise ValueError("this result has no per-item attributions; run identify(..., keep_attributions=True)")
@@ -99,6 +116,10 @@ def rescore(
         ambiguity=ident.ambiguity if ambiguity is _KEEP else ambiguity,
     )
     attr, mask, n_proxies, task_cfg = _subset(result, proxies, items)
+    if method is not None and method != ident.method:
+        _check_same_attribution(ident.method, method)
+        ident = IdentifyConfig.from_dict({**ident.to_dict(), "method": method, "method_options": None})
+        c = c.replace(reducer=get_method(method).reducer)
     reducer = reducer_class(c.reducer).create(result.n_layers, result.d_mlp, scoring)
     reducer.update(attr, mask)
     changed = dict(candidates=scoring.candidates, z=scoring.z, tau=scoring.tau, ambiguity=scoring.ambiguity)

@@ -21,6 +21,14 @@ Text layout (letter mode)::
     B. {option}
     Answer:
 
+Cloze proxies (``mode="cloze"`` with ``show_options=False``): the options are not listed, so a permutation
+alone would render the same prompt P times. Proxy ``p`` then varies the prompt while the scored option texts
+stay the same: its instruction is template ``p mod 3`` of :func:`cloze_instructions` (template 0 is the
+instruction in effect, so proxy 0, and P = 1, render exactly the plain prompt), and its demonstration(s) are
+the ``p``-th block of ``n_shots`` items of the demonstration pool (:func:`demo_pool_size` items are drawn,
+seeded; with fewer, the blocks wrap around). The option order still follows the proxy's permutation, so the
+gold answer sits at a different position of the scored options.
+
 Token layout (token tasks): ``[bos] demos... context question_prefix question (letter option
 option_sep)* answer_prefix``, demos followed by their gold letter token and ``demo_sep``.
 """
@@ -36,6 +44,12 @@ from tl_neuronllm.data.tasks import LETTERS, Item, Task, TaskError
 
 DEFAULT_INSTRUCTION = "The following are multiple choice questions. Answer with the letter of the correct option."
 DEFAULT_CLOZE_INSTRUCTION = "The following are multiple choice questions. Answer with the correct option."
+#: The other instruction templates of cloze proxies (proxy ``p`` uses template ``p mod 3``, template 0 being
+#: the instruction in effect; QR-Neuron also asks each query under three templates).
+CLOZE_TEMPLATES = (
+    "Answer the question with the right answer.",
+    "Read the question below and complete the answer.",
+)
 
 
 @dataclass(frozen=True)
@@ -206,6 +220,22 @@ def _render_token_block(item: Item, perm: Sequence[int], fmt: TokenFormat, show_
     return toks
 
 
+def cloze_proxies(prompt: PromptConfig) -> bool:
+    """Whether proxies vary instruction and demonstrations (cloze mode without listed options)."""
+    return prompt.mode == "cloze" and not prompt.show_options
+
+
+def demo_pool_size(prompt: PromptConfig, augment: AugmentConfig) -> int:
+    """How many demonstration items a run draws: ``n_shots``, times P for cloze proxies (one block per proxy)."""
+    return prompt.n_shots * (augment.n_proxies if cloze_proxies(prompt) else 1)
+
+
+def cloze_instructions(instruction: str) -> tuple[str, ...]:
+    """The three instruction templates of cloze proxies: ``instruction`` (the one in effect), then
+    :data:`CLOZE_TEMPLATES`."""
+    return (instruction, *CLOZE_TEMPLATES)
+
+
 class Renderer:
     """Renders items into proxies for a task, given the prompt and augmentation configs."""
 
@@ -222,22 +252,34 @@ class Renderer:
         if instr is None:
             instr = DEFAULT_CLOZE_INSTRUCTION if prompt.mode == "cloze" else DEFAULT_INSTRUCTION
         self.instruction = instr
-        self._demo_prefix = self._render_demos()
+        self._demo_prefix = self._render_demos(self.demos[: prompt.n_shots], instr)
+        self._prefixes: dict[int, str | list[int]] = {0: self._demo_prefix}
 
-    def _render_demos(self) -> str | list[int]:
+    def _proxy_prefix(self, p: int) -> str | list[int]:
+        """The instruction and demonstrations of proxy ``p`` (the same for every proxy unless cloze proxies)."""
+        if not cloze_proxies(self.prompt) or p == 0:
+            return self._demo_prefix
+        if p not in self._prefixes:
+            n, pool = self.prompt.n_shots, self.demos
+            demos = tuple(pool[(p * n + k) % len(pool)] for k in range(n)) if pool else ()
+            instr = cloze_instructions(self.instruction)[p % 3] if self.instruction else ""
+            self._prefixes[p] = self._render_demos(demos, instr)
+        return self._prefixes[p]
+
+    def _render_demos(self, demos: Sequence[Item], instruction: str) -> str | list[int]:
         show = self.prompt.mode == "letter" or self.prompt.show_options
         if self.task.is_tokens:
             fmt = self.prompt.token_format
             assert fmt is not None
             toks: list[int] = [] if fmt.bos is None else [fmt.bos]
-            for d in self.demos:
+            for d in demos:
                 perm = tuple(range(d.n_options))
                 toks += _render_token_block(d, perm, fmt, show)
                 toks += [fmt.letters[d.answer]] if self.prompt.mode == "letter" else list(_ids(d.options[d.answer]))
                 toks += list(fmt.demo_sep)
             return toks
-        blocks = [self.instruction] if self.instruction else []
-        for d in self.demos:
+        blocks = [instruction] if instruction else []
+        for d in demos:
             perm = tuple(range(d.n_options))
             ans = LETTERS[d.answer] if self.prompt.mode == "letter" else str(d.options[d.answer]).strip()
             blocks.append(_render_text_block(d, perm, show) + " " + ans)
@@ -253,10 +295,10 @@ class Renderer:
                 fmt = self.prompt.token_format
                 assert fmt is not None
                 block = _render_token_block(item, perm, fmt, show)
-                prompt: str | tuple[int, ...] = tuple(list(_ids(self._demo_prefix)) + block)
+                prompt: str | tuple[int, ...] = tuple(list(_ids(self._proxy_prefix(p))) + block)
                 opts = tuple(item.options[o] for o in perm)
             else:
-                prompt = str(self._demo_prefix) + _render_text_block(item, perm, show)
+                prompt = str(self._proxy_prefix(p)) + _render_text_block(item, perm, show)
                 opts = tuple(" " + str(item.options[o]).strip() for o in perm)
             out.append(Proxy(item_index, p, tuple(perm), perm.index(item.answer), prompt, opts))
         return out

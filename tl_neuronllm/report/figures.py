@@ -22,6 +22,7 @@ import numpy as np
 
 from tl_neuronllm.evaluation.conditions import EXPECTED_DIRECTION
 from tl_neuronllm.evaluation.eval_result import EvalResult
+from tl_neuronllm.html_view import task_base
 from tl_neuronllm.result.neuron_result import NeuronResult
 
 FIGURES = ("layer_counts", "ace_distribution", "interventions", "letters")
@@ -106,7 +107,7 @@ def plot_interventions(evaluation: EvalResult, path: str | Path) -> Path:
     for ax, (metric, label) in zip(axes, panels):
         for yi, r in zip(y, rows):
             if not r.available:
-                ax.text(0, yi, "n/a", va="center", ha="center", color="gray", fontsize=8)
+                ax.text(0, yi, "n/a", va="center", ha="center", color="gray", fontsize=10)
                 continue
             err: list[list[float]] | None = None
             if metric == "changed":
@@ -143,14 +144,15 @@ def plot_interventions(evaluation: EvalResult, path: str | Path) -> Path:
         ax.xaxis.set_major_locator(MaxNLocator(4))
         ax.set_yticks(y)
         ax.set_yticklabels([r.description for r in rows] if metric == "accuracy" else [""] * len(rows))
-        ax.set_xlabel(label)
+        ax.tick_params(labelsize=11)
+        ax.set_xlabel(label, fontsize=12)
         ax.set_ylim(-0.6, len(rows) - 0.4)
-    axes[0].legend(frameon=False, fontsize=8, loc="best")
+    axes[0].legend(frameon=False, fontsize=10, loc="best")
     fig.suptitle(
         f"{evaluation.task}: interventions on {evaluation.n_items} held-out items "
         f"(baseline accuracy {evaluation.baseline.metrics['accuracy']:.3f}, mode {evaluation.mode})\n"
         f"bars: 95% bootstrap intervals; colour: expected to raise (blue) or lower (red) the scores",
-        fontsize=9,
+        fontsize=12,
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
@@ -196,9 +198,14 @@ def _letter_colors(n: int) -> list[Any]:
     return [cm(i % cm.N) for i in range(n)]
 
 
+def task_title(result: NeuronResult) -> str:
+    """The task's name without the split's suffix (``commonsenseqa:identify`` -> ``commonsenseqa``)."""
+    return task_base(result.config.get("task", {}).get("name", "?"))
+
+
 def _title(result: NeuronResult, what: str) -> str:
     c = result.config
-    return f"{c.get('model', {}).get('model_name', '?')} / {c.get('task', {}).get('name', '?')}\n{what}"
+    return f"{c.get('model', {}).get('model_name', '?')} / {task_title(result)}\n{what}"
 
 
 def make_figures(result: NeuronResult, evaluation: EvalResult | None, out_dir: str | Path) -> dict[str, Path]:

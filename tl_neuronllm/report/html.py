@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import math
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,91 +22,15 @@ from typing import Any
 
 from tl_neuronllm.evaluation.conditions import EXPECTED_DIRECTION
 from tl_neuronllm.evaluation.eval_result import EvalResult
+from tl_neuronllm.report.figures import task_title
 from tl_neuronllm.report.html_assets import CSS as _CSS
 from tl_neuronllm.report.html_assets import JS as _JS
+from tl_neuronllm.report.records import FIRE_TOKENS, FIRE_TOP, columns, neuron_records, shared_records, to_json
+from tl_neuronllm.report.records import HIST_BINS as HIST_BINS
+from tl_neuronllm.report.records import TOP_TOKENS as TOP_TOKENS
 from tl_neuronllm.result.neuron_result import NeuronResult
 
 REPORT_HTML = "report.html"
-HIST_BINS = 12
-
-
-def _clean(x: Any) -> Any:
-    """JSON-safe values: NaN / inf become None, tuples lists."""
-    if isinstance(x, float):
-        return x if math.isfinite(x) else None
-    if isinstance(x, dict):
-        return {str(k): _clean(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
-    return x
-
-
-def _histogram(values: list[float], correct: list[bool], bins: int = HIST_BINS) -> dict[str, list[Any]]:
-    """Shared-edge histogram of the activations on right and on wrong questions."""
-    if not values:
-        return {"edges": [], "right": [], "wrong": []}
-    lo, hi = min(values), max(values)
-    if hi - lo < 1e-12:
-        lo, hi = lo - 0.5, hi + 0.5
-    width = (hi - lo) / bins
-    right, wrong = [0] * bins, [0] * bins
-    for v, c in zip(values, correct):
-        b = min(int((v - lo) / width), bins - 1)
-        (right if c else wrong)[b] += 1
-    return {"edges": [lo + i * width for i in range(bins + 1)], "right": right, "wrong": wrong}
-
-
-def neuron_records(result: NeuronResult, explanation: Any = None) -> list[dict[str, Any]]:
-    """The rows of the interactive table: the result's neurons, with their explanation when given.
-
-    Raises:
-        ValueError: if the explanation is not of this result (other neurons).
-    """
-    roles = [("good", n) for n in result.good] + [("bad", n) for n in result.bad]
-    if explanation is not None and [x.label for x in explanation.neurons] != [n.label for _, n in roles]:
-        raise ValueError(
-            "the explanation is not of this result: its neurons differ from the result's good and bad sets"
-        )
-    out = []
-    counters = {"good": 0, "bad": 0}
-    for j, (role, n) in enumerate(roles):
-        counters[role] += 1
-        rec: dict[str, Any] = {
-            "label": n.label,
-            "role": role,
-            "layer": n.layer,
-            "neuron": n.neuron,
-            "score": float(n.score),
-            "rank": counters[role],
-            "stability": None,
-        }
-        if explanation is not None:
-            x = explanation.neurons[j]
-            acts = [float(v) for v in explanation.activations[:, j]]
-            rec.update(
-                stability=x.stability,
-                membership=x.membership,
-                gold_effect=x.gold_effect,
-                distractor_effect=x.distractor_effect,
-                dla_gold=x.dla_gold,
-                dla_distractors=x.dla_distractors,
-                dla_margin=x.dla_margin,
-                act_mean=x.act_mean,
-                act_right=x.act_right,
-                act_wrong=x.act_wrong,
-                d=x.act_effect_size,
-                n_right=x.n_right,
-                n_wrong=x.n_wrong,
-                option_effects=x.option_effects,
-                act_by_gold_letter=x.act_by_gold_letter,
-                letter_dla=x.letter_dla,
-                promoted=[list(t) for t in x.top_promoted],
-                suppressed=[list(t) for t in x.top_suppressed],
-                items=[list(t) for t in x.top_items],
-                hist=_histogram(acts, list(explanation.correct)),
-            )
-        out.append(_clean(rec))
-    return out
 
 
 # ------------------------------------------------------------------------------------------------
@@ -275,14 +198,15 @@ def _figures_section(figures: dict[str, Path]) -> str:
         if not p.is_file():
             continue
         data = base64.b64encode(p.read_bytes()).decode()
+        wide = ' class="wide"' if name == "interventions" else ""
         out.append(
-            f'<figure><img alt="{_e(captions.get(name, name))}" src="data:image/png;base64,{data}">'
+            f'<figure{wide}><img alt="{_e(captions.get(name, name))}" src="data:image/png;base64,{data}">'
             f"<figcaption>{_e(captions.get(name, name))}</figcaption></figure>"
         )
     return "".join(out)
 
 
-def _neuron_section(records: list[dict[str, Any]], n_layers: int) -> str:
+def _neuron_section(records: list[dict[str, Any]], n_layers: int, shared: dict[str, Any]) -> str:
     heads = [
         ("rank", "rank"),
         ("label", "neuron"),
@@ -295,10 +219,16 @@ def _neuron_section(records: list[dict[str, Any]], n_layers: int) -> str:
         ("d", "d right−wrong"),
         ("promoted", "promotes"),
     ]
+    if all(r.get("stability") is None for r in records):  # no kept attributions: an empty column
+        heads = [h for h in heads if h[0] != "stability"]
+    note_stab = (
+        "" if any(h[0] == "stability" for h in heads) else " (No stability column: the result kept no attributions.)"
+    )
     ths = "".join(f'<th data-key="{k}">{_e(h)}</th>' for k, h in heads)
     layers = sorted({r["layer"] for r in records})
     opts = "".join(f'<option value="{x}">{x}</option>' for x in layers)
-    payload = json.dumps(records, ensure_ascii=False, allow_nan=False).replace("</", "<\\/")
+    payload = to_json(columns(records), thin=False)
+    shared_json = to_json(shared)
     return f"""
 <div id="controls">
   <label>role <select id="role-filter"><option value="all">all</option><option value="good">good</option>
@@ -314,8 +244,11 @@ def _neuron_section(records: list[dict[str, Any]], n_layers: int) -> str:
 same role again. DLA margin: mean over questions of activation × (direct effect on the gold option − mean direct
 effect on the distractors); direct effect = the neuron's W_out row through the final norm's weight times W_U (direct
 path only, the norm's per-input scale left out). d: Cohen's d of the site activation, right minus wrong questions.
-Tokens: ␣ marks a space, \n a newline.</p>
-<script type="application/json" id="neuron-data">{payload}</script>"""
+Tokens: ␣ marks a space, \n a newline.{note_stab} Where it fires (in the cards of the top {FIRE_TOP} neurons of each
+role): the neuron's activation on every token of the last {FIRE_TOKENS} tokens of a few identification prompts, blue
+positive, red negative, strongest in full colour; the answer position (where the method scores) is outlined.</p>
+<script type="application/json" id="neuron-data">{payload}</script>
+<script type="application/json" id="shared-data">{shared_json}</script>"""
 
 
 def report_html(
@@ -359,7 +292,7 @@ def report_html(
     if figures is None:
         figures = make_figures(result, evaluation, out / "figures")
     c = result.config
-    title = f"NeuronLLM report: {c.get('model', {}).get('model_name', '?')} on {c.get('task', {}).get('name', '?')}"
+    title = f"NeuronLLM report: {c.get('model', {}).get('model_name', '?')} on {task_title(result)}"
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -378,7 +311,7 @@ def report_html(
         parts += ["<h2>Figures</h2>", fig_html]
     parts += [
         f"<h2>Neurons ({len(result.good)} good, {len(result.bad)} bad)</h2>",
-        _neuron_section(records, result.n_layers),
+        _neuron_section(records, result.n_layers, shared_records(explanation)),
         f"<script>{_JS}</script>",
         "</body></html>",
     ]

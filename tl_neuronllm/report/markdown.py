@@ -113,24 +113,40 @@ def _f(v: Any, fmt: str = ".3f") -> str:
 
 
 def verdict(row: Any, metric: str = "gold_prob") -> str:
-    """Compare an intervention's change of ``metric`` with the expected direction and the random sets.
+    """Read an intervention's change of ``metric`` from its paired interval and its rank p against the random sets.
 
-    Returns one of ``"n/a"``, ``"opposite to expected"``, ``"no change"``, ``"expected direction, within
-    the random range"``, ``"expected direction, beyond every random set"`` (the last needs a random
-    control and an identified change outside the min-max range of the random sets' changes).
+    Returns ``"n/a"``, ``"no change"``, ``"no clear change (interval covers 0)"``, ``"opposite to expected"``
+    (interval excludes 0 the other way), ``"expected direction (no random control)"``, or for an interval
+    that excludes 0 in the expected direction: ``"expected direction, beyond every random set (rank p = ...)"``
+    (no random set as extreme: rank p at its floor 1/(n+1)), ``"expected direction, beyond the random sets
+    (rank p = ...)"`` (rank p <= 0.05) or ``"expected direction, within the random range (rank p = ...)"``.
+    A change whose interval covers 0 is never called beyond the random sets.
     """
     if not row.available:
         return "n/a"
-    d = row.delta[metric] * EXPECTED_DIRECTION[row.name]
-    if abs(row.delta[metric]) < 1e-12:
+    delta = row.delta[metric]
+    if abs(delta) < 1e-12:
         return "no change"
-    if d < 0:
+    lo, hi = row.delta_ci.get(metric, [float("nan"), float("nan")])
+    if lo == lo and hi == hi and lo <= 0 <= hi:
+        return "no clear change (interval covers 0)"
+    if delta * EXPECTED_DIRECTION[row.name] < 0:
         return "opposite to expected"
     rm = row.random.get("metrics", {}).get(f"delta_{metric}") if row.random else None
     if rm is None:
         return "expected direction (no random control)"
-    beyond = row.delta[metric] > rm["max"] if EXPECTED_DIRECTION[row.name] > 0 else row.delta[metric] < rm["min"]
-    return "expected direction, beyond every random set" if beyond else "expected direction, within the random range"
+    n = len(rm.get("values", []))
+    p = (getattr(row, "rank_p", None) or {}).get(metric)
+    if p is None or p != p:  # an evaluation saved before rank p: count the random sets at least as extreme
+        vals = rm.get("values", [])
+        sign = EXPECTED_DIRECTION[row.name]
+        p = (1 + sum(1 for v in vals if sign * v >= sign * delta)) / (len(vals) + 1)
+    ps = f"rank p = {p:.2g}, {n} random sets"
+    if p <= 1 / (n + 1) + 1e-12:
+        return f"expected direction, beyond every random set ({ps})"
+    if p <= 0.05:
+        return f"expected direction, beyond the random sets ({ps})"
+    return f"expected direction, within the random range ({ps})"
 
 
 def _reading(ev: EvalResult) -> list[str]:

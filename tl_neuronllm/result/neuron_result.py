@@ -24,6 +24,7 @@ from tl_neuronllm.config.identify import IdentifyConfig
 from tl_neuronllm.config.result import ResultConfig
 from tl_neuronllm.errors import InterventionError
 from tl_neuronllm.model.protocol import HookedModel
+from tl_neuronllm.result.display import result_frame, result_html
 from tl_neuronllm.result.files import (
     CONFIG_FILE,
     FORMAT,
@@ -217,6 +218,15 @@ class NeuronResult:
 
     def __repr__(self) -> str:
         return self.summary()
+
+    def _repr_html_(self) -> str:
+        return result_html(self)
+
+    def to_pandas(self) -> Any:
+        """A ``pandas.DataFrame``, one row per good and bad neuron: ``label``, ``role``, ``rank``, ``layer``, ``neuron``,
+        ``score`` (ACE) and ``act_mean`` when the result has it; int64 / float64 columns. Raises: MissingDependency
+        (an ``ImportError``) without pandas."""
+        return result_frame(self)
 
     # ---- interventions ------------------------------------------------------------------
     def intervention(

@@ -137,6 +137,42 @@ class KnowledgeNeuronsReducer(TensorReducer):
         return ReducerResult(score, True, info)
 
 
+@register_reducer("mean_ig")
+@dataclass
+class MeanIGReducer(TensorReducer):
+    """Plain IG: the mean signed attribution over every (item, proxy) pair; no candidates, no filter.
+
+    Attributes:
+        total: Sum of the attributions over items and their proxies (float64).
+        n_rows: The number of (item, proxy) pairs summed (0-d int64).
+        n_items: The number of items.
+    """
+
+    name: ClassVar[str] = "mean_ig"
+    scalars: ClassVar[tuple[str, ...]] = ("n_rows", "n_items")
+    total: Float[Tensor, "n_layers d_mlp"]
+    n_rows: Int[Tensor, ""]
+    n_items: Int[Tensor, ""]
+
+    def update(
+        self,
+        attributions: Float[Tensor, "items proxies n_layers d_mlp"],
+        mask: Float[Tensor, "items proxies"] | None = None,
+        correct: Bool[Tensor, "items proxies"] | None = None,
+    ) -> None:
+        check_attributions(attributions, tuple(self.total.shape))
+        for i in range(attributions.shape[0]):
+            rows = proxy_rows(attributions, mask, i)
+            self.total += rows.double().sum(dim=0)
+            self.n_rows += rows.shape[0]
+            self.n_items += 1
+
+    def result(self) -> ReducerResult:
+        if self.n_rows == 0:
+            raise ValueError("no items to score")
+        return ReducerResult((self.total / int(self.n_rows)).float(), False, {"n_rows": int(self.n_rows)})
+
+
 @register_reducer("activation_contrast")
 @dataclass
 class ActivationContrastReducer(TensorReducer):
@@ -203,6 +239,7 @@ __all__ = [
     "REFINE_SHARE",
     "ActivationContrastReducer",
     "KnowledgeNeuronsReducer",
+    "MeanIGReducer",
     "QRNeuronReducer",
     "cluster_and_norm",
     "coarse_sets",

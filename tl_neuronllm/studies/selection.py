@@ -31,6 +31,7 @@ from typing import Any, Literal
 
 from tl_neuronllm.data.tasks import Item, Task, TaskError
 from tl_neuronllm.model.protocol import HookedModel
+from tl_neuronllm.prompts.proxies import demo_pool_size
 from tl_neuronllm.result.neuron_result import NeuronResult
 from tl_neuronllm.validate import check_choice, check_count_or_fraction, check_int
 
@@ -261,9 +262,9 @@ def select_cv(
     check_choice("objective", objective, ("both", "good", "bad"))
     settings = _check_grid(grid)
     c = result.config
-    ident, demo_items = identification_items(
-        result.config, task, demos, "identified", int(c.get("n_shots", 1)), int(c.get("seed", 0))
-    )
+    icfg = result.identify_config()
+    pool = demo_pool_size(icfg.prompt, icfg.augment)  # cloze proxies: one demonstration block per proxy
+    ident, demo_items = identification_items(result.config, task, demos, "identified", pool, int(c.get("seed", 0)))
     n = int(result.attributions.shape[0])
     if len(ident) != n:
         raise TaskError(

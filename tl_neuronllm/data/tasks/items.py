@@ -66,6 +66,15 @@ class Item:
     context: Text | None = None
     id: str = ""
 
+    def __repr__(self) -> str:
+        def short(t: Any, n: int) -> str:
+            s = " ".join(t.split()) if isinstance(t, str) else "tokens " + " ".join(map(str, t))
+            return repr(s if len(s) <= n else s[: n - 1] + "…")
+
+        opts = ", ".join(short(o, 24) for o in self.options[:4]) + (", …" if len(self.options) > 4 else "")
+        ctx = ", with context" if self.context else ""
+        return f"Item(id={self.id!r}, question={short(self.question, 60)}, options=[{opts}], answer={self.answer}{ctx})"
+
     def __post_init__(self) -> None:
         where = f"item {self.id!r}" if self.id else "item"
         object.__setattr__(self, "question", _as_text(self.question, where, "question"))

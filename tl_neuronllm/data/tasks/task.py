@@ -62,6 +62,12 @@ class Task:
     def __len__(self) -> int:
         return len(self.items)
 
+    def __repr__(self) -> str:
+        kind = "token" if self.is_tokens else "text"
+        opts = sorted({len(it.options) for it in self.items})
+        n_opt = str(opts[0]) if len(opts) == 1 else f"{opts[0]}-{opts[-1]}"
+        return f"Task({self.name!r}, {len(self.items)} {kind} items, {n_opt} options, first item {self.items[0].id!r})"
+
     def __getitem__(self, i: int) -> Item:
         return self.items[i]
 

@@ -13,13 +13,15 @@ right-padded continuations of that prefix, suffix positions only). Three exist:
 
 No backend is trusted on its word: :mod:`tl_neuronllm.model.shortcuts` checks the chosen one once per
 model against a plain full-sequence forward without a cache, and falls back to the re-run backend
-(with a warning) when they disagree. A new model family is one new backend file plus one line in
+(with a warning) when they disagree. Each backend declares, in :meth:`Backend.capabilities`
+(:mod:`~tl_neuronllm.model.backends.capabilities`), which shortcuts it supports on its model. A new model family is one new backend file plus one line in
 :func:`candidate_backends`.
 """
 
 from __future__ import annotations
 
-from tl_neuronllm.model.backends.base import Backend, PrefixState, model_device
+from tl_neuronllm.model.backends.base import Backend, PrefixState, is_bridge, model_device
+from tl_neuronllm.model.backends.capabilities import Capabilities
 from tl_neuronllm.model.backends.hf_cache import HFCacheBackend
 from tl_neuronllm.model.backends.rerun import RerunBackend
 from tl_neuronllm.model.backends.tl_cache import TLCacheBackend
@@ -36,10 +38,12 @@ def candidate_backends(model: HookedModel, kv_cache: str = "auto") -> list[type[
 
 __all__ = [
     "Backend",
+    "Capabilities",
     "HFCacheBackend",
     "PrefixState",
     "RerunBackend",
     "TLCacheBackend",
     "candidate_backends",
+    "is_bridge",
     "model_device",
 ]

@@ -3,6 +3,7 @@ backends themselves and how one is chosen are in :mod:`tl_neuronllm.model.backen
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -12,6 +13,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from tl_neuronllm.model.backends.capabilities import Capabilities
 from tl_neuronllm.model.protocol import HookedModel
 
 
@@ -31,6 +33,19 @@ class PrefixState:
     cache: Any = None
     offset: int = 0
     logits: Tensor | None = field(default=None, repr=False)
+
+
+def is_bridge(model: HookedModel) -> bool:
+    """Whether ``model`` is a ``TransformerBridge``: TL 4.x names ``past_key_values`` in its forward; TL 3.x's
+    Bridge passes it on through ``**kwargs`` and holds ``original_model``."""
+    forward = getattr(model, "forward", None)
+    if forward is None:
+        return False
+    sig = inspect.signature(forward).parameters
+    if "past_kv_cache" in sig:
+        return False
+    takes_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.values())
+    return "past_key_values" in sig or (takes_kwargs and hasattr(model, "original_model"))
 
 
 def model_device(model: HookedModel) -> torch.device:
@@ -94,6 +109,17 @@ class Backend:
         """A context every call that continues a prefix runs in (e.g. keyword shims); none here."""
         yield
 
+    def capabilities(self) -> Capabilities:
+        """The shortcuts this backend supports on its model (declared once, by :meth:`_declare`)."""
+        caps = self.__dict__.get("_capabilities")
+        if caps is None:
+            caps = self.__dict__["_capabilities"] = self._declare()
+        return caps
+
+    def _declare(self) -> Capabilities:
+        """What :meth:`capabilities` returns (none here)."""
+        return Capabilities()
+
     def cache_kwargs(self, state: PrefixState) -> dict[str, Any]:
         """Keyword arguments that continue ``state``'s cache with batch 1 (packed rows), or ``{}``."""
         return {}
@@ -105,4 +131,4 @@ class Backend:
         raise NotImplementedError
 
 
-__all__ = ["Backend", "PrefixState", "model_device"]
+__all__ = ["Backend", "PrefixState", "is_bridge", "model_device"]

@@ -27,6 +27,7 @@ from torch import Tensor
 
 from tl_neuronllm.errors import CacheNotFilled
 from tl_neuronllm.model.backends.base import Backend, PrefixState
+from tl_neuronllm.model.backends.capabilities import Capabilities, bridge_capabilities
 from tl_neuronllm.model.protocol import HookedModel
 
 
@@ -115,6 +116,10 @@ class HFCacheBackend(Backend):
         if suffix.shape[0] > 1:
             cache.batch_repeat_interleave(suffix.shape[0])
         return self.model(suffix, **self._continue(cache))  # inside run_suffix's calling()
+
+    def _declare(self) -> Capabilities:
+        """Packed rows, skipped blocks and letter columns, as on any ``TransformerBridge``."""
+        return bridge_capabilities(self.model)
 
     def cache_kwargs(self, state: PrefixState) -> dict[str, Any]:
         return self._continue(copy.deepcopy(state.cache))  # batch 1, small; a call extends it in place

@@ -5,7 +5,8 @@ from __future__ import annotations
 from jaxtyping import Int
 from torch import Tensor
 
-from tl_neuronllm.model.backends.base import Backend, PrefixState
+from tl_neuronllm.model.backends.base import Backend, PrefixState, is_bridge
+from tl_neuronllm.model.backends.capabilities import Capabilities, bridge_capabilities
 from tl_neuronllm.model.protocol import HookedModel
 
 
@@ -24,3 +25,8 @@ class RerunBackend(Backend):
 
     def extend(self, state: PrefixState, tokens: list[int]) -> PrefixState:
         return self.prefix([*state.tokens, *tokens])  # nothing to compute
+
+    def _declare(self) -> Capabilities:
+        """On a ``TransformerBridge``: packed rows (the prefix runs in the same sequence), skipped blocks and
+        letter columns; on other models nothing."""
+        return bridge_capabilities(self.model) if is_bridge(self.model) else Capabilities()

@@ -1,0 +1,260 @@
+"""Issue 21: is it task-level? Every method at equal K on the same held-out items, activation-matched random
+controls, specificity (an unrelated task and language-model loss on plain passages), balanced accuracy, paired
+Holm-corrected verdicts, and the ablations P = 1 vs P = 3, ACE vs ``mean_ig``, strict vs no filter.
+
+    python -m benchmarks science --task commonsenseqa --n-identify 24 --n-heldout 60 --k 500 --n-random 20
+
+One identification run per attribution (the default IG with ``keep_attributions``; ``mean_ig``, the strict
+filter and P = 1 are re-formings of it with ``rescore``, exact; QR-Neuron a re-forming of knowledge neurons' gold
+probability IG), every result evaluated at the same K on the same held-out items (label-balanced for
+classification tasks). Writes ``benchmarks/results/science/<task>.json`` and ``.md`` (harness schema: date,
+versions, threads, git revision) with the wall time of every stage.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from benchmarks import harness
+from tl_neuronllm import evaluate, evaluate_many, identify, rescore
+from tl_neuronllm.data.tasks.balance import balanced_heldout, is_classification
+from tl_neuronllm.studies.paired import paired_table
+
+#: Methods and how each is formed: ("identify", method) or ("rescore", source, options).
+METHODS: dict[str, tuple[Any, ...]] = {
+    "ace": ("identify", "ig"),
+    "mean_ig": ("rescore", "ace", {"method": "mean_ig"}),
+    "ace_strict": ("rescore", "ace", {"ambiguity": 0.0}),
+    "ace_p1": ("rescore", "ace", {"proxies": [0]}),
+    "grad_x_act": ("identify", "grad_x_act"),
+    "activation_contrast": ("identify", "activation_contrast"),
+    "knowledge_neurons": ("identify", "knowledge_neurons"),
+    "qr_neuron": ("rescore", "knowledge_neurons", {"method": "qr_neuron"}),
+}
+#: The default run's prompt: cloze, options not listed, three cloze proxies.
+PROMPT = {"mode": "cloze", "show_options": False, "n_proxies": 3}
+
+
+def parse(argv: list[str] | None) -> Any:
+    ap = harness.parser(__doc__, task="commonsenseqa")
+    ap.add_argument("--k", type=int, default=500, help="common set size K (default %(default)s)")
+    ap.add_argument("--n-random", type=int, default=20, help="random sets per condition (default %(default)s)")
+    ap.add_argument("--methods", default=",".join(METHODS), help="comma-separated (default: all)")
+    ap.add_argument("--control-task", default=None, help="unrelated task (default: openbookqa, or siqa for it)")
+    ap.add_argument("--n-control", type=int, default=30, help="control task held-out items (default %(default)s)")
+    ap.add_argument("--n-passages", type=int, default=10, help="control passages (BoolQ) (default %(default)s)")
+    ap.add_argument("--interventions", default="suppress_good,suppress_bad", help="conditions (default %(default)s)")
+    ap.add_argument("--steps", type=int, default=None, help="IG steps (default: the package's)")
+    ap.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples (default %(default)s)")
+    return ap.parse_args(argv)
+
+
+def splits(args: Any) -> dict[str, Any]:
+    """Identification, held-out (label-balanced for classification tasks) and demonstration items; the control
+    task's held-out items and demonstrations; the control passages."""
+    task = harness.load_task(args.task)
+    n_demo = args.n_shots * PROMPT["n_proxies"]
+    ident, held, demos = task.split(args.n_identify, None, n_demo=n_demo, seed=args.seed)
+    assert held is not None and demos is not None
+    if is_classification(task):
+        used = [it.id for it in ident.items] + [it.id for it in demos.items]
+        held = balanced_heldout(task, args.n_heldout, seed=args.seed, exclude=used)
+    else:
+        held = held.subset(range(min(args.n_heldout, len(held))))
+    cname = args.control_task or ("siqa" if args.task == "openbookqa" else "openbookqa")
+    ctask = harness.load_task(cname)
+    _, cheld, cdemos = ctask.split(1, args.n_control, n_demo=n_demo, seed=args.seed + 1)
+    passages = [str(it.context) for it in harness.load_task("boolq", limit=200).items if it.context]
+    return {
+        "ident": ident,
+        "held": held,
+        "demos": demos,
+        "control": cheld,
+        "control_demos": cdemos,
+        "control_name": cname,
+        "passages": passages[-args.n_passages :],
+    }
+
+
+def identify_all(model: Any, data: dict[str, Any], args: Any, names: list[str]) -> tuple[dict[str, Any], dict]:
+    """Every requested method's result (and each identification's wall time)."""
+    opts: dict[str, Any] = dict(PROMPT, progress=False, demos=data["demos"], k=args.k)
+    if args.steps:
+        opts["steps"] = args.steps
+    sources = {METHODS[n][1] for n in names if METHODS[n][0] == "rescore"}
+    need = set(names) | sources
+    out: dict[str, Any] = {}
+    seconds: dict[str, float] = {}
+    for name in [n for n in METHODS if n in need]:
+        how = METHODS[name]
+        t0 = time.perf_counter()
+        if how[0] == "identify":
+            keep = name in sources or name == "ace"
+            out[name] = identify(model, data["ident"], method=how[1], keep_attributions=keep, **opts)
+        else:
+            out[name] = rescore(out[how[1]], **how[2])
+        seconds[name] = round(time.perf_counter() - t0, 1)
+        print(f"  {name}: {seconds[name]} s", flush=True)
+    return {n: out[n] for n in names}, seconds
+
+
+def evaluate_all(model: Any, results: dict[str, Any], data: dict[str, Any], args: Any) -> tuple[dict, dict]:
+    """Every result at K on the held-out items with the controls; the three-proxy results in one pass, P = 1 in
+    another; the default again with layer-matched random sets."""
+    eo: dict[str, Any] = dict(
+        demos=data["demos"],
+        k=args.k,
+        n_random=args.n_random,
+        n_boot=args.n_boot,
+        interventions=tuple(args.interventions.split(",")),
+        control=data["control"],
+        control_demos=data["control_demos"],
+        control_text=data["passages"],
+        progress=False,
+        seed=args.seed,
+    )
+    seconds: dict[str, float] = {}
+    evals: dict[str, Any] = {}
+    p3 = [n for n in results if results[n].identify_config().n_proxies == PROMPT["n_proxies"]]
+    t0 = time.perf_counter()
+    for n, ev in zip(p3, evaluate_many(model, [results[n] for n in p3], data["held"], **eo)):
+        evals[n] = ev
+    seconds["evaluate_P3"] = round(time.perf_counter() - t0, 1)
+    print(f"  evaluate {p3}: {seconds['evaluate_P3']} s", flush=True)
+    for n in [n for n in results if n not in p3]:
+        t0 = time.perf_counter()
+        evals[n] = evaluate(model, results[n], data["held"], **eo)
+        seconds[f"evaluate_{n}"] = round(time.perf_counter() - t0, 1)
+        print(f"  evaluate {n}: {seconds[f'evaluate_{n}']} s", flush=True)
+    if "ace" in results:
+        t0 = time.perf_counter()
+        lay = {**eo, "control": None, "control_text": None}
+        evals["ace@layer_random"] = evaluate(model, results["ace"], data["held"], random_match="layer", **lay)
+        seconds["evaluate_ace_layer_random"] = round(time.perf_counter() - t0, 1)
+    return evals, seconds
+
+
+def _ci(c: Any) -> list[float] | None:
+    return [round(float(x), 4) for x in c] if c else None
+
+
+def row_summary(ev: Any) -> dict[str, Any]:
+    """Per condition: the on-task changes with intervals, rank p, the random sets and the controls."""
+    out: dict[str, Any] = {"baseline": {k: round(v, 4) for k, v in ev.baseline.metrics.items()}}
+    for r in ev.rows[1:]:
+        if not r.available:
+            out[r.name] = {"available": False, "note": r.note}
+            continue
+        rnd = r.random.get("metrics", {}) if r.random else {}
+        c = r.control or {}
+        out[r.name] = {
+            "n_good": r.n_good,
+            "n_bad": r.n_bad,
+            "delta": {k: round(v, 4) for k, v in r.delta.items()},
+            "delta_ci": {k: _ci(v) for k, v in r.delta_ci.items()},
+            "rank_p": r.rank_p,
+            "random_delta_gold_prob": {k: round(rnd["delta_gold_prob"][k], 4) for k in ("mean", "sd", "min", "max")}
+            if "delta_gold_prob" in rnd
+            else None,
+            "match_ratio": (r.random or {}).get("match_ratio"),
+            "changed": round(r.metrics["changed"], 4),
+            "control": c,
+        }
+    return out
+
+
+def markdown(res: dict[str, Any], args: Any) -> str:
+    lines = [
+        f"# Is it task-level? {args.task} (issue 21)",
+        "",
+        f"SmolLM2-135M-Instruct, cloze with three cloze proxies, {res['n_identify']} identification / "
+        f"{res['n_heldout']} held-out items (control: {res['control_task']} {res['n_control']} items, "
+        f"{res['n_passages']} BoolQ passages), K = {args.k}, {args.n_random} activation-matched random sets.",
+        "",
+        "| method | condition | Δgold p [95% CI] | rank p | Δacc | Δbal acc | off-task Δgold p | Δloss/token | specificity |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    f = lambda x: "" if x is None or x != x else f"{x:+.3f}"
+    for m, rows in res["methods"].items():
+        for cond, r in rows.items():
+            if cond == "baseline" or not r.get("delta"):
+                continue
+            ci = r["delta_ci"]["gold_prob"]
+            c = r["control"]
+            spec = c.get("specificity")
+            lines.append(
+                f"| {m} | {cond} | {f(r['delta']['gold_prob'])} [{f(ci[0])}, {f(ci[1])}] | "
+                f"{r['rank_p'].get('gold_prob', float('nan')):.3g} | {f(r['delta']['accuracy'])} | "
+                f"{f(r['delta'].get('balanced_accuracy'))} | {f(c.get('task', {}).get('delta', {}).get('gold_prob'))} | "
+                f"{f(c.get('text', {}).get('delta_loss'))} | {'' if spec is None or spec != spec else f'{spec:.2f}'} |"
+            )
+    lines += ["", "Paired, Holm-corrected (reference: ace; per-item Δgold p, expected direction):", ""]
+    lines.append(res["paired_markdown"])
+    lines += ["", f"Wall time: {res['seconds']}"]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse(argv)
+    harness.setup(args)
+    t_all = time.perf_counter()
+    names = [n.strip() for n in args.methods.split(",") if n.strip()]
+    unknown = [n for n in names if n not in METHODS]
+    if unknown:
+        raise SystemExit(f"unknown method(s) {unknown}; known: {list(METHODS)}")
+    data = splits(args)
+    t0 = time.perf_counter()
+    model = harness.load_model()
+    seconds: dict[str, Any] = {"load_model": round(time.perf_counter() - t0, 1)}
+    print(f"science {args.task}: identify {names}", flush=True)
+    results, s_id = identify_all(model, data, args, names)
+    seconds["identify"] = s_id
+    evals, s_ev = evaluate_all(model, results, data, args)
+    seconds["evaluate"] = s_ev
+    conds = tuple(args.interventions.split(","))
+    same = {n: ev for n, ev in evals.items() if n != "ace@layer_random" and n in results}
+    table = paired_table(same, "ace", conditions=conds, n_boot=args.n_boot, seed=args.seed, k=args.k)
+    acc_table = paired_table(same, "ace", conditions=conds, metric="correct", n_boot=args.n_boot, seed=args.seed)
+    ace = results.get("ace")
+    overlap = {}
+    if ace is not None:
+        for n, r in results.items():
+            a, b = ace.with_k(args.k), r.with_k(args.k)
+            for role in ("good", "bad"):
+                sa = {(x.layer, x.neuron) for x in getattr(a, role)}
+                sb = {(x.layer, x.neuron) for x in getattr(b, role)}
+                overlap[f"{n}:{role}"] = len(sa & sb) / max(len(sa | sb), 1) if sa or sb else None
+    seconds["total"] = round(time.perf_counter() - t_all, 1)
+    res = {
+        "task": args.task,
+        "n_identify": len(data["ident"]),
+        "n_heldout": len(data["held"]),
+        "heldout_balanced": is_classification(data["held"]),
+        "control_task": data["control_name"],
+        "n_control": len(data["control"]),
+        "n_passages": len(data["passages"]),
+        "identification_stats": {
+            n: {k: r.stats.get(k) for k in ("accuracy", "consistent_accuracy", "gold_prob")} for n, r in results.items()
+        },
+        "layer0_share": {
+            n: sum(x.layer == 0 for x in r.with_k(args.k).good) / max(len(r.with_k(args.k).good), 1)
+            for n, r in results.items()
+        },
+        "jaccard_vs_ace": overlap,
+        "methods": {n: row_summary(ev) for n, ev in evals.items()},
+        "paired": table.to_dict(),
+        "paired_accuracy": acc_table.to_dict(),
+        "paired_markdown": table.to_markdown(),
+        "per_item": {n: ev.per_item for n, ev in evals.items()},
+        "seconds": seconds,
+    }
+    path = harness.write_result(
+        "science", args.run or args.task, res, args=args, markdown=markdown(res, args), out=args.out
+    )
+    print(f"wrote {path}", flush=True)
+    return res
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""benchmarks/science.py end to end on a tiny model: every method at equal K, the paired table, the controls and
+the result file with the harness's schema."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+from helpers import make_model
+
+from tl_neuronllm import Task
+
+
+def _task(name: str, n: int, seed: int, context: bool = False) -> Task:
+    rng = random.Random(seed)
+    colours = ["red", "blue", "green", "yellow"]
+    recs = [
+        {
+            "id": f"{name}{i}",
+            "question": f"what is the colour of the {name} number {i} ?",
+            "options": rng.sample(colours, 4),
+            "answer": rng.randrange(4),
+            **({"context": f"the sky is blue and the sea {i} is green"} if context else {}),
+        }
+        for i in range(n)
+    ]
+    return Task.from_records(recs, name=name)
+
+
+@pytest.mark.slow
+def test_science_benchmark_runs_and_writes_its_file(tmp_path, monkeypatch):
+    from benchmarks import harness, science
+
+    model = make_model("hf", False)
+    monkeypatch.setattr(harness, "load_model", lambda *a, **k: model)
+    tasks = {
+        "commonsenseqa": _task("csqa", 30, 0),
+        "openbookqa": _task("obqa", 12, 1),
+        "boolq": _task("bq", 6, 2, True),
+    }
+    monkeypatch.setattr(harness, "load_task", lambda name, limit=None: tasks[name])
+    argv = ["--n-identify", "8", "--n-heldout", "8", "--k", "6", "--n-random", "3", "--n-control", "4"]
+    argv += ["--n-passages", "2", "--steps", "1", "--n-boot", "100", "--out", str(tmp_path)]
+    res = science.main(argv)
+    doc = json.loads((tmp_path / "science" / "commonsenseqa.json").read_text())
+    assert doc["schema"] == 1 and doc["environment"]["versions"] and doc["environment"]["date"]
+    assert set(res["methods"]) == set(science.METHODS) | {"ace@layer_random"}
+    # every method at the same K on the same held-out items
+    for name, rows in res["methods"].items():
+        sg = rows["suppress_good"]
+        assert sg["n_good"] == 6, name
+        assert res["per_item"][name]["item_ids"] == res["per_item"]["ace"]["item_ids"]
+    assert res["methods"]["ace"]["suppress_good"]["control"]["text"]["n_passages"] == 2
+    assert res["methods"]["ace@layer_random"]["suppress_good"]["match_ratio"] is not None
+    # the paired table holds every other method against ace, Holm-corrected
+    compared = {(r["method"], r["condition"]) for r in res["paired"]["rows"]}
+    assert ("mean_ig", "suppress_good") in compared and ("ace_p1", "suppress_bad") in compared
+    assert all(r["p_holm"] >= r["p"] for r in res["paired"]["rows"])
+    assert res["jaccard_vs_ace"]["ace:good"] == 1.0
+    assert (tmp_path / "science" / "commonsenseqa.md").read_text().count("| ace | suppress_") == 2
