@@ -8,7 +8,7 @@ from typing import Any
 
 from tl_neuronllm.provenance import __version__
 
-__all__ = ["DEFAULTS", "DEFAULT_OUT", "UNSET", "build_parser", "parse_num"]
+__all__ = ["DEFAULTS", "DEFAULT_OUT", "UNSET", "build_parser", "method_option", "parse_num"]
 
 DEFAULT_OUT = "tl_neuronllm_out"
 
@@ -187,6 +187,14 @@ def _identify_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--method", default=d["method"], help="attribution: ig (default), grad_x_act, activation, or a baseline"
     )
+    p.add_argument(
+        "--method-option",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        type=method_option,
+        help="an option of the method's own (repeatable; VALUE read as JSON, else as a string)",
+    )
     p.add_argument("--steps", type=_int_at_least(1), default=d["steps"], help=f"IG steps (default {d['steps']})")
     p.add_argument(
         "--ig-rule", choices=("riemann", "gauss"), default=d["ig_rule"], help=f"IG quadrature (default {d['ig_rule']})"
@@ -298,3 +306,21 @@ def build_parser() -> argparse.ArgumentParser:
     _device_args(p_rep)
     _report_args(p_rep)
     return parser
+
+
+def method_option(text: str) -> tuple[str, object]:
+    """``NAME=VALUE`` of ``--method-option`` as ``(name, value)``; the value is read as JSON when it parses
+    (``3``, ``0.5``, ``true``, ``[1, 2]``), else kept as the string.
+
+    Raises:
+        argparse.ArgumentTypeError: without ``=`` or with an empty name.
+    """
+    import json
+
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError(f"--method-option takes NAME=VALUE, got {text!r}")
+    try:
+        return name.strip(), json.loads(value)
+    except ValueError:
+        return name.strip(), value
