@@ -8,15 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tl_neuronllm.evaluation.eval_result import (
-    EVAL_JSON,
-    EVAL_MD,
-    EvalResult,
-    evaluation_markdown,
-    evaluation_table,
-    paper_rows,
-    table_rows,
-)
+from tl_neuronllm.evaluation.eval_result import EVAL_JSON, EVAL_MD, EvalResult
+from tl_neuronllm.evaluation.tables import evaluation_markdown, evaluation_table, paper_rows, table_rows
 
 DATA = Path(__file__).parent / "data"
 

@@ -185,3 +185,24 @@ def test_the_rules_catch_a_violation(tmp_path):
             raise AssertionError(f"{check.__name__} missed the violation")
     finally:
         MODULES, EDGES = saved
+
+
+MAX_MODULE_LINES = 450
+MAX_FUNCTION_LINES = 80
+
+
+def test_module_and_function_sizes():
+    """No module under tl_neuronllm/ is over 450 lines and no function (docstring included) over 80."""
+    offenders = []
+    for path in sorted(ROOT.rglob("*.py")):
+        text = path.read_text()
+        rel = path.relative_to(ROOT.parent)
+        n_lines = len(text.splitlines())
+        if n_lines > MAX_MODULE_LINES:
+            offenders.append(f"{rel}: {n_lines} lines (module)")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                size = (node.end_lineno or node.lineno) - node.lineno + 1
+                if size > MAX_FUNCTION_LINES:
+                    offenders.append(f"{rel}:{node.lineno} {node.name}: {size} lines (function)")
+    assert not offenders, "over the size limits:\n" + "\n".join(offenders)

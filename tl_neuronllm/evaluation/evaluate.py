@@ -45,8 +45,9 @@ scored negative) have n/a rows for every condition that involves bad neurons.
 
 Layout: :mod:`tl_neuronllm.evaluation.conditions` (the :class:`Condition` records and the random sets),
 :mod:`tl_neuronllm.evaluation.engines` (the two inference engines), :mod:`tl_neuronllm.evaluation.stats` (the statistics),
-:mod:`tl_neuronllm.evaluation.eval_result` (:class:`EvalRow`, :class:`EvalResult` and their files) and
-:mod:`tl_neuronllm.report.markdown` (the tables); this module runs the steps and re-exports their public names.
+:mod:`tl_neuronllm.evaluation.eval_result` (:class:`EvalRow`, :class:`EvalResult` and their files),
+:mod:`tl_neuronllm.evaluation.steps` (the steps: questions, rows, per-item values) and
+:mod:`tl_neuronllm.evaluation.tables` (the tables); this module runs the steps.
 
 Engine: ``engine="prefix"`` (the default for site interventions) runs each proxy's prompt prefix once and
 all conditions as continuation rows over it; ``engine="full"`` runs each condition over full prompts (required
@@ -60,49 +61,32 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from tl_neuronllm.config.identify import IdentifyConfig, config_from_options
 from tl_neuronllm.data.tasks import LETTERS, Item, Task, TaskError
-from tl_neuronllm.data.tasks.balance import is_classification
 from tl_neuronllm.errors import ConfigError
-from tl_neuronllm.evaluation.conditions import (
-    EXPECTED_DIRECTION,
-    INTERVENTIONS,
-    PAPER_NAMES,
-    Condition,
-    ConditionPlan,
-    plan_conditions,
-)
-from tl_neuronllm.evaluation.controls import (
-    Controls,
-    control_per_item,
-    control_row,
-    item_values,
-    prepare_controls,
-    run_controls,
-)
+from tl_neuronllm.evaluation.conditions import INTERVENTIONS, Condition, ConditionPlan, plan_conditions
+from tl_neuronllm.evaluation.controls import Controls, control_per_item, prepare_controls, run_controls
 from tl_neuronllm.evaluation.engines import Engine, run_conditions
 from tl_neuronllm.evaluation.eval_result import EvalResult, EvalRow
-from tl_neuronllm.evaluation.stats import (
-    DELTA_METRICS,
-    METRICS,
-    RELATIVE,
-    Scored,
-    bootstrap_indices,
-    letter_counts,
-    rank_p_value,
-    relative_change,
-    score_predictions,
-    spread,
+from tl_neuronllm.evaluation.steps import (
+    Questions,
+    add_controls,
+    check_same_prompts,
+    condition_key,
+    control_conditions,
+    per_item,
+    prepared,
+    result_info,
+    score_rows,
+    unique_conditions,
 )
 from tl_neuronllm.model.adapter import ModelAdapter
-from tl_neuronllm.model.answers import ProxyPrompt, check_finite_probs
+from tl_neuronllm.model.answers import check_finite_probs
 from tl_neuronllm.model.protocol import HookedModel
 from tl_neuronllm.model.state import preserved_model_state
-from tl_neuronllm.pipeline.prepare import prepare
 from tl_neuronllm.provenance import versions as _versions
 from tl_neuronllm.result.neuron_result import NeuronResult
 from tl_neuronllm.validate import check_choice, check_count_or_fraction, check_float, check_int
@@ -192,217 +176,6 @@ class EvalConfig:
 
 
 # ------------------------------------------------------------------------------------------------
-# steps
-# ------------------------------------------------------------------------------------------------
-def _check_disjoint(result: NeuronResult, heldout: Task, demo_items: Sequence[Item]) -> None:
-    """Refuse held-out items that are identification items or demonstrations (:class:`TaskError`)."""
-    tcfg = result.config.get("task", {})
-    if "item_keys" in tcfg:  # by content: the same question under another id or option order is caught
-        keys = set(tcfg["item_keys"])
-        clash = [it.id for it in heldout.items if it.content_key() in keys]
-        what = "is an identification item (same context, question and options)"
-    else:  # results saved before item_keys existed: only the ids are known
-        scored_ids = set(map(str, tcfg.get("item_ids", [])))
-        clash = [it.id for it in heldout.items if it.id in scored_ids]
-        what = "has the id of an identification item (this result predates content keys)"
-    if clash:
-        raise TaskError(
-            f"held-out item {clash[0]!r} ({len(clash)} in all) {what}; evaluate on items the neurons were not "
-            "identified on (Task.split gives disjoint splits), or pass allow_overlap=True to measure them anyway"
-        )
-    demo_keys = {d.content_key(): d.id for d in demo_items}
-    both = [(it.id, demo_keys[it.content_key()]) for it in heldout.items if it.content_key() in demo_keys]
-    if both:
-        item_id, demo_id = both[0]
-        same = "is also a demonstration" if item_id == demo_id else f"has the same content as demonstration {demo_id!r}"
-        raise TaskError(f"held-out item {item_id!r} {same}; demos must come from other items")
-
-
-@dataclass
-class _Questions:
-    """The held-out questions, flat in query order, and what every condition is scored against."""
-
-    queries: list[ProxyPrompt]
-    item_of: np.ndarray
-    n_items: int
-    n_options: int
-    gold: np.ndarray
-    boot: np.ndarray
-    labels: np.ndarray
-
-    @classmethod
-    def of(cls, queries: Sequence[Sequence[ProxyPrompt]], cfg: EvalConfig, task: Task, mode: str) -> _Questions:
-        flat = [q for qs in queries for q in qs]
-        item_of = np.array([i for i, qs in enumerate(queries) for _ in qs])
-        n_items = len(queries)
-        n_opt = max(q.n_options for q in flat)
-        gold = np.array([q.gold for q in flat])
-        if mode == "cloze" and is_classification(task):  # the gold answer's text: one label per class
-            labels = np.array([str(task.items[i].options[task.items[i].answer]) for i in item_of])
-        else:  # the gold letter
-            labels = np.array([LETTERS[g] for g in gold])
-        boot = bootstrap_indices(n_items, cfg.n_boot, cfg.seed)
-        return cls(flat, item_of, n_items, n_opt, gold, boot, labels)
-
-    def score(self, probs: Sequence[Tensor], base: Scored | None = None) -> Scored:
-        return score_predictions(probs, self.gold, self.item_of, self.n_items, base=base, labels=self.labels)
-
-
-def _random_summary(
-    plan: ConditionPlan, name: str, probs: list[list[Tensor]], base: Scored, qs: _Questions
-) -> dict[str, Any]:
-    """Per metric (and its change against the baseline, and RAC / RCC) the spread over the random sets."""
-    per_seed: dict[str, list[float]] = {}
-    let_sum = np.zeros(qs.n_options)
-    idx = plan.random_indices(name)
-    for c in idx:
-        rs = qs.score(probs[c], base)
-        for k in METRICS:
-            per_seed.setdefault(k, []).append(rs.metrics[k])
-        for k in DELTA_METRICS:
-            per_seed.setdefault(f"delta_{k}", []).append(rs.metrics[k] - base.metrics[k])
-        for rk, k in RELATIVE.items():
-            per_seed.setdefault(rk, []).append(relative_change(rs.metrics[k], base.metrics[k]))
-        let_sum += np.bincount(rs.pred, minlength=qs.n_options)
-    return {
-        "seeds": list(plan.seeds),
-        "excluded_identified": plan.excluded_identified,
-        "random_match": plan.random_match,
-        "match_ratio": dict(plan.match_ratio),
-        "metrics": {k: spread(v) for k, v in per_seed.items()},
-        "letters_mean": {LETTERS[i]: float(let_sum[i] / len(idx)) for i in range(qs.n_options)},
-    }
-
-
-def _intervention_row(
-    plan: ConditionPlan, name: str, probs: list[list[Tensor]], base: Scored, qs: _Questions, ci: float
-) -> EvalRow:
-    """The row of one available intervention: its metrics, their changes and tests against the baseline."""
-    i = plan.index(name)
-    cond = plan.conditions[i]
-    sc = qs.score(probs[i], base)
-    random = _random_summary(plan, name, probs, base, qs) if plan.seeds else {}
-    rank_p = {}
-    for k in ("accuracy", "gold_prob", "balanced_accuracy"):
-        values = random["metrics"][f"delta_{k}"]["values"] if random else []
-        rank_p[k] = rank_p_value(sc.metrics[k] - base.metrics[k], values, EXPECTED_DIRECTION[name])
-    return EvalRow(
-        name,
-        cond.description,
-        n_good=len(cond.neurons["good"]) if "good" in cond.roles else 0,
-        n_bad=len(cond.neurons["bad"]) if "bad" in cond.roles else 0,
-        metrics=sc.metrics,
-        ci=sc.intervals(qs.boot, ci),
-        delta={k: sc.metrics[k] - base.metrics[k] for k in DELTA_METRICS},
-        delta_ci=sc.intervals(qs.boot, ci, minus=base),
-        relative={rk: relative_change(sc.metrics[k], base.metrics[k]) for rk, k in RELATIVE.items()},
-        relative_ci=sc.relative_intervals(qs.boot, ci, base),
-        paper_name=cond.paper_name,
-        mcnemar=sc.mcnemar(base, "correct"),
-        mcnemar_consistent=sc.mcnemar(base, "consistent"),
-        letters=letter_counts(sc.pred, qs.n_options),
-        random=random,
-        predictions=sc.pred.tolist(),
-        rank_p=rank_p,
-    )
-
-
-def _score_rows(plan: ConditionPlan, probs: list[list[Tensor]], qs: _Questions, cfg: EvalConfig) -> list[EvalRow]:
-    """The baseline row, then one row per requested intervention (n/a rows for the unavailable ones)."""
-    base = qs.score(probs[0])
-    rows = [
-        EvalRow(
-            "baseline",
-            "baseline",
-            metrics=base.metrics,
-            ci=base.intervals(qs.boot, cfg.ci),
-            letters=letter_counts(base.pred, qs.n_options),
-            predictions=base.pred.tolist(),
-        )
-    ]
-    for name in cfg.interventions:
-        if name in plan.unavailable:
-            desc = INTERVENTIONS[name][0]
-            note = plan.unavailable[name]
-            rows.append(EvalRow(name, desc, available=False, note=note, paper_name=PAPER_NAMES.get(name, "")))
-        else:
-            rows.append(_intervention_row(plan, name, probs, base, qs, cfg.ci))
-    return rows
-
-
-def _per_item(plan: ConditionPlan, probs: list[list[Tensor]], qs: _Questions, ids: list[str]) -> dict[str, Any]:
-    """``EvalResult.per_item``: per condition (identified neurons) and averaged over its random sets, each
-    item's mean gold probability, share correct and consistency."""
-    base = qs.score(probs[0])
-    item_labels = [str(qs.labels[qs.item_of == i][0]) for i in range(qs.n_items)]
-    conds: dict[str, Any] = {"baseline": item_values(base)}
-    rnd: dict[str, Any] = {}
-    for c, cond in enumerate(plan.conditions):
-        if c == 0 or cond.is_random:
-            continue
-        conds[cond.name] = item_values(qs.score(probs[c], base))
-        per = [item_values(qs.score(probs[j], base)) for j in plan.random_indices(cond.name)]
-        if per:
-            rnd[cond.name] = {k: np.mean([p[k] for p in per], axis=0).tolist() for k in per[0]}
-    return {"item_ids": ids, "labels": item_labels, "conditions": conds, "random_mean": rnd}
-
-
-def _add_controls(
-    rows: list[EvalRow],
-    plan: ConditionPlan,
-    probs: list[list[Tensor]],
-    qs: _Questions,
-    ran: dict[str, Any],
-    ctrl_index: dict[tuple[Any, ...], int],
-    ci: float,
-) -> None:
-    """Fill ``row.control`` of every available intervention row from the controls' run."""
-    base = qs.score(probs[0])
-    for row in rows[1:]:
-        if not row.available:
-            continue
-        i = plan.index(row.name)
-        c = ctrl_index[_condition_key(plan.conditions[i])]
-        row.control = control_row(ran, c, qs.score(probs[i], base), base, qs.boot, ci)
-
-
-def _result_info(result: NeuronResult) -> dict[str, Any]:
-    """Facts about the evaluated result (model, method, k, set sizes, its identification statistics)."""
-    tcfg = result.config.get("task", {})
-    return {
-        "model_name": result.config.get("model", {}).get("model_name", "?"),
-        "result_fingerprint": result.fingerprint(),  # the reports refuse an evaluation of another result
-        "method": result.config.get("method", "?"),
-        "k": result.config.get("k"),
-        "n_good": len(result.good),
-        "n_bad": len(result.bad),
-        "positive_only": bool(result.stats.get("positive_only", False)),
-        "identify_task": tcfg.get("name"),
-        "n_scored": tcfg.get("n_scored"),
-        "identify_stats": {
-            k: result.stats[k] for k in ("accuracy", "gold_prob", "consistent_accuracy", "seconds") if k in result.stats
-        },
-    }
-
-
-def _run_config(
-    cfg: EvalConfig, icfg: IdentifyConfig, adapter: ModelAdapter, scored: Task, demo_items: Sequence[Item]
-) -> dict[str, Any]:
-    """The :attr:`EvalResult.config` record: the options, the items and the software that ran."""
-    ecfg = asdict(cfg)
-    ecfg["engine"] = cfg.resolved_engine
-    return {
-        "eval": ecfg,
-        "identify": icfg.to_dict(),
-        "demo_ids": [d.id for d in demo_items],
-        "item_ids": [it.id for it in scored.items],
-        "kv_backend": adapter.kv_backend,
-        "fast_paths": adapter.fast.to_dict(),
-        "versions": _versions(),
-    }
-
-
-# ------------------------------------------------------------------------------------------------
 # evaluate
 # ------------------------------------------------------------------------------------------------
 def evaluate(
@@ -483,15 +256,6 @@ def check_results(results: Any) -> None:
             )
 
 
-def _prompt_key(icfg: IdentifyConfig) -> tuple[Any, ...]:
-    """What decides how a result's held-out questions are rendered and where its neurons are hooked."""
-    return (icfg.prompt, icfg.augment, icfg.hook)
-
-
-def _condition_key(c: Condition) -> tuple[Any, ...]:
-    return (c.name, tuple(sorted(c.neurons.items())), c.factor, c.positions)
-
-
 def evaluate_many(
     model: HookedModel,
     results: Sequence[NeuronResult],
@@ -536,57 +300,77 @@ def evaluate_many(
         raise TaskError(f"heldout must be a tl_neuronllm.Task, got {type(heldout).__name__}")
     check_results(results)
     t0 = time.perf_counter()
+    results = _checked_results(model, results, cfg)
+    icfg = results[0].identify_config()
+    prep = prepared(model, results, heldout, demos, allow_overlap)
+    adapter, scored, demo_items = prep.adapter, prep.task, prep.demo_items
+    ctrls = prepare_controls(
+        model, adapter, icfg, scored, control=control, control_demos=control_demos, control_text=control_text,
+        max_tokens=cfg.control_max_tokens,
+    )  # fmt: skip
+    plans = [_plan(r, cfg) for r in results]
+    unique, conditions = unique_conditions(plans)
+    qs = Questions.of(list(prep.queries), cfg.n_boot, cfg.seed, scored, icfg.mode)
+    ctrl_index, ctrl_conditions = control_conditions(conditions)
+    probs, ran = _run_all(model, adapter, qs, conditions, ctrls, ctrl_conditions, cfg, progress)
+    ids = [it.id for it in scored.items]
+    check_finite_probs([[p] for p in probs[0]], [ids[i] for i in qs.item_of], "evaluate (baseline)")
+    seconds = time.perf_counter() - t0
+    run_config = _run_config(cfg, icfg, adapter, scored, demo_items)
+    out = []
+    for r, plan in zip(results, plans):
+        mine = [probs[unique[condition_key(c)]] for c in plan.conditions]
+        rows, per_item = _rows_and_items(plan, mine, qs, ids, ran, ctrl_index, cfg)
+        out.append(
+            EvalResult(
+                rows=rows,
+                task=scored.name,
+                mode=icfg.mode,
+                n_items=qs.n_items,
+                n_queries=len(qs.queries),
+                letters=list(LETTERS[: qs.n_options]),
+                config={**run_config, "identify": r.identify_config().to_dict()},
+                result_info=result_info(r),
+                seconds=seconds,
+                per_item=per_item,
+            )
+        )
+    return out
+
+
+def _checked_results(model: HookedModel, results: Sequence[NeuronResult], cfg: EvalConfig) -> list[NeuronResult]:
+    """The results re-selected with ``cfg.k`` (if set), each checked against the model's shape, all rendered alike."""
     results = [r.with_k(cfg.k) if cfg.k is not None else r for r in results]
     for r in results:
         r._check_model(model)
-    icfg = results[0].identify_config()
-    for i, r in enumerate(results[1:], 1):
-        if _prompt_key(r.identify_config()) != _prompt_key(icfg):
-            raise ValueError(
-                f"results[{i}] was identified with other prompt options or hook than results[0]; "
-                "evaluate_many renders the questions once, so evaluate it separately"
-            )
-    prep = prepare(model, heldout, icfg, demos=demos)  # tokenizer only: errors before any model time
-    adapter, scored, demo_items = prep.adapter, prep.task, prep.demo_items
-    if not allow_overlap:
-        for r in results:
-            _check_disjoint(r, scored, demo_items)
-    ctrls = prepare_controls(
-        model,
-        adapter,
-        icfg,
-        scored,
-        control=control,
-        control_demos=control_demos,
-        control_text=control_text,
-        max_tokens=cfg.control_max_tokens,
+    check_same_prompts(results, results[0].identify_config())
+    return results
+
+
+def _plan(result: NeuronResult, cfg: EvalConfig) -> ConditionPlan:
+    """The conditions of one result (identified and random neurons) under ``cfg``."""
+    return plan_conditions(
+        result,
+        cfg.interventions,
+        factor=cfg.factor,
+        positions=cfg.positions,
+        n_random=cfg.n_random,
+        seed=cfg.seed,
+        random_match=cfg.random_match,
     )
-    plans = [
-        plan_conditions(
-            r,
-            cfg.interventions,
-            factor=cfg.factor,
-            positions=cfg.positions,
-            n_random=cfg.n_random,
-            seed=cfg.seed,
-            random_match=cfg.random_match,
-        )
-        for r in results
-    ]
-    unique: dict[tuple[Any, ...], int] = {}  # identical conditions of several results run once
-    conditions: list[Condition] = []
-    for plan in plans:
-        for c in plan.conditions:
-            if _condition_key(c) not in unique:
-                unique[_condition_key(c)] = len(conditions)
-                conditions.append(c)
-    qs = _Questions.of(list(prep.queries), cfg, scored, icfg.mode)
-    ctrl_index: dict[tuple[Any, ...], int] = {}
-    ctrl_conditions: list[Condition] = []
-    for c in conditions:
-        if not c.is_random:
-            ctrl_index[_condition_key(c)] = len(ctrl_conditions)
-            ctrl_conditions.append(c)
+
+
+def _run_all(
+    model: HookedModel,
+    adapter: ModelAdapter,
+    qs: Questions,
+    conditions: list[Condition],
+    ctrls: Controls,
+    ctrl_conditions: list[Condition],
+    cfg: EvalConfig,
+    progress: bool,
+) -> tuple[list[list[Tensor]], dict[str, Any]]:
+    """The model time: every condition's option probabilities on the questions, and the controls' run."""
     with preserved_model_state(model), torch.no_grad():
         adapter.check_widths()
         probs = run_conditions(
@@ -599,35 +383,43 @@ def evaluate_many(
             progress=progress,
         )
         ran = _run_controls(adapter, ctrls, ctrl_conditions, cfg)
-    ids = [it.id for it in scored.items]
-    check_finite_probs([[p] for p in probs[0]], [ids[i] for i in qs.item_of], "evaluate (baseline)")
-    seconds = time.perf_counter() - t0
-    run_config = _run_config(cfg, icfg, adapter, scored, demo_items)
-    out = []
-    for r, plan in zip(results, plans):
-        mine = [probs[unique[_condition_key(c)]] for c in plan.conditions]
-        rc = {**run_config, "identify": r.identify_config().to_dict()}
-        rows = _score_rows(plan, mine, qs, cfg)
-        per_item = _per_item(plan, mine, qs, ids)
-        if ran:
-            _add_controls(rows, plan, mine, qs, ran, ctrl_index, cfg.ci)
-            mine_ctrl = {c.name: ctrl_index[_condition_key(c)] for c in plan.conditions if not c.is_random}
-            per_item["control"] = control_per_item(ran, mine_ctrl)
-        out.append(
-            EvalResult(
-                rows=rows,
-                task=scored.name,
-                mode=icfg.mode,
-                n_items=qs.n_items,
-                n_queries=len(qs.queries),
-                letters=list(LETTERS[: qs.n_options]),
-                config=rc,
-                result_info=_result_info(r),
-                seconds=seconds,
-                per_item=per_item,
-            )
-        )
-    return out
+    return probs, ran
+
+
+def _rows_and_items(
+    plan: ConditionPlan,
+    mine: list[list[Tensor]],
+    qs: Questions,
+    ids: list[str],
+    ran: dict[str, Any],
+    ctrl_index: dict[tuple[Any, ...], int],
+    cfg: EvalConfig,
+) -> tuple[list[EvalRow], dict[str, Any]]:
+    """One result's rows and per-item values (with the controls' when they ran)."""
+    rows = score_rows(plan, mine, qs, cfg.interventions, cfg.ci)
+    items = per_item(plan, mine, qs, ids)
+    if ran:
+        add_controls(rows, plan, mine, qs, ran, ctrl_index, cfg.ci)
+        mine_ctrl = {c.name: ctrl_index[condition_key(c)] for c in plan.conditions if not c.is_random}
+        items["control"] = control_per_item(ran, mine_ctrl)
+    return rows, items
+
+
+def _run_config(
+    cfg: EvalConfig, icfg: IdentifyConfig, adapter: ModelAdapter, scored: Task, demo_items: Sequence[Item]
+) -> dict[str, Any]:
+    """The :attr:`EvalResult.config` record: the options, the items and the software that ran."""
+    ecfg = asdict(cfg)
+    ecfg["engine"] = cfg.resolved_engine
+    return {
+        "eval": ecfg,
+        "identify": icfg.to_dict(),
+        "demo_ids": [d.id for d in demo_items],
+        "item_ids": [it.id for it in scored.items],
+        "kv_backend": adapter.kv_backend,
+        "fast_paths": adapter.fast.to_dict(),
+        "versions": _versions(),
+    }
 
 
 def _run_controls(

@@ -204,6 +204,33 @@ def _neuron_rows(
     return out
 
 
+def _run_info(
+    result: NeuronResult,
+    model: HookedModel,
+    scored: Task,
+    mode: str,
+    hook: str,
+    items: str,
+    n_questions: int,
+    activity: Activity,
+) -> dict[str, Any]:
+    """:attr:`Explanation.info` but the stability resamples: the model, task, questions and the logit lens used."""
+    centre, w = final_norm(model)
+    return {
+        "model": result.config.get("model", {}).get("model_name", type(model).__name__),
+        "task": scored.name,
+        "mode": mode,
+        "hook": hook,
+        "items": items,
+        "n_items": len(scored),
+        "n_questions": n_questions,
+        "n_right": int(activity.correct.sum()),
+        "norm": ("centred, " if centre else "")
+        + ("times the final norm's effective weight" if w is not None else "no norm weight")
+        + (f"; logits: {final_transform(model)}" if final_transform(model) else ""),
+    }
+
+
 def explain(
     result: NeuronResult,
     model: HookedModel,
@@ -271,21 +298,8 @@ def explain(
     stab = selection_stability(result, n_boot=n_boot, seed=seed)
     by_id = {it.id: it for it in scored.items}
     out = _neuron_rows(result, model, queries, effects, activity, stab, by_id, top_tokens, top_items)
-    centre, w = final_norm(model)
-    info = {
-        "model": result.config.get("model", {}).get("model_name", type(model).__name__),
-        "task": scored.name,
-        "mode": cfg.mode,
-        "hook": hook,
-        "items": items,
-        "n_items": len(scored),
-        "n_questions": len(queries),
-        "n_right": int(activity.correct.sum()),
-        "norm": ("centred, " if centre else "")
-        + ("times the final norm's effective weight" if w is not None else "no norm weight")
-        + (f"; logits: {final_transform(model)}" if final_transform(model) else ""),
-        "stability_boot": n_boot if stab is not None else 0,
-    }
+    info = _run_info(result, model, scored, cfg.mode, hook, items, len(queries), activity)
+    info["stability_boot"] = n_boot if stab is not None else 0
     return Explanation(out, acts.float(), activity.correct.tolist(), item_of, info, traces)
 
 

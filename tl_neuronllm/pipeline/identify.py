@@ -342,9 +342,30 @@ def identify(
     t0 = time.perf_counter()
     prep = prepare(model, task, cfg, demos=demos)  # tokenizer only: errors before any model time
     kept: list[tuple[Tensor, Tensor]] | None = [] if keep_attributions else None
+    reducer, act_sum, tally = _score_prepared(
+        model, prep, cfg, checkpoint=checkpoint, checkpoint_every=checkpoint_every, progress=progress, kept=kept
+    )
+    attributions, proxy_mask = stack_kept(kept) if kept else (None, None)
+    seconds = time.perf_counter() - t0
+    return finish_result(
+        prep, cfg, k, reducer, act_sum, tally, seconds, attributions=attributions, proxy_mask=proxy_mask
+    )
+
+
+def _score_prepared(
+    model: HookedModel,
+    prep: Prepared,
+    cfg: IdentifyConfig,
+    *,
+    checkpoint: str | Path | None,
+    checkpoint_every: int,
+    progress: bool,
+    kept: list[tuple[Tensor, Tensor]] | None,
+) -> tuple[Reducer, Tensor, AnswerTally]:
+    """:func:`score_resumable` of the prepared questions, the model left as it came in."""
     with preserved_model_state(model):
         ready_adapter(prep, cfg, prep.queries)
-        reducer, act_sum, tally = score_resumable(
+        return score_resumable(
             prep.adapter,
             prep.queries,
             cfg,
@@ -355,11 +376,6 @@ def identify(
             kept=kept,
             item_ids=prep.item_ids,
         )
-    attributions, proxy_mask = stack_kept(kept) if kept else (None, None)
-    seconds = time.perf_counter() - t0
-    return finish_result(
-        prep, cfg, k, reducer, act_sum, tally, seconds, attributions=attributions, proxy_mask=proxy_mask
-    )
 
 
 def finish_result(

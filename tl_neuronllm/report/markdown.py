@@ -15,13 +15,8 @@ from typing import Any
 
 from tl_neuronllm.errors import ConfigError
 from tl_neuronllm.evaluation.conditions import EXPECTED_DIRECTION
-from tl_neuronllm.evaluation.eval_result import (
-    EvalResult,
-    evaluation_markdown,
-    evaluation_table,
-    paper_rows,
-    table_rows,
-)
+from tl_neuronllm.evaluation.eval_result import EvalResult
+from tl_neuronllm.evaluation.tables import evaluation_markdown, evaluation_table, paper_rows, table_rows
 from tl_neuronllm.report.figures import (
     FIGURES,
     make_figures,
