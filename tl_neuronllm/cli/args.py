@@ -148,6 +148,17 @@ def _model_arg(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _method_option_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--method-option",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        type=method_option,
+        help="an option of the method's own (repeatable; VALUE read as JSON, else as a string)",
+    )
+
+
 def _identify_args(p: argparse.ArgumentParser) -> None:
     d = DEFAULTS
     _model_arg(p)
@@ -187,14 +198,7 @@ def _identify_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--method", default=d["method"], help="attribution: ig (default), grad_x_act, activation, or a baseline"
     )
-    p.add_argument(
-        "--method-option",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        type=method_option,
-        help="an option of the method's own (repeatable; VALUE read as JSON, else as a string)",
-    )
+    _method_option_arg(p)
     p.add_argument("--steps", type=_int_at_least(1), default=d["steps"], help=f"IG steps (default {d['steps']})")
     p.add_argument(
         "--ig-rule", choices=("riemann", "gauss"), default=d["ig_rule"], help=f"IG quadrature (default {d['ig_rule']})"
