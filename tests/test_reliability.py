@@ -269,3 +269,16 @@ def test_cli_run_no_explain_lists_only_what_it_wrote(tmp_path, capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert "outputs in" in lines[-2] and "explanation.csv" not in lines[-2] and "report.html" in lines[-2]
     assert not (out / "explanation.csv").exists()
+
+
+def test_the_weight_fingerprint_samples_large_tensors_inside_their_bounds():
+    """A tensor of 28,311,552 values (SmolLM2's embedding): a float32 linspace of indices rounded past the end."""
+    from tl_neuronllm.pipeline.checkpoint import model_fingerprint
+
+    big = torch.nn.Embedding(49152, 576)
+    with torch.no_grad():
+        big.weight.zero_()
+    a = model_fingerprint(big)
+    with torch.no_grad():
+        big.weight[-1, -1] = 1.0  # the last value is sampled
+    assert model_fingerprint(big) != a

@@ -37,7 +37,9 @@ def model_fingerprint(model: HookedModel, *, n_tensors: int = 4, n_values: int =
             for i in picks:
                 flat = named[i][1].detach().reshape(-1)
                 if flat.numel() > n_values:
-                    flat = flat[torch.linspace(0, flat.numel() - 1, n_values, device=flat.device).long()]
+                    # integer spacing: a float32 linspace rounds the last index past the end for tensors over 2**24
+                    idx = torch.arange(n_values, device=flat.device) * (flat.numel() - 1) // max(n_values - 1, 1)
+                    flat = flat[idx]
                 h.update(flat.float().cpu().numpy().tobytes())
     return h.hexdigest()
 
