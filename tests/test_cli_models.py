@@ -116,7 +116,10 @@ def test_settings_name_the_defaults_that_differ_from_the_library(capsys):
     lines = settings_lines(args, cli.build_parser())
     mode = next(x for x in lines if x.strip().startswith("mode "))
     assert "cloze" in mode and "identify() uses letter" in mode and "chance" in mode
-    assert any(x.strip().startswith("steps ") and "identify() uses 8" in x for x in lines)
+    steps = next(x for x in lines if x.strip().startswith("steps "))
+    assert steps.endswith("8  (default)")  # the same as identify()'s since 0.6.0 (docs/ig_steps.md)
+    assert not any("<object" in x for x in lines)  # options filled in after the checks print their defaults
+    assert next(x for x in lines if x.strip().startswith("z ")).endswith("0.1  (default)")
     assert any(x.strip().startswith("k ") and "identify() uses 100" in x for x in lines)
     given = settings_lines(cli.build_parser().parse_args(["run", "--steps", "3"]), cli.build_parser())
     assert any(x.strip().startswith("steps ") and x.endswith("3  (given)") for x in given)

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from tl_neuronllm.cli.args import DEFAULT_OUT, DEFAULTS
+from tl_neuronllm.cli.args import DEFAULT_OUT, DEFAULTS, UNSET
 
 __all__ = ["LIBRARY_DEFAULTS", "check_argv", "parse_argv", "settings_lines", "subparsers"]
 
@@ -21,7 +21,6 @@ LIBRARY_DEFAULTS: dict[str, tuple[Any, str]] = {
         "SmolLM2-135M-Instruct, the default model, answers lettered questions at about chance; scored by the "
         "likelihood of each option's text it has the skill (docs/results.md)",
     ),
-    "steps": (8, "half the IG passes, to keep the default run to minutes on a CPU"),
     "k": (100, "the cloze-mode sets measured on SmolLM2 in docs/results.md (about 1% of its 46,080 neurons)"),
 }
 
@@ -96,7 +95,11 @@ def settings_lines(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
     for key, v in vars(args).items():
         if key in skip or key not in defaults or v is argparse.SUPPRESS:
             continue
-        given = v != defaults[key]
+        if v is UNSET:  # --z / --ambiguity not given: filled in after the checks
+            v = DEFAULTS.get(key)
+            given = False
+        else:
+            given = v != defaults[key]
         note = "given" if given else "default"
         if key in ("show_options", "n_proxies") and v is None:
             note = "default: from the mode (3 proxies, options listed; cloze: 1 proxy, not listed)"
