@@ -59,7 +59,7 @@ TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj"
 
 
 # ------------------------------------------------------------------------------------------------
-# merge (torch + safetensors only; meant to move into the package as load_smollm2(variant="letter"))
+# merge: the package's merge_lora (load_smollm2(variant="letter") uses it)
 # ------------------------------------------------------------------------------------------------
 def merge_adapter(hf_model: torch.nn.Module, path: str | os.PathLike) -> torch.nn.Module:
     """Merge a LoRA adapter file into an HF ``LlamaForCausalLM`` in place: ``W += scale * B @ A``.
@@ -72,25 +72,9 @@ def merge_adapter(hf_model: torch.nn.Module, path: str | os.PathLike) -> torch.n
     Returns:
         ``hf_model`` (merged, same object).
     """
-    from safetensors import safe_open
+    from tl_neuronllm.data.smollm2 import merge_lora  # the package's loader merges the same way
 
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
-        if meta.get("format") != ADAPTER_FORMAT:
-            raise ValueError(f"{path}: not a {ADAPTER_FORMAT} adapter (metadata format={meta.get('format')!r})")
-        scale = float(meta["scale"])
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
-    params = dict(hf_model.named_parameters())
-    modules = sorted({k.rsplit(".", 1)[0] for k in tensors})
-    with torch.no_grad():
-        for m in modules:
-            w = params.get(m + ".weight")
-            if w is None:
-                raise KeyError(f"{path}: module {m!r} has no weight '{m}.weight' in the model")
-            a = tensors[m + ".lora_A"].to(torch.float32)
-            b = tensors[m + ".lora_B"].to(torch.float32)
-            w.add_((scale * (b @ a)).to(device=w.device, dtype=w.dtype))
-    return hf_model
+    return merge_lora(hf_model, path)
 
 
 # ------------------------------------------------------------------------------------------------
