@@ -183,3 +183,16 @@ def test_select_cv_flag_reforms_the_sets_with_the_chosen_setting(tmp_path, capsy
     bad = [a if a != "12" else "3" for a in TINY]
     assert cli.main(["identify", *bad, "--out", str(tmp_path / "few"), "--quiet", "--select-cv"]) == 2
     assert "--select-cv needs at least 4 identification items (4 folds), got 3" in capsys.readouterr().err
+
+
+def test_cloze_listing_flag_reaches_the_config_and_is_refused_in_letter_mode(tmp_path, capsys):
+    out = tmp_path / "listing"
+    args = ["identify", *TINY, "--mode", "cloze", "--no-show-options", "--cloze-listing", "--k", "4"]
+    assert cli.main([*args, "--out", str(out), "--quiet", "--no-progress"]) == 0
+    assert NeuronResult.load(out / "result").config["cloze_listing"] is True
+    capsys.readouterr()
+    refused = tmp_path / "letter"
+    letter = ["identify", *TINY, "--mode", "letter", "--cloze-listing", "--out", str(refused), "--quiet"]
+    assert cli.main(letter) == 2
+    assert "cloze_listing (options listed unlettered) applies to mode='cloze'" in capsys.readouterr().err
+    assert not (refused / "result").exists()

@@ -120,3 +120,80 @@ def test_mean_ig_identify_equals_rescore_of_ig():
     assert [(n.layer, n.neuron) for n in re.good] == [(n.layer, n.neuron) for n in direct.good]
     with pytest.raises(ConfigError, match="attributes differently"):
         rescore(ig, method="knowledge_neurons")
+
+
+def test_cloze_listing_lists_the_options_unlettered_in_each_proxys_order():
+    task = text_task(8)
+    prompt = PromptConfig(mode="cloze", show_options=False, n_shots=1, cloze_listing=True)
+    scored, demos = choose_demos(task, 1, 0, None, demo_pool_size(prompt, AugmentConfig(3)))
+    r = Renderer(scored, prompt, AugmentConfig(3), demos)
+    for i, item in enumerate(scored.items):
+        ps = r.render(i, item)
+        for p in ps:
+            d = demos[p.proxy_index]
+            instr = (DEFAULT_CLOZE_INSTRUCTION, *CLOZE_TEMPLATES)[p.proxy_index]
+            # naive rendering: the demo lists its options in their own order, the item in the proxy's order
+            want = (
+                f"{instr}\n\nQuestion: {d.question}\nOptions:\n"
+                + "".join(f"- {o}\n" for o in d.options)
+                + f"Answer: {d.options[d.answer]}\n\nQuestion: {item.question}\nOptions:\n"
+                + "".join(f"- {item.options[o]}\n" for o in p.perm)
+                + "Answer:"
+            )
+            assert p.prompt == want
+            assert p.options == tuple(" " + item.options[o] for o in p.perm)
+            assert "A." not in p.prompt.split("Options:")[-1]  # unlettered
+        assert len({p.perm for p in ps}) == 3
+    # without the listing, no "Options:" line (the default prompt is unchanged)
+    plain = Renderer(scored, PromptConfig(mode="cloze", show_options=False), AugmentConfig(3), demos)
+    assert all("Options:" not in p.prompt for p in plain.render(0, scored.items[0]))
+
+
+def test_cloze_listing_of_token_tasks_drops_the_letters():
+    from helpers import token_task
+
+    tt, fmt = token_task()
+    item = tt.items[0]
+    r = Renderer(
+        tt.subset([0]),
+        PromptConfig(mode="cloze", show_options=False, token_format=fmt, n_shots=0, cloze_listing=True),
+        AugmentConfig(n_proxies=2),
+    )
+    for p in r.render(0, item):
+        want = [] if fmt.bos is None else [fmt.bos]
+        want += list(item.context or ()) + list(fmt.question_prefix) + list(item.question)
+        for o in p.perm:
+            want += [*item.options[o], *fmt.option_sep]
+        assert list(p.prompt) == want + list(fmt.answer_prefix)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"mode": "letter", "cloze_listing": True}, "cloze_listing .* applies to mode='cloze' with show_options=False"),
+        ({"mode": "cloze", "show_options": True, "cloze_listing": True}, "got mode='cloze', show_options=True"),
+    ],
+)
+def test_cloze_listing_outside_cloze_proxies_is_refused(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        PromptConfig(**kwargs)
+    with pytest.raises(ValueError, match=match):
+        IdentifyConfig(**kwargs)
+
+
+def test_cloze_listing_must_be_a_bool():
+    with pytest.raises(ConfigError, match="cloze_listing must be True or False, got 1"):
+        IdentifyConfig(mode="cloze", show_options=False, cloze_listing=1)
+
+
+def test_identify_with_cloze_listing_records_it_and_reloads():
+    model = make_model("hf", False)
+    res = identify(
+        model, text_task(8), k=4, mode="cloze", show_options=False, cloze_listing=True, n_proxies=3, progress=False
+    )
+    assert res.config["cloze_listing"] is True
+    assert res.identify_config().prompt.cloze_listing
+    plain = identify(model, text_task(8), k=4, mode="cloze", show_options=False, n_proxies=3, progress=False)
+    assert not plain.identify_config().prompt.cloze_listing
+    # the listing changes the prompts, so the attributions differ
+    assert not torch.equal(res.scores, plain.scores)

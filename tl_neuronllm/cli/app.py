@@ -158,6 +158,7 @@ def cmd_identify(args: argparse.Namespace, model: Any = None) -> tuple[Any, Any,
     options: dict[str, Any] = dict(
         mode=args.mode,
         show_options=args.show_options,
+        cloze_listing=getattr(args, "cloze_listing", False),
         n_shots=args.n_shots,
         n_proxies=args.n_proxies,
         method=args.method,

@@ -177,6 +177,12 @@ def _identify_args(p: argparse.ArgumentParser) -> None:
         help="cloze mode: list the lettered options in the prompt (default: no; SmolLM2 scores worse with them listed)",
     )
     p.add_argument(
+        "--cloze-listing",
+        dest="cloze_listing",
+        action="store_true",
+        help="cloze mode without --show-options: list the options unlettered, in each proxy's order (default: no)",
+    )
+    p.add_argument(
         "--n-identify",
         type=_int_at_least(1),
         default=d["n_identify"],

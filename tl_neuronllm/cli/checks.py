@@ -86,6 +86,7 @@ def run_record(args: argparse.Namespace) -> dict[str, Any]:
         "task": args.task,
         "mode": args.mode,
         "show_options": args.show_options,
+        "cloze_listing": getattr(args, "cloze_listing", False),
         "n_identify": args.n_identify,
         "n_heldout": args.n_heldout,
         "n_shots": args.n_shots,

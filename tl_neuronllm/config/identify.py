@@ -37,6 +37,8 @@ class IdentifyConfig:
         token_format: Prompt format for token-level tasks.
         show_options: Cloze mode: list the lettered options in the prompt. Without them the proxies of an
             item differ by instruction template and demonstrations (:mod:`tl_neuronllm.prompts.proxies`).
+        cloze_listing: Cloze mode without listed options: also list the options unlettered, in each proxy's
+            permuted order, so the proxies differ by option order too (default off).
         steps: IG steps m (default 8, with ``ig_rule="gauss"``; the method's setting is 16 Riemann steps).
         ig_rule: ``"riemann"`` (alpha_k = k/m) or ``"gauss"`` (Gauss-Legendre).
         hook: Neuron hook: ``"hook_post"``, ``"hook_pre"`` or ``"hook_pre_linear"``.
@@ -65,6 +67,7 @@ class IdentifyConfig:
     instruction: str | None = None
     token_format: TokenFormat | None = None
     show_options: bool = True
+    cloze_listing: bool = False
     steps: int = 8
     ig_rule: Rule = "gauss"
     hook: str = "hook_post"
@@ -92,6 +95,7 @@ class IdentifyConfig:
         if self.instruction is not None and not isinstance(self.instruction, str):
             raise ValueError(f"instruction must be a string or None, got {type(self.instruction).__name__}")
         check_bool("show_options", self.show_options)
+        check_bool("cloze_listing", self.cloze_listing)
         check_int("steps", self.steps, min_value=1)
         check_choice("ig_rule", self.ig_rule, ("riemann", "gauss"))
         check_choice("hook", self.hook, HOOK_CHOICES)
@@ -136,7 +140,9 @@ class IdentifyConfig:
 
     @property
     def prompt(self) -> PromptConfig:
-        return PromptConfig(self.mode, self.instruction, self.n_shots, self.token_format, self.show_options)
+        return PromptConfig(
+            self.mode, self.instruction, self.n_shots, self.token_format, self.show_options, self.cloze_listing
+        )
 
     @property
     def augment(self) -> AugmentConfig:

@@ -27,7 +27,10 @@ stay the same: its instruction is template ``p mod 3`` of :func:`cloze_instructi
 instruction in effect, so proxy 0, and P = 1, render exactly the plain prompt), and its demonstration(s) are
 the ``p``-th block of ``n_shots`` items of the demonstration pool (:func:`demo_pool_size` items are drawn,
 seeded; with fewer, the blocks wrap around). The option order still follows the proxy's permutation, so the
-gold answer sits at a different position of the scored options.
+gold answer sits at a different position of the scored options. With ``cloze_listing=True`` the prompt also lists
+the options **unlettered**, in the proxy's permuted order (an ``Options:`` line, then ``- option`` per line; token
+tasks: each option followed by ``option_sep``, no letters), so the proxies differ by option order as well;
+off by default, so the default run's prompt is the one measured.
 
 Token layout (token tasks): ``[bos] demos... context question_prefix question (letter option
 option_sep)* answer_prefix``, demos followed by their gold letter token and ``demo_sep``.
@@ -150,6 +153,12 @@ class PromptConfig:
         token_format: Required for token tasks.
         show_options: In cloze mode, whether the lettered options are listed in the prompt (they
             always are in letter mode). Listing them is what makes the proxies differ.
+        cloze_listing: Cloze mode without listed options only: list the options unlettered, in each proxy's
+            permuted order (default off). (choice)
+
+    Raises:
+        ValueError: A mode other than letter / cloze, negative ``n_shots``, or ``cloze_listing`` outside cloze
+            mode with ``show_options=False``.
     """
 
     mode: Literal["letter", "cloze"] = "letter"
@@ -157,12 +166,18 @@ class PromptConfig:
     n_shots: int = 1
     token_format: TokenFormat | None = None
     show_options: bool = True
+    cloze_listing: bool = False
 
     def __post_init__(self) -> None:
         if self.mode not in ("letter", "cloze"):
             raise ValueError(f"mode must be 'letter' or 'cloze', got {self.mode!r}")
         if self.n_shots < 0:
             raise ValueError(f"n_shots must be >= 0, got {self.n_shots}")
+        if self.cloze_listing and (self.mode != "cloze" or self.show_options):
+            raise ValueError(
+                "cloze_listing (options listed unlettered) applies to mode='cloze' with show_options=False, "
+                f"got mode={self.mode!r}, show_options={self.show_options}"
+            )
 
 
 @dataclass(frozen=True)
@@ -190,7 +205,7 @@ class Proxy:
         return len(self.perm)
 
 
-def _render_text_block(item: Item, perm: Sequence[int], show_options: bool) -> str:
+def _render_text_block(item: Item, perm: Sequence[int], show_options: bool, listing: bool = False) -> str:
     parts = []
     if item.context:
         parts.append(str(item.context).strip())
@@ -198,6 +213,9 @@ def _render_text_block(item: Item, perm: Sequence[int], show_options: bool) -> s
     if show_options:
         for j, o in enumerate(perm):
             parts.append(f"{LETTERS[j]}. {str(item.options[o]).strip()}")
+    elif listing:
+        parts.append("Options:")
+        parts += [f"- {str(item.options[o]).strip()}" for o in perm]
     parts.append("Answer:")
     return "\n".join(parts)
 
@@ -207,7 +225,9 @@ def _ids(x: str | Sequence[int]) -> Sequence[int]:
     return cast("Sequence[int]", x)
 
 
-def _render_token_block(item: Item, perm: Sequence[int], fmt: TokenFormat, show_options: bool = True) -> list[int]:
+def _render_token_block(
+    item: Item, perm: Sequence[int], fmt: TokenFormat, show_options: bool = True, listing: bool = False
+) -> list[int]:
     if show_options and len(fmt.letters) < item.n_options:
         raise TaskError(
             f"item {item.id!r}: {item.n_options} options but TokenFormat.letters has only {len(fmt.letters)}"
@@ -216,6 +236,8 @@ def _render_token_block(item: Item, perm: Sequence[int], fmt: TokenFormat, show_
     toks: list[int] = list(_ids(item.context or ())) + list(fmt.question_prefix) + list(_ids(item.question))
     for j, o in enumerate(perm if show_options else ()):
         toks += [fmt.letters[j], *_ids(item.options[o]), *fmt.option_sep]
+    for o in perm if listing and not show_options else ():
+        toks += [*_ids(item.options[o]), *fmt.option_sep]
     toks += list(fmt.answer_prefix)
     return toks
 
@@ -267,14 +289,14 @@ class Renderer:
         return self._prefixes[p]
 
     def _render_demos(self, demos: Sequence[Item], instruction: str) -> str | list[int]:
-        show = self.prompt.mode == "letter" or self.prompt.show_options
+        show, listing = self.prompt.mode == "letter" or self.prompt.show_options, self.prompt.cloze_listing
         if self.task.is_tokens:
             fmt = self.prompt.token_format
             assert fmt is not None
             toks: list[int] = [] if fmt.bos is None else [fmt.bos]
             for d in demos:
                 perm = tuple(range(d.n_options))
-                toks += _render_token_block(d, perm, fmt, show)
+                toks += _render_token_block(d, perm, fmt, show, listing)
                 toks += [fmt.letters[d.answer]] if self.prompt.mode == "letter" else list(_ids(d.options[d.answer]))
                 toks += list(fmt.demo_sep)
             return toks
@@ -282,23 +304,23 @@ class Renderer:
         for d in demos:
             perm = tuple(range(d.n_options))
             ans = LETTERS[d.answer] if self.prompt.mode == "letter" else str(d.options[d.answer]).strip()
-            blocks.append(_render_text_block(d, perm, show) + " " + ans)
+            blocks.append(_render_text_block(d, perm, show, listing) + " " + ans)
         return "\n\n".join(blocks) + ("\n\n" if blocks else "")
 
     def render(self, item_index: int, item: Item) -> list[Proxy]:
         """All proxies of one item."""
         perms = proxy_permutations(item, self.augment)
         out = []
-        show = self.prompt.mode == "letter" or self.prompt.show_options
+        show, listing = self.prompt.mode == "letter" or self.prompt.show_options, self.prompt.cloze_listing
         for p, perm in enumerate(perms):
             if self.task.is_tokens:
                 fmt = self.prompt.token_format
                 assert fmt is not None
-                block = _render_token_block(item, perm, fmt, show)
+                block = _render_token_block(item, perm, fmt, show, listing)
                 prompt: str | tuple[int, ...] = tuple(list(_ids(self._proxy_prefix(p))) + block)
                 opts = tuple(item.options[o] for o in perm)
             else:
-                prompt = str(self._proxy_prefix(p)) + _render_text_block(item, perm, show)
+                prompt = str(self._proxy_prefix(p)) + _render_text_block(item, perm, show, listing)
                 opts = tuple(" " + str(item.options[o]).strip() for o in perm)
             out.append(Proxy(item_index, p, tuple(perm), perm.index(item.answer), prompt, opts))
         return out
