@@ -159,16 +159,8 @@ def _method_option_arg(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _identify_args(p: argparse.ArgumentParser) -> None:
-    d = DEFAULTS
-    _model_arg(p)
-    p.add_argument(
-        "--task",
-        default=d["task"],
-        help=f"real task (mmlu, openbookqa, piqa, siqa, commonsenseqa, imdb, boolq) or a .jsonl/.csv file "
-        f"(default {d['task']})",
-    )
-    p.add_argument("--mode", choices=("letter", "cloze"), default=d["mode"], help=f"answer mode (default {d['mode']})")
+def _listing_args(p: argparse.ArgumentParser) -> None:
+    """Whether and how the options are listed in cloze prompts."""
     p.add_argument(
         "--show-options",
         dest="show_options",
@@ -182,6 +174,19 @@ def _identify_args(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="cloze mode without --show-options: list the options unlettered, in each proxy's order (default: no)",
     )
+
+
+def _identify_args(p: argparse.ArgumentParser) -> None:
+    d = DEFAULTS
+    _model_arg(p)
+    p.add_argument(
+        "--task",
+        default=d["task"],
+        help=f"real task (mmlu, openbookqa, piqa, siqa, commonsenseqa, imdb, boolq) or a .jsonl/.csv file "
+        f"(default {d['task']})",
+    )
+    p.add_argument("--mode", choices=("letter", "cloze"), default=d["mode"], help=f"answer mode (default {d['mode']})")
+    _listing_args(p)
     p.add_argument(
         "--n-identify",
         type=_int_at_least(1),

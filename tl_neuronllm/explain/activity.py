@@ -2,7 +2,11 @@
 
 :func:`site_activations` runs one forward pass per batch of questions (rendered as the identification
 run rendered them) and records the chosen neurons' activations at the site and the option
-probabilities. :class:`Activity` summarises them per neuron for :func:`tl_neuronllm.explain.explainer`.
+probabilities. In cloze mode the activations come from the prompts alone (the site is the prompt's last
+token and attention is causal, so the options after it cannot change them) and the option probabilities
+from the evaluation's prefix engine (each prompt run once, the options as continuation rows), instead of
+one full row per option. :class:`Activity` summarises them per neuron for
+:func:`tl_neuronllm.explain.explainer`.
 """
 
 from __future__ import annotations
@@ -16,10 +20,13 @@ from jaxtyping import Float
 from torch import Tensor
 
 from tl_neuronllm.data.tasks import LETTERS, Item
+from tl_neuronllm.evaluation.conditions import Condition
+from tl_neuronllm.evaluation.engines import run_conditions
 from tl_neuronllm.explain.direct_effect import token_str
 from tl_neuronllm.explain.explanation import PromptTrace
 from tl_neuronllm.model.adapter import ModelAdapter
-from tl_neuronllm.model.answers import ProxyPrompt, batch_full_rows, full_scores
+from tl_neuronllm.model.answers import ProxyPrompt, full_scores
+from tl_neuronllm.model.memory import auto_memory_budget_mb
 
 
 @torch.no_grad()
@@ -43,12 +50,26 @@ def site_activations(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(queries), desc=f"explain ({len(neurons)} neurons)", unit="question")
+    cloze = [q for q in queries if q.continuations is not None]
+    cloze_probs: dict[int, Tensor] = {}
+    if cloze:
+        budget = auto_memory_budget_mb(adapter.device)
+        got_p = run_conditions(
+            adapter,
+            cloze,
+            [Condition("baseline")],
+            engine="prefix",
+            batch_size=batch_size,
+            memory_budget_mb=budget,
+            progress=False,
+        )[0]
+        cloze_probs = {id(q): pr for q, pr in zip(cloze, got_p)}
     for b in range(0, len(queries), batch_size):
         qs = queries[b : b + batch_size]
-        rows, sites, starts = batch_full_rows(qs)
+        rows = [list(q.prompt) for q in qs]  # the prompt ends at the site
         toks, _ = adapter.pad_batch(rows)
-        first = torch.tensor(starts, device=toks.device)
-        site_t = torch.tensor(sites, device=toks.device)[first]
+        first = torch.arange(len(qs), device=toks.device)
+        site_t = torch.tensor([q.site for q in qs], device=toks.device)
         got: dict[int, Tensor] = {}
 
         def make(layer: int) -> Any:
@@ -64,9 +85,10 @@ def site_activations(
         for layer, js in by_layer.items():
             acts[b : b + len(qs), js] = got[layer]
         for i, q in enumerate(qs):
-            n = 1 if q.continuations is None else len(q.continuations)
-            lg = logits[starts[i] : starts[i] + n]
-            probs.append(torch.softmax(full_scores(lg, q, sites[starts[i]]), dim=-1).cpu())
+            if q.continuations is not None:
+                probs.append(cloze_probs[id(q)])
+                continue
+            probs.append(torch.softmax(full_scores(logits[i : i + 1], q, q.site), dim=-1).cpu())
         if bar is not None:
             bar.update(len(qs))
     if bar is not None:

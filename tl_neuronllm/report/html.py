@@ -63,9 +63,11 @@ def _run_section(
             f"{t.get('name', '?')}: {t.get('n_scored', '?')} identification items × {c.get('n_proxies', '?')} "
             f"proxies ({st.get('n_queries', '?')} questions), {c.get('n_shots', '?')}-shot, mode "
             f"{c.get('mode', '?')}"
-            + (f", options listed: {'unlettered' if c.get('cloze_listing') else c.get('show_options')}"
-            if c.get("mode") == "cloze"
-            else ""),
+            + (
+                f", options listed: {'unlettered' if c.get('cloze_listing') else c.get('show_options')}"
+                if c.get("mode") == "cloze"
+                else ""
+            ),
         ),
         (
             "method",

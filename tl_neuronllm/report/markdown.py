@@ -66,9 +66,11 @@ def report_markdown(
         f"neurons at `{model.get('hook', 'hook_post')}`)",
         f"- method: {c.get('method', '?')} (steps {c.get('steps', '?')}, rule {c.get('ig_rule', '?')}), target "
         f"{c.get('target', '?')}, mode {c.get('mode', '?')}"
-        + (f", options listed: {'unlettered' if c.get('cloze_listing') else c.get('show_options')}"
+        + (
+            f", options listed: {'unlettered' if c.get('cloze_listing') else c.get('show_options')}"
             if c.get("mode") == "cloze"
-            else ""),
+            else ""
+        ),
         f"- items scored: {task.get('n_scored', '?')} x {c.get('n_proxies', '?')} proxies ({st.get('n_queries', '?')} "
         f"questions), {c.get('n_shots', '?')}-shot, seed {c.get('seed', '?')}",
         f"- k = {c.get('k', '?')}: {len(result.good)} good and {len(result.bad)} bad neurons"
