@@ -13,6 +13,7 @@ versions, threads, git revision) with the wall time of every stage.
 
 from __future__ import annotations
 
+import argparse
 import time
 from typing import Any
 
@@ -47,6 +48,21 @@ def parse(argv: list[str] | None) -> Any:
     ap.add_argument("--interventions", default="suppress_good,suppress_bad", help="conditions (default %(default)s)")
     ap.add_argument("--steps", type=int, default=None, help="IG steps (default: the package's)")
     ap.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples (default %(default)s)")
+    ap.add_argument(
+        "--random-methods",
+        default="all",
+        help="methods whose rows get the n-random random sets (comma list; default all); the others get none "
+        "(their paired comparisons need no random sets)",
+    )
+    ap.add_argument(
+        "--layer-random",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="evaluate ace again with layer-matched random sets (default on)",
+    )
+    ap.add_argument(
+        "--control-text", default=None, help="task whose passages are the control text (default boolq; imdb for boolq)"
+    )
     return ap.parse_args(argv)
 
 
@@ -65,7 +81,8 @@ def splits(args: Any) -> dict[str, Any]:
     cname = args.control_task or ("siqa" if args.task == "openbookqa" else "openbookqa")
     ctask = harness.load_task(cname)
     _, cheld, cdemos = ctask.split(1, args.n_control, n_demo=n_demo, seed=args.seed + 1)
-    passages = [str(it.context) for it in harness.load_task("boolq", limit=200).items if it.context]
+    tname = args.control_text or ("imdb" if args.task == "boolq" else "boolq")
+    passages = [str(it.context) for it in harness.load_task(tname, limit=200).items if it.context]
     return {
         "ident": ident,
         "held": held,
@@ -74,6 +91,7 @@ def splits(args: Any) -> dict[str, Any]:
         "control_demos": cdemos,
         "control_name": cname,
         "passages": passages[-args.n_passages :],
+        "control_text_name": tname,
     }
 
 
@@ -105,7 +123,6 @@ def evaluate_all(model: Any, results: dict[str, Any], data: dict[str, Any], args
     eo: dict[str, Any] = dict(
         demos=data["demos"],
         k=args.k,
-        n_random=args.n_random,
         n_boot=args.n_boot,
         interventions=tuple(args.interventions.split(",")),
         control=data["control"],
@@ -116,20 +133,30 @@ def evaluate_all(model: Any, results: dict[str, Any], data: dict[str, Any], args
     )
     seconds: dict[str, float] = {}
     evals: dict[str, Any] = {}
+    with_random = set(results) if args.random_methods == "all" else set(args.random_methods.split(","))
     p3 = [n for n in results if results[n].identify_config().n_proxies == PROMPT["n_proxies"]]
-    t0 = time.perf_counter()
-    for n, ev in zip(p3, evaluate_many(model, [results[n] for n in p3], data["held"], **eo)):
-        evals[n] = ev
-    seconds["evaluate_P3"] = round(time.perf_counter() - t0, 1)
-    print(f"  evaluate {p3}: {seconds['evaluate_P3']} s", flush=True)
+    for label, group, n_random in (
+        ("P3", [n for n in p3 if n in with_random], args.n_random),
+        ("P3_no_random", [n for n in p3 if n not in with_random], 0),
+    ):
+        if not group:
+            continue
+        t0 = time.perf_counter()
+        for n, ev in zip(
+            group, evaluate_many(model, [results[n] for n in group], data["held"], **eo, n_random=n_random)
+        ):
+            evals[n] = ev
+        seconds[f"evaluate_{label}"] = round(time.perf_counter() - t0, 1)
+        print(f"  evaluate {group}: {seconds[f'evaluate_{label}']} s", flush=True)
     for n in [n for n in results if n not in p3]:
         t0 = time.perf_counter()
-        evals[n] = evaluate(model, results[n], data["held"], **eo)
+        n_random = args.n_random if n in with_random else 0
+        evals[n] = evaluate(model, results[n], data["held"], **eo, n_random=n_random)
         seconds[f"evaluate_{n}"] = round(time.perf_counter() - t0, 1)
         print(f"  evaluate {n}: {seconds[f'evaluate_{n}']} s", flush=True)
-    if "ace" in results:
+    if "ace" in results and args.layer_random:
         t0 = time.perf_counter()
-        lay = {**eo, "control": None, "control_text": None}
+        lay = {**eo, "control": None, "control_text": None, "n_random": args.n_random}
         evals["ace@layer_random"] = evaluate(model, results["ace"], data["held"], random_match="layer", **lay)
         seconds["evaluate_ace_layer_random"] = round(time.perf_counter() - t0, 1)
     return evals, seconds
@@ -168,9 +195,10 @@ def markdown(res: dict[str, Any], args: Any) -> str:
     lines = [
         f"# Is it task-level? {args.task} (issue 21)",
         "",
-        f"SmolLM2-135M-Instruct, cloze with three cloze proxies, {res['n_identify']} identification / "
+        f"SmolLM2-135M-Instruct, cloze with cloze proxies (P = 3, or the option count when smaller), {res['n_identify']} identification / "
         f"{res['n_heldout']} held-out items (control: {res['control_task']} {res['n_control']} items, "
-        f"{res['n_passages']} BoolQ passages), K = {args.k}, {args.n_random} activation-matched random sets.",
+        f"{res['n_passages']} {res['control_text']} passages), K = {args.k}, {args.n_random} activation-matched random "
+        f"sets ({'every method' if args.random_methods == 'all' else 'for ' + args.random_methods}).",
         "",
         "| method | condition | Δgold p [95% CI] | rank p | Δacc | Δbal acc | off-task Δgold p | Δloss/token | specificity |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -234,6 +262,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "control_task": data["control_name"],
         "n_control": len(data["control"]),
         "n_passages": len(data["passages"]),
+        "control_text": data["control_text_name"],
         "identification_stats": {
             n: {k: r.stats.get(k) for k in ("accuracy", "consistent_accuracy", "gold_prob")} for n, r in results.items()
         },
