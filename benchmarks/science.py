@@ -223,7 +223,50 @@ def markdown(res: dict[str, Any], args: Any) -> str:
     return "\n".join(lines) + "\n"
 
 
+def tables(per_item: dict[str, Any], task: str, args: Any) -> dict[str, Any]:
+    """The paired, Holm-corrected verdict tables (gold probability and correctness) from saved per-item values."""
+    from types import SimpleNamespace
+
+    conds = tuple(args.interventions.split(","))
+    same = {n: SimpleNamespace(task=task, per_item=v) for n, v in per_item.items() if n != "ace@layer_random"}
+    table = paired_table(same, "ace", conditions=conds, n_boot=args.n_boot, seed=args.seed, k=args.k)  # type: ignore[arg-type]
+    acc = paired_table(same, "ace", conditions=conds, metric="correct", n_boot=args.n_boot, seed=args.seed)  # type: ignore[arg-type]
+    return {"paired": table.to_dict(), "paired_accuracy": acc.to_dict(), "paired_markdown": table.to_markdown()}
+
+
+def retable(path: str) -> None:
+    """Recompute the verdict tables of a saved run from its per-item values (no model time) and rewrite its
+    JSON and markdown in place, keeping the run's own environment record and noting the re-tabling."""
+    import json
+    from pathlib import Path
+
+    from tl_neuronllm.studies.paired import paired_table as _pt
+
+    doc = json.loads(Path(path).read_text())
+    args = argparse.Namespace(**{"random_methods": "all", **doc["args"]})
+    res = doc["results"]
+    res.setdefault("control_text", "boolq")
+    res.update(tables(res["per_item"], res["task"], args))
+    env = harness.environment()
+    doc["retabled"] = {"date": env["date"], "git": env["git"], "min_diff": _pt.__kwdefaults__["min_diff"]}
+    Path(path).write_text(json.dumps(doc, indent=2, default=str) + "\n")
+    e = doc["environment"]
+    vs = ", ".join(f"{k} {v}" for k, v in e["versions"].items())
+    head = f"<!-- science/{doc['run']}: {e['date']}, git {e['git']}, {e['torch_threads']} threads; {vs}; "
+    head += f"verdict tables re-made {env['date']} (git {env['git']}) from the saved per-item values -->\n"
+    Path(path).with_suffix(".md").write_text(head + markdown(res, args).rstrip("\n") + "\n")
+    print(f"re-tabled {path}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
+    if argv is None:
+        import sys
+
+        argv = sys.argv[1:]
+    if argv[:1] == ["--retable"]:
+        for path in argv[1:]:
+            retable(path)
+        return {}
     args = parse(argv)
     harness.setup(args)
     t_all = time.perf_counter()
@@ -240,10 +283,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     seconds["identify"] = s_id
     evals, s_ev = evaluate_all(model, results, data, args)
     seconds["evaluate"] = s_ev
-    conds = tuple(args.interventions.split(","))
-    same = {n: ev for n, ev in evals.items() if n != "ace@layer_random" and n in results}
-    table = paired_table(same, "ace", conditions=conds, n_boot=args.n_boot, seed=args.seed, k=args.k)
-    acc_table = paired_table(same, "ace", conditions=conds, metric="correct", n_boot=args.n_boot, seed=args.seed)
     ace = results.get("ace")
     overlap = {}
     if ace is not None:
@@ -272,12 +311,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         },
         "jaccard_vs_ace": overlap,
         "methods": {n: row_summary(ev) for n, ev in evals.items()},
-        "paired": table.to_dict(),
-        "paired_accuracy": acc_table.to_dict(),
-        "paired_markdown": table.to_markdown(),
         "per_item": {n: ev.per_item for n, ev in evals.items()},
         "seconds": seconds,
     }
+    res.update(tables({n: ev.per_item for n, ev in evals.items() if n in results}, args.task, args))
     path = harness.write_result(
         "science", args.run or args.task, res, args=args, markdown=markdown(res, args), out=args.out
     )

@@ -165,6 +165,23 @@ def test_paired_table_signs_and_corrects():
         paired_table({"ace": ref, "x": _fake_eval({}, ids=("a", "b", "c", "e"))}, "ace")
 
 
+def test_paired_table_calls_a_significant_but_tiny_difference_negligible():
+    ids = tuple(f"i{j}" for j in range(40))
+    ref = _fake_eval({"suppress_good": [-0.1] * 40}, ids=ids)
+    tiny = _fake_eval({"suppress_good": [-0.1 - 1e-5] * 40}, ids=ids)  # every item 1e-5 further: p at its floor
+    big = _fake_eval({"suppress_good": [-0.2] * 40}, ids=ids)
+    t = paired_table({"ace": ref, "tiny": tiny, "big": big}, "ace", conditions=["suppress_good"], n_boot=200)
+    rows = {r.method: r for r in t.rows}
+    assert rows["tiny"].p_holm < 0.05 and rows["tiny"].diff == pytest.approx(1e-5)
+    assert rows["tiny"].verdict == "negligible" and rows["big"].verdict == "win"
+    assert t.min_diff == 0.005 and t.to_dict()["min_diff"] == 0.005
+    # with no margin the same comparison is a win, as before
+    t0 = paired_table({"ace": ref, "tiny": tiny}, "ace", conditions=["suppress_good"], n_boot=200, min_diff=0.0)
+    assert t0.rows[0].verdict == "win"
+    with pytest.raises(ConfigError, match="min_diff must be >= 0, got -0.1"):
+        paired_table({"ace": ref, "tiny": tiny}, "ace", min_diff=-0.1)
+
+
 # ---- verdict lines ----------------------------------------------------------------------------------------
 def _row(delta, ci, values, rank_p=None):
     return SimpleNamespace(
