@@ -10,7 +10,7 @@ one verdict table are **Holm**-corrected (:func:`holm`); a comparison is a ``"wi
 larger in the expected direction), a ``"loss"`` or a ``"tie"`` at the corrected level ``alpha``, and
 ``"negligible"`` when it is significant but the mean difference is smaller than ``min_diff`` (default 0.005: half a
 point of gold probability, or one item in 200 for ``metric="correct"``): two nearly identical sets (``mean_ig``
-beside ACE shares 99% of its neurons on BoolQ) differ on every item by a few 1e-6, which a paired bootstrap calls
+beside ACE shares 99% of its neurons on BoolQ) differ on every item by about 1e-12, which a paired bootstrap calls
 significant and no reader would call a win.
 """
 
