@@ -161,11 +161,15 @@ def write_result(
     path = folder / f"{run}.json"
     path.write_text(json.dumps(doc, indent=2, default=str) + "\n")
     if markdown is not None:
-        env = doc["environment"]
-        vs = ", ".join(f"{k} {v}" for k, v in env["versions"].items())
-        head = f"<!-- {benchmark}/{run}: {env['date']}, git {env['git']}, {env['torch_threads']} threads; {vs} -->\n"
+        head = f"<!-- {markdown_head(benchmark, run, doc['environment'])} -->\n"
         path.with_suffix(".md").write_text(head + markdown.rstrip("\n") + "\n")
     return path
+
+
+def markdown_head(benchmark: str, run: str, env: dict[str, Any]) -> str:
+    """The run line a result's markdown starts with: date, git revision, threads and versions."""
+    vs = ", ".join(f"{k} {v}" for k, v in env["versions"].items())
+    return f"{benchmark}/{run}: {env['date']}, git {env['git']}, {env['torch_threads']} threads; {vs}"
 
 
 def result_dir(benchmark: str, out: str | Path | None = None) -> Path:

@@ -240,19 +240,15 @@ def retable(path: str) -> None:
     import json
     from pathlib import Path
 
-    from tl_neuronllm.studies.paired import paired_table as _pt
-
     doc = json.loads(Path(path).read_text())
     args = argparse.Namespace(**{"random_methods": "all", **doc["args"]})
     res = doc["results"]
     res.setdefault("control_text", "boolq")
     res.update(tables(res["per_item"], res["task"], args))
     env = harness.environment()
-    doc["retabled"] = {"date": env["date"], "git": env["git"], "min_diff": _pt.__kwdefaults__["min_diff"]}
+    doc["retabled"] = {"date": env["date"], "git": env["git"], "min_diff": res["paired"]["min_diff"]}
     Path(path).write_text(json.dumps(doc, indent=2, default=str) + "\n")
-    e = doc["environment"]
-    vs = ", ".join(f"{k} {v}" for k, v in e["versions"].items())
-    head = f"<!-- science/{doc['run']}: {e['date']}, git {e['git']}, {e['torch_threads']} threads; {vs}; "
+    head = f"<!-- {harness.markdown_head('science', doc['run'], doc['environment'])}; "
     head += f"verdict tables re-made {env['date']} (git {env['git']}) from the saved per-item values -->\n"
     Path(path).with_suffix(".md").write_text(head + markdown(res, args).rstrip("\n") + "\n")
     print(f"re-tabled {path}", flush=True)

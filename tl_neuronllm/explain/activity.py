@@ -11,7 +11,7 @@ one full row per option. :class:`Activity` summarises them per neuron for
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,19 +51,20 @@ def site_activations(
 
         bar = tqdm(total=len(queries), desc=f"explain ({len(neurons)} neurons)", unit="question")
     cloze = [q for q in queries if q.continuations is not None]
-    cloze_probs: dict[int, Tensor] = {}
+    cloze_probs: Iterator[Tensor] = iter(())  # in the order of the cloze questions
     if cloze:
         budget = auto_memory_budget_mb(adapter.device)
-        got_p = run_conditions(
-            adapter,
-            cloze,
-            [Condition("baseline")],
-            engine="prefix",
-            batch_size=batch_size,
-            memory_budget_mb=budget,
-            progress=False,
-        )[0]
-        cloze_probs = {id(q): pr for q, pr in zip(cloze, got_p)}
+        cloze_probs = iter(
+            run_conditions(
+                adapter,
+                cloze,
+                [Condition("baseline")],
+                engine="prefix",
+                batch_size=batch_size,
+                memory_budget_mb=budget,
+                progress=False,
+            )[0]
+        )
     for b in range(0, len(queries), batch_size):
         qs = queries[b : b + batch_size]
         rows = [list(q.prompt) for q in qs]  # the prompt ends at the site
@@ -86,9 +87,9 @@ def site_activations(
             acts[b : b + len(qs), js] = got[layer]
         for i, q in enumerate(qs):
             if q.continuations is not None:
-                probs.append(cloze_probs[id(q)])
-                continue
-            probs.append(torch.softmax(full_scores(logits[i : i + 1], q, q.site), dim=-1).cpu())
+                probs.append(next(cloze_probs))
+            else:
+                probs.append(torch.softmax(full_scores(logits[i : i + 1], q, q.site), dim=-1).cpu())
         if bar is not None:
             bar.update(len(qs))
     if bar is not None:
