@@ -56,6 +56,58 @@ def test_fast_ig_chunking_and_layers_do_not_change_scores(token_model):
     assert sub[0].abs().sum() == 0 and sub[2].abs().sum() == 0
 
 
+@pytest.mark.parametrize("mode", ["letter", "cloze"])
+def test_later_forwards_run_no_clean_rows_and_join_from_the_recorded_states(any_model, mode, monkeypatch):
+    kind, model = any_model
+    ad, letter_q, cloze_q = queries_for(model, 1)
+    q = (letter_q if mode == "letter" else cloze_q)[0]
+    ig_fast(ad, q, steps=1)  # the one-time checks, before the spy
+    V = len(q.suffixes())
+    seen: list[tuple[int, bool, list[int]]] = []  # groups per forward, states recorded before it, group starts
+    real = ModelAdapter.run_rows
+
+    def spy(self, state, rows, **kw):
+        seen.append((len(rows) // V, kw["join"].ready, list(kw["group_start"])))
+        return real(self, state, rows, **kw)
+
+    monkeypatch.setattr(ModelAdapter, "run_rows", spy)
+    fast, _, _ = ig_fast(ad, q, steps=3, chunk_rows=2 * V)  # one scaled group per forward
+    naive = ig_naive(ad, q, steps=3)
+    scale = float(naive.abs().max())
+    assert scale > 0
+    assert torch.allclose(fast, naive, rtol=1e-4, atol=1e-5 * scale), (kind, (fast - naive).abs().max())
+    n = 3 * ad.n_layers
+    if ad.fast_paths["skip_layers"]:  # the first forward records the clean run; the others leave it out
+        assert seen[0][:2] == (2, False) and seen[0][2][0] == 0
+        assert [s[:2] for s in seen[1:]] == [(1, True)] * (n - 1)
+        assert [s[2][0] for s in seen[1:]] == sorted(s[2][0] for s in seen[1:])  # in layer order
+        assert seen[-1][2] == [ad.n_layers - 1]
+    else:  # nothing recorded: every forward keeps the clean run
+        assert [s[:2] for s in seen] == [(2, False)] * n
+
+
+def test_a_wrong_recorded_state_is_caught_by_the_one_time_check(monkeypatch):
+    from tl_neuronllm.model import shortcuts
+
+    model = make_model("native", gated=True)
+    ad, _, cloze_q = queries_for(model, 1)
+    real = shortcuts.skip_hooks
+
+    def corrupt(adapter, group_start, lay, off, join=None):
+        handles = real(adapter, group_start, lay, off, join)
+        if join is not None and join.ready:
+            for k in join.states:
+                join.states[k] = join.states[k] * 1.5
+        return handles
+
+    monkeypatch.setattr(shortcuts, "skip_hooks", corrupt)
+    with pytest.warns(Warning, match="layer .* IG differs from the naive loop"):
+        fast, _, _ = ig_fast(ad, cloze_q[0], steps=2)
+    assert ad.fast_paths["skip_layers"] is False
+    naive = ig_naive(ad, cloze_q[0], steps=2)
+    assert torch.allclose(fast, naive, rtol=1e-4, atol=1e-5 * float(naive.abs().max()))
+
+
 def test_grad_x_act_is_one_step_ig_and_batching_is_exact(token_model):
     ad, letter_q, cloze_q = queries_for(token_model, 2)
     for qs in (letter_q, cloze_q):

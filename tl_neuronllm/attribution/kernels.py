@@ -15,7 +15,8 @@ Methods (one interface, a method name each):
   options of one scaled variant share its site token and common first tokens, and no option's last
   token is run, since it predicts nothing the score needs);
   the rows of layer ``l`` are identical to the clean run below block ``l``, so they join the
-  sequence there (``m * L (L + 1) / 2`` block passes instead of ``m * L^2``); and in letter mode
+  sequence there (``m * L (L + 1) / 2`` block passes instead of ``m * L^2``), taking the clean run's
+  state at that block, which the first forward records (later forwards run no clean rows); and in letter mode
   with an options-only target only the letter columns of the unembedding are computed.
   :func:`ig_naive` (full sequence, one layer and one step at a time, as knowledge neurons and
   QR-Neuron do it) is kept as the reference; the two agree to float tolerance.
@@ -50,6 +51,7 @@ from tl_neuronllm.model.answers import (
     target_fn,
 )
 from tl_neuronllm.model.memory import auto_memory_budget_mb, row_bytes
+from tl_neuronllm.model.shortcuts import JoinStates
 
 METHODS = ("ig", "grad_x_act", "activation")
 Rule = Literal["riemann", "gauss"]
@@ -140,7 +142,9 @@ def ensure_exact_ig(adapter: ModelAdapter, q: ProxyPrompt, *, rule: Rule = "riem
         return
     layer = adapter.n_layers // 2
     while True:
-        fast, _, _ = _ig_fast(adapter, q, steps=2, rule=rule, target=target, layers=[layer])
+        # one scaled group per forward: the second joins from the clean states the first recorded
+        chunk = 2 * len(q.suffixes())
+        fast, _, _ = _ig_fast(adapter, q, steps=2, rule=rule, target=target, layers=[layer], chunk_rows=chunk)
         naive = ig_naive(adapter, q, steps=2, rule=rule, target=target, layers=[layer])
         if not bool(torch.isfinite(naive).all()):
             return  # the model itself makes nan/inf: nothing to compare; the run's finiteness checks name it
@@ -186,8 +190,8 @@ def _ig_fast(
     V = len(suffix)
     cols, q_cols = _letter_columns(q, target)
     adapter.check_fast_paths(state, max(suffix, key=len), cols)  # before sizing chunks by the path in use
-    # (layer, alpha, weight), in layer order; every chunk starts with the clean run (layer -1): the
-    # first chunk's gives the model's own prediction, and later groups join it at their layer
+    # (layer, alpha, weight), in layer order; the first chunk starts with the clean run (layer -1): it gives
+    # the model's own prediction, and the groups join it at their layer
     pairs = [(layer, a, w) for layer in lays for a, w in zip(alphas, weights)]
     clean = (-1, 1.0, 0.0)
     if chunk_rows is None:
@@ -199,8 +203,12 @@ def _ig_fast(
     gsum = torch.zeros(adapter.n_layers, adapter.d_mlp, dtype=torch.float32)
     acts = torch.zeros(adapter.n_layers, adapter.d_mlp, dtype=torch.float32)
     probs = None
+    # the first chunk records the clean run's state at every block; later chunks leave the clean run out
+    # and their groups join from the recorded states (where run_rows skips blocks; elsewhere every row runs
+    # from the embeddings and needs no clean run beside it)
+    join = JoinStates()
     for c0 in range(0, max(len(pairs), 1), per_chunk):
-        chunk = [clean] + pairs[c0 : c0 + per_chunk]
+        chunk = ([] if c0 and join.ready else [clean]) + pairs[c0 : c0 + per_chunk]
         row_layer = torch.tensor([p[0] for p in chunk for _ in range(V)])
         row_alpha = torch.tensor([p[1] for p in chunk for _ in range(V)])
         row_w = torch.tensor([p[2] for p in chunk for _ in range(V)], dtype=torch.float32)
@@ -230,7 +238,14 @@ def _ig_fast(
         # group l needs blocks l.. only: below, it is the clean run
         starts = [max(p[0], 0) for p in chunk]
         logits, where = adapter.run_rows(
-            state, suffix * len(chunk), fwd_hooks=hooks, group_start=starts, group_size=V, logit_cols=cols, flat=True
+            state,
+            suffix * len(chunk),
+            fwd_hooks=hooks,
+            group_start=starts,
+            group_size=V,
+            logit_cols=cols,
+            flat=True,
+            join=join,
         )
         z = suffix_scores_at(logits, where, q_cols, len(chunk), target == "vocab_prob")
         F = target_fn(z, q.gold, target)

@@ -33,7 +33,7 @@ from tl_neuronllm.model.backends import Backend, PrefixState, candidate_backends
 from tl_neuronllm.model.checks import CHECKED, FastPaths, ShortcutChecks
 from tl_neuronllm.model.memory import ig_chunk_rows, row_bytes
 from tl_neuronllm.model.protocol import HookedModel, HookFn, missing_attributes
-from tl_neuronllm.model.shortcuts import PackedLayout, packed_logits
+from tl_neuronllm.model.shortcuts import JoinStates, PackedLayout, packed_logits
 from tl_neuronllm.model.state import preserved_model_state
 from tl_neuronllm.model.structure import refuse_mapped_width, refuse_moe, width_mismatch
 from tl_neuronllm.model.tokens import check_materialized, letter_token_ids, tokenize_untruncated
@@ -328,6 +328,7 @@ class ModelAdapter:
         group_size: int | None = None,
         logit_cols: Sequence[int] | None = None,
         flat: bool = False,
+        join: JoinStates | None = None,
     ) -> Float[Tensor, "rows pos d_vocab"] | tuple[Float[Tensor, "positions d_vocab"], Int[Tensor, "rows pos"]]:
         """Logits of many continuations of the same prefix, right-padded to ``[rows, T_max, d_vocab]``
         (``[rows, T_max, len(logit_cols)]`` with ``logit_cols``).
@@ -342,7 +343,10 @@ class ModelAdapter:
         hook treats alike (default ``len(rows) // len(group_start)`` with ``group_start``, else 1); packed
         rows of a group share their common first tokens, so their sites may repeat. ``flat``: return
         ``(logits, where)`` instead, row ``r``'s position ``i`` being ``logits[where[r, i]]`` (shared
-        positions are not copied per row).
+        positions are not copied per row). ``join``: with ``group_start`` on the packed path that skips blocks,
+        an empty :class:`~tl_neuronllm.model.shortcuts.JoinStates` records copy 0's state at every block, and a
+        filled one lets rows without copy 0 join from it (other paths run every row from the embeddings, so
+        rows without copy 0 are right there too, and nothing is recorded).
         """
         if not rows or min(len(r) for r in rows) < 1:
             raise ValueError("run_rows needs at least one non-empty row")
@@ -365,6 +369,7 @@ class ModelAdapter:
                 skip=bool(fp.skip_layers),
                 cols_direct=bool(fp.letter_columns),
                 layout=lay,
+                join=join,
             )
             return (out, where) if flat else out[where]
         suffix = torch.zeros((len(rows), T), dtype=torch.long, device=self.device)

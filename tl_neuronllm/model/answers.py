@@ -319,9 +319,42 @@ def suffix_scores_at(
         valid[o, : len(c)] = True
     w = where.reshape(n_groups, V, -1)[..., :Tc].to(dev)
     used, inv = torch.unique(w, return_inverse=True)
-    lp = torch.log_softmax(logits[used].float(), dim=-1)
-    vals = lp[inv, tok.expand_as(inv)]  # [groups, V, Tc]
+    if len(used) < len(logits) or bool((used != torch.arange(len(logits), device=dev)).any()):
+        logits = logits[used]  # (packed rows use every position: no copy there)
+    else:
+        inv = used[inv]
+    vals = token_log_probs(logits, inv.reshape(-1), tok.expand_as(inv).reshape(-1)).view(inv.shape)
     return torch.where(valid, vals, 0.0).sum(-1) / valid.sum(-1)
+
+
+class _TokenLogProbs(torch.autograd.Function):
+    """``log_softmax(logits[pos])[tok]`` without the log-softmax tensor: the forward keeps one
+    log-sum-exp per position; the backward writes ``-softmax * g`` and the ``+g`` of each token in one
+    buffer (the plain chain allocates and fills several vocabulary-wide tensors per position)."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, logits: Tensor, pos: Tensor, tok: Tensor) -> Tensor:
+        lf = logits.float()
+        lse = torch.logsumexp(lf, dim=-1)
+        ctx.save_for_backward(logits, lse, pos, tok)
+        return lf[pos, tok] - lse[pos]
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, g: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
+        logits, lse, pos, tok = ctx.saved_tensors  # type: ignore[attr-defined]
+        g = g.float()
+        per_pos = torch.zeros_like(lse).index_add_(0, pos, g)
+        grad = torch.sub(logits.float(), lse[:, None]).exp_().mul_(-per_pos[:, None])
+        grad.index_put_((pos, tok), g, accumulate=True)
+        return grad.to(logits.dtype), None, None
+
+
+def token_log_probs(
+    logits: Float[Tensor, "positions d_vocab"], pos: Int[Tensor, " n"], tok: Int[Tensor, " n"]
+) -> Float[Tensor, " n"]:
+    """``log_softmax(logits[pos[i]].float())[tok[i]]`` for each ``i`` (positions may repeat), in float32,
+    differentiable in ``logits``; equal to the plain log-softmax to float rounding."""
+    return _TokenLogProbs.apply(logits, pos, tok)  # type: ignore[no-any-return]
 
 
 def full_rows(q: ProxyPrompt) -> tuple[list[list[int]], int]:

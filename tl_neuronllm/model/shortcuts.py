@@ -28,7 +28,7 @@ import traceback
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -236,6 +236,7 @@ def packed_logits(
     tags: Sequence[tuple[int, int]] | None = None,
     site_at: Sequence[int] | None = None,
     layout: PackedLayout | None = None,
+    join: JoinStates | None = None,
 ) -> tuple[Float[Tensor, "positions vocab"], Int[Tensor, "rows pos"]]:
     """Rows packed into one sequence after the prefix (see the module docstring): ``(logits, where)``, the
     logits of each computed position (``vocab = len(logit_cols)`` with ``logit_cols``) and the index of
@@ -248,7 +249,8 @@ def packed_logits(
     ``cols_direct``: unembed only ``logit_cols`` (else the full logits are computed and indexed).
     ``tags``: see :meth:`PackedLayout.of`. ``site_at``: each row's site position within the row (default 0),
     which the hooks' ``sites`` point at. ``layout``: the caller's ``PackedLayout.of(rows, group_size, tags)``,
-    if it already built it.
+    if it already built it. ``join`` (with ``skip``): record copy 0's states at every block, or let the
+    rows (then without copy 0) join from recorded ones (:class:`JoinStates`).
     """
     lengths = [len(r) for r in rows]
     T, P = max(lengths), len(state.tokens)
@@ -284,7 +286,7 @@ def packed_logits(
         hooks = list(fwd_hooks(where.gather(1, at[:, None])[:, 0]))
     else:
         hooks = list(fwd_hooks)
-    handles = skip_hooks(adapter, group_start, lay, off) if skip else []
+    handles = skip_hooks(adapter, group_start, lay, off, join) if skip else []
     cols = None if logit_cols is None else torch.as_tensor(list(logit_cols), dtype=torch.long, device=dev)
     try:
         with ExitStack() as stack:
@@ -295,7 +297,7 @@ def packed_logits(
             if cols is not None and cols_direct:
                 stack.enter_context(head_columns(adapter.model, cols))
             stack.enter_context(adapter.model.hooks(fwd_hooks=hooks))
-            out = adapter.model(tokens[None], **kwargs)[0]
+            out = adapter.model(tokens[None], **kwargs).squeeze(0)  # a view: no copy in the backward
     finally:
         for h in handles:
             h.remove()
@@ -375,9 +377,35 @@ def alibi_at(module: Any, keys: Tensor) -> Iterator[None]:
         module.build_alibi_tensor = build
 
 
-def skip_hooks(adapter: ShortcutHost, group_start: Sequence[int] | None, lay: PackedLayout, off: int) -> list[Any]:
-    """Forward pre-hooks on the blocks that hold only the started row groups in the sequence."""
-    if group_start is None or max(group_start) == 0:
+@dataclass
+class JoinStates:
+    """Copy 0's hidden state at every block's input, kept from one packed forward so that later forwards of
+    the same rows can leave copy 0 out (:func:`skip_hooks`).
+
+    Pass an empty one with the first forward (copy 0 in the rows, ``group_start[0] == 0``): it records the
+    states. Pass the filled one with a later forward whose rows hold only the joining copies: each joins at
+    its block with the kept state, and no block runs below the first copy's start (one placeholder token
+    holds the sequence there). The kept states are detached: copy 0 must not depend on the caller's leaves.
+    """
+
+    states: dict[int, Tensor] = field(default_factory=dict)
+
+    @property
+    def ready(self) -> bool:
+        """Whether the states are recorded (a later forward then joins from them)."""
+        return bool(self.states)
+
+
+def skip_hooks(
+    adapter: ShortcutHost,
+    group_start: Sequence[int] | None,
+    lay: PackedLayout,
+    off: int,
+    join: JoinStates | None = None,
+) -> list[Any]:
+    """Forward pre-hooks on the blocks that hold only the started row groups in the sequence (with ``join``:
+    record copy 0's states, or join from recorded ones; see :class:`JoinStates`)."""
+    if group_start is None or (join is None and max(group_start) == 0):
         return []
     G = len(group_start)
     S_g = lay.group_sizes[0] if lay.group_sizes else 0
@@ -385,8 +413,16 @@ def skip_hooks(adapter: ShortcutHost, group_start: Sequence[int] | None, lay: Pa
     if len(lay.group_sizes) != G or lay.tokens != lay.tokens[:S_g] * G or rel != rel[:S_g] * G:
         raise ValueError("group_start needs the rows to be equal groups")
     starts = [int(x) for x in group_start]
-    if starts[0] != 0 or any(b < a for a, b in zip(starts, starts[1:])) or starts[-1] >= adapter.n_layers:
+    inject = join is not None and join.ready
+    if (
+        (not inject and starts[0] != 0)
+        or starts[0] < 0
+        or any(b < a for a, b in zip(starts, starts[1:]))
+        or starts[-1] >= adapter.n_layers
+    ):
         raise ValueError(f"group_start must start at 0, not decrease and stay below n_layers, got {starts}")
+    if inject and join is not None and any(s not in join.states for s in starts):
+        raise ValueError(f"no kept state for block {next(s for s in starts if s not in join.states)}")
     full_q = off + G * S_g
     blocks = getattr(adapter.model, "blocks", None)
     if blocks is None or len(blocks) != adapter.n_layers:
@@ -406,18 +442,28 @@ def skip_hooks(adapter: ShortcutHost, group_start: Sequence[int] | None, lay: Pa
         return v
 
     def make(layer: int) -> Any:
-        n_q = off + S_g * sum(1 for s in starts if s <= layer)
+        n_started = sum(1 for s in starts if s <= layer)
+        n_before = sum(1 for s in starts if s < layer)
+        n_q = off + S_g * n_started
 
         def pre(module: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
             positional = bool(args)
             h = args[0] if positional else kwargs["hidden_states"]
-            if h.shape[1] > n_q:
+            if inject and join is not None:
+                if n_started > n_before:  # copies join here with copy 0's kept state
+                    ref = join.states[layer].to(h)
+                    h = torch.cat([h[:, : off + S_g * n_before], ref.repeat(1, n_started - n_before, 1)], dim=1)
+                else:  # before the first copy starts, one placeholder token holds the sequence
+                    h = h[:, : max(n_q, off + 1)]
+            elif h.shape[1] > n_q:
                 h = h[:, :n_q]
             elif h.shape[1] < n_q:  # started copies join with copy 0's hidden state
                 ref = h[:, off : off + S_g].detach()
                 h = torch.cat([h, ref.repeat(1, (n_q - h.shape[1]) // S_g, 1)], dim=1)
-            rest = tuple(cut(a, n_q) for a in args[1:])
-            kw = {k: cut(v, n_q) for k, v in kwargs.items() if k != "hidden_states"}
+            if join is not None and not inject:
+                join.states[layer] = h[:, off : off + S_g].detach()
+            rest = tuple(cut(a, h.shape[1]) for a in args[1:])
+            kw = {k: cut(v, h.shape[1]) for k, v in kwargs.items() if k != "hidden_states"}
             return ((h, *rest), kw) if positional else (rest, {**kw, "hidden_states": h})
 
         return pre
