@@ -118,6 +118,25 @@ def test_wrong_packing_is_caught(monkeypatch):
 
 
 @needs_bridge
+def test_unembedding_the_wrong_positions_is_caught(monkeypatch):
+    """Selecting the positions whose logits are read (one position too far) must fail the packing check."""
+    import tl_neuronllm.model.shortcuts as fp
+
+    real = fp._needed_positions
+
+    def shifted(*args, **kwargs):
+        need = real(*args, **kwargs)
+        return None if need is None else need + 1
+
+    monkeypatch.setattr(fp, "_needed_positions", shifted)
+    model = make_model("hf", True)
+    ad, _, cloze_q = queries_for(model, 1)
+    with pytest.warns(ShortcutFallbackWarning, match="packed rows"):
+        assert_equal_ig(ad, cloze_q[0])
+    assert ad.fast_paths["packed_rows"] is False
+
+
+@needs_bridge
 def test_ig_check_steps_down_when_only_gradients_are_wrong(monkeypatch):
     """Logits agree but the layer-skipping path's IG does not: the IG check (not the logits checks)
     must catch it and switch skipping off."""

@@ -84,6 +84,41 @@ def test_shared_rows_equal_the_plain_forward_with_hooks_and_skipping(gated):
     assert PackedLayout.of(rows, 4).group_sizes == [4, 4, 4]
 
 
+@needs_bridge
+@pytest.mark.parametrize("kind", ["native", "hf"])
+def test_only_the_positions_read_are_unembedded_and_they_equal_the_plain_forward(kind):
+    from tl_neuronllm.model.backends.capabilities import unembed_linear
+    from tl_neuronllm.model.shortcuts import packed_logits
+
+    model = make_model(kind, True)
+    ad = ModelAdapter(model)
+    state = ad.prefix(PREFIX[:-1])
+    rows = [[PREFIX[-1], *c[:-1]] for c in CONTS] * 2
+    sizes: list[int] = []
+    lin = unembed_linear(model)
+    assert lin is not None
+    handle = lin.register_forward_hook(lambda mod, inp, out: sizes.append(out.shape[-2]))
+    try:
+        with torch.no_grad():
+            ref = plain_rows(ad, PREFIX[:-1], rows)
+            logits, where = packed_logits(ad, state, rows, group_size=4, logits_from=[1] * 8)
+            all_logits, _ = packed_logits(ad, state, rows, group_size=4)
+    finally:
+        handle.remove()
+    n_packed = 2 * len(PackedLayout.of(rows[:4], 4).tokens)  # 2 groups of 4 tree tokens (s, 20, 20 | 25)
+    off = 0 if state.cache is not None else len(PREFIX) - 1  # the prefix runs in the sequence without a cache
+    # read from position 1 on: not the shared site token (row 3, "s" alone, reads nothing), nor the prefix
+    assert sizes[1:] == [n_packed - 2, n_packed + off]  # (sizes[0]: the plain reference)
+    assert logits.shape[0] == n_packed - 2 and all_logits.shape[0] == n_packed + off
+    for r, row in enumerate(rows):
+        assert int(where[r, 0]) == -1
+        got = logits[where[r, 1 : len(row)]]
+        assert (where[r, 1 : len(row)] >= 0).all()
+        assert torch.allclose(got, ref[r, 1 : len(row)], atol=1e-5 * (1 + float(ref.abs().max())))
+    with pytest.raises(ValueError, match="logits_from needs one position per row: 2 for 8 rows"):
+        packed_logits(ad, state, rows, group_size=4, logits_from=[0, 0])
+
+
 @pytest.mark.parametrize("kind", ["native", "hf"])
 def test_ig_and_evaluation_with_shared_option_tokens_equal_the_references(kind):
     if not has_bridge():

@@ -128,8 +128,9 @@ def probs_packed(
         of = [torch.cat([sites[s + c * V : s + (c + 1) * V] for s, _, V in spans]) for c in range(C)]
         return _site_hooks(adapter.hook_names, conditions, of)
 
+    at = [t[0] for t in tags]  # each row's site: the first position whose logits are read
     logits, where = packed_logits(
-        adapter, shared, rows, fwd_hooks=hooks, group_size=sizes, tags=tags, site_at=[t[0] for t in tags]
+        adapter, shared, rows, fwd_hooks=hooks, group_size=sizes, tags=tags, site_at=at, logits_from=at
     )
     out = []
     for q, (s, d, V) in zip(queries, spans):

@@ -370,6 +370,7 @@ class ModelAdapter:
                 cols_direct=bool(fp.letter_columns),
                 layout=lay,
                 join=join,
+                logits_from=[0] * len(rows),  # no prefix position's logits (when the prefix is in the sequence)
             )
             return (out, where) if flat else out[where]
         suffix = torch.zeros((len(rows), T), dtype=torch.long, device=self.device)

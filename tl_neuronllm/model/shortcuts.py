@@ -237,6 +237,7 @@ def packed_logits(
     site_at: Sequence[int] | None = None,
     layout: PackedLayout | None = None,
     join: JoinStates | None = None,
+    logits_from: Sequence[int] | None = None,
 ) -> tuple[Float[Tensor, "positions vocab"], Int[Tensor, "rows pos"]]:
     """Rows packed into one sequence after the prefix (see the module docstring): ``(logits, where)``, the
     logits of each computed position (``vocab = len(logit_cols)`` with ``logit_cols``) and the index of
@@ -250,7 +251,9 @@ def packed_logits(
     ``tags``: see :meth:`PackedLayout.of`. ``site_at``: each row's site position within the row (default 0),
     which the hooks' ``sites`` point at. ``layout``: the caller's ``PackedLayout.of(rows, group_size, tags)``,
     if it already built it. ``join`` (with ``skip``): record copy 0's states at every block, or let the
-    rows (then without copy 0) join from recorded ones (:class:`JoinStates`).
+    rows (then without copy 0) join from recorded ones (:class:`JoinStates`). ``logits_from``: per row, its first
+    position whose logits the caller reads; only those positions (and no prefix position) are unembedded, and
+    ``where`` is ``-1`` before them (default: every packed position, the prefix's too when it is in the sequence).
     """
     lengths = [len(r) for r in rows]
     T, P = max(lengths), len(state.tokens)
@@ -288,22 +291,46 @@ def packed_logits(
         hooks = list(fwd_hooks)
     handles = skip_hooks(adapter, group_start, lay, off, join) if skip else []
     cols = None if logit_cols is None else torch.as_tensor(list(logit_cols), dtype=torch.long, device=dev)
+    need = _needed_positions(lay, logits_from, off, len(tokens), dev)
+    direct_rows = need is not None and unembed_linear(adapter.model) is not None
     try:
         with ExitStack() as stack:
             stack.enter_context(adapter.backend.calling())
             alibi = adapter.backend.capabilities().alibi_module
             if alibi is not None:
                 stack.enter_context(alibi_at(alibi, keys))
-            if cols is not None and cols_direct:
-                stack.enter_context(head_columns(adapter.model, cols))
+            if (cols is not None and cols_direct) or direct_rows:
+                stack.enter_context(
+                    head_columns(adapter.model, cols if cols_direct else None, need if direct_rows else None)
+                )
             stack.enter_context(adapter.model.hooks(fwd_hooks=hooks))
             out = adapter.model(tokens[None], **kwargs).squeeze(0)  # a view: no copy in the backward
     finally:
         for h in handles:
             h.remove()
+    if need is not None:
+        if not direct_rows:
+            out = out[need]
+        at = torch.full((len(tokens),), -1, dtype=torch.long, device=dev)
+        at[need] = torch.arange(len(need), device=dev)
+        where = at[where]
     if cols is not None and not cols_direct:
         out = out[..., cols]
     return out, where
+
+
+def _needed_positions(
+    lay: PackedLayout, logits_from: Sequence[int] | None, off: int, n: int, dev: torch.device | str
+) -> Tensor | None:
+    """The sequence positions whose logits rows read from ``logits_from`` on (``None``: all ``n`` of them)."""
+    if logits_from is None:
+        return None
+    if len(logits_from) != len(lay.row_nodes):
+        raise ValueError(f"logits_from needs one position per row: {len(logits_from)} for {len(lay.row_nodes)} rows")
+    mask = torch.zeros(n, dtype=torch.bool)
+    for nodes, first in zip(lay.row_nodes, logits_from):
+        mask[[off + j for j in nodes[int(first) :]]] = True
+    return None if bool(mask.all()) else mask.nonzero().squeeze(-1).to(dev)
 
 
 def packed_mask(
@@ -340,15 +367,20 @@ def sliding_cache_len(cache: Any) -> int | None:
 
 
 @contextmanager
-def head_columns(model: HookedModel, cols: Tensor) -> Iterator[None]:
-    """While inside, the unembedding computes only the vocabulary columns ``cols``; its output still runs
-    through the rest of the model's head (a final soft-capping or logit scale applies, elementwise)."""
+def head_columns(model: HookedModel, cols: Tensor | None, rows: Tensor | None = None) -> Iterator[None]:
+    """While inside, the unembedding computes only the vocabulary columns ``cols`` (all with ``None``), and with
+    ``rows`` only at those sequence positions (of a batch of one); its output still runs through the rest of
+    the model's head (a final soft-capping or logit scale applies, elementwise)."""
     lin = unembed_linear(model)
     if lin is None:
         raise ValueError("the unembedding is not a plain nn.Linear")
-    weight, bias = lin.weight[cols], None if lin.bias is None else lin.bias[cols]
+    weight, bias = lin.weight, lin.bias
+    if cols is not None:
+        weight, bias = weight[cols], None if bias is None else bias[cols]
 
     def forward(input: Tensor) -> Tensor:
+        if rows is not None:
+            input = input[..., rows.to(input.device), :]
         return torch.nn.functional.linear(input, weight, bias)
 
     lin.forward = forward  # an instance attribute: nn.Module.__call__ finds it first
