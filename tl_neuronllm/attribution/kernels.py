@@ -204,8 +204,8 @@ def _ig_fast(
     acts = torch.zeros(adapter.n_layers, adapter.d_mlp, dtype=torch.float32)
     probs = None
     # the first chunk records the clean run's state at every block; later chunks leave the clean run out
-    # and their groups join from the recorded states (where run_rows skips blocks; elsewhere every row runs
-    # from the embeddings and needs no clean run beside it)
+    # and their groups join from the recorded states (where run_rows skips blocks: elsewhere nothing is
+    # recorded and every chunk keeps the clean run)
     join = JoinStates()
     for c0 in range(0, max(len(pairs), 1), per_chunk):
         chunk = ([] if c0 and join.ready else [clean]) + pairs[c0 : c0 + per_chunk]
