@@ -9,16 +9,23 @@ filter and P = 1 are re-formings of it with ``rescore``, exact; QR-Neuron a re-f
 probability IG), every result evaluated at the same K on the same held-out items (label-balanced for
 classification tasks). Writes ``benchmarks/results/science/<task>.json`` and ``.md`` (harness schema: date,
 versions, threads, git revision) with the wall time of every stage.
+
+``--state DIR`` keeps every finished stage (each identification's result, each evaluation) in ``DIR`` and
+reuses it when the same command runs again, so a run longer than one sitting (PIQA: about 70 minutes for ACE's
+identification alone on one core) can be stopped and resumed; ``DIR`` records the run's arguments and refuses
+another run's.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
+from pathlib import Path
 from typing import Any
 
 from benchmarks import harness
-from tl_neuronllm import evaluate, evaluate_many, identify, rescore
+from tl_neuronllm import EvalResult, NeuronResult, evaluate, evaluate_many, identify, rescore
 from tl_neuronllm.data.tasks.balance import balanced_heldout, is_classification
 from tl_neuronllm.studies.paired import paired_table
 
@@ -63,7 +70,55 @@ def parse(argv: list[str] | None) -> Any:
     ap.add_argument(
         "--control-text", default=None, help="task whose passages are the control text (default boolq; imdb for boolq)"
     )
+    ap.add_argument("--state", default=None, help="folder keeping finished stages, reused when run again")
     return ap.parse_args(argv)
+
+
+#: Arguments that must match for a state folder's stages to be reused (the rest only name outputs or threads).
+STATE_ARGS = (
+    "task", "n_identify", "n_heldout", "n_shots", "seed", "k", "n_random", "methods", "control_task", "n_control",
+    "n_passages", "interventions", "steps", "n_boot", "random_methods", "layer_random", "control_text",
+)  # fmt: skip
+
+
+class State:
+    """Finished stages of one run in a folder (``None`` folder: nothing kept)."""
+
+    def __init__(self, folder: str | None, args: Any) -> None:
+        self.dir = None if folder is None else Path(folder)
+        if self.dir is None:
+            return
+        mine = {k: getattr(args, k, None) for k in STATE_ARGS}
+        f = self.dir / "args.json"
+        if f.exists():
+            saved = json.loads(f.read_text())
+            diff = sorted(k for k in set(saved) | set(mine) if saved.get(k) != mine.get(k))
+            if diff:
+                raise SystemExit(f"--state {folder} holds another run's stages (differs in {diff}); use a new folder")
+        else:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            f.write_text(json.dumps(mine, indent=1))
+
+    def _path(self, kind: str, name: str) -> Path | None:
+        return None if self.dir is None else self.dir / kind / name.replace("@", "_at_")
+
+    def result(self, name: str) -> Any:
+        p = self._path("identify", name)
+        return NeuronResult.load(p) if p is not None and p.exists() else None
+
+    def keep_result(self, name: str, r: Any) -> None:
+        p = self._path("identify", name)
+        if p is not None:
+            r.save(p)
+
+    def evaluation(self, name: str) -> Any:
+        p = self._path("evaluate", name)
+        return EvalResult.load(p) if p is not None and (p / "evaluation.json").exists() else None
+
+    def keep_evaluation(self, name: str, ev: Any) -> None:
+        p = self._path("evaluate", name)
+        if p is not None:
+            ev.save(p)
 
 
 def splits(args: Any) -> dict[str, Any]:
@@ -95,21 +150,31 @@ def splits(args: Any) -> dict[str, Any]:
     }
 
 
-def identify_all(model: Any, data: dict[str, Any], args: Any, names: list[str]) -> tuple[dict[str, Any], dict]:
-    """Every requested method's result (and each identification's wall time)."""
+def identify_all(
+    model: Any, data: dict[str, Any], args: Any, names: list[str], state: State | None = None
+) -> tuple[dict[str, Any], dict]:
+    """Every requested method's result (and each identification's wall time; ``"kept"`` for one ``state`` had)."""
+    state = state or State(None, args)
     opts: dict[str, Any] = dict(PROMPT, progress=False, demos=data["demos"], k=args.k)
     if args.steps:
         opts["steps"] = args.steps
     sources = {METHODS[n][1] for n in names if METHODS[n][0] == "rescore"}
     need = set(names) | sources
     out: dict[str, Any] = {}
-    seconds: dict[str, float] = {}
+    seconds: dict[str, float | str] = {}
     for name in [n for n in METHODS if n in need]:
         how = METHODS[name]
         t0 = time.perf_counter()
         if how[0] == "identify":
+            kept = state.result(name)
+            if kept is not None:
+                out[name] = kept
+                seconds[name] = "kept"
+                print(f"  {name}: kept in {state.dir}", flush=True)
+                continue
             keep = name in sources or name == "ace"
             out[name] = identify(model, data["ident"], method=how[1], keep_attributions=keep, **opts)
+            state.keep_result(name, out[name])
         else:
             out[name] = rescore(out[how[1]], **how[2])
         seconds[name] = round(time.perf_counter() - t0, 1)
@@ -117,9 +182,12 @@ def identify_all(model: Any, data: dict[str, Any], args: Any, names: list[str]) 
     return {n: out[n] for n in names}, seconds
 
 
-def evaluate_all(model: Any, results: dict[str, Any], data: dict[str, Any], args: Any) -> tuple[dict, dict]:
+def evaluate_all(
+    model: Any, results: dict[str, Any], data: dict[str, Any], args: Any, state: State | None = None
+) -> tuple[dict, dict]:
     """Every result at K on the held-out items with the controls; the three-proxy results in one pass, P = 1 in
-    another; the default again with layer-matched random sets."""
+    another; the default again with layer-matched random sets (each reused from ``state`` where it has it)."""
+    state = state or State(None, args)
     eo: dict[str, Any] = dict(
         demos=data["demos"],
         k=args.k,
@@ -131,7 +199,7 @@ def evaluate_all(model: Any, results: dict[str, Any], data: dict[str, Any], args
         progress=False,
         seed=args.seed,
     )
-    seconds: dict[str, float] = {}
+    seconds: dict[str, float | str] = {}
     evals: dict[str, Any] = {}
     with_random = set(results) if args.random_methods == "all" else set(args.random_methods.split(","))
     p3 = [n for n in results if results[n].identify_config().n_proxies == PROMPT["n_proxies"]]
@@ -139,26 +207,39 @@ def evaluate_all(model: Any, results: dict[str, Any], data: dict[str, Any], args
         ("P3", [n for n in p3 if n in with_random], args.n_random),
         ("P3_no_random", [n for n in p3 if n not in with_random], 0),
     ):
+        kept = {n: state.evaluation(n) for n in group}
+        evals.update({n: ev for n, ev in kept.items() if ev is not None})
+        group = [n for n in group if kept[n] is None]
         if not group:
+            seconds[f"evaluate_{label}"] = "kept"
             continue
         t0 = time.perf_counter()
         for n, ev in zip(
             group, evaluate_many(model, [results[n] for n in group], data["held"], **eo, n_random=n_random)
         ):
             evals[n] = ev
+            state.keep_evaluation(n, ev)
         seconds[f"evaluate_{label}"] = round(time.perf_counter() - t0, 1)
         print(f"  evaluate {group}: {seconds[f'evaluate_{label}']} s", flush=True)
-    for n in [n for n in results if n not in p3]:
+    singles = [n for n in results if n not in p3] + (
+        ["ace@layer_random"] if "ace" in results and args.layer_random else []
+    )
+    for n in singles:
+        kept_ev = state.evaluation(n)
+        if kept_ev is not None:
+            evals[n], seconds[f"evaluate_{n}"] = kept_ev, "kept"
+            continue
         t0 = time.perf_counter()
-        n_random = args.n_random if n in with_random else 0
-        evals[n] = evaluate(model, results[n], data["held"], **eo, n_random=n_random)
+        if n == "ace@layer_random":
+            lay = {**eo, "control": None, "control_text": None, "n_random": args.n_random}
+            evals[n] = evaluate(model, results["ace"], data["held"], random_match="layer", **lay)
+        else:
+            evals[n] = evaluate(
+                model, results[n], data["held"], **eo, n_random=args.n_random if n in with_random else 0
+            )
+        state.keep_evaluation(n, evals[n])
         seconds[f"evaluate_{n}"] = round(time.perf_counter() - t0, 1)
         print(f"  evaluate {n}: {seconds[f'evaluate_{n}']} s", flush=True)
-    if "ace" in results and args.layer_random:
-        t0 = time.perf_counter()
-        lay = {**eo, "control": None, "control_text": None, "n_random": args.n_random}
-        evals["ace@layer_random"] = evaluate(model, results["ace"], data["held"], random_match="layer", **lay)
-        seconds["evaluate_ace_layer_random"] = round(time.perf_counter() - t0, 1)
     return evals, seconds
 
 
@@ -275,9 +356,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     model = harness.load_model()
     seconds: dict[str, Any] = {"load_model": round(time.perf_counter() - t0, 1)}
     print(f"science {args.task}: identify {names}", flush=True)
-    results, s_id = identify_all(model, data, args, names)
+    state = State(args.state, args)
+    results, s_id = identify_all(model, data, args, names, state)
     seconds["identify"] = s_id
-    evals, s_ev = evaluate_all(model, results, data, args)
+    evals, s_ev = evaluate_all(model, results, data, args, state)
     seconds["evaluate"] = s_ev
     ace = results.get("ace")
     overlap = {}

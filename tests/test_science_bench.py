@@ -59,3 +59,32 @@ def test_science_benchmark_runs_and_writes_its_file(tmp_path, monkeypatch):
     assert all(r["p_holm"] >= r["p"] for r in res["paired"]["rows"])
     assert res["jaccard_vs_ace"]["ace:good"] == 1.0
     assert (tmp_path / "science" / "commonsenseqa.md").read_text().count("| ace | suppress_") == 2
+
+
+@pytest.mark.slow
+def test_science_benchmark_resumes_from_its_state_folder(tmp_path, monkeypatch):
+    from benchmarks import harness, science
+
+    model = make_model("hf", False)
+    monkeypatch.setattr(harness, "load_model", lambda *a, **k: model)
+    tasks = {
+        "commonsenseqa": _task("csqa", 24, 0),
+        "openbookqa": _task("obqa", 12, 1),
+        "boolq": _task("bq", 6, 2, True),
+    }
+    monkeypatch.setattr(harness, "load_task", lambda name, limit=None: tasks[name])
+    argv = ["--n-identify", "6", "--n-heldout", "6", "--k", "5", "--n-random", "2", "--n-control", "3"]
+    argv += ["--n-passages", "2", "--steps", "1", "--n-boot", "50", "--methods", "ace,mean_ig,grad_x_act"]
+    argv += ["--no-layer-random", "--state", str(tmp_path / "state"), "--out", str(tmp_path)]
+    first = science.main(argv)
+    assert (tmp_path / "state" / "identify" / "ace").is_dir() and (tmp_path / "state" / "evaluate" / "ace").is_dir()
+    calls: list[str] = []
+    monkeypatch.setattr(science, "identify", lambda *a, **k: calls.append("identify"))
+    monkeypatch.setattr(science, "evaluate_many", lambda *a, **k: calls.append("evaluate_many") or [])
+    second = science.main(argv)  # every stage kept: no identification, no evaluation runs again
+    assert calls == []
+    assert second["seconds"]["identify"]["ace"] == "kept" and second["seconds"]["evaluate"]["evaluate_P3"] == "kept"
+    for name in ("ace", "mean_ig", "grad_x_act"):
+        assert second["per_item"][name] == first["per_item"][name], name
+    with pytest.raises(SystemExit, match=r"holds another run's stages \(differs in \['k'\]\)"):
+        science.main([*argv[:4], "--k", "6", *argv[6:]])

@@ -214,27 +214,7 @@ def _ig_fast(
         row_w = torch.tensor([p[2] for p in chunk for _ in range(V)], dtype=torch.float32)
         leaves: dict[int, tuple[Tensor, Tensor, Tensor]] = {}
         chunk_layers = sorted({p[0] for p in chunk if p[0] >= 0})
-
-        def make_hook(layer: int, rows: Tensor, site: Tensor) -> Any:
-            def hook(act: Tensor, hook: Any) -> Tensor:
-                flat = act.reshape(-1, act.shape[-1])
-                a = flat[site].detach()
-                x = (row_alpha[rows, None].to(a) * a).requires_grad_(True)
-                leaves[layer] = (x, a, rows)
-                return flat.index_copy(0, site, x).view(act.shape)
-
-            return hook
-
-        def hooks(sites: Tensor) -> list[tuple[str, Any]]:
-            out = []
-            for layer in chunk_layers:
-                rows = (row_layer == layer).nonzero().squeeze(-1)
-                # packed rows of one (layer, alpha) group share their site: one leaf per distinct site,
-                # whose gradient sums the group's rows (what separate leaves of the rows would sum to)
-                site, first = _first_of_each(sites[rows.to(sites.device)])
-                out.append((adapter.hook_names[layer], make_hook(layer, rows[first.cpu()], site)))
-            return out
-
+        hooks = _scaling_hooks(adapter, chunk_layers, row_layer, row_alpha, leaves)
         # group l needs blocks l.. only: below, it is the clean run
         starts = [max(p[0], 0) for p in chunk]
         logits, where = adapter.run_rows(
@@ -262,6 +242,39 @@ def _ig_fast(
         del logits, grads, F, z
     assert probs is not None
     return acts * gsum, probs, acts
+
+
+def _scaling_hooks(
+    adapter: ModelAdapter,
+    layers: Sequence[int],
+    row_layer: Tensor,
+    row_alpha: Tensor,
+    leaves: dict[int, tuple[Tensor, Tensor, Tensor]],
+) -> Any:
+    """The hooks of one IG forward, as a function of the rows' sites: at each layer, its rows' site activation
+    scaled by their alpha, a leaf recorded in ``leaves[layer]`` as ``(scaled leaf, clean activation, rows)``."""
+
+    def make_hook(layer: int, rows: Tensor, site: Tensor) -> Any:
+        def hook(act: Tensor, hook: Any) -> Tensor:
+            flat = act.reshape(-1, act.shape[-1])
+            a = flat[site].detach()
+            x = (row_alpha[rows, None].to(a) * a).requires_grad_(True)
+            leaves[layer] = (x, a, rows)
+            return flat.index_copy(0, site, x).view(act.shape)
+
+        return hook
+
+    def hooks(sites: Tensor) -> list[tuple[str, Any]]:
+        out = []
+        for layer in layers:
+            rows = (row_layer == layer).nonzero().squeeze(-1)
+            # packed rows of one (layer, alpha) group share their site: one leaf per distinct site,
+            # whose gradient sums the group's rows (what separate leaves of the rows would sum to)
+            site, first = _first_of_each(sites[rows.to(sites.device)])
+            out.append((adapter.hook_names[layer], make_hook(layer, rows[first.cpu()], site)))
+        return out
+
+    return hooks
 
 
 def _first_of_each(sites: Tensor) -> tuple[Tensor, Tensor]:
