@@ -28,18 +28,24 @@ def _task(name: str, n: int, seed: int, context: bool = False) -> Task:
     return Task.from_records(recs, name=name)
 
 
-@pytest.mark.slow
-def test_science_benchmark_runs_and_writes_its_file(tmp_path, monkeypatch):
+def _tiny_science(monkeypatch, n_items: int):
+    """The science benchmark on a tiny model and tiny tasks (``n_items`` CommonsenseQA stand-ins)."""
     from benchmarks import harness, science
 
     model = make_model("hf", False)
     monkeypatch.setattr(harness, "load_model", lambda *a, **k: model)
     tasks = {
-        "commonsenseqa": _task("csqa", 30, 0),
+        "commonsenseqa": _task("csqa", n_items, 0),
         "openbookqa": _task("obqa", 12, 1),
         "boolq": _task("bq", 6, 2, True),
     }
     monkeypatch.setattr(harness, "load_task", lambda name, limit=None: tasks[name])
+    return science
+
+
+@pytest.mark.slow
+def test_science_benchmark_runs_and_writes_its_file(tmp_path, monkeypatch):
+    science = _tiny_science(monkeypatch, 30)
     argv = ["--n-identify", "8", "--n-heldout", "8", "--k", "6", "--n-random", "3", "--n-control", "4"]
     argv += ["--n-passages", "2", "--steps", "1", "--n-boot", "100", "--out", str(tmp_path)]
     res = science.main(argv)
@@ -63,16 +69,7 @@ def test_science_benchmark_runs_and_writes_its_file(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_science_benchmark_resumes_from_its_state_folder(tmp_path, monkeypatch):
-    from benchmarks import harness, science
-
-    model = make_model("hf", False)
-    monkeypatch.setattr(harness, "load_model", lambda *a, **k: model)
-    tasks = {
-        "commonsenseqa": _task("csqa", 24, 0),
-        "openbookqa": _task("obqa", 12, 1),
-        "boolq": _task("bq", 6, 2, True),
-    }
-    monkeypatch.setattr(harness, "load_task", lambda name, limit=None: tasks[name])
+    science = _tiny_science(monkeypatch, 24)
     argv = ["--n-identify", "6", "--n-heldout", "6", "--k", "5", "--n-random", "2", "--n-control", "3"]
     argv += ["--n-passages", "2", "--steps", "1", "--n-boot", "50", "--methods", "ace,mean_ig,grad_x_act"]
     argv += ["--no-layer-random", "--state", str(tmp_path / "state"), "--out", str(tmp_path)]
