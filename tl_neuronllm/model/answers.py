@@ -319,10 +319,8 @@ def suffix_scores_at(
         valid[o, : len(c)] = True
     w = where.reshape(n_groups, V, -1)[..., :Tc].to(dev)
     used, inv = torch.unique(w, return_inverse=True)
-    if len(used) < len(logits) or bool((used != torch.arange(len(logits), device=dev)).any()):
-        logits = logits[used]  # (packed rows use every position: no copy there)
-    else:
-        inv = used[inv]
+    if len(used) < len(logits):  # else ``used`` is every position in order (packed rows): no copy
+        logits = logits[used]
     vals = token_log_probs(logits, inv.reshape(-1), tok.expand_as(inv).reshape(-1)).view(inv.shape)
     return torch.where(valid, vals, 0.0).sum(-1) / valid.sum(-1)
 

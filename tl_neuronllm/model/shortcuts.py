@@ -203,7 +203,7 @@ def packed_logits(
                 stack.enter_context(alibi_at(alibi, keys))
             if (cols is not None and cols_direct) or direct_rows:
                 stack.enter_context(
-                    head_columns(adapter.model, cols if cols_direct else None, need if direct_rows else None)
+                    head_slice(adapter.model, cols if cols_direct else None, need if direct_rows else None)
                 )
             stack.enter_context(adapter.model.hooks(fwd_hooks=hooks))
             out = adapter.model(tokens[None], **kwargs).squeeze(0)  # a view: no copy in the backward
@@ -254,6 +254,8 @@ def _needed_positions(
         return None
     if len(logits_from) != len(lay.row_nodes):
         raise ValueError(f"logits_from needs one position per row: {len(logits_from)} for {len(lay.row_nodes)} rows")
+    if off == 0 and not any(logits_from):  # every packed token is some row's, read from its first on
+        return None
     mask = torch.zeros(n, dtype=torch.bool)
     for nodes, first in zip(lay.row_nodes, logits_from):
         mask[[off + j for j in nodes[int(first) :]]] = True
@@ -294,7 +296,7 @@ def sliding_cache_len(cache: Any) -> int | None:
 
 
 @contextmanager
-def head_columns(model: HookedModel, cols: Tensor | None, rows: Tensor | None = None) -> Iterator[None]:
+def head_slice(model: HookedModel, cols: Tensor | None, rows: Tensor | None = None) -> Iterator[None]:
     """While inside, the unembedding computes only the vocabulary columns ``cols`` (all with ``None``), and with
     ``rows`` only at those sequence positions (of a batch of one); its output still runs through the rest of
     the model's head (a final soft-capping or logit scale applies, elementwise)."""
