@@ -13,7 +13,10 @@ versions, threads, git revision) with the wall time of every stage.
 ``--state DIR`` keeps every finished stage (each identification's result, each evaluation) in ``DIR`` and
 reuses it when the same command runs again, so a run longer than one sitting (PIQA: about 70 minutes for ACE's
 identification alone on one core) can be stopped and resumed; ``DIR`` records the run's arguments and refuses
-another run's.
+another run's. Each method's stages are kept under its name, so runs with different ``--methods`` share a folder:
+two processes with some of the methods each (one core each), then one with all of them, which finds every stage
+kept and writes the tables. (A method evaluated in another group of methods equals its evaluation in this one up
+to float rounding: :func:`tl_neuronllm.evaluate_many` batches the forwards differently.)
 """
 
 from __future__ import annotations
@@ -76,7 +79,7 @@ def parse(argv: list[str] | None) -> Any:
 
 #: Arguments that must match for a state folder's stages to be reused (the rest only name outputs or threads).
 STATE_ARGS = (
-    "task", "n_identify", "n_heldout", "n_shots", "seed", "k", "n_random", "methods", "control_task", "n_control",
+    "task", "n_identify", "n_heldout", "n_shots", "seed", "k", "n_random", "control_task", "n_control",
     "n_passages", "interventions", "steps", "n_boot", "random_methods", "layer_random", "control_text",
 )  # fmt: skip
 
@@ -92,7 +95,7 @@ class State:
         f = self.dir / "args.json"
         if f.exists():
             saved = json.loads(f.read_text())
-            diff = sorted(k for k in set(saved) | set(mine) if saved.get(k) != mine.get(k))
+            diff = sorted(k for k in mine if saved.get(k) != mine[k])  # a folder's other keys: not compared
             if diff:
                 raise SystemExit(f"--state {folder} holds another run's stages (differs in {diff}); use a new folder")
         else:
@@ -362,14 +365,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     evals, s_ev = evaluate_all(model, results, data, args, state)
     seconds["evaluate"] = s_ev
     ace = results.get("ace")
+    if ace is None:  # every table compares with ace: this run only made (or found) its stages
+        kept = f" and kept in {args.state}" if args.state else ""
+        print(f"no ace among the methods: stages done{kept}; no tables written (they compare with ace)", flush=True)
+        return {"seconds": seconds, "evaluated": sorted(evals)}
     overlap = {}
-    if ace is not None:
-        for n, r in results.items():
-            a, b = ace.with_k(args.k), r.with_k(args.k)
-            for role in ("good", "bad"):
-                sa = {(x.layer, x.neuron) for x in getattr(a, role)}
-                sb = {(x.layer, x.neuron) for x in getattr(b, role)}
-                overlap[f"{n}:{role}"] = len(sa & sb) / max(len(sa | sb), 1) if sa or sb else None
+    for n, r in results.items():
+        a, b = ace.with_k(args.k), r.with_k(args.k)
+        for role in ("good", "bad"):
+            sa = {(x.layer, x.neuron) for x in getattr(a, role)}
+            sb = {(x.layer, x.neuron) for x in getattr(b, role)}
+            overlap[f"{n}:{role}"] = len(sa & sb) / max(len(sa | sb), 1) if sa or sb else None
     seconds["total"] = round(time.perf_counter() - t_all, 1)
     res = {
         "task": args.task,

@@ -234,3 +234,40 @@ def test_evaluation_packs_questions_after_checking_it(monkeypatch):
     for c in range(len(CONDITIONS)):
         for a, b in zip(again[c], full[c]):
             assert torch.allclose(a, b, atol=1e-5)
+
+
+@needs_bridge
+def test_a_question_over_the_token_cap_runs_its_conditions_in_parts_and_stays_exact(monkeypatch):
+    """A question whose conditions' option trees exceed MAX_PACKED_TOKENS runs them in consecutive parts of at
+    most the cap (attention would grow with the square of all of them), and every part equals the plain path."""
+    from tl_neuronllm.evaluation import engines as eval_engines
+
+    qs = [q for q in _questions() if q.mode == "cloze"]
+    ad = ModelAdapter(make_model("hf", True))
+    ad.share_prefix([q.prompt for q in qs])
+    probs_prefix(ad, qs[0], CONDITIONS, memory_budget_mb=64)  # the path checks, as run_conditions starts
+    own, tree = zip(*(eval_engines._packed_tokens(ad, q) for q in qs))
+    cap = min(o + len(CONDITIONS) * t for o, t in zip(own, tree)) - 1  # no question fits with all conditions
+    assert all(o + t <= cap for o, t in zip(own, tree)), (own, tree)  # but each fits with one
+    monkeypatch.setattr(eval_engines, "MAX_PACKED_TOKENS", cap)
+    sizes: list[int] = []
+    real = eval_engines.packed_logits
+
+    def spy(adapter, shared, rows, **kw):
+        sizes.append(len(PackedLayout.of(rows, kw["group_size"]).tokens))
+        return real(adapter, shared, rows, **kw)
+
+    monkeypatch.setattr(eval_engines, "packed_logits", spy)
+    with torch.no_grad():
+        probs = eval_engines.run_conditions(
+            ad, qs, CONDITIONS, engine="prefix", batch_size=4, memory_budget_mb=64, progress=False
+        )
+    assert ad.fast_paths["packed_queries"] is True
+    # every question (the first one again: the one-time check) in at least two forwards, none over the cap
+    assert len(sizes) >= 2 * len(qs) and max(sizes) <= cap, (sizes, cap)
+    full = eval_engines.run_conditions(
+        ad, qs, CONDITIONS, engine="full", batch_size=4, memory_budget_mb=64, progress=False
+    )
+    for c in range(len(CONDITIONS)):
+        for a, b in zip(probs[c], full[c]):
+            assert torch.allclose(a, b, atol=1e-5)

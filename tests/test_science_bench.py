@@ -83,5 +83,9 @@ def test_science_benchmark_resumes_from_its_state_folder(tmp_path, monkeypatch):
     assert second["seconds"]["identify"]["ace"] == "kept" and second["seconds"]["evaluate"]["evaluate_P3"] == "kept"
     for name in ("ace", "mean_ig", "grad_x_act"):
         assert second["per_item"][name] == first["per_item"][name], name
+    # another --methods list shares the folder: its kept methods are reused, only a new one runs
+    argv_gxa = [*argv[: argv.index("--methods") + 1], "grad_x_act", *argv[argv.index("--methods") + 2 :]]
+    only = science.main(argv_gxa)  # without ace: its stages only, no tables
+    assert only["seconds"]["identify"]["grad_x_act"] == "kept" and only["evaluated"] == ["grad_x_act"] and calls == []
     with pytest.raises(SystemExit, match=r"holds another run's stages \(differs in \['k'\]\)"):
         science.main([*argv[:4], "--k", "6", *argv[6:]])

@@ -87,12 +87,12 @@ def probs_prefix(
 MAX_PACKED_TOKENS = 512
 
 
-def _packed_tokens(adapter: ModelAdapter, q: ProxyPrompt, n_conditions: int) -> int:
-    """Tokens one question adds to a packed forward: its own prompt tokens and every condition's option tree."""
+def _packed_tokens(adapter: ModelAdapter, q: ProxyPrompt) -> tuple[int, int]:
+    """Tokens one question adds to a packed forward: its own prompt tokens, and each condition's option tree."""
     shared = adapter.shared_state
     own = len(q.prompt) - 1 - (len(shared.tokens) if shared is not None else 0)
     suffix = q.suffixes()
-    return own + n_conditions * len(PackedLayout.of(suffix, len(suffix)).tokens)
+    return own, len(PackedLayout.of(suffix, len(suffix)).tokens)
 
 
 @torch.no_grad()
@@ -139,23 +139,35 @@ def probs_packed(
     return out
 
 
+#: One packed forward's share of a question: ``(query index, first condition, end condition)``.
+Unit = tuple[int, int, int]
+
+
 def _packed_batches(
     adapter: ModelAdapter, queries: Sequence[ProxyPrompt], n_conditions: int, memory_budget_mb: float
-) -> list[list[int]]:
-    """Indices of ``queries`` in consecutive batches of at most :data:`MAX_PACKED_TOKENS` packed tokens (and the
-    model's context and ``memory_budget_mb``; a question that alone exceeds them is a batch of its own)."""
+) -> list[list[Unit]]:
+    """The packed forwards: consecutive questions with all their conditions in batches of at most
+    :data:`MAX_PACKED_TOKENS` packed tokens (and the model's context and ``memory_budget_mb``); a question
+    that alone exceeds them runs its conditions in consecutive parts, one forward each (its own prompt
+    tokens again in each), so no forward's attention grows with the square of all its conditions' tokens."""
     shared = adapter.shared_state
     P = len(shared.tokens) if shared is not None else 0
     per_token = 12 * adapter.d_vocab + 64 * adapter.d_mlp  # no grad: logits, a float32 copy, MLP activations
     cap = min(MAX_PACKED_TOKENS, adapter.packs_rows_for(P, 1), int(memory_budget_mb * 2**20 // per_token))
-    batches: list[list[int]] = []
+    batches: list[list[Unit]] = []
     used = cap + 1
     for i, q in enumerate(queries):
-        n = _packed_tokens(adapter, q, n_conditions)
+        own, tree = _packed_tokens(adapter, q)
+        n = own + n_conditions * tree
+        if n > cap:
+            per = max(1, (cap - own) // tree)
+            batches += [[(i, c0, min(c0 + per, n_conditions))] for c0 in range(0, n_conditions, per)]
+            used = cap + 1
+            continue
         if used + n > cap:
             batches.append([])
             used = 0
-        batches[-1].append(i)
+        batches[-1].append((i, 0, n_conditions))
         used += n
     return batches
 
@@ -175,8 +187,6 @@ def _run_packed(
     if fp.packed_queries is False or adapter.shared_state is None or not fp.packed_rows or len(queries) < 2:
         return None
     batches = _packed_batches(adapter, queries, len(conditions), memory_budget_mb)
-    if max(len(b) for b in batches) < 2:
-        return None
     out: list[Tensor] = [first]
     bar: Any = None
     if progress:
@@ -194,15 +204,25 @@ def _packed_loop(
     adapter: ModelAdapter,
     queries: Sequence[ProxyPrompt],
     conditions: Sequence[Condition],
-    batches: list[list[int]],
+    batches: list[list[Unit]],
     first: Tensor,
     out: list[Tensor],
     bar: Any,
 ) -> list[Tensor] | None:
-    """The packed batches of :func:`_run_packed` (``bar``: a question-count bar or None)."""
-    for b, idx in enumerate(batches):
-        got = probs_packed(adapter, [queries[i] for i in idx], conditions)
-        if b == 0:
+    """The packed forwards of :func:`_run_packed` (``bar``: a question-count bar or None): the first question
+    again, compared once with ``first``, then every other question in order."""
+    parts: list[Tensor] = []  # the condition parts of a question split over several forwards
+    for units in batches:
+        if len(units) == 1 and units[0][1:] != (0, len(conditions)):
+            i, c0, c1 = units[0]
+            parts += probs_packed(adapter, [queries[i]], conditions[c0:c1])
+            if c1 < len(conditions):
+                continue
+            got, parts = [torch.cat(parts)], []
+        else:
+            i = units[0][0]
+            got = probs_packed(adapter, [queries[u[0]] for u in units], conditions)
+        if i == 0:
             if adapter.checks.pending("packed_queries") and not adapter.checks.record(
                 "packed_queries",
                 close(got[0], first, adapter.float_dtype()),
