@@ -5,6 +5,7 @@ naive loops and a hand computation."""
 from __future__ import annotations
 
 import math
+import random
 from types import SimpleNamespace
 
 import numpy as np
@@ -52,6 +53,38 @@ def test_activation_matched_sets_match_layer_and_magnitude():
     act = activation_matched_sets(ident, mag, seed=0)
     r_act, r_lay = match_ratio(act, ident, mag), match_ratio(lay, ident, mag)
     assert r_act["good"] > 0.9 and r_lay["good"] < 0.8
+
+
+def _matched_naive(identified, magnitude, seed, window=8):
+    """activation_matched_sets as a plain loop over Python lists (the reference)."""
+    rng = random.Random(seed)
+    taken = {p for pairs in identified.values() for p in pairs}
+    by_layer = {}
+    for role, pairs in identified.items():
+        for layer, n in pairs:
+            by_layer.setdefault(layer, []).append((role, n))
+    out = {r: [] for r in identified}
+    for layer, members in sorted(by_layer.items()):
+        free = [i for i in range(magnitude.shape[1]) if (layer, i) not in taken]
+        mag = [float(x) for x in magnitude[layer].double()]
+        order = list(range(len(members)))
+        rng.shuffle(order)
+        for j in order:
+            role, n = members[j]
+            ranked = sorted(range(len(free)), key=lambda i: (abs(mag[free[i]] - mag[n]), i))[:window]
+            out[role].append((layer, free.pop(ranked[rng.randrange(len(ranked))])))
+    return {r: sorted(v) for r, v in out.items()}
+
+
+def test_activation_matched_sets_equal_a_plain_loop_with_ties():
+    gen = torch.Generator().manual_seed(0)
+    mag = torch.randint(0, 6, (3, 64), generator=gen).float() / 4  # many equal magnitudes: ties decide
+    pairs = torch.randperm(3 * 64, generator=gen)[:40].tolist()
+    ident = {"good": [(p // 64, p % 64) for p in pairs[:25]], "bad": [(p // 64, p % 64) for p in pairs[25:]]}
+    for seed in range(4):
+        for window in (1, 3, 8):
+            got = activation_matched_sets(ident, mag, seed=seed, window=window)
+            assert got == _matched_naive(ident, mag, seed, window), (seed, window)
 
 
 def test_activation_match_it_cannot_satisfy():

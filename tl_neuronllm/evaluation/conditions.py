@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-import torch
+import numpy as np
 from torch import Tensor
 
 from tl_neuronllm.errors import ConfigError, RandomMatchWarning
@@ -232,15 +232,17 @@ def activation_matched_sets(
                 f"random_match='activation': layer {layer} has {len(members)} identified neurons but only "
                 f"{len(free)} others to match them with; pass random_match='layer' or a smaller k"
             )
-        mag = magnitude[layer]
+        mag = magnitude[layer].double().numpy()
+        pool = np.asarray(free, dtype=np.int64)
         order = list(range(len(members)))
         rng.shuffle(order)
         for j in order:
             role, n = members[j]
-            dist = (mag[torch.tensor(free)] - mag[n]).abs()
-            near = torch.argsort(dist, stable=True)[: max(1, window)].tolist()
-            pick = free.pop(near[rng.randrange(len(near))])
-            out[role].append((layer, pick))
+            # the window nearest free neurons, ties in free-list (neuron) order
+            near = np.argsort(np.abs(mag[pool] - mag[n]), kind="stable")[: max(1, window)]
+            k = int(near[rng.randrange(len(near))])
+            out[role].append((layer, int(pool[k])))
+            pool = np.delete(pool, k)
     return {r: sorted(v) for r, v in out.items()}
 
 
