@@ -232,7 +232,7 @@ def activation_matched_sets(
                 f"random_match='activation': layer {layer} has {len(members)} identified neurons but only "
                 f"{len(free)} others to match them with; pass random_match='layer' or a smaller k"
             )
-        mag = magnitude[layer].double().numpy()
+        mag = magnitude[layer].detach().double().cpu().numpy()
         pool = np.asarray(free, dtype=np.int64)
         order = list(range(len(members)))
         rng.shuffle(order)
