@@ -318,24 +318,124 @@ def tables(per_item: dict[str, Any], task: str, args: Any) -> dict[str, Any]:
     return {"paired": table.to_dict(), "paired_accuracy": acc.to_dict(), "paired_markdown": table.to_markdown()}
 
 
-def retable(path: str) -> None:
-    """Recompute the verdict tables of a saved run from its per-item values (no model time) and rewrite its
-    JSON and markdown in place, keeping the run's own environment record and noting the re-tabling."""
-    import json
-    from pathlib import Path
-
-    doc = json.loads(Path(path).read_text())
+def _retable(doc: dict[str, Any]) -> None:
+    """Re-make a saved run's verdict tables (in ``doc``) from its per-item values."""
     args = argparse.Namespace(**{"random_methods": "all", **doc["args"]})
     res = doc["results"]
     res.setdefault("control_text", "boolq")
     res.update(tables(res["per_item"], res["task"], args))
-    env = harness.environment()
-    doc["retabled"] = {"date": env["date"], "git": env["git"], "min_diff": res["paired"]["min_diff"]}
+
+
+def _write(path: str, doc: dict[str, Any], note: str) -> None:
+    """Write a saved run's JSON and markdown in place: its own environment record kept, ``note`` added to the
+    markdown's first line."""
+    args = argparse.Namespace(**{"random_methods": "all", **doc["args"]})
     Path(path).write_text(json.dumps(doc, indent=2, default=str) + "\n")
-    head = f"<!-- {harness.markdown_head('science', doc['run'], doc['environment'])}; "
-    head += f"verdict tables re-made {env['date']} (git {env['git']}) from the saved per-item values -->\n"
-    Path(path).with_suffix(".md").write_text(head + markdown(res, args).rstrip("\n") + "\n")
+    head = f"<!-- {harness.markdown_head('science', doc['run'], doc['environment'])}; {note} -->\n"
+    Path(path).with_suffix(".md").write_text(head + markdown(doc["results"], args).rstrip("\n") + "\n")
+
+
+def retable(path: str) -> None:
+    """Recompute the verdict tables of a saved run from its per-item values (no model time) and rewrite its
+    JSON and markdown in place, keeping the run's own environment record and noting the re-tabling."""
+    doc = json.loads(Path(path).read_text())
+    _retable(doc)
+    env = harness.environment()
+    doc["retabled"] = {"date": env["date"], "git": env["git"], "min_diff": doc["results"]["paired"]["min_diff"]}
+    _write(path, doc, f"verdict tables re-made {env['date']} (git {env['git']}) from the saved per-item values")
     print(f"re-tabled {path}", flush=True)
+
+
+def identification_summary(ace: Any, name: str, r: Any, k: int) -> dict[str, Any]:
+    """One result's identification statistics, layer-0 share of its good set and Jaccard overlap of its good
+    and bad sets with ace's at ``k`` (``ace`` None: no overlap)."""
+    out: dict[str, Any] = {
+        "stats": {key: r.stats.get(key) for key in ("accuracy", "consistent_accuracy", "gold_prob")},
+        "layer0_share": sum(x.layer == 0 for x in r.with_k(k).good) / max(len(r.with_k(k).good), 1),
+        "jaccard": {},
+    }
+    if ace is not None:
+        a, b = ace.with_k(k), r.with_k(k)
+        for role in ("good", "bad"):
+            sa = {(x.layer, x.neuron) for x in getattr(a, role)}
+            sb = {(x.layer, x.neuron) for x in getattr(b, role)}
+            out["jaccard"][f"{name}:{role}"] = len(sa & sb) / max(len(sa | sb), 1) if sa or sb else None
+    return out
+
+
+#: Largest difference allowed between a merged evaluation's baseline per-item gold probabilities and the saved
+#: run's (the same items and model; ``evaluate_many`` batches forwards differently, so float rounding only).
+MERGE_TOL = 1e-4
+
+
+def merge(state_dir: str, path: str) -> list[str]:
+    """Add the methods a ``--state`` folder has evaluated, and a saved run lacks, to that run's result file and
+    re-make its verdict tables (no model time): for methods run in another session than the rest. The folder
+    must hold the same run's stages (every argument in :data:`STATE_ARGS` equal) and its evaluations the same
+    held-out items with the same baseline (within :data:`MERGE_TOL`). Returns the methods added.
+
+    Raises:
+        SystemExit: if the folder is not a state folder, holds another run's stages, or an evaluation's items or
+            baseline differ from the saved run's.
+    """
+    doc = json.loads(Path(path).read_text())
+    res = doc["results"]
+    args = argparse.Namespace(**{"random_methods": "all", **doc["args"]})
+    folder = Path(state_dir)
+    if not (folder / "args.json").is_file():
+        raise SystemExit(f"--merge: {folder} is not a --state folder (it has no args.json)")
+    saved = json.loads((folder / "args.json").read_text())
+    diff = sorted(k for k in STATE_ARGS if saved.get(k) != getattr(args, k, None))
+    if diff:
+        raise SystemExit(f"--merge: {folder} holds another run's stages than {path} (differs in {diff})")
+    state = State(state_dir, args)
+    ref = res["per_item"]["ace"]
+    results: dict[str, Any] = {}
+    for name in METHODS:  # sources first: METHODS lists each source before its re-formings
+        how = METHODS[name]
+        results[name] = state.result(name) if how[0] == "identify" else None
+        if how[0] == "rescore" and results.get(how[1]) is not None:
+            results[name] = rescore(results[how[1]], **how[2])
+    added = []
+    for name in [*METHODS, "ace@layer_random"]:
+        ev = state.evaluation(name)
+        if name in res["per_item"] or ev is None:
+            continue
+        pi = ev.per_item
+        if pi["item_ids"] != ref["item_ids"]:
+            raise SystemExit(f"--merge: {name}'s evaluation in {folder} ran on other held-out items than {path}")
+        gap = max(
+            abs(a - b)
+            for a, b in zip(pi["conditions"]["baseline"]["gold_prob"], ref["conditions"]["baseline"]["gold_prob"])
+        )
+        if gap > MERGE_TOL:
+            raise SystemExit(
+                f"--merge: {name}'s baseline gold probabilities differ from {path}'s by {gap:.2g} (> {MERGE_TOL})"
+            )
+        res["methods"][name] = row_summary(ev)
+        res["per_item"][name] = pi
+        r = results.get(name)
+        if r is not None:
+            summary = identification_summary(results.get("ace"), name, r, args.k)
+            res["identification_stats"][name] = summary["stats"]
+            res["layer0_share"][name] = summary["layer0_share"]
+            res["jaccard_vs_ace"].update(summary["jaccard"])
+        added.append(name)
+    if not added:
+        print(f"--merge: {folder} has no evaluated method that {path} lacks; nothing written", flush=True)
+        return added
+    env = harness.environment()
+    doc.setdefault("merged", []).append(
+        {"methods": added, "state": str(folder), "date": env["date"], "git": env["git"], "versions": env["versions"]}
+    )
+    _retable(doc)
+    _write(
+        path,
+        doc,
+        f"{', '.join(added)} merged {env['date']} (git {env['git']}) from a state folder; verdict tables re-made",
+    )
+    print(f"merged {added} into {path}", flush=True)
+    return added
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -347,6 +447,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for path in argv[1:]:
             retable(path)
         return {}
+    if argv[:1] == ["--merge"]:
+        if len(argv) != 3:
+            raise SystemExit("usage: python -m benchmarks science --merge STATE_DIR RESULT.json")
+        return {"merged": merge(argv[1], argv[2])}
     args = parse(argv)
     harness.setup(args)
     t_all = time.perf_counter()
@@ -369,13 +473,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         kept = f" and kept in {args.state}" if args.state else ""
         print(f"no ace among the methods: stages done{kept}; no tables written (they compare with ace)", flush=True)
         return {"seconds": seconds, "evaluated": sorted(evals)}
-    overlap = {}
-    for n, r in results.items():
-        a, b = ace.with_k(args.k), r.with_k(args.k)
-        for role in ("good", "bad"):
-            sa = {(x.layer, x.neuron) for x in getattr(a, role)}
-            sb = {(x.layer, x.neuron) for x in getattr(b, role)}
-            overlap[f"{n}:{role}"] = len(sa & sb) / max(len(sa | sb), 1) if sa or sb else None
+    summaries = {n: identification_summary(ace, n, r, args.k) for n, r in results.items()}
     seconds["total"] = round(time.perf_counter() - t_all, 1)
     res = {
         "task": args.task,
@@ -386,14 +484,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "n_control": len(data["control"]),
         "n_passages": len(data["passages"]),
         "control_text": data["control_text_name"],
-        "identification_stats": {
-            n: {k: r.stats.get(k) for k in ("accuracy", "consistent_accuracy", "gold_prob")} for n, r in results.items()
-        },
-        "layer0_share": {
-            n: sum(x.layer == 0 for x in r.with_k(args.k).good) / max(len(r.with_k(args.k).good), 1)
-            for n, r in results.items()
-        },
-        "jaccard_vs_ace": overlap,
+        "identification_stats": {n: s["stats"] for n, s in summaries.items()},
+        "layer0_share": {n: s["layer0_share"] for n, s in summaries.items()},
+        "jaccard_vs_ace": {key: v for s in summaries.values() for key, v in s["jaccard"].items()},
         "methods": {n: row_summary(ev) for n, ev in evals.items()},
         "per_item": {n: ev.per_item for n, ev in evals.items()},
         "seconds": seconds,

@@ -89,3 +89,43 @@ def test_science_benchmark_resumes_from_its_state_folder(tmp_path, monkeypatch):
     assert only["seconds"]["identify"]["grad_x_act"] == "kept" and only["evaluated"] == ["grad_x_act"] and calls == []
     with pytest.raises(SystemExit, match=r"holds another run's stages \(differs in \['k'\]\)"):
         science.main([*argv[:4], "--k", "6", *argv[6:]])
+
+
+@pytest.mark.slow
+def test_science_merge_adds_a_state_folders_methods_and_equals_one_run_with_them(tmp_path, monkeypatch):
+    science = _tiny_science(monkeypatch, 24)
+    argv = ["--n-identify", "6", "--n-heldout", "6", "--k", "5", "--n-random", "2", "--n-control", "3"]
+    argv += ["--n-passages", "2", "--steps", "1", "--n-boot", "50", "--random-methods", "ace", "--no-layer-random"]
+    state = tmp_path / "state"
+    saved = tmp_path / "saved" / "science" / "commonsenseqa.json"
+    science.main([*argv, "--methods", "ace,mean_ig", "--state", str(state), "--out", str(tmp_path / "saved")])
+    science.main([*argv, "--methods", "grad_x_act", "--state", str(state)])  # another session: its stages only
+    before = json.loads(saved.read_text())
+    assert "grad_x_act" not in before["results"]["per_item"]
+    assert science.main(["--merge", str(state), str(saved)]) == {"merged": ["grad_x_act"]}
+    merged = json.loads(saved.read_text())
+    # the reference: one run with all three methods over the same (now complete) state folder
+    science.main([*argv, "--methods", "ace,mean_ig,grad_x_act", "--state", str(state), "--out", str(tmp_path)])
+    res, ref = merged["results"], json.loads((tmp_path / "science" / "commonsenseqa.json").read_text())["results"]
+    for key in ("per_item", "methods", "paired", "paired_accuracy", "paired_markdown", "jaccard_vs_ace"):
+        assert json.dumps(res[key], sort_keys=True) == json.dumps(ref[key], sort_keys=True), key  # NaN-safe
+    assert {r["method"] for r in res["paired"]["rows"]} == {"mean_ig", "grad_x_act"}
+    assert res["layer0_share"] == ref["layer0_share"] and res["identification_stats"] == ref["identification_stats"]
+    assert merged["merged"][0]["methods"] == ["grad_x_act"] and merged["environment"] == before["environment"]
+    assert "| grad_x_act | suppress_good |" in saved.with_suffix(".md").read_text()
+    assert science.main(["--merge", str(state), str(saved)]) == {"merged": []}  # nothing new: file unchanged
+    assert json.loads(saved.read_text()) == merged
+    # bad input: not a state folder, another run's stages, other baseline values
+    with pytest.raises(SystemExit, match="is not a --state folder"):
+        science.merge(str(tmp_path / "saved"), str(saved))
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "args.json").write_text(json.dumps({**json.loads((state / "args.json").read_text()), "k": 6}))
+    with pytest.raises(SystemExit, match=r"holds another run's stages than .* \(differs in \['k'\]\)"):
+        science.merge(str(other), str(saved))
+    for name in ("grad_x_act", "mean_ig"):
+        del merged["results"]["per_item"][name]
+    merged["results"]["per_item"]["ace"]["conditions"]["baseline"]["gold_prob"][0] += 0.01
+    saved.write_text(json.dumps(merged))
+    with pytest.raises(SystemExit, match=r"mean_ig's baseline gold probabilities differ from .* by 0\.01"):
+        science.merge(str(state), str(saved))
