@@ -74,6 +74,11 @@ def parse(argv: list[str] | None) -> Any:
         "--control-text", default=None, help="task whose passages are the control text (default boolq; imdb for boolq)"
     )
     ap.add_argument("--state", default=None, help="folder keeping finished stages, reused when run again")
+    ap.add_argument(
+        "--own-k-only",
+        action="store_true",
+        help="evaluate only ace at each smaller method's own set size (see own_k_sizes); for --merge into a saved run",
+    )
     return ap.parse_args(argv)
 
 
@@ -117,6 +122,13 @@ class State:
     def evaluation(self, name: str) -> Any:
         p = self._path("evaluate", name)
         return EvalResult.load(p) if p is not None and (p / "evaluation.json").exists() else None
+
+    def own_k_names(self) -> list[str]:
+        """The ``ace@k<size>`` evaluations this folder keeps."""
+        if self.dir is None or not (self.dir / "evaluate").is_dir():
+            return []
+        found = [p.name.replace("_at_", "@") for p in (self.dir / "evaluate").iterdir()]
+        return sorted(n for n in found if n.startswith("ace@k") and n[len("ace@k") :].isdigit())
 
     def keep_evaluation(self, name: str, ev: Any) -> None:
         p = self._path("evaluate", name)
@@ -185,6 +197,14 @@ def identify_all(
     return {n: out[n] for n in names}, seconds
 
 
+def own_k_sizes(sizes: dict[str, int], k: int) -> dict[str, int]:
+    """Methods whose good set at ``k`` is smaller than the default's (knowledge neurons and QR-Neuron select only
+    the neurons their thresholds pass) -> that size: each is compared with ``ace@k<size>``, the default's top
+    ``size`` good neurons, so that a comparison is never 500 neurons against 150."""
+    ace = sizes.get("ace", k)
+    return {n: s for n, s in sizes.items() if n != "ace" and "@" not in n and 0 < s < ace}
+
+
 def evaluate_all(
     model: Any, results: dict[str, Any], data: dict[str, Any], args: Any, state: State | None = None
 ) -> tuple[dict, dict]:
@@ -206,9 +226,14 @@ def evaluate_all(
     evals: dict[str, Any] = {}
     with_random = set(results) if args.random_methods == "all" else set(args.random_methods.split(","))
     p3 = [n for n in results if results[n].identify_config().n_proxies == PROMPT["n_proxies"]]
+    only_own_k = getattr(args, "own_k_only", False)
     for label, group, n_random in (
-        ("P3", [n for n in p3 if n in with_random], args.n_random),
-        ("P3_no_random", [n for n in p3 if n not in with_random], 0),
+        ()
+        if only_own_k
+        else (
+            ("P3", [n for n in p3 if n in with_random], args.n_random),
+            ("P3_no_random", [n for n in p3 if n not in with_random], 0),
+        )
     ):
         kept = {n: state.evaluation(n) for n in group}
         evals.update({n: ev for n, ev in kept.items() if ev is not None})
@@ -227,6 +252,9 @@ def evaluate_all(
     singles = [n for n in results if n not in p3] + (
         ["ace@layer_random"] if "ace" in results and args.layer_random else []
     )
+    sizes = {n: len(r.with_k(args.k).good) for n, r in results.items()}
+    own_k = sorted(set(own_k_sizes(sizes, args.k).values())) if "ace" in results else []
+    singles = ([] if only_own_k else singles) + [f"ace@k{size}" for size in own_k]
     for n in singles:
         kept_ev = state.evaluation(n)
         if kept_ev is not None:
@@ -236,6 +264,9 @@ def evaluate_all(
         if n == "ace@layer_random":
             lay = {**eo, "control": None, "control_text": None, "n_random": args.n_random}
             evals[n] = evaluate(model, results["ace"], data["held"], random_match="layer", **lay)
+        elif n.startswith("ace@k"):  # the default at a smaller method's size: its good set only, no controls
+            own = {**eo, "k": int(n[len("ace@k") :]), "interventions": ("suppress_good",), "control": None}
+            evals[n] = evaluate(model, results["ace"], data["held"], **{**own, "control_text": None, "n_random": 0})
         else:
             evals[n] = evaluate(
                 model, results[n], data["held"], **eo, n_random=args.n_random if n in with_random else 0
@@ -303,19 +334,43 @@ def markdown(res: dict[str, Any], args: Any) -> str:
             )
     lines += ["", "Paired, Holm-corrected (reference: ace; per-item Δgold p, expected direction):", ""]
     lines.append(res["paired_markdown"])
+    if res.get("paired_own_k_markdown"):
+        lines += [
+            "",
+            "Methods with fewer than K good neurons against ace's top neurons at their size (Holm over these):",
+            "",
+        ]
+        lines.append(res["paired_own_k_markdown"])
     lines += ["", f"Wall time: {res['seconds']}"]
     return "\n".join(lines) + "\n"
 
 
-def tables(per_item: dict[str, Any], task: str, args: Any) -> dict[str, Any]:
-    """The paired, Holm-corrected verdict tables (gold probability and correctness) from saved per-item values."""
+def tables(per_item: dict[str, Any], task: str, args: Any, sizes: dict[str, int] | None = None) -> dict[str, Any]:
+    """The paired, Holm-corrected verdict tables (gold probability and correctness) from saved per-item values:
+    every method against ace at K, and every method smaller than K (``sizes``: method -> good set size at K)
+    against ``ace@k<size>`` where that evaluation is among ``per_item``."""
     from types import SimpleNamespace
 
     conds = tuple(args.interventions.split(","))
-    same = {n: SimpleNamespace(task=task, per_item=v) for n, v in per_item.items() if n != "ace@layer_random"}
+    ev = {n: SimpleNamespace(task=task, per_item=v) for n, v in per_item.items()}
+    same = {n: e for n, e in ev.items() if "@" not in n}
     table = paired_table(same, "ace", conditions=conds, n_boot=args.n_boot, seed=args.seed, k=args.k)  # type: ignore[arg-type]
     acc = paired_table(same, "ace", conditions=conds, metric="correct", n_boot=args.n_boot, seed=args.seed)  # type: ignore[arg-type]
-    return {"paired": table.to_dict(), "paired_accuracy": acc.to_dict(), "paired_markdown": table.to_markdown()}
+    out = {"paired": table.to_dict(), "paired_accuracy": acc.to_dict(), "paired_markdown": table.to_markdown()}
+    pairs = {n: f"ace@k{size}" for n, size in own_k_sizes(sizes or {}, args.k).items() if f"ace@k{size}" in ev}
+    if pairs:
+        own = paired_table(ev, pairs, conditions=("suppress_good",), n_boot=args.n_boot, seed=args.seed, k=None)  # type: ignore[arg-type]
+        out.update(paired_own_k=own.to_dict(), paired_own_k_markdown=own.to_markdown())
+    return out
+
+
+def method_sizes(res: dict[str, Any]) -> dict[str, int]:
+    """Method -> its good set size at K, from a saved run's rows."""
+    return {
+        n: rows["suppress_good"]["n_good"]
+        for n, rows in res["methods"].items()
+        if "n_good" in rows.get("suppress_good", {})
+    }
 
 
 def _retable(doc: dict[str, Any]) -> None:
@@ -323,7 +378,7 @@ def _retable(doc: dict[str, Any]) -> None:
     args = argparse.Namespace(**{"random_methods": "all", **doc["args"]})
     res = doc["results"]
     res.setdefault("control_text", "boolq")
-    res.update(tables(res["per_item"], res["task"], args))
+    res.update(tables(res["per_item"], res["task"], args, method_sizes(res)))
 
 
 def _write(path: str, doc: dict[str, Any], note: str) -> None:
@@ -397,7 +452,7 @@ def merge(state_dir: str, path: str) -> list[str]:
         if how[0] == "rescore" and results.get(how[1]) is not None:
             results[name] = rescore(results[how[1]], **how[2])
     added = []
-    for name in [*METHODS, "ace@layer_random"]:
+    for name in [*METHODS, "ace@layer_random", *state.own_k_names()]:
         ev = state.evaluation(name)
         if name in res["per_item"] or ev is None:
             continue
@@ -469,9 +524,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     evals, s_ev = evaluate_all(model, results, data, args, state)
     seconds["evaluate"] = s_ev
     ace = results.get("ace")
-    if ace is None:  # every table compares with ace: this run only made (or found) its stages
+    if ace is None or args.own_k_only:  # every table compares with ace: this run only made (or found) its stages
         kept = f" and kept in {args.state}" if args.state else ""
-        print(f"no ace among the methods: stages done{kept}; no tables written (they compare with ace)", flush=True)
+        why = "--own-k-only" if ace is not None else "no ace among the methods"
+        print(f"{why}: stages done{kept}; no tables written", flush=True)
         return {"seconds": seconds, "evaluated": sorted(evals)}
     summaries = {n: identification_summary(ace, n, r, args.k) for n, r in results.items()}
     seconds["total"] = round(time.perf_counter() - t_all, 1)
@@ -491,7 +547,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "per_item": {n: ev.per_item for n, ev in evals.items()},
         "seconds": seconds,
     }
-    res.update(tables({n: ev.per_item for n, ev in evals.items() if n in results}, args.task, args))
+    res.update(tables({n: ev.per_item for n, ev in evals.items()}, args.task, args, method_sizes(res)))
     path = harness.write_result(
         "science", args.run or args.task, res, args=args, markdown=markdown(res, args), out=args.out
     )

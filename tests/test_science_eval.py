@@ -198,6 +198,36 @@ def test_paired_table_signs_and_corrects():
         paired_table({"ace": ref, "x": _fake_eval({}, ids=("a", "b", "c", "e"))}, "ace")
 
 
+def test_paired_table_with_a_reference_per_method_equals_the_pairs_corrected_together():
+    ids = tuple(f"i{j}" for j in range(12))
+    rng = np.random.default_rng(3)
+    ev = {n: _fake_eval({"suppress_good": list(rng.normal(m, 0.05, 12))}, ids=ids) for n, m in
+          (("ace", -0.1), ("ace@k3", -0.05), ("kn", -0.2), ("ace@k5", -0.12), ("qr", -0.12))}  # fmt: skip
+    t = paired_table(ev, {"kn": "ace@k3", "qr": "ace@k5"}, conditions=["suppress_good"], n_boot=300, seed=4)
+    assert [(r.method, r.reference) for r in t.rows] == [("kn", "ace@k3"), ("qr", "ace@k5")]
+    # naive reference: each pair alone (one comparison, so its Holm p is its p), then Holm over both by hand
+    alone = [paired_table({r: ev[r], m: ev[m]}, r, conditions=["suppress_good"], n_boot=300, seed=4).rows[0]
+             for m, r in (("kn", "ace@k3"), ("qr", "ace@k5"))]  # fmt: skip
+    for got, ref in zip(t.rows, alone):
+        assert (got.diff, got.ci, got.p) == (ref.diff, ref.ci, ref.p)
+    ps = sorted((r.p, i) for i, r in enumerate(alone))
+    hand = [0.0, 0.0]
+    hand[ps[0][1]] = min(1.0, 2 * ps[0][0])
+    hand[ps[1][1]] = min(1.0, max(hand[ps[0][1]], ps[1][0]))
+    assert [r.p_holm for r in t.rows] == pytest.approx(hand)
+    assert t.rows[0].verdict == "win" and t.rows[1].verdict == "tie"  # kn falls further than ace at its size
+    # a string reference is the mapping of every other method to it
+    one = paired_table(ev, "ace", conditions=["suppress_good"], n_boot=300, seed=4)
+    many = paired_table(ev, {n: "ace" for n in ev if n != "ace"}, conditions=["suppress_good"], n_boot=300, seed=4)
+    assert one.to_dict() == many.to_dict()
+    with pytest.raises(ConfigError, match=r"reference 'ace@k9' is not among the evaluations"):
+        paired_table(ev, {"kn": "ace@k9"})
+    with pytest.raises(ConfigError, match=r"method 'kn2' is not among the evaluations"):
+        paired_table(ev, {"kn2": "ace"})
+    with pytest.raises(ConfigError, match="reference mapping is empty"):
+        paired_table(ev, {})
+
+
 def test_paired_table_calls_a_significant_but_tiny_difference_negligible():
     ids = tuple(f"i{j}" for j in range(40))
     ref = _fake_eval({"suppress_good": [-0.1] * 40}, ids=ids)

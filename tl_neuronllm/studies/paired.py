@@ -188,7 +188,7 @@ def item_effects(ev: EvalResult, condition: str, metric: str = "gold_prob") -> F
 
 def paired_table(
     evaluations: Mapping[str, EvalResult],
-    reference: str,
+    reference: str | Mapping[str, str],
     *,
     conditions: Sequence[str] = tuple(EXPECTED_DIRECTION),
     metric: str = "gold_prob",
@@ -200,34 +200,43 @@ def paired_table(
 ) -> VerdictTable:
     """Every method against ``reference`` on every condition, paired over items, Holm-corrected across the table.
 
-    A significant comparison whose mean difference is below ``min_diff`` is ``"negligible"``, not a win or a loss.
+    ``reference`` is one method every other is compared with, or a mapping method -> its own reference (e.g. a
+    baseline that selects fewer than K neurons against the default at the baseline's size); then only those
+    pairs are compared, Holm-corrected together. A significant comparison whose mean difference is below
+    ``min_diff`` is ``"negligible"``, not a win or a loss.
 
     Raises:
-        ConfigError: an unknown reference, evaluations of different held-out items, missing per-item values, a
-            negative ``min_diff``.
+        ConfigError: an unknown reference or method, evaluations of different held-out items, missing per-item
+            values, a negative ``min_diff``.
     """
     if not min_diff >= 0:
         raise ConfigError(f"min_diff must be >= 0, got {min_diff!r}")
-    if reference not in evaluations:
-        raise ConfigError(f"reference {reference!r} is not among the evaluations {sorted(evaluations)}")
+    if isinstance(reference, str):
+        pairs = {name: reference for name in evaluations if name != reference}
+        first = reference
+    else:
+        pairs = dict(reference)
+        if not pairs:
+            raise ConfigError("reference mapping is empty: give method -> reference pairs")
+        first = next(iter(pairs.values()))
+    for name in [first, *pairs.values(), *pairs]:
+        if name not in evaluations:
+            role = "reference" if name == first or name in pairs.values() else "method"
+            raise ConfigError(f"{role} {name!r} is not among the evaluations {sorted(evaluations)}")
     ids = {name: tuple(ev.per_item.get("item_ids", ())) for name, ev in evaluations.items()}
     if len(set(ids.values())) != 1:
-        other = next(n for n in ids if ids[n] != ids[reference])
-        raise ConfigError(
-            f"evaluations {reference!r} and {other!r} are on different held-out items; pair them on the same"
-        )
+        other = next(n for n in ids if ids[n] != ids[first])
+        raise ConfigError(f"evaluations {first!r} and {other!r} are on different held-out items; pair them on the same")
     rows: list[Comparison] = []
     for cond in conditions:
-        ref = item_effects(evaluations[reference], cond, metric)
-        if ref is None:
-            continue
         sign = EXPECTED_DIRECTION[cond]
-        for name, ev in evaluations.items():
-            eff = item_effects(ev, cond, metric)
-            if name == reference or eff is None:
+        for name, ref_name in pairs.items():
+            ref = item_effects(evaluations[ref_name], cond, metric)
+            eff = item_effects(evaluations[name], cond, metric)
+            if ref is None or eff is None:
                 continue
             t = paired_bootstrap(sign * eff, sign * ref, n_boot, seed)
-            rows.append(Comparison(cond, name, reference, float(eff.mean()), float(ref.mean()), t.mean, t.ci, t.p))
+            rows.append(Comparison(cond, name, ref_name, float(eff.mean()), float(ref.mean()), t.mean, t.ci, t.p))
     for r, ph in zip(rows, holm([r.p for r in rows])):
         r.p_holm = ph
         if not ph < alpha:
@@ -236,7 +245,7 @@ def paired_table(
             r.verdict = "negligible"
         else:
             r.verdict = "win" if r.diff > 0 else "loss"
-    n_items = len(ids[reference])
+    n_items = len(ids[first])
     return VerdictTable(metric, k, n_items, alpha, rows, dict(evaluations), min_diff)
 
 
