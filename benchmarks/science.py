@@ -373,9 +373,15 @@ def method_sizes(res: dict[str, Any]) -> dict[str, int]:
     }
 
 
+def _saved_args(doc: dict[str, Any]) -> argparse.Namespace:
+    """A saved run's arguments; one an older run's file lacks takes today's default (each option added since
+    defaults to what runs did before it)."""
+    return argparse.Namespace(**{**vars(parse([])), **doc["args"]})
+
+
 def _retable(doc: dict[str, Any]) -> None:
     """Re-make a saved run's verdict tables (in ``doc``) from its per-item values."""
-    args = argparse.Namespace(**{"random_methods": "all", **doc["args"]})
+    args = _saved_args(doc)
     res = doc["results"]
     res.setdefault("control_text", "boolq")
     res.update(tables(res["per_item"], res["task"], args, method_sizes(res)))
@@ -384,7 +390,7 @@ def _retable(doc: dict[str, Any]) -> None:
 def _write(path: str, doc: dict[str, Any], note: str) -> None:
     """Write a saved run's JSON and markdown in place: its own environment record kept, ``note`` added to the
     markdown's first line."""
-    args = argparse.Namespace(**{"random_methods": "all", **doc["args"]})
+    args = _saved_args(doc)
     Path(path).write_text(json.dumps(doc, indent=2, default=str) + "\n")
     head = f"<!-- {harness.markdown_head('science', doc['run'], doc['environment'])}; {note} -->\n"
     Path(path).with_suffix(".md").write_text(head + markdown(doc["results"], args).rstrip("\n") + "\n")
@@ -435,7 +441,7 @@ def merge(state_dir: str, path: str) -> list[str]:
     """
     doc = json.loads(Path(path).read_text())
     res = doc["results"]
-    args = argparse.Namespace(**{"random_methods": "all", **doc["args"]})
+    args = _saved_args(doc)
     folder = Path(state_dir)
     if not (folder / "args.json").is_file():
         raise SystemExit(f"--merge: {folder} is not a --state folder (it has no args.json)")

@@ -129,3 +129,39 @@ def test_science_merge_adds_a_state_folders_methods_and_equals_one_run_with_them
     saved.write_text(json.dumps(merged))
     with pytest.raises(SystemExit, match=r"mean_ig's baseline gold probabilities differ from .* by 0\.01"):
         science.merge(str(state), str(saved))
+
+
+@pytest.mark.slow
+def test_science_compares_a_smaller_method_with_ace_at_its_own_size_and_merges_it(tmp_path, monkeypatch):
+    science = _tiny_science(monkeypatch, 24)
+    argv = ["--n-identify", "6", "--n-heldout", "6", "--k", "40", "--n-random", "2", "--n-control", "3"]
+    argv += ["--n-passages", "2", "--steps", "1", "--n-boot", "50", "--random-methods", "ace", "--no-layer-random"]
+    argv += ["--methods", "ace,knowledge_neurons,qr_neuron", "--state", str(tmp_path / "state")]
+    res = science.main([*argv, "--out", str(tmp_path)])
+    sizes = {n: rows["suppress_good"]["n_good"] for n, rows in res["methods"].items()}
+    small = {n: s for n, s in sizes.items() if n in ("knowledge_neurons", "qr_neuron") and s < 40}
+    assert small, f"the tiny setup must give a method below K for this test: {sizes}"
+    for size in small.values():
+        assert sizes[f"ace@k{size}"] == size  # the default's top `size` good neurons, evaluated on the same items
+        assert "suppress_bad" not in res["per_item"][f"ace@k{size}"]["conditions"]
+    pairs = {(r["method"], r["reference"]) for r in res["paired_own_k"]["rows"]}
+    assert pairs == {(n, f"ace@k{s}") for n, s in small.items()}
+    assert all(r["reference"] == "ace" for r in res["paired"]["rows"])  # the K table compares with ace only
+    md = (tmp_path / "science" / "commonsenseqa.md").read_text()
+    assert "fewer than K good neurons" in md
+    # a saved run without the own-size stage gets it from --own-k-only and --merge, equal to the one run
+    path = tmp_path / "science" / "commonsenseqa.json"
+    whole = json.loads(path.read_text())
+    doc = json.loads(path.read_text())
+    for n in [f"ace@k{s}" for s in set(small.values())]:
+        del doc["results"]["per_item"][n], doc["results"]["methods"][n]
+    for key in ("paired_own_k", "paired_own_k_markdown"):
+        del doc["results"][key]
+    path.write_text(json.dumps(doc))
+    science.main([*argv, "--own-k-only"])  # every stage kept: nothing runs, no tables
+    assert science.main(["--merge", str(tmp_path / "state"), str(path)])["merged"] == sorted(
+        f"ace@k{s}" for s in set(small.values())
+    )
+    merged = json.loads(path.read_text())["results"]
+    for key in ("per_item", "methods", "paired", "paired_own_k", "paired_own_k_markdown"):
+        assert json.dumps(merged[key], sort_keys=True) == json.dumps(whole["results"][key], sort_keys=True), key
