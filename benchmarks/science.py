@@ -493,7 +493,10 @@ def merge(state_dir: str, path: str) -> list[str]:
     _write(
         path,
         doc,
-        f"{', '.join(added)} merged {env['date']} (git {env['git']}) from a state folder; verdict tables re-made",
+        "; ".join(
+            f"{', '.join(m['methods'])} merged {m['date']} (git {m['git']}) from a state folder" for m in doc["merged"]
+        )
+        + "; verdict tables re-made",
     )
     print(f"merged {added} into {path}", flush=True)
     return added

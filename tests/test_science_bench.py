@@ -115,6 +115,12 @@ def test_science_merge_adds_a_state_folders_methods_and_equals_one_run_with_them
     assert "| grad_x_act | suppress_good |" in saved.with_suffix(".md").read_text()
     assert science.main(["--merge", str(state), str(saved)]) == {"merged": []}  # nothing new: file unchanged
     assert json.loads(saved.read_text()) == merged
+    # a second merge: the page's header names both, the JSON keeps both records
+    science.main([*argv, "--methods", "activation_contrast", "--state", str(state)])
+    assert science.main(["--merge", str(state), str(saved)]) == {"merged": ["activation_contrast"]}
+    head = saved.with_suffix(".md").read_text().splitlines()[0]
+    assert "grad_x_act merged" in head and "activation_contrast merged" in head, head
+    assert [m["methods"] for m in json.loads(saved.read_text())["merged"]] == [["grad_x_act"], ["activation_contrast"]]
     # bad input: not a state folder, another run's stages, other baseline values
     with pytest.raises(SystemExit, match="is not a --state folder"):
         science.merge(str(tmp_path / "saved"), str(saved))
