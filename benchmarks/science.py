@@ -388,11 +388,15 @@ def _retable(doc: dict[str, Any]) -> None:
 
 
 def _write(path: str, doc: dict[str, Any], note: str) -> None:
-    """Write a saved run's JSON and markdown in place: its own environment record kept, ``note`` added to the
-    markdown's first line."""
+    """Write a saved run's JSON and markdown in place: its own environment record kept, every merge (``merged``)
+    and ``note`` added to the markdown's first line."""
     args = _saved_args(doc)
     Path(path).write_text(json.dumps(doc, indent=2, default=str) + "\n")
-    head = f"<!-- {harness.markdown_head('science', doc['run'], doc['environment'])}; {note} -->\n"
+    merges = [
+        f"{', '.join(m['methods'])} merged {m['date']} (git {m['git']}) from a state folder"
+        for m in doc.get("merged", [])
+    ]
+    head = f"<!-- {'; '.join([harness.markdown_head('science', doc['run'], doc['environment']), *merges, note])} -->\n"
     Path(path).with_suffix(".md").write_text(head + markdown(doc["results"], args).rstrip("\n") + "\n")
 
 
@@ -493,10 +497,7 @@ def merge(state_dir: str, path: str) -> list[str]:
     _write(
         path,
         doc,
-        "; ".join(
-            f"{', '.join(m['methods'])} merged {m['date']} (git {m['git']}) from a state folder" for m in doc["merged"]
-        )
-        + "; verdict tables re-made",
+        "verdict tables re-made",
     )
     print(f"merged {added} into {path}", flush=True)
     return added
